@@ -1,0 +1,27 @@
+//! meshdrift's kernel programs: a `sock_ops` program that tracks every established
+//! TCP connection and two `cgroup_skb` programs that count exchanges and capture
+//! the first client bytes. All are attached to the root of the cgroup v2 hierarchy.
+//! None of them ever drops, delays or changes a packet.
+
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod packet;
+#[cfg(target_arch = "bpf")]
+mod programs;
+#[cfg(target_arch = "bpf")]
+mod state;
+
+/// Host builds of the workspace compile this binary too; it only means something
+/// for the BPF target.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier rejects programs that could reach a panic, so this is
+    // never executed.
+    unsafe { core::hint::unreachable_unchecked() }
+}

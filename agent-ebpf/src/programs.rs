@@ -1,0 +1,177 @@
+//! Program entry points. Each returns "allow" whatever happens inside.
+
+use core::{ffi::c_void, ptr::read_volatile};
+
+use aya_ebpf::{
+    bindings::{
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE, bpf_sock_ops,
+    },
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_sock_ops_cb_flags_set},
+    macros::{cgroup_skb, sock_ops},
+    programs::{SkBuffContext, SockOpsContext},
+};
+use meshdrift_ebpf::{FlowAddrs, FlowState, data_dir, kind, loss, role};
+
+use crate::{
+    packet,
+    state::{FLOWS, count_loss, emit_flow},
+};
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
+#[sock_ops]
+pub fn meshdrift_sockops(ctx: SockOpsContext) -> u32 {
+    let ops = ctx.ops;
+    // SAFETY: `ops` is the context the kernel handed us; fields are read one by one
+    // with their declared width, as the verifier requires.
+    let op = unsafe { read_volatile(&raw const (*ops).op) };
+    match op {
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => on_established(ops, role::CLIENT),
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => on_established(ops, role::SERVER),
+        BPF_SOCK_OPS_STATE_CB => {
+            // SAFETY: as above; args[1] is the new state for STATE_CB.
+            let new_state = unsafe { read_volatile(&raw const (*ops).__bindgen_anon_1.args[1]) };
+            if new_state == BPF_TCP_CLOSE {
+                on_close(ops);
+            }
+        }
+        _ => {}
+    }
+    1
+}
+
+#[inline(always)]
+fn on_established(ops: *mut bpf_sock_ops, flow_role: u8) {
+    let Some(addrs) = read_addrs(ops, flow_role) else {
+        return;
+    };
+    // SAFETY: helper calls on the context pointer the kernel gave us.
+    let (cookie, now) = unsafe { (bpf_get_socket_cookie(ops.cast::<c_void>()), bpf_ktime_get_ns()) };
+    let state = FlowState {
+        addrs,
+        start_ns: now,
+        last_report_ns: now,
+        cgroup_id: 0,
+        bytes_sent: 0,
+        bytes_received: 0,
+        exchanges: 0,
+        last_data: data_dir::NONE,
+        flags: 0,
+        _pad: [0; 2],
+    };
+    if FLOWS.insert(&cookie, &state, 0).is_err() {
+        count_loss(loss::FLOW_MAP_INSERT);
+        return;
+    }
+    // SAFETY: as above.
+    let flags = unsafe { read_volatile(&raw const (*ops).bpf_sock_ops_cb_flags) };
+    // SAFETY: as above. Failure only means no close event; the LRU map forgets the flow.
+    let _ = unsafe { bpf_sock_ops_cb_flags_set(ops, (flags | BPF_SOCK_OPS_STATE_CB_FLAG) as i32) };
+}
+
+#[inline(always)]
+fn on_close(ops: *mut bpf_sock_ops) {
+    // SAFETY: helper calls on the context pointer the kernel gave us.
+    let (cookie, now) = unsafe { (bpf_get_socket_cookie(ops.cast::<c_void>()), bpf_ktime_get_ns()) };
+    let Some(state) = FLOWS.get_ptr(&cookie) else {
+        // State callbacks are only switched on for flows we recorded, so a missing
+        // entry was evicted.
+        count_loss(loss::FLOW_EVICTED);
+        return;
+    };
+    // SAFETY: the map value stays valid until removed below.
+    let state = unsafe { *state };
+    emit_flow(kind::CLOSE, cookie, &state, now);
+    let _ = FLOWS.remove(&cookie);
+}
+
+/// Addresses of the socket, IPv4-mapped IPv6 folded to IPv4 so both ends of a
+/// dual-stack connection look alike.
+#[inline(always)]
+fn read_addrs(ops: *mut bpf_sock_ops, flow_role: u8) -> Option<FlowAddrs> {
+    let mut addrs = FlowAddrs {
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
+        local_port: 0,
+        remote_port: 0,
+        family: 4,
+        role: flow_role,
+        _pad: [0; 2],
+    };
+    // SAFETY: context field reads, each at its declared width.
+    unsafe {
+        let family = read_volatile(&raw const (*ops).family);
+        // local_port is host order; remote_port holds the network-order port in its upper 16 bits.
+        addrs.local_port = read_volatile(&raw const (*ops).local_port) as u16;
+        addrs.remote_port = u16::from_be((read_volatile(&raw const (*ops).remote_port) >> 16) as u16);
+        match family {
+            AF_INET => {
+                let local = read_volatile(&raw const (*ops).local_ip4).to_ne_bytes();
+                let remote = read_volatile(&raw const (*ops).remote_ip4).to_ne_bytes();
+                addrs.local_addr[..4].copy_from_slice(&local);
+                addrs.remote_addr[..4].copy_from_slice(&remote);
+            }
+            AF_INET6 => {
+                let local = [
+                    read_volatile(&raw const (*ops).local_ip6[0]),
+                    read_volatile(&raw const (*ops).local_ip6[1]),
+                    read_volatile(&raw const (*ops).local_ip6[2]),
+                    read_volatile(&raw const (*ops).local_ip6[3]),
+                ];
+                let remote = [
+                    read_volatile(&raw const (*ops).remote_ip6[0]),
+                    read_volatile(&raw const (*ops).remote_ip6[1]),
+                    read_volatile(&raw const (*ops).remote_ip6[2]),
+                    read_volatile(&raw const (*ops).remote_ip6[3]),
+                ];
+                if is_v4_mapped(&local) && is_v4_mapped(&remote) {
+                    addrs.local_addr[..4].copy_from_slice(&local[3].to_ne_bytes());
+                    addrs.remote_addr[..4].copy_from_slice(&remote[3].to_ne_bytes());
+                } else {
+                    addrs.family = 6;
+                    for i in 0..4 {
+                        addrs.local_addr[i * 4..i * 4 + 4].copy_from_slice(&local[i].to_ne_bytes());
+                        addrs.remote_addr[i * 4..i * 4 + 4]
+                            .copy_from_slice(&remote[i].to_ne_bytes());
+                    }
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(addrs)
+}
+
+#[inline(always)]
+fn is_v4_mapped(words: &[u32; 4]) -> bool {
+    words[0] == 0 && words[1] == 0 && words[2].to_ne_bytes() == [0, 0, 0xff, 0xff]
+}
+
+#[cgroup_skb(egress)]
+pub fn meshdrift_egress(ctx: SkBuffContext) -> i32 {
+    packet::observe(&ctx, true);
+    1
+}
+
+#[cgroup_skb(ingress)]
+pub fn meshdrift_ingress(ctx: SkBuffContext) -> i32 {
+    packet::observe(&ctx, false);
+    1
+}
+
+/// Self-test entry points: the packet path of [`meshdrift_egress`] and
+/// [`meshdrift_ingress`] on the flow `SELFTEST_COOKIE`, so user space can drive it
+/// with `BPF_PROG_TEST_RUN` and synthetic frames. Never attached.
+#[cgroup_skb]
+pub fn meshdrift_selftest_egress(ctx: SkBuffContext) -> i32 {
+    packet::observe_flow(&ctx, true, meshdrift_ebpf::SELFTEST_COOKIE);
+    1
+}
+
+#[cgroup_skb]
+pub fn meshdrift_selftest_ingress(ctx: SkBuffContext) -> i32 {
+    packet::observe_flow(&ctx, false, meshdrift_ebpf::SELFTEST_COOKIE);
+    1
+}

@@ -1,0 +1,96 @@
+//! `meshdrift check`: static findings on a set of manifests.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::OutputFormat;
+use crate::inventory::{Index, files};
+use crate::policy::check::codes;
+use crate::policy::{Finding, Policies, Severity, check};
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Directory (or file) of Kubernetes and Istio manifests.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: PathBuf,
+    /// Output format (`table` prints the same as `text`).
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Report<'a> {
+    files: usize,
+    documents: usize,
+    objects: usize,
+    skipped: &'a std::collections::BTreeMap<String, usize>,
+    findings: &'a [Finding],
+}
+
+pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let outcome = files::load_dir(&args.manifests)?;
+    let index = Index::build(&outcome.objects);
+    let policies = Policies::build(&outcome.objects);
+    let mut findings: Vec<Finding> = outcome
+        .problems
+        .iter()
+        .map(|problem| {
+            Finding::new(
+                codes::LOAD_PROBLEM,
+                Severity::Error,
+                problem.file.display().to_string(),
+                problem.to_string(),
+            )
+        })
+        .collect();
+    findings.extend(check(&index, &policies));
+    let report = Report {
+        files: outcome.files,
+        documents: outcome.documents,
+        objects: outcome.objects.len(),
+        skipped: &outcome.skipped,
+        findings: &findings,
+    };
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text | OutputFormat::Table => print!("{}", render_text(&report)),
+    }
+    let failed = findings.iter().any(|f| f.severity == Severity::Error);
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn render_text(report: &Report<'_>) -> String {
+    let mut out = String::new();
+    let skipped: usize = report.skipped.values().sum();
+    let _ = write!(
+        out,
+        "Loaded {} objects from {} documents in {} files",
+        report.objects, report.documents, report.files
+    );
+    if skipped > 0 {
+        let kinds: Vec<String> = report
+            .skipped
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        let _ = write!(out, "; skipped {skipped} of other kinds ({})", kinds.join(", "));
+    }
+    let _ = writeln!(out);
+    if report.findings.is_empty() {
+        let _ = writeln!(out, "No findings.");
+        return out;
+    }
+    for finding in report.findings {
+        let _ = writeln!(out, "{finding}");
+    }
+    let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
+    let _ = writeln!(
+        out,
+        "{} errors, {} warnings, {} info",
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Info)
+    );
+    out
+}

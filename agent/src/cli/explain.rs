@@ -1,0 +1,170 @@
+//! `meshdrift explain`: the declared expectation for one client and destination.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use super::OutputFormat;
+use crate::inventory::{Index, PodInfo, files};
+use crate::policy::{DestinationExpectation, Expectation, Policies, SplitUnit};
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// Directory (or file) of Kubernetes and Istio manifests.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: PathBuf,
+    /// The client pod: NAMESPACE/POD, POD (namespace `default`) or its IP.
+    #[arg(long, value_name = "NS/POD")]
+    pub from: String,
+    /// The destination: a Service FQDN or short name, with an optional Service port.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub to: String,
+    /// Output format (`table` prints the same as `text`).
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let outcome = files::load_dir(&args.manifests)?;
+    for problem in &outcome.problems {
+        eprintln!("warning: {problem}");
+    }
+    let index = Index::build(&outcome.objects);
+    let policies = Policies::build(&outcome.objects);
+    let client = find_client(&index, &args.from)?;
+    let (host, port) = split_host_port(&args.to)?;
+    let expectation = policies
+        .expect(&index, client, host, port)
+        .with_context(|| format!("cannot explain {} → {}", client.key(), args.to))?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&expectation)?),
+        OutputFormat::Text | OutputFormat::Table => print!("{}", render_text(&expectation)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn find_client<'a>(index: &'a Index, from: &str) -> anyhow::Result<&'a PodInfo> {
+    if let Ok(ip) = from.parse::<IpAddr>() {
+        return index
+            .pod_by_ip(ip)
+            .with_context(|| format!("no pod with IP {ip} in the manifests"));
+    }
+    let (namespace, name) = from.split_once('/').unwrap_or(("default", from));
+    if let Some(pod) = index.pod_by_name(namespace, name) {
+        return Ok(pod);
+    }
+    let known: Vec<String> = index.pods().iter().take(10).map(PodInfo::key).collect();
+    bail!(
+        "no pod {namespace}/{name} in the manifests (pods include: {})",
+        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+    )
+}
+
+/// `host`, `host:port`; an IPv6 literal needs brackets to carry a port.
+fn split_host_port(to: &str) -> anyhow::Result<(&str, Option<u16>)> {
+    if let Some(rest) = to.strip_prefix('[')
+        && let Some((host, port)) = rest.split_once("]:")
+    {
+        let port = port.parse().with_context(|| format!("bad port in {to:?}"))?;
+        return Ok((host, Some(port)));
+    }
+    match to.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => {
+            let port = port
+                .parse::<u16>()
+                .with_context(|| format!("bad port {port:?} in {to:?}"))?;
+            Ok((host, Some(port)))
+        }
+        _ => Ok((to, None)),
+    }
+}
+
+/// The person-first rendering: one line per destination with its share and
+/// transport, then its endpoints.
+pub fn render_text(e: &Expectation) -> String {
+    let mut out = String::new();
+    let unit = match e.unit {
+        SplitUnit::Request => "per request",
+        SplitUnit::Connection => "per connection",
+    };
+    let _ = writeln!(out, "{} → {}:{} ({}, split {unit})", e.client, e.host, e.port, e.protocol.as_str());
+    match (&e.virtual_service, &e.route) {
+        (Some(vs), Some(route)) => {
+            let name = route.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+            let _ = writeln!(out, "VirtualService {vs}, {} route #{}{name}", route.kind.as_str(), route.index);
+        }
+        (Some(vs), None) => {
+            let _ = writeln!(out, "VirtualService {vs}");
+        }
+        (None, _) => {
+            let _ = writeln!(out, "No VirtualService: all traffic goes to the host itself");
+        }
+    }
+    if !e.determinable {
+        let _ = writeln!(
+            out,
+            "NOT DETERMINABLE from L4: {}",
+            e.reason.as_deref().unwrap_or("unknown")
+        );
+        for candidate in &e.candidates {
+            let condition = candidate
+                .condition
+                .as_deref()
+                .map(|c| format!("if {c}"))
+                .unwrap_or_else(|| "otherwise".to_owned());
+            let _ = writeln!(out, "  {} route #{} {condition}:", candidate.route.kind.as_str(), candidate.route.index);
+            for d in &candidate.destinations {
+                render_destination(&mut out, d, "    ");
+            }
+        }
+        return out;
+    }
+    if let Some(reason) = &e.reason {
+        let _ = writeln!(out, "Note: {reason}");
+    }
+    for d in &e.destinations {
+        render_destination(&mut out, d, "");
+    }
+    out
+}
+
+fn render_destination(out: &mut String, d: &DestinationExpectation, indent: &str) {
+    let subset = d.subset.as_deref().map(|s| format!(" subset {s}")).unwrap_or_default();
+    let source = match (&d.tls.detail, &d.destination_rule) {
+        (Some(detail), _) => format!(" ({detail})"),
+        (None, Some(rule)) => format!(" (DestinationRule {rule})"),
+        (None, None) => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "{indent}{:>6.1}%  {}:{}{subset}  tls {}{source}",
+        d.weight * 100.0,
+        d.host,
+        d.port,
+        d.tls.mode.as_str(),
+    );
+    if let Some(note) = &d.note {
+        let _ = writeln!(out, "{indent}         ! {note}");
+    }
+    if d.endpoints.is_empty() && d.note.is_none() {
+        let _ = writeln!(out, "{indent}         (no endpoints)");
+    }
+    for ep in &d.endpoints {
+        let address = match ep.port {
+            Some(port) if ep.ip.is_ipv6() => format!("[{}]:{port}", ep.ip),
+            Some(port) => format!("{}:{port}", ep.ip),
+            None => ep.ip.to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{indent}         {address:<22} {:<28} expect {:<9} server {}{}",
+            ep.pod.as_deref().unwrap_or("(unknown pod)"),
+            ep.expect.as_str(),
+            ep.peer_authentication.as_str(),
+            ep.conflict.as_deref().map(|c| format!("  ! {c}")).unwrap_or_default()
+        );
+    }
+}

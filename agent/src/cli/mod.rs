@@ -1,0 +1,70 @@
+//! Command-line interface: parses arguments and wires the pieces together.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod check;
+pub mod explain;
+pub mod observe;
+
+/// Output formats shared by the commands that print results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable text.
+    Text,
+    /// Aligned table.
+    Table,
+    /// Machine-readable JSON.
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshdrift",
+    version,
+    about = "Checks that an Istio mesh really does what its configuration declares",
+    long_about = "meshdrift watches the TCP connections pods really open (eBPF, from the kernel) \
+                  and compares them with the VirtualService weights and DestinationRule TLS \
+                  policy the mesh declares."
+)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream every TCP flow the kernel sees on this node (needs root).
+    Observe(observe::ObserveArgs),
+    /// Show the declared expectation for one client and destination.
+    Explain(explain::ExplainArgs),
+    /// Report static findings on a set of Istio manifests.
+    Check(check::CheckArgs),
+}
+
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Observe(args) => observe::run(args),
+        Command::Explain(args) => explain::run(args),
+        Command::Check(args) => check::run(args),
+    }
+}

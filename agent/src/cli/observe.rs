@@ -1,0 +1,311 @@
+//! `meshdrift observe`: stream every TCP flow the kernel sees.
+
+use std::{
+    io::{self, Write},
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::{
+    inventory::{self, Index},
+    pipeline::{FlowJoiner, ObservedFlow},
+    probe::{FlowKind, LossCounters, Probe, ProbeConfig},
+};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    sudo meshdrift observe\n  \
+    sudo meshdrift observe --output json --manifests deploy/examples/frontend\n\n\
+    src/dst are the connection's client and server ends, whichever socket the record \
+    is for; counters are cumulative for the flow. Long-lived flows report an update \
+    every --update-interval while they carry traffic, and every flow reports once when \
+    it closes. Loss counters are printed on exit.")]
+pub struct ObserveArgs {
+    /// Output format: an aligned table, or one JSON object per line.
+    #[arg(long, short, value_enum, default_value = "table")]
+    pub output: ObserveFormat,
+    /// Directory of Kubernetes manifests (Pods with status.podIP) used to name pods.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    /// cgroup v2 directory to attach to [default: the hierarchy's root, from /proc/self/mountinfo].
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Interval between cumulative updates of a long-lived flow, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub update_interval: f64,
+    /// Kernel ring-buffer size in bytes (a power of two, at least 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = meshdrift_ebpf::DEFAULT_RING_BUFFER_BYTES)]
+    pub ring_buffer_bytes: u32,
+    /// Stop after this many seconds [default: run until Ctrl-C or SIGTERM].
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObserveFormat {
+    Table,
+    Json,
+}
+
+pub fn run(args: ObserveArgs) -> anyhow::Result<ExitCode> {
+    let index = match &args.manifests {
+        Some(dir) => Some(load_index(dir)?),
+        None => None,
+    };
+    let update_interval = positive_seconds(args.update_interval, "--update-interval")?;
+    let duration = args
+        .duration
+        .map(|seconds| positive_seconds(seconds, "--duration"))
+        .transpose()?;
+    let config = ProbeConfig {
+        cgroup: args.cgroup.clone(),
+        update_interval,
+        ring_buffer_bytes: args.ring_buffer_bytes,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(observe(config, args.output, index, duration))
+}
+
+fn positive_seconds(seconds: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} must be a positive number of seconds, got {seconds}"))
+}
+
+fn load_index(dir: &std::path::Path) -> anyhow::Result<Index> {
+    let outcome = inventory::files::load_dir(dir)
+        .with_context(|| format!("loading manifests from {}", dir.display()))?;
+    for problem in &outcome.problems {
+        eprintln!("warning: {problem}");
+    }
+    Ok(Index::build(&outcome.objects))
+}
+
+async fn observe(
+    config: ProbeConfig,
+    format: ObserveFormat,
+    index: Option<Index>,
+    duration: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let mut probe = Probe::attach(&config)?;
+    eprintln!(
+        "meshdrift: observing TCP flows under cgroup {} (Ctrl-C to stop)",
+        probe.cgroup().display()
+    );
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let deadline = async {
+        match duration {
+            Some(duration) => tokio::time::sleep(duration).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+
+    let mut joiner = FlowJoiner::new(1 << 20);
+    let mut printer = Printer::new(format, index);
+    let mut events = Vec::with_capacity(1024);
+    let mut flows_seen: u64 = 0;
+    let outcome: anyhow::Result<()> = loop {
+        tokio::select! {
+            read = probe.read_events(&mut events) => {
+                if let Err(err) = read {
+                    break Err(err.into());
+                }
+                for event in events.drain(..) {
+                    if let Some(flow) = joiner.push(event) {
+                        if flow.record.kind == FlowKind::Close {
+                            flows_seen += 1;
+                        }
+                        printer.record(&flow);
+                    }
+                }
+                if let Err(err) = printer.flush() {
+                    break if err.kind() == io::ErrorKind::BrokenPipe { Ok(()) } else { Err(err.into()) };
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+            () = &mut deadline => break Ok(()),
+        }
+    };
+    let losses = probe.losses()?;
+    drop(probe);
+    printer.summary(&losses, flows_seen, joiner.evicted());
+    outcome?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `observe --output json`.
+#[derive(Debug, Serialize)]
+struct FlowLine<'a> {
+    event: FlowKind,
+    role: &'static str,
+    src: String,
+    dst: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_pod: Option<String>,
+    transport: crate::wire::Transport,
+    sni: Option<&'a str>,
+    alpn: &'a [String],
+    tls_versions: &'a [String],
+    sni_host: Option<&'a str>,
+    sni_port: Option<u16>,
+    sni_subset: Option<&'a str>,
+    exchanges: u32,
+    bytes_sent: u64,
+    bytes_received: u64,
+    duration_ms: u64,
+    cookie: u64,
+    cgroup_id: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct SummaryLine {
+    event: &'static str,
+    flows_closed: u64,
+    lost: LossCounters,
+    lost_total: u64,
+    unclassified_evictions: u64,
+}
+
+struct Printer {
+    format: ObserveFormat,
+    index: Option<Index>,
+    out: io::BufWriter<io::Stdout>,
+    header_done: bool,
+}
+
+impl Printer {
+    fn new(format: ObserveFormat, index: Option<Index>) -> Self {
+        Self {
+            format,
+            index,
+            out: io::BufWriter::new(io::stdout()),
+            header_done: false,
+        }
+    }
+
+    fn pod_name(&self, addr: SocketAddr) -> Option<String> {
+        let pod = self.index.as_ref()?.pod_by_ip(addr.ip())?;
+        Some(format!("{}/{}", pod.namespace, pod.name))
+    }
+
+    fn record(&mut self, flow: &ObservedFlow) {
+        let record = &flow.record;
+        let class = &flow.classification;
+        let istio = class.istio.as_ref();
+        let line = FlowLine {
+            event: record.kind,
+            role: record.role.as_str(),
+            src: record.client().to_string(),
+            dst: record.server().to_string(),
+            src_pod: self.pod_name(record.client()),
+            dst_pod: self.pod_name(record.server()),
+            transport: class.transport,
+            sni: class.sni.as_deref(),
+            alpn: &class.alpn,
+            tls_versions: &class.tls_versions,
+            sni_host: istio.map(|sni| sni.host.as_str()),
+            sni_port: istio.map(|sni| sni.port),
+            sni_subset: istio.and_then(|sni| sni.subset.as_deref()),
+            exchanges: record.exchanges,
+            bytes_sent: record.bytes_sent,
+            bytes_received: record.bytes_received,
+            duration_ms: record.duration_ms(),
+            cookie: record.cookie,
+            cgroup_id: record.cgroup_id,
+        };
+        // Write errors surface at the next flush.
+        let _ = match self.format {
+            ObserveFormat::Json => serde_json::to_writer(&mut self.out, &line)
+                .map_err(io::Error::other)
+                .and_then(|()| self.out.write_all(b"\n")),
+            ObserveFormat::Table => self.table_row(&line),
+        };
+    }
+
+    fn table_row(&mut self, line: &FlowLine<'_>) -> io::Result<()> {
+        if !self.header_done {
+            self.header_done = true;
+            writeln!(
+                self.out,
+                "{:<6} {:<6} {:<40} {:<40} {:<10} {:<8} {:>6} {:>10} {:>10} {:>8}  PODS",
+                "EVENT", "ROLE", "SRC", "DST", "TRANSPORT", "SUBSET", "EXCH", "SENT", "RECEIVED", "MS"
+            )?;
+        }
+        let event = match line.event {
+            FlowKind::Update => "update",
+            FlowKind::Close => "close",
+        };
+        let pods = match (&line.src_pod, &line.dst_pod) {
+            (None, None) => String::new(),
+            (src, dst) => format!(
+                "{} -> {}",
+                src.as_deref().unwrap_or("?"),
+                dst.as_deref().unwrap_or("?")
+            ),
+        };
+        writeln!(
+            self.out,
+            "{:<6} {:<6} {:<40} {:<40} {:<10} {:<8} {:>6} {:>10} {:>10} {:>8}  {}",
+            event,
+            line.role,
+            line.src,
+            line.dst,
+            line.transport.to_string(),
+            line.sni_subset.unwrap_or("-"),
+            line.exchanges,
+            line.bytes_sent,
+            line.bytes_received,
+            line.duration_ms,
+            pods
+        )
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn summary(&mut self, losses: &LossCounters, flows_closed: u64, evictions: u64) {
+        match self.format {
+            ObserveFormat::Json => {
+                let line = SummaryLine {
+                    event: "summary",
+                    flows_closed,
+                    lost: *losses,
+                    lost_total: losses.total(),
+                    unclassified_evictions: evictions,
+                };
+                let _ = serde_json::to_writer(&mut self.out, &line);
+                let _ = self.out.write_all(b"\n");
+                let _ = self.out.flush();
+            }
+            ObserveFormat::Table => {
+                let _ = self.out.flush();
+            }
+        }
+        eprintln!(
+            "meshdrift: {flows_closed} flows closed; lost records: ring buffer full {}, \
+             payload ring buffer full {}, flow map insert {}, flow evicted {}, malformed {} \
+             (total {})",
+            losses.ringbuf_full,
+            losses.payload_ringbuf_full,
+            losses.flow_map_insert,
+            losses.flow_evicted,
+            losses.malformed,
+            losses.total()
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! meshdrift: compares the TCP traffic the kernel sees with what an Istio mesh declares.
+//!
+//! Data flows top to bottom: `probe` (kernel events) → `wire` (first client bytes) →
+//! `inventory` (who is who) → `policy` (what Istio declares) → drift and reporting.
+
+pub mod cli;
+pub mod pipeline;
+pub mod inventory;
+pub mod policy;
+pub mod probe;
+pub mod wire;

@@ -1,0 +1,294 @@
+//! DestinationRule lookup, merging and TLS precedence
+//! (`pilot/pkg/model/push_context.go` destinationRule,
+//! `pilot/pkg/model/destination_rule.go` mergeDestinationRule).
+
+use std::collections::HashMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::host;
+use super::model::{ClientTlsSettings, DestinationRule, Labels, Subset, TlsMode, TrafficPolicy};
+use super::policies::{config_order, namespace_of};
+use super::visibility::Visibility;
+use super::ROOT_NAMESPACE;
+use crate::inventory::selector_matches;
+
+/// One DestinationRule with its host expanded.
+#[derive(Debug, Clone)]
+pub struct DestinationRuleEntry {
+    pub namespace: String,
+    pub name: String,
+    pub host: String,
+    pub visibility: Visibility,
+    pub created: Option<Time>,
+    pub selector: Option<Labels>,
+    pub traffic_policy: Option<TrafficPolicy>,
+    pub subsets: Vec<Subset>,
+}
+
+impl DestinationRuleEntry {
+    pub fn from_resource(dr: &DestinationRule) -> Self {
+        let namespace = namespace_of(&dr.metadata);
+        DestinationRuleEntry {
+            host: host::resolve(&dr.spec.host, &namespace),
+            visibility: Visibility::parse(&dr.spec.export_to, &namespace),
+            name: dr.metadata.name.clone().unwrap_or_default(),
+            created: dr.metadata.creation_timestamp.clone(),
+            selector: dr
+                .spec
+                .workload_selector
+                .as_ref()
+                .map(|s| s.match_labels.clone())
+                .filter(|s| !s.is_empty()),
+            traffic_policy: dr.spec.traffic_policy.clone(),
+            subsets: dr.spec.subsets.clone(),
+            namespace,
+        }
+    }
+
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The DestinationRules of one namespace for one host, merged as Istio does:
+/// subsets concatenated (the first definition of a name wins), the first
+/// non-empty top-level `trafficPolicy` wins whole.
+#[derive(Debug, Clone)]
+pub struct MergedRule {
+    pub namespace: String,
+    pub host: String,
+    /// `namespace/name` of each merged rule, oldest first.
+    pub sources: Vec<String>,
+    pub selector: Option<Labels>,
+    pub visibility: Visibility,
+    pub traffic_policy: Option<TrafficPolicy>,
+    pub subsets: Vec<Subset>,
+}
+
+impl MergedRule {
+    fn start(entry: &DestinationRuleEntry) -> Self {
+        MergedRule {
+            namespace: entry.namespace.clone(),
+            host: entry.host.clone(),
+            sources: vec![entry.key()],
+            selector: entry.selector.clone(),
+            visibility: entry.visibility.clone(),
+            traffic_policy: entry.traffic_policy.clone(),
+            subsets: entry.subsets.clone(),
+        }
+    }
+
+    fn merge(&mut self, entry: &DestinationRuleEntry) {
+        self.sources.push(entry.key());
+        self.visibility.union(&entry.visibility);
+        if self.traffic_policy.is_none() {
+            self.traffic_policy = entry.traffic_policy.clone();
+        }
+        for subset in &entry.subsets {
+            if !self.subsets.iter().any(|s| s.name == subset.name) {
+                self.subsets.push(subset.clone());
+            }
+        }
+    }
+
+    pub fn subset(&self, name: &str) -> Option<&Subset> {
+        self.subsets.iter().find(|s| s.name == name)
+    }
+
+    /// Human name: the merged rules joined.
+    pub fn name(&self) -> String {
+        self.sources.join(" + ")
+    }
+}
+
+/// Rules of one namespace, by expanded host.
+#[derive(Debug, Default)]
+struct NamespaceRules {
+    by_host: HashMap<String, Vec<MergedRule>>,
+    wildcard_hosts: Vec<String>,
+}
+
+impl NamespaceRules {
+    fn build(entries: &[&DestinationRuleEntry]) -> Self {
+        let mut out = NamespaceRules::default();
+        for entry in entries {
+            let rules = out.by_host.entry(entry.host.clone()).or_default();
+            // Rules with a workloadSelector stay apart: each applies to its own clients.
+            match rules
+                .iter_mut()
+                .find(|r| entry.selector.is_none() && r.selector.is_none())
+            {
+                Some(rule) => rule.merge(entry),
+                None => rules.push(MergedRule::start(entry)),
+            }
+        }
+        out.wildcard_hosts = out
+            .by_host
+            .keys()
+            .filter(|h| host::is_wildcard(h))
+            .cloned()
+            .collect();
+        out
+    }
+
+    /// Rules for the most specific host covering `fqdn`.
+    fn most_specific(&self, fqdn: &str) -> Option<&[MergedRule]> {
+        if let Some(rules) = self.by_host.get(fqdn) {
+            return Some(rules);
+        }
+        let best = host::most_specific(fqdn, self.wildcard_hosts.iter().map(String::as_str))?;
+        self.by_host.get(best).map(Vec::as_slice)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct DestinationRuleIndex {
+    entries: Vec<DestinationRuleEntry>,
+    /// Every rule of a namespace, as its own clients see them.
+    local: HashMap<String, NamespaceRules>,
+    /// Rules of a namespace that other namespaces may see (no selector, exported).
+    exported: HashMap<String, NamespaceRules>,
+}
+
+impl DestinationRuleIndex {
+    pub fn build(mut entries: Vec<DestinationRuleEntry>) -> Self {
+        entries.sort_by(|a, b| {
+            config_order(
+                (&a.created, &a.name, &a.namespace),
+                (&b.created, &b.name, &b.namespace),
+            )
+        });
+        let mut local: HashMap<String, Vec<&DestinationRuleEntry>> = HashMap::new();
+        let mut exported: HashMap<String, Vec<&DestinationRuleEntry>> = HashMap::new();
+        for entry in &entries {
+            if entry.visibility.is_nowhere() {
+                continue;
+            }
+            local.entry(entry.namespace.clone()).or_default().push(entry);
+            if entry.selector.is_none() && entry.visibility.is_exported(&entry.namespace) {
+                exported.entry(entry.namespace.clone()).or_default().push(entry);
+            }
+        }
+        let build = |m: HashMap<String, Vec<&DestinationRuleEntry>>| {
+            m.into_iter()
+                .map(|(ns, list)| (ns, NamespaceRules::build(&list)))
+                .collect()
+        };
+        let local = build(local);
+        let exported = build(exported);
+        DestinationRuleIndex {
+            entries,
+            local,
+            exported,
+        }
+    }
+
+    /// All DestinationRules, oldest first.
+    pub fn entries(&self) -> &[DestinationRuleEntry] {
+        &self.entries
+    }
+
+    /// The rule a client uses for `fqdn` (a service in `service_namespace`):
+    /// the client's namespace first, then the service's, then the root namespace.
+    /// Within one namespace the most specific host wins, and once a namespace
+    /// has a rule for the host the search stops there even if no rule in it
+    /// selects this client.
+    pub fn lookup(
+        &self,
+        client_namespace: &str,
+        client_labels: &Labels,
+        fqdn: &str,
+        service_namespace: Option<&str>,
+    ) -> Option<&MergedRule> {
+        if let Some(rules) = self
+            .local
+            .get(client_namespace)
+            .and_then(|r| r.most_specific(fqdn))
+        {
+            let selected = rules.iter().find(|r| {
+                r.selector
+                    .as_ref()
+                    .is_some_and(|s| selector_matches(s, client_labels))
+            });
+            return selected.or_else(|| rules.iter().find(|r| r.selector.is_none()));
+        }
+        let exported_from = |namespace: &str| {
+            let rules = self.exported.get(namespace)?.most_specific(fqdn)?;
+            // Istio checks exportTo only after picking the most specific host:
+            // a hidden specific rule is not replaced by a visible general one.
+            rules
+                .iter()
+                .find(|r| r.selector.is_none())
+                .filter(|r| r.visibility.visible_to(client_namespace))
+        };
+        service_namespace
+            .and_then(exported_from)
+            .or_else(|| exported_from(ROOT_NAMESPACE))
+    }
+}
+
+/// Where the effective TLS setting came from, for explanations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsLevel {
+    TopLevel,
+    TopLevelPort(u16),
+    Subset(String),
+    SubsetPort(String, u16),
+}
+
+impl std::fmt::Display for TlsLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsLevel::TopLevel => write!(f, "trafficPolicy"),
+            TlsLevel::TopLevelPort(p) => write!(f, "trafficPolicy.portLevelSettings[{p}]"),
+            TlsLevel::Subset(s) => write!(f, "subset {s} trafficPolicy"),
+            TlsLevel::SubsetPort(s, p) => {
+                write!(f, "subset {s} trafficPolicy.portLevelSettings[{p}]")
+            }
+        }
+    }
+}
+
+/// The policy level that applies to `port` within `policy`: a matching
+/// `portLevelSettings` entry replaces the whole policy, `tls` included.
+fn port_level_tls(
+    policy: &TrafficPolicy,
+    port: u16,
+) -> Option<Option<&ClientTlsSettings>> {
+    policy
+        .port_level_settings
+        .iter()
+        .find(|p| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)))
+        .map(|p| p.tls.as_ref())
+}
+
+/// The TLS mode the client sidecar applies, with Istio's precedence: top-level
+/// policy → its port-level entry for the Service port → subset policy → the
+/// subset's port-level entry, each level replacing the previous one. `None`
+/// means no TLS setting: auto mTLS decides per endpoint.
+pub fn effective_tls(
+    rule: Option<&MergedRule>,
+    subset: Option<&Subset>,
+    port: u16,
+) -> Option<(TlsMode, TlsLevel)> {
+    let mut tls: Option<(TlsMode, TlsLevel)> = None;
+    if let Some(policy) = rule.and_then(|r| r.traffic_policy.as_ref()) {
+        tls = policy.tls.as_ref().map(|t| (t.mode, TlsLevel::TopLevel));
+        if let Some(port_tls) = port_level_tls(policy, port) {
+            tls = port_tls.map(|t| (t.mode, TlsLevel::TopLevelPort(port)));
+        }
+    }
+    if let Some(subset) = subset
+        && let Some(policy) = &subset.traffic_policy
+    {
+        tls = policy
+            .tls
+            .as_ref()
+            .map(|t| (t.mode, TlsLevel::Subset(subset.name.clone())));
+        if let Some(port_tls) = port_level_tls(policy, port) {
+            tls = port_tls.map(|t| (t.mode, TlsLevel::SubsetPort(subset.name.clone(), port)));
+        }
+    }
+    tls
+}

@@ -1,0 +1,604 @@
+//! The declared expectation for one client, destination host and Service port:
+//! which VirtualService and route apply, the weighted destinations, and the
+//! transport each endpoint should see.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::destination_rule::{MergedRule, TlsLevel, effective_tls};
+use super::matching::{self, ClientFacts, Truth};
+use super::model::{Labels, PeerMode, RouteDestination, TlsMode};
+use super::policies::{Policies, VirtualServiceEntry};
+use super::host;
+use crate::inventory::{CLUSTER_DOMAIN, Index, PodInfo, RouteKind, ServiceInfo, selector_matches};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExpectError {
+    #[error("no Service named {host:?} in the inventory (tried {})", tried.join(", "))]
+    UnknownHost { host: String, tried: Vec<String> },
+    #[error("Service {host} has no port {port} (ports: {})", list_ports(available))]
+    UnknownPort {
+        host: String,
+        port: u16,
+        available: Vec<u16>,
+    },
+    #[error("Service {host} has several ports ({}): name one as HOST:PORT", list_ports(available))]
+    PortRequired { host: String, available: Vec<u16> },
+}
+
+fn list_ports(ports: &[u16]) -> String {
+    if ports.is_empty() {
+        return "none".to_owned();
+    }
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How a route splits traffic: per request for http routes (connections are
+/// pooled and reused), per connection for tcp and tls routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitUnit {
+    Request,
+    Connection,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteRef {
+    pub kind: RouteKind,
+    pub index: usize,
+    pub name: Option<String>,
+}
+
+/// The TLS mode a client sidecar uses toward one destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExpectedTls {
+    IstioMutual,
+    Mutual,
+    Simple,
+    Disable,
+    /// No DestinationRule TLS setting: auto mTLS decides per endpoint.
+    Auto,
+}
+
+impl ExpectedTls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpectedTls::IstioMutual => "ISTIO_MUTUAL",
+            ExpectedTls::Mutual => "MUTUAL",
+            ExpectedTls::Simple => "SIMPLE",
+            ExpectedTls::Disable => "DISABLE",
+            ExpectedTls::Auto => "AUTO",
+        }
+    }
+}
+
+impl From<TlsMode> for ExpectedTls {
+    fn from(mode: TlsMode) -> Self {
+        match mode {
+            TlsMode::Disable => ExpectedTls::Disable,
+            TlsMode::Simple => ExpectedTls::Simple,
+            TlsMode::Mutual => ExpectedTls::Mutual,
+            TlsMode::IstioMutual => ExpectedTls::IstioMutual,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsSource {
+    DestinationRule,
+    AutoMtls,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TlsExpectation {
+    pub mode: ExpectedTls,
+    pub source: TlsSource,
+    /// Which part of the DestinationRule set the mode, or why auto mTLS is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What the kernel should see on a connection to one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Mtls,
+    Plaintext,
+    Tls,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Mtls => "mtls",
+            Transport::Plaintext => "plaintext",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointExpectation {
+    /// `namespace/name`, or null when the endpoint is not a known pod.
+    pub pod: Option<String>,
+    pub ip: IpAddr,
+    /// The port the client sidecar connects to (the target port).
+    pub port: Option<u16>,
+    pub expect: Transport,
+    pub peer_authentication: PeerMode,
+    /// Why this combination fails or is risky, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DestinationExpectation {
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: u16,
+    /// Share of the traffic, a fraction.
+    pub weight: f64,
+    /// The DestinationRule(s) that apply to this client and host.
+    pub destination_rule: Option<String>,
+    pub subset_labels: Option<Labels>,
+    pub tls: TlsExpectation,
+    pub endpoints: Vec<EndpointExpectation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A route that may apply when the answer depends on L7 attributes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    pub route: RouteRef,
+    /// The L7 condition it needs, or null for the first route that applies regardless.
+    pub condition: Option<String>,
+    pub destinations: Vec<DestinationExpectation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Expectation {
+    pub client: String,
+    pub host: String,
+    pub port: u16,
+    pub protocol: RouteKind,
+    pub virtual_service: Option<String>,
+    pub route: Option<RouteRef>,
+    pub determinable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub unit: SplitUnit,
+    pub destinations: Vec<DestinationExpectation>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Candidate>,
+}
+
+/// What a route does when it is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Forward,
+    Redirect,
+    DirectResponse,
+    Delegate,
+}
+
+struct RouteView<'a> {
+    reference: RouteRef,
+    truth: Truth,
+    destinations: &'a [RouteDestination],
+    action: Action,
+}
+
+fn route_views<'a>(vs: &'a VirtualServiceEntry, kind: RouteKind, facts: &ClientFacts<'_>) -> Vec<RouteView<'a>> {
+    let reference = |index: usize, name: Option<&String>| RouteRef {
+        kind,
+        index,
+        name: name.cloned(),
+    };
+    match kind {
+        RouteKind::Http => vs
+            .spec
+            .http
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RouteView {
+                reference: reference(i, r.name.as_ref()),
+                truth: matching::any_of(&r.matches, |m| matching::http_entry(m, facts)),
+                destinations: &r.route,
+                action: if r.delegate.is_some() {
+                    Action::Delegate
+                } else if r.redirect.is_some() {
+                    Action::Redirect
+                } else if r.direct_response.is_some() {
+                    Action::DirectResponse
+                } else {
+                    Action::Forward
+                },
+            })
+            .collect(),
+        RouteKind::Tcp => vs
+            .spec
+            .tcp
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RouteView {
+                reference: reference(i, None),
+                truth: matching::any_of(&r.matches, |m| matching::tcp_entry(m, facts)),
+                destinations: &r.route,
+                action: Action::Forward,
+            })
+            .collect(),
+        RouteKind::Tls => vs
+            .spec
+            .tls
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RouteView {
+                reference: reference(i, None),
+                truth: matching::any_of(&r.matches, |m| matching::tls_entry(m, facts)),
+                destinations: &r.route,
+                action: Action::Forward,
+            })
+            .collect(),
+    }
+}
+
+/// Relative weights: wᵢ / Σw; a single destination gets everything whatever
+/// its weight; among several, 0 or unset gets nothing. All zero → all zero.
+pub fn normalised_weights(destinations: &[RouteDestination]) -> Vec<f64> {
+    if destinations.len() == 1 {
+        return vec![1.0];
+    }
+    let weights: Vec<f64> = destinations
+        .iter()
+        .map(|d| d.weight.unwrap_or(0).max(0) as f64)
+        .collect();
+    let total: f64 = weights.iter().sum();
+    if total <= 0.0 {
+        return vec![0.0; weights.len()];
+    }
+    weights.iter().map(|w| w / total).collect()
+}
+
+/// The FQDN a client means by `host`: an exact Service FQDN, or a name the
+/// client's DNS search path (`<ns>.svc.cluster.local`, `svc.cluster.local`,
+/// `cluster.local`) completes to one.
+pub fn resolve_client_host(index: &Index, client_namespace: &str, host: &str) -> Result<String, ExpectError> {
+    let host = host.trim_end_matches('.');
+    let tried = vec![
+        host.to_owned(),
+        format!("{host}.{client_namespace}.svc.{CLUSTER_DOMAIN}"),
+        format!("{host}.svc.{CLUSTER_DOMAIN}"),
+        format!("{host}.{CLUSTER_DOMAIN}"),
+    ];
+    tried
+        .iter()
+        .find(|candidate| index.service(candidate).is_some())
+        .cloned()
+        .ok_or_else(|| ExpectError::UnknownHost {
+            host: host.to_owned(),
+            tried,
+        })
+}
+
+/// Namespace of a service FQDN (`name.ns.svc.cluster.local`).
+fn namespace_in_fqdn(fqdn: &str) -> Option<&str> {
+    let rest = fqdn.strip_suffix(&format!(".svc.{CLUSTER_DOMAIN}"))?;
+    rest.split_once('.').map(|(_, ns)| ns).filter(|ns| !ns.contains('.'))
+}
+
+impl Policies {
+    /// The declared expectation for `client` reaching `host` on a Service port.
+    /// `port` may be omitted when the Service has exactly one.
+    pub fn expect(
+        &self,
+        index: &Index,
+        client: &PodInfo,
+        host: &str,
+        port: Option<u16>,
+    ) -> Result<Expectation, ExpectError> {
+        let fqdn = resolve_client_host(index, &client.namespace, host)?;
+        let Some(service) = index.service(&fqdn) else {
+            return Err(ExpectError::UnknownHost {
+                host: fqdn.clone(),
+                tried: vec![fqdn],
+            });
+        };
+        let available: Vec<u16> = service.ports.iter().map(|p| p.port).collect();
+        let port = match port {
+            Some(port) => port,
+            None if available.len() == 1 => available[0],
+            None => {
+                return Err(ExpectError::PortRequired {
+                    host: fqdn,
+                    available,
+                });
+            }
+        };
+        let Some(service_port) = service.port(port) else {
+            return Err(ExpectError::UnknownPort {
+                host: fqdn,
+                port,
+                available,
+            });
+        };
+        let kind = service_port.protocol.route_kind();
+        let mut out = Expectation {
+            client: client.key(),
+            host: fqdn.clone(),
+            port,
+            protocol: kind,
+            virtual_service: None,
+            route: None,
+            determinable: true,
+            reason: None,
+            unit: match kind {
+                RouteKind::Http => SplitUnit::Request,
+                RouteKind::Tcp | RouteKind::Tls => SplitUnit::Connection,
+            },
+            destinations: Vec::new(),
+            candidates: Vec::new(),
+        };
+        let Some(vs) = self.virtual_service_for(&client.namespace, &fqdn) else {
+            out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0)];
+            return Ok(out);
+        };
+        out.virtual_service = Some(vs.key());
+        let facts = ClientFacts {
+            namespace: &client.namespace,
+            labels: &client.labels,
+            port,
+            cluster_ips: &service.cluster_ips,
+        };
+        let views = route_views(vs, kind, &facts);
+        if views.is_empty() {
+            // The VirtualService has no routes of this kind: the sidecar's
+            // default route sends everything to the host itself.
+            out.reason = Some(format!(
+                "VirtualService {} has no {} routes; traffic goes to the host unchanged",
+                vs.key(),
+                kind.as_str()
+            ));
+            out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0)];
+            return Ok(out);
+        }
+        let mut depends: Vec<&RouteView<'_>> = Vec::new();
+        let mut chosen: Option<&RouteView<'_>> = None;
+        for view in &views {
+            match &view.truth {
+                Truth::No => {}
+                Truth::Depends(_) => depends.push(view),
+                Truth::Yes => {
+                    chosen = Some(view);
+                    break;
+                }
+            }
+        }
+        if !depends.is_empty() {
+            out.determinable = false;
+            let conditions: Vec<String> = depends
+                .iter()
+                .map(|v| match &v.truth {
+                    Truth::Depends(why) => format!("{} route {} needs {why}", kind.as_str(), describe(&v.reference)),
+                    _ => String::new(),
+                })
+                .collect();
+            out.reason = Some(format!(
+                "depends on request attributes L4 cannot see: {}",
+                conditions.join("; ")
+            ));
+            for view in depends.iter().copied().chain(chosen) {
+                out.candidates.push(Candidate {
+                    route: view.reference.clone(),
+                    condition: match &view.truth {
+                        Truth::Depends(why) => Some(why.clone()),
+                        _ => None,
+                    },
+                    destinations: self.route_destinations(index, client, vs, view.destinations, port),
+                });
+            }
+            return Ok(out);
+        }
+        let Some(view) = chosen else {
+            out.reason = Some(match kind {
+                RouteKind::Http => "no route matches this client: requests get 404 (no route)".to_owned(),
+                _ => "no route matches this client: connections are not forwarded to this host".to_owned(),
+            });
+            return Ok(out);
+        };
+        out.route = Some(view.reference.clone());
+        match view.action {
+            Action::Forward => {
+                out.destinations = self.route_destinations(index, client, vs, view.destinations, port);
+                if view.destinations.len() > 1 && out.destinations.iter().all(|d| d.weight == 0.0) {
+                    out.reason = Some("every destination has weight 0: nothing receives traffic".to_owned());
+                }
+            }
+            Action::Redirect => {
+                out.reason = Some("the route answers with a redirect; nothing is forwarded".to_owned())
+            }
+            Action::DirectResponse => {
+                out.reason = Some("the route answers directly; nothing is forwarded".to_owned())
+            }
+            Action::Delegate => {
+                out.determinable = false;
+                out.reason = Some("the route delegates to another VirtualService, which meshdrift does not follow".to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    fn route_destinations(
+        &self,
+        index: &Index,
+        client: &PodInfo,
+        vs: &VirtualServiceEntry,
+        destinations: &[RouteDestination],
+        port: u16,
+    ) -> Vec<DestinationExpectation> {
+        let weights = normalised_weights(destinations);
+        destinations
+            .iter()
+            .zip(weights)
+            .map(|(d, weight)| {
+                let fqdn = host::resolve(&d.destination.host, &vs.namespace);
+                let port = d
+                    .destination
+                    .port
+                    .as_ref()
+                    .and_then(|p| p.number)
+                    .and_then(|n| u16::try_from(n).ok())
+                    .unwrap_or(port);
+                self.destination(index, client, &fqdn, d.destination.subset.as_deref(), port, weight)
+            })
+            .collect()
+    }
+
+    /// The rule, TLS and endpoints for one destination.
+    fn destination(
+        &self,
+        index: &Index,
+        client: &PodInfo,
+        fqdn: &str,
+        subset: Option<&str>,
+        port: u16,
+        weight: f64,
+    ) -> DestinationExpectation {
+        let service = index.service(fqdn);
+        let service_namespace = service
+            .map(|s| s.namespace.as_str())
+            .or_else(|| namespace_in_fqdn(fqdn));
+        let rule = self
+            .destination_rules
+            .lookup(&client.namespace, &client.labels, fqdn, service_namespace);
+        let subset_def = subset.and_then(|name| rule.and_then(|r| r.subset(name)));
+        let mut note = None;
+        if service.is_none() {
+            note = Some(format!("no Service {fqdn} in the inventory: requests fail (IST0101)"));
+        } else if let (Some(name), None) = (subset, subset_def) {
+            note = Some(format!(
+                "subset {name} is not defined by a DestinationRule this client uses: requests fail with 503 (IST0101)"
+            ));
+        }
+        let tls = tls_expectation(self, rule, subset_def.map(|s| (s, port)), port, service_namespace);
+        let endpoints = match (service, subset.is_some() && subset_def.is_none()) {
+            (Some(service), false) => self.endpoints(index, service, subset_def.map(|s| &s.labels), port, &tls),
+            _ => Vec::new(),
+        };
+        DestinationExpectation {
+            host: fqdn.to_owned(),
+            subset: subset.map(str::to_owned),
+            port,
+            weight,
+            destination_rule: rule.map(MergedRule::name),
+            subset_labels: subset_def.map(|s| s.labels.clone()),
+            tls,
+            endpoints,
+            note,
+        }
+    }
+
+    fn endpoints(
+        &self,
+        index: &Index,
+        service: &ServiceInfo,
+        subset_labels: Option<&Labels>,
+        port: u16,
+        tls: &TlsExpectation,
+    ) -> Vec<EndpointExpectation> {
+        let auto_disabled = self.peer_authentications.client_view(&service.namespace) == PeerMode::Disable;
+        service
+            .endpoints
+            .iter()
+            .filter_map(|endpoint| {
+                let pod = endpoint.pod.and_then(|id| index.pod(id));
+                if let Some(labels) = subset_labels
+                    && !pod.is_some_and(|p| selector_matches(labels, &p.labels))
+                {
+                    return None;
+                }
+                let target_port = endpoint.target_port(port);
+                let has_sidecar = pod.is_some_and(PodInfo::has_istio_tls_mode);
+                let expect = match tls.mode {
+                    ExpectedTls::IstioMutual => Transport::Mtls,
+                    ExpectedTls::Mutual | ExpectedTls::Simple => Transport::Tls,
+                    ExpectedTls::Disable => Transport::Plaintext,
+                    ExpectedTls::Auto if !auto_disabled && has_sidecar => Transport::Mtls,
+                    ExpectedTls::Auto => Transport::Plaintext,
+                };
+                let peer = self
+                    .peer_authentications
+                    .server_mode(pod, &service.namespace, target_port);
+                let conflict = match (expect, peer) {
+                    (Transport::Plaintext, PeerMode::Strict) => {
+                        Some("the server is STRICT: plaintext connections are refused".to_owned())
+                    }
+                    (Transport::Mtls, PeerMode::Disable) => Some(
+                        "the server's PeerAuthentication is DISABLE: Istio mTLS is not terminated".to_owned(),
+                    ),
+                    (Transport::Mtls, _) if pod.is_some() && !has_sidecar => Some(
+                        "the pod has no sidecar (no security.istio.io/tlsMode=istio): Istio mTLS fails".to_owned(),
+                    ),
+                    _ => None,
+                };
+                Some(EndpointExpectation {
+                    pod: pod.map(PodInfo::key),
+                    ip: endpoint.ip,
+                    port: target_port,
+                    expect,
+                    peer_authentication: peer,
+                    conflict,
+                })
+            })
+            .collect()
+    }
+}
+
+fn tls_expectation(
+    policies: &Policies,
+    rule: Option<&MergedRule>,
+    subset: Option<(&super::model::Subset, u16)>,
+    port: u16,
+    service_namespace: Option<&str>,
+) -> TlsExpectation {
+    match effective_tls(rule, subset.map(|(s, _)| s), port) {
+        Some((mode, level)) => TlsExpectation {
+            mode: mode.into(),
+            source: TlsSource::DestinationRule,
+            detail: Some(format!(
+                "{}{}",
+                level_text(&level),
+                rule.map(|r| format!(" of {}", r.name())).unwrap_or_default()
+            )),
+        },
+        None => {
+            let disabled = service_namespace
+                .is_some_and(|ns| policies.peer_authentications.client_view(ns) == PeerMode::Disable);
+            TlsExpectation {
+                mode: ExpectedTls::Auto,
+                source: TlsSource::AutoMtls,
+                detail: disabled.then(|| {
+                    "namespace- or mesh-level PeerAuthentication is DISABLE: clients send plaintext".to_owned()
+                }),
+            }
+        }
+    }
+}
+
+fn level_text(level: &TlsLevel) -> String {
+    level.to_string()
+}
+
+fn describe(route: &RouteRef) -> String {
+    match &route.name {
+        Some(name) => format!("#{} ({name})", route.index),
+        None => format!("#{}", route.index),
+    }
+}

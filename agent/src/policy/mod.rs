@@ -1,0 +1,30 @@
+//! The Istio policy model: what the mesh configuration declares.
+//!
+//! Pure: manifests in ([`crate::inventory::Objects`] and the
+//! [`crate::inventory::Index`]), expectation out. The semantics follow Istio's
+//! own code, not intuition; each module names the behaviour it reproduces.
+
+pub mod check;
+mod cidr;
+mod destination_rule;
+mod expectation;
+pub mod host;
+mod matching;
+pub mod model;
+mod peer_authentication;
+mod policies;
+mod visibility;
+
+pub use check::{Finding, Severity, check};
+pub use destination_rule::{MergedRule, effective_tls};
+pub use expectation::{
+    Candidate, DestinationExpectation, EndpointExpectation, ExpectError, Expectation, RouteRef,
+    SplitUnit, TlsExpectation, TlsSource, Transport, ExpectedTls,
+};
+pub use policies::{Policies, VirtualServiceEntry};
+
+/// Istio's root namespace: mesh-wide DestinationRules and PeerAuthentications live here.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
+/// The implicit gateway name of sidecars.
+pub const MESH_GATEWAY: &str = "mesh";

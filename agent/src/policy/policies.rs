@@ -1,0 +1,168 @@
+//! The policy resources of a mesh, indexed for lookups by host and namespace.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use super::destination_rule::{DestinationRuleEntry, DestinationRuleIndex};
+use super::host;
+use super::model::{VirtualService, VirtualServiceSpec};
+use super::peer_authentication::PeerAuthenticationIndex;
+use super::visibility::Visibility;
+use super::MESH_GATEWAY;
+use crate::inventory::Objects;
+
+/// A VirtualService with its hosts expanded.
+#[derive(Debug, Clone)]
+pub struct VirtualServiceEntry {
+    pub namespace: String,
+    pub name: String,
+    /// Hosts expanded relative to the VirtualService's namespace.
+    pub hosts: Vec<String>,
+    /// Applies to sidecars: no `gateways`, or `mesh` among them.
+    pub for_mesh: bool,
+    pub visibility: Visibility,
+    pub created: Option<Time>,
+    pub spec: VirtualServiceSpec,
+}
+
+impl VirtualServiceEntry {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Istio's config order: creation time, then name, then namespace.
+pub(crate) fn config_order(
+    a: (&Option<Time>, &str, &str),
+    b: (&Option<Time>, &str, &str),
+) -> Ordering {
+    // A resource without a timestamp (typical of files) counts as the oldest,
+    // like Go's zero time.
+    let time = |t: &Option<Time>| t.as_ref().map(|t| t.0);
+    time(a.0)
+        .cmp(&time(b.0))
+        .then_with(|| a.1.cmp(b.1))
+        .then_with(|| a.2.cmp(b.2))
+}
+
+pub(crate) fn namespace_of(meta: &ObjectMeta) -> String {
+    meta.namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+#[derive(Debug, Default)]
+pub struct Policies {
+    /// Oldest first.
+    virtual_services: Vec<VirtualServiceEntry>,
+    /// Exact host → sidecar VirtualServices claiming it, oldest first.
+    vs_by_exact_host: HashMap<String, Vec<usize>>,
+    /// Wildcard hosts of sidecar VirtualServices, oldest first.
+    vs_wildcards: Vec<(String, usize)>,
+    pub(crate) destination_rules: DestinationRuleIndex,
+    pub(crate) peer_authentications: PeerAuthenticationIndex,
+}
+
+impl Policies {
+    pub fn build(objects: &Objects) -> Policies {
+        let mut virtual_services: Vec<VirtualServiceEntry> = objects
+            .virtual_services
+            .iter()
+            .map(virtual_service_entry)
+            .collect();
+        virtual_services.sort_by(|a, b| {
+            config_order(
+                (&a.created, &a.name, &a.namespace),
+                (&b.created, &b.name, &b.namespace),
+            )
+        });
+        let mut vs_by_exact_host: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut vs_wildcards = Vec::new();
+        for (i, vs) in virtual_services.iter().enumerate() {
+            if !vs.for_mesh {
+                continue;
+            }
+            for h in &vs.hosts {
+                if host::is_wildcard(h) {
+                    vs_wildcards.push((h.clone(), i));
+                } else {
+                    let ids = vs_by_exact_host.entry(h.clone()).or_default();
+                    if !ids.contains(&i) {
+                        ids.push(i);
+                    }
+                }
+            }
+        }
+        let destination_rules = DestinationRuleIndex::build(
+            objects
+                .destination_rules
+                .iter()
+                .map(DestinationRuleEntry::from_resource)
+                .collect(),
+        );
+        Policies {
+            virtual_services,
+            vs_by_exact_host,
+            vs_wildcards,
+            destination_rules,
+            peer_authentications: PeerAuthenticationIndex::build(&objects.peer_authentications),
+        }
+    }
+
+    /// All VirtualServices, oldest first.
+    pub fn virtual_services(&self) -> &[VirtualServiceEntry] {
+        &self.virtual_services
+    }
+
+    /// The VirtualService a sidecar in `client_namespace` uses for `fqdn`:
+    /// only those bound to `mesh` and exported to the client; the most specific
+    /// host wins, then the oldest. Later ones for the same host are ignored.
+    pub fn virtual_service_for(
+        &self,
+        client_namespace: &str,
+        fqdn: &str,
+    ) -> Option<&VirtualServiceEntry> {
+        let visible = |&i: &usize| self.virtual_services[i].visibility.visible_to(client_namespace);
+        if let Some(&i) = self
+            .vs_by_exact_host
+            .get(fqdn)
+            .and_then(|ids| ids.iter().find(|i| visible(i)))
+        {
+            return Some(&self.virtual_services[i]);
+        }
+        // Among wildcards: most specific first, then the oldest (lowest index).
+        self.vs_wildcards
+            .iter()
+            .filter(|(pattern, i)| visible(i) && host::covers(pattern, fqdn))
+            .max_by(|(pa, ia), (pb, ib)| {
+                host::specificity(pa)
+                    .cmp(&host::specificity(pb))
+                    .then_with(|| ib.cmp(ia))
+            })
+            .map(|(_, i)| &self.virtual_services[*i])
+    }
+}
+
+fn virtual_service_entry(vs: &VirtualService) -> VirtualServiceEntry {
+    let namespace = namespace_of(&vs.metadata);
+    let hosts = vs
+        .spec
+        .hosts
+        .iter()
+        .map(|h| host::resolve(h, &namespace))
+        .collect();
+    let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == MESH_GATEWAY);
+    VirtualServiceEntry {
+        visibility: Visibility::parse(&vs.spec.export_to, &namespace),
+        name: vs.metadata.name.clone().unwrap_or_default(),
+        created: vs.metadata.creation_timestamp.clone(),
+        hosts,
+        for_mesh,
+        spec: vs.spec.clone(),
+        namespace,
+    }
+}

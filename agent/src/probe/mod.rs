@@ -1,0 +1,11 @@
+//! The kernel side of meshdrift, seen from user space: find the cgroup v2 root,
+//! load and attach the eBPF programs, and turn ring-buffer records into typed events.
+//! Knows nothing of Kubernetes or Istio.
+
+mod cgroup;
+mod event;
+mod loader;
+
+pub use cgroup::{CgroupError, find_cgroup2_root};
+pub use event::{DecodeError, FlowKind, FlowRecord, PayloadRecord, ProbeEvent, Role, decode};
+pub use loader::{LossCounters, ebpf_object, Probe, ProbeConfig, ProbeError};

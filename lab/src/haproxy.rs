@@ -1,0 +1,509 @@
+//! HAProxy as the client-side proxy of a pod, standing in for an Envoy
+//! sidecar: weighted upstreams, per-request (HTTP) or per-connection (TCP)
+//! balancing, and TLS origination with an Istio-style SNI, ALPN and client
+//! certificate. Its per-server counters from the stats socket are the ground
+//! truth the agent's observations are compared with.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cmd;
+use crate::error::{LabError, Result};
+use crate::pod::Pod;
+use crate::process::Process;
+use crate::ready;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How HAProxy balances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Each request picks a server; server connections are pooled and reused.
+    Http,
+    /// Each client connection picks a server and is relayed as bytes.
+    Tcp,
+}
+
+/// TLS origination towards one upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// SNI to send (e.g. `outbound_.80_.v1_.frontend.default.svc.cluster.local`).
+    pub sni: Option<String>,
+    /// ALPN protocols to offer, in order.
+    pub alpn: Vec<String>,
+    /// Present the lab client identity of this name (mTLS); `None` for plain TLS.
+    pub client_identity: Option<String>,
+    /// Refuse anything older than TLS 1.3.
+    pub tls13_only: bool,
+}
+
+impl UpstreamTls {
+    /// What an Istio sidecar sends for an HTTP/1.1 service: SNI
+    /// `outbound_.<port>_.<subset>_.<host>`, ALPN `istio-http/1.1, istio,
+    /// http/1.1`, and the `client_identity` certificate.
+    pub fn istio_http(port: u16, subset: &str, host: &str, client_identity: &str) -> Self {
+        UpstreamTls {
+            sni: Some(format!("outbound_.{port}_.{subset}_.{host}")),
+            alpn: ["istio-http/1.1", "istio", "http/1.1"].map(String::from).to_vec(),
+            client_identity: Some(client_identity.to_owned()),
+            tls13_only: false,
+        }
+    }
+
+    /// What an Istio sidecar sends for a TCP service: ALPN `istio-peer-exchange, istio`.
+    pub fn istio_tcp(port: u16, subset: &str, host: &str, client_identity: &str) -> Self {
+        UpstreamTls {
+            sni: Some(format!("outbound_.{port}_.{subset}_.{host}")),
+            alpn: ["istio-peer-exchange", "istio"].map(String::from).to_vec(),
+            client_identity: Some(client_identity.to_owned()),
+            tls13_only: false,
+        }
+    }
+
+    pub fn tls13_only(mut self, on: bool) -> Self {
+        self.tls13_only = on;
+        self
+    }
+}
+
+/// One weighted server of the backend.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub tls: Option<UpstreamTls>,
+}
+
+impl Upstream {
+    pub fn new(name: &str, addr: SocketAddr, weight: u32) -> Self {
+        Upstream {
+            name: name.to_owned(),
+            addr,
+            weight,
+            tls: None,
+        }
+    }
+
+    pub fn tls(mut self, tls: UpstreamTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+}
+
+/// How to configure HAProxy; see [`Haproxy::builder`].
+#[derive(Debug, Clone)]
+pub struct HaproxyBuilder {
+    port: u16,
+    mode: ProxyMode,
+    servers: Vec<Upstream>,
+    threads: u32,
+    maxconn: u32,
+}
+
+/// A running HAProxy in a pod; stopped on drop.
+#[derive(Debug)]
+pub struct Haproxy {
+    process: Process,
+    pod: Pod,
+    port: u16,
+    mode: ProxyMode,
+    dir: PathBuf,
+    socket: PathBuf,
+    servers: Vec<Upstream>,
+}
+
+/// The stats socket path must fit in sockaddr_un (108 bytes).
+const SUN_PATH_MAX: usize = 107;
+
+impl Haproxy {
+    /// A proxy listening on `port` (IPv4 and IPv6) in `mode`.
+    pub fn builder(port: u16, mode: ProxyMode) -> HaproxyBuilder {
+        HaproxyBuilder {
+            port,
+            mode,
+            servers: Vec::new(),
+            threads: 1,
+            maxconn: 10_000,
+        }
+    }
+
+    pub fn pod(&self) -> &Pod {
+        &self.pod
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn mode(&self) -> ProxyMode {
+        self.mode
+    }
+
+    pub fn servers(&self) -> &[Upstream] {
+        &self.servers
+    }
+
+    /// `http://<pod ip>:<port>/` — what a client in another pod (or this
+    /// one) sends requests to.
+    pub fn url(&self, v6: bool) -> String {
+        self.pod.url("http", v6, self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// Sends one command to the admin socket and returns the answer.
+    pub fn admin(&self, command: &str) -> Result<String> {
+        let io = |e| LabError::io("talking to HAProxy stats socket", &self.socket, e);
+        let mut stream = UnixStream::connect(&self.socket).map_err(io)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
+        stream.write_all(format!("{command}\n").as_bytes()).map_err(io)?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).map_err(io)?;
+        Ok(answer)
+    }
+
+    /// `show stat`, parsed.
+    pub fn stats(&self) -> Result<HaproxyStats> {
+        HaproxyStats::parse(&self.admin("show stat")?)
+    }
+}
+
+impl HaproxyBuilder {
+    pub fn server(mut self, upstream: Upstream) -> Self {
+        self.servers.push(upstream);
+        self
+    }
+
+    /// HAProxy threads (default 1; idle server connections are per thread, so
+    /// more threads means more upstream connections).
+    pub fn threads(mut self, n: u32) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    pub fn maxconn(mut self, n: u32) -> Self {
+        self.maxconn = n.max(1);
+        self
+    }
+
+    /// Writes the configuration, validates it with `haproxy -c`, starts
+    /// HAProxy in the foreground inside `pod`, waits until it listens.
+    pub fn start(self, pod: &Pod) -> Result<Haproxy> {
+        if self.servers.is_empty() {
+            return Err(LabError::invalid("haproxy", "no servers"));
+        }
+        for s in &self.servers {
+            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(LabError::invalid("haproxy server name", format!("{:?}", s.name)));
+            }
+        }
+        let lab = pod.lab()?;
+        let dir = lab.instance_dir("haproxy", pod.name())?;
+        let socket = dir.join("haproxy.sock");
+        if socket.as_os_str().len() > SUN_PATH_MAX {
+            return Err(LabError::invalid("stats socket path", format!("{} is too long", socket.display())));
+        }
+        let mut certs = Vec::new();
+        for s in &self.servers {
+            let bundle = match s.tls.as_ref().and_then(|t| t.client_identity.as_deref()) {
+                Some(name) => Some(lab.client_identity(name)?.bundle),
+                None => None,
+            };
+            certs.push(bundle);
+        }
+        let conf = self.render(&socket, &certs, effective_maxconn(self.maxconn));
+        let conf_path = dir.join("haproxy.cfg");
+        std::fs::write(&conf_path, conf).map_err(|e| LabError::io("writing", &conf_path, e))?;
+        cmd::run(Command::new("haproxy").arg("-c").arg("-q").arg("-f").arg(&conf_path)).map_err(|e| match e {
+            LabError::Command { stderr, .. } => LabError::Config {
+                program: "haproxy",
+                path: conf_path.clone(),
+                stderr,
+            },
+            other => other,
+        })?;
+        let mut run = Command::new("haproxy");
+        // -db: stay in the foreground, so the lab owns the process.
+        run.arg("-db").arg("-f").arg(&conf_path);
+        let mut process = pod.spawn(run)?;
+        ready::wait_listening("haproxy", &mut process, &[self.port], READY_TIMEOUT, None)?;
+        wait_for_socket(&socket, &mut process)?;
+        tracing::info!(pod = pod.name(), port = self.port, mode = ?self.mode, "haproxy ready");
+        Ok(Haproxy {
+            process,
+            pod: pod.clone(),
+            port: self.port,
+            mode: self.mode,
+            dir,
+            socket,
+            servers: self.servers,
+        })
+    }
+
+    fn render(&self, socket: &Path, certs: &[Option<PathBuf>], maxconn: u32) -> String {
+        let mut c = String::new();
+        let _ = writeln!(
+            c,
+            "global\n    stats socket {} level admin\n    nbthread {}\n    maxconn {}\n",
+            socket.display(),
+            self.threads, maxconn
+        );
+        let mode = match self.mode {
+            ProxyMode::Http => "http",
+            ProxyMode::Tcp => "tcp",
+        };
+        let _ = writeln!(
+            c,
+            "defaults\n    mode {mode}\n    timeout connect 5s\n    timeout client 120s\n    timeout server 120s\n    timeout http-keep-alive 120s\n"
+        );
+        let _ = writeln!(c, "frontend fe\n    bind :{port}\n    bind :::{port} v6only\n    default_backend be\n", port = self.port);
+        let _ = writeln!(c, "backend be\n    balance roundrobin");
+        if self.mode == ProxyMode::Http {
+            // Like Envoy: any idle pooled connection to the chosen server may
+            // carry the next request, whichever client sent it.
+            let _ = writeln!(c, "    http-reuse always");
+        }
+        // No `check`: health probes would be connections the agent counts.
+        for (s, cert) in self.servers.iter().zip(certs) {
+            let addr = match s.addr {
+                SocketAddr::V4(a) => a.to_string(),
+                SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+            };
+            let _ = write!(c, "    server {} {} weight {}", s.name, addr, s.weight);
+            if let Some(tls) = &s.tls {
+                let _ = write!(c, " ssl verify none");
+                if let Some(cert) = cert {
+                    let _ = write!(c, " crt {}", cert.display());
+                }
+                if let Some(sni) = &tls.sni {
+                    let _ = write!(c, " sni str({sni})");
+                }
+                if !tls.alpn.is_empty() {
+                    let _ = write!(c, " alpn {}", tls.alpn.join(","));
+                }
+                if tls.tls13_only {
+                    let _ = write!(c, " ssl-min-ver TLSv1.3");
+                }
+            }
+            let _ = writeln!(c);
+        }
+        c
+    }
+}
+
+/// HAProxy needs about two descriptors per connection and refuses to start
+/// when it cannot raise its limit that far, so stay under the hard limit.
+fn effective_maxconn(wanted: u32) -> u32 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_max == libc::RLIM_INFINITY {
+        return wanted;
+    }
+    let fit = (limit.rlim_max.saturating_sub(100) / 2).min(u64::from(u32::MAX)) as u32;
+    wanted.min(fit.max(1))
+}
+
+fn wait_for_socket(socket: &Path, process: &mut Process) -> Result<()> {
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        if UnixStream::connect(socket).is_ok() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline || process.try_status().is_some() {
+            return Err(LabError::NotReady {
+                what: format!("haproxy stats socket {}", socket.display()),
+                pod: process.pod().to_owned(),
+                timeout: READY_TIMEOUT,
+                detail: process.stderr(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        self.process.terminate(Duration::from_secs(3));
+    }
+}
+
+/// Counters of one `show stat` row (a server, or a backend/frontend total).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// `pxname`: the proxy (backend or frontend) name.
+    pub proxy: String,
+    /// `svname`: server name, or `BACKEND` / `FRONTEND`.
+    pub name: String,
+    pub status: String,
+    pub weight: u64,
+    /// Connections currently open.
+    pub scur: u64,
+    /// Requests (HTTP mode) or connections (TCP mode) handled, in total.
+    pub stot: u64,
+    /// Upstream connections HAProxy opened.
+    pub connect: u64,
+    /// Requests sent over an already-open upstream connection.
+    pub reuse: u64,
+    pub bin: u64,
+    pub bout: u64,
+    pub hrsp_1xx: u64,
+    pub hrsp_2xx: u64,
+    pub hrsp_3xx: u64,
+    pub hrsp_4xx: u64,
+    pub hrsp_5xx: u64,
+    pub hrsp_other: u64,
+    /// Connection errors (`econ`) and response errors (`eresp`).
+    pub econ: u64,
+    pub eresp: u64,
+}
+
+impl ServerStats {
+    fn add(&mut self, o: &ServerStats) {
+        self.scur += o.scur;
+        self.stot += o.stot;
+        self.connect += o.connect;
+        self.reuse += o.reuse;
+        self.bin += o.bin;
+        self.bout += o.bout;
+        self.hrsp_1xx += o.hrsp_1xx;
+        self.hrsp_2xx += o.hrsp_2xx;
+        self.hrsp_3xx += o.hrsp_3xx;
+        self.hrsp_4xx += o.hrsp_4xx;
+        self.hrsp_5xx += o.hrsp_5xx;
+        self.hrsp_other += o.hrsp_other;
+        self.econ += o.econ;
+        self.eresp += o.eresp;
+    }
+}
+
+/// `show stat` of the proxy: the servers of backend `be` and the totals.
+#[derive(Debug, Clone, Default)]
+pub struct HaproxyStats {
+    /// Rows of real servers, in configuration order.
+    pub servers: Vec<ServerStats>,
+    /// The `BACKEND` row of the backend.
+    pub backend: Option<ServerStats>,
+    /// The `FRONTEND` row.
+    pub frontend: Option<ServerStats>,
+}
+
+impl HaproxyStats {
+    /// Parses `show stat` CSV. Columns are found by header name: their
+    /// positions differ between HAProxy versions.
+    pub fn parse(csv: &str) -> Result<HaproxyStats> {
+        let mut lines = csv.lines();
+        let header = lines
+            .next()
+            .and_then(|l| l.strip_prefix("# "))
+            .ok_or_else(|| LabError::parse("HAProxy show stat", format!("no `# pxname,…` header in {csv:?}")))?;
+        let columns: Vec<&str> = header.split(',').collect();
+        let index = |name: &str| columns.iter().position(|c| *c == name);
+        let required = |name: &'static str| {
+            index(name).ok_or_else(|| LabError::parse("HAProxy show stat", format!("no column {name}")))
+        };
+        let (px, sv) = (required("pxname")?, required("svname")?);
+        let mut stats = HaproxyStats::default();
+        for line in lines.filter(|l| !l.trim().is_empty()) {
+            let fields: Vec<&str> = line.split(',').collect();
+            let text = |i: Option<usize>| i.and_then(|i| fields.get(i)).map(|s| s.to_string()).unwrap_or_default();
+            // Empty cells mean "not applicable": count them as zero.
+            let num = |name: &str| {
+                index(name)
+                    .and_then(|i| fields.get(i))
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let row = ServerStats {
+                proxy: text(Some(px)),
+                name: text(Some(sv)),
+                status: text(index("status")),
+                weight: num("weight"),
+                scur: num("scur"),
+                stot: num("stot"),
+                connect: num("connect"),
+                reuse: num("reuse"),
+                bin: num("bin"),
+                bout: num("bout"),
+                hrsp_1xx: num("hrsp_1xx"),
+                hrsp_2xx: num("hrsp_2xx"),
+                hrsp_3xx: num("hrsp_3xx"),
+                hrsp_4xx: num("hrsp_4xx"),
+                hrsp_5xx: num("hrsp_5xx"),
+                hrsp_other: num("hrsp_other"),
+                econ: num("econ"),
+                eresp: num("eresp"),
+            };
+            match (row.proxy.as_str(), row.name.as_str()) {
+                ("fe", "FRONTEND") => stats.frontend = Some(row),
+                ("be", "BACKEND") => stats.backend = Some(row),
+                ("be", _) => stats.servers.push(row),
+                _ => {}
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The row of server `name`.
+    pub fn server(&self, name: &str) -> Option<&ServerStats> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+
+    /// The servers' counters summed (name `TOTAL`).
+    pub fn total(&self) -> ServerStats {
+        let mut total = ServerStats {
+            proxy: "be".into(),
+            name: "TOTAL".into(),
+            ..ServerStats::default()
+        };
+        for s in &self.servers {
+            total.add(s);
+            total.weight += s.weight;
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_by_header_name() {
+        let csv = "# pxname,svname,qcur,scur,stot,bin,bout,status,weight,connect,reuse,hrsp_2xx,hrsp_5xx,\n\
+fe,FRONTEND,,1,200,100,200,OPEN,,,,200,0,\n\
+be,v1,0,0,160,1,2,UP,80,1,159,160,0,\n\
+be,v2,0,0,40,1,2,UP,20,1,39,40,,\n\
+be,BACKEND,0,0,200,1,2,UP,100,2,198,200,0,\n";
+        let stats = HaproxyStats::parse(csv).expect("parses");
+        let v1 = stats.server("v1").expect("v1");
+        assert_eq!((v1.stot, v1.connect, v1.reuse, v1.weight, v1.hrsp_2xx), (160, 1, 159, 80, 160));
+        assert_eq!(stats.server("v2").map(|s| s.hrsp_5xx), Some(0));
+        assert_eq!(stats.total().stot, 200);
+        assert_eq!(stats.backend.as_ref().map(|b| b.connect), Some(2));
+        assert_eq!(stats.frontend.as_ref().map(|f| f.stot), Some(200));
+    }
+
+    #[test]
+    fn rejects_headerless_output() {
+        assert!(HaproxyStats::parse("Unknown command\n").is_err());
+    }
+}

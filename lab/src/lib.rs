@@ -1,0 +1,59 @@
+//! meshdrift's lab: "pods" made of network namespaces on this machine, each
+//! with its own cgroup v2 group, running real nginx, HAProxy, curl and wrk.
+//! The end-to-end tests, the demo and the benchmarks build on it.
+//!
+//! Everything needs root. A [`Lab`] owns a bridge `mdl<id>br`, the subnets
+//! `10.213.<id>.0/24` and `fd00:213:<id>::/64`, the cgroup
+//! `<cgroup2 root>/meshdrift-lab-<id>` and a work directory; several labs can
+//! exist at once, in one process or many. Dropping the lab kills its processes
+//! and removes all of it; [`cleanup_stale`] removes what crashed runs left.
+//!
+//! ```no_run
+//! use meshdrift_lab::{Curl, CurlTls, Haproxy, Lab, Nginx, ProxyMode, Upstream, UpstreamTls};
+//! use std::net::SocketAddr;
+//!
+//! # fn main() -> meshdrift_lab::Result<()> {
+//! let lab = Lab::new("example")?;
+//! let client = lab.add_pod("client")?;
+//! let v1 = lab.add_pod("frontend-v1")?;
+//! let _nginx = Nginx::builder("v1").http(8080).tls(8443).verify_client(true).start(&v1)?;
+//! let host = "frontend.default.svc.cluster.local";
+//! let proxy = Haproxy::builder(15001, ProxyMode::Http)
+//!     .server(Upstream::new("v1", SocketAddr::new(v1.ip(false), 8443), 100)
+//!         .tls(UpstreamTls::istio_http(80, "v1", host, "client")))
+//!     .start(&client)?;
+//! let report = Curl::new(&proxy.url(false)).count(100).run(&client)?;
+//! assert_eq!(report.count_status(200), 100);
+//! let stats = proxy.stats()?;
+//! println!("v1: {} requests over {} connections", stats.server("v1").map_or(0, |s| s.stot), stats.total().connect);
+//! # Ok(()) }
+//! ```
+
+mod cgroup;
+mod cmd;
+mod error;
+mod lab;
+mod netns;
+mod pod;
+mod process;
+mod ready;
+mod signals;
+mod stale;
+
+pub mod certs;
+pub mod haproxy;
+pub mod load;
+pub mod nginx;
+
+pub use certs::{CertAuthority, Identity};
+pub use cgroup::{cgroup2_root, cgroup_id};
+pub use error::{LabError, Result};
+pub use haproxy::{Haproxy, HaproxyBuilder, HaproxyStats, ProxyMode, ServerStats, Upstream, UpstreamTls};
+pub use lab::{CGROUP_PREFIX, KEEP_ENV, Lab};
+pub use load::{Curl, CurlReport, CurlRun, CurlTls, Response, Wrk, WrkReport};
+pub use netns::NAME_PREFIX;
+pub use nginx::{Nginx, NginxBuilder};
+pub use pod::{DEFAULT_RUN_TIMEOUT, Pod};
+pub use process::{Output, Process};
+pub use signals::{install_signal_cleanup, wait_for_signal};
+pub use stale::{CleanupReport, cleanup_all, cleanup_stale};

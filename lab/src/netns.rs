@@ -1,0 +1,207 @@
+//! Network plumbing with iproute2: the lab bridge, one namespace per pod and
+//! the veth pair joining them. Every name the lab gives starts with `mdl<id>`
+//! so leftovers can be found and attributed to a lab later.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::cmd::{self, ip};
+use crate::error::{LabError, Result};
+
+/// Prefix of every network object name (`mdl<id>br`, `mdl<id>-<pod>`, `mdl<id>h<host>`).
+pub const NAME_PREFIX: &str = "mdl";
+
+pub(crate) fn bridge_name(id: u8) -> String {
+    format!("{NAME_PREFIX}{id}br")
+}
+
+pub(crate) fn netns_name(id: u8, pod: &str) -> String {
+    format!("{NAME_PREFIX}{id}-{pod}")
+}
+
+pub(crate) fn host_veth_name(id: u8, host: u8) -> String {
+    format!("{NAME_PREFIX}{id}h{host}")
+}
+
+/// Where iproute2 keeps the named namespace; opening it gives a netns fd.
+pub fn netns_path(netns: &str) -> PathBuf {
+    PathBuf::from("/run/netns").join(netns)
+}
+
+pub(crate) fn ipv4_of(id: u8, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 213, id, host)
+}
+
+/// `fd00:213:<id>::<host>` with id and host written in decimal digits, so that
+/// `10.213.7.11` and `fd00:213:7::11` are visibly the same pod.
+pub(crate) fn ipv6_of(id: u8, host: u8) -> Ipv6Addr {
+    let digits_as_hex = |n: u8| u16::from_str_radix(&n.to_string(), 16).unwrap_or(0);
+    Ipv6Addr::new(0xfd00, 0x0213, digits_as_hex(id), 0, 0, 0, 0, digits_as_hex(host))
+}
+
+/// Creates the bridge that claims lab id `id`. `Ok(false)` when a bridge of
+/// that name exists already: the id belongs to someone else.
+pub(crate) fn create_bridge(id: u8, owner_tag: &str) -> Result<bool> {
+    let name = bridge_name(id);
+    // The kernel refuses a second link of the same name atomically, which
+    // makes link creation the lock that hands out lab ids across processes.
+    match ip(&[
+        "link", "add", "name", &name, "type", "bridge",
+        // ND multicast must reach every port even though nobody queries MLD.
+        "mcast_snooping", "0",
+        // No STP: ports forward the moment they come up.
+        "stp_state", "0", "forward_delay", "0",
+        // A host firewall (br_netfilter) must not see or drop pod traffic.
+        "nf_call_iptables", "0", "nf_call_ip6tables", "0", "nf_call_arptables", "0",
+    ]) {
+        Ok(_) => {}
+        Err(e) if cmd::is_exists(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    ip(&["link", "set", "dev", &name, "alias", owner_tag])?;
+    ip(&["link", "set", "dev", &name, "up"])?;
+    Ok(true)
+}
+
+/// Deletes a link, ignoring one that is already gone.
+pub(crate) fn delete_link(name: &str) -> Result<()> {
+    match ip(&["link", "del", "dev", name]) {
+        Err(e) if !cmd::is_missing(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+// `ip netns add` remounts /run/netns on first use; concurrent first uses in
+// one process can stack mounts, so namespace creation is serialised.
+static NETNS_LOCK: Mutex<()> = Mutex::new(());
+
+pub(crate) struct PodLink<'a> {
+    pub netns: &'a str,
+    pub host_veth: &'a str,
+    pub bridge: &'a str,
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Ipv6Addr,
+}
+
+/// Namespace, veth pair (`eth0` inside), addresses and routes of one pod.
+pub(crate) fn create_pod_network(link: &PodLink<'_>) -> Result<()> {
+    {
+        let _guard = NETNS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        ip(&["netns", "add", link.netns])?;
+    }
+    let ns = link.netns;
+    ip(&[
+        "link", "add", "name", link.host_veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+    ])?;
+    ip(&["link", "set", "dev", link.host_veth, "master", link.bridge, "up"])?;
+    // The host side only switches frames; keep it from talking IPv6 itself.
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", link.host_veth),
+        "1",
+    );
+    let v4 = format!("{}/24", link.ipv4);
+    let v6 = format!("{}/64", link.ipv6);
+    ip(&["-n", ns, "link", "set", "dev", "lo", "up"])?;
+    // No duplicate address detection in the pod: addresses (link-local
+    // included) are usable at once instead of after ~1 s of DAD.
+    disable_dad(ns)?;
+    ip(&["-n", ns, "addr", "add", &v4, "dev", "eth0"])?;
+    ip(&["-n", ns, "-6", "addr", "add", &v6, "dev", "eth0", "nodad"])?;
+    ip(&["-n", ns, "link", "set", "dev", "eth0", "up"])?;
+    Ok(())
+}
+
+/// Writes the pod's IPv6 `accept_dad` sysctls. /proc/sys/net shows the
+/// namespace of the thread that opens it, so a short-lived thread enters the
+/// pod's namespace instead of forking `ip netns exec … sysctl`.
+fn disable_dad(netns: &str) -> Result<()> {
+    let path = netns_path(netns);
+    let file = std::fs::File::open(&path).map_err(|e| LabError::io("opening netns", &path, e))?;
+    let handle = std::thread::spawn(move || -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) on an open netns fd; it only changes this thread,
+        // which ends right after.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        for dev in ["default", "all", "eth0"] {
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/accept_dad"), "0")?;
+        }
+        Ok(())
+    });
+    match handle.join() {
+        Ok(result) => result.map_err(|e| LabError::io("disabling IPv6 DAD in", path, e)),
+        Err(_) => Err(LabError::invalid("netns", format!("thread entering {netns} panicked"))),
+    }
+}
+
+pub(crate) fn delete_netns(netns: &str) -> Result<()> {
+    match ip(&["netns", "del", netns]) {
+        Err(e) if !cmd::is_missing(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Names of all named network namespaces.
+pub(crate) fn list_netns() -> Result<Vec<String>> {
+    let out = ip(&["-j", "netns", "list"])?;
+    if out.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_str(&out).map_err(|e| LabError::parse("`ip -j netns list`", e.to_string()))?;
+    Ok(entries
+        .iter()
+        .filter_map(|e| e.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+        .collect())
+}
+
+/// (name, alias) of every link in the root namespace.
+pub(crate) fn list_links() -> Result<Vec<(String, Option<String>)>> {
+    let out = ip(&["-j", "link", "show"])?;
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_str(&out).map_err(|e| LabError::parse("`ip -j link show`", e.to_string()))?;
+    Ok(entries
+        .iter()
+        .filter_map(|e| {
+            let name = e.get("ifname")?.as_str()?.to_owned();
+            let alias = e.get("ifalias").and_then(|a| a.as_str()).map(str::to_owned);
+            Some((name, alias))
+        })
+        .collect())
+}
+
+/// The lab id in an object name such as `mdl12br`, `mdl12-client`, `mdl12h10`.
+pub(crate) fn id_of_name(name: &str) -> Option<u8> {
+    let rest = name.strip_prefix(NAME_PREFIX)?;
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let tail = &rest[digits.len()..];
+    if !(tail == "br" || tail.starts_with('-') || (tail.starts_with('h') && tail[1..].parse::<u8>().is_ok())) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_mirror_each_other() {
+        assert_eq!(ipv4_of(7, 11).to_string(), "10.213.7.11");
+        assert_eq!(ipv6_of(7, 11).to_string(), "fd00:213:7::11");
+        assert_eq!(ipv6_of(250, 254).to_string(), "fd00:213:250::254");
+    }
+
+    #[test]
+    fn names_fit_and_parse_back() {
+        assert!(bridge_name(250).len() <= 15);
+        assert!(host_veth_name(250, 254).len() <= 15);
+        assert_eq!(id_of_name("mdl12br"), Some(12));
+        assert_eq!(id_of_name("mdl12-client"), Some(12));
+        assert_eq!(id_of_name("mdl12h10"), Some(12));
+        assert_eq!(id_of_name("mdl12x"), None);
+        assert_eq!(id_of_name("eth0"), None);
+    }
+}

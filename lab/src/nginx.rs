@@ -1,0 +1,243 @@
+//! nginx as a backend "pod": plaintext HTTP and/or TLS, optionally checking
+//! client certificates (what an Istio sidecar in STRICT mode would demand).
+//! Every response is the server's name, so a client can tell who served it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cmd;
+use crate::error::{LabError, Result};
+use crate::pod::Pod;
+use crate::process::Process;
+use crate::ready;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to configure an nginx server; see [`Nginx::builder`].
+#[derive(Debug, Clone)]
+pub struct NginxBuilder {
+    name: String,
+    http_ports: Vec<u16>,
+    tls_ports: Vec<u16>,
+    verify_client: bool,
+    workers: u32,
+    dns_names: Vec<String>,
+    access_log: bool,
+}
+
+/// A running nginx in a pod; stopped on drop.
+#[derive(Debug)]
+pub struct Nginx {
+    process: Process,
+    pod: Pod,
+    name: String,
+    dir: PathBuf,
+    http_ports: Vec<u16>,
+    tls_ports: Vec<u16>,
+}
+
+impl Nginx {
+    /// `name` is what every response says (`<name>\n`), e.g. `"v1"`.
+    pub fn builder(name: &str) -> NginxBuilder {
+        NginxBuilder {
+            name: name.to_owned(),
+            http_ports: Vec::new(),
+            tls_ports: Vec::new(),
+            verify_client: false,
+            workers: 1,
+            dns_names: Vec::new(),
+            access_log: false,
+        }
+    }
+
+    pub fn pod(&self) -> &Pod {
+        &self.pod
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The body every request gets.
+    pub fn body(&self) -> String {
+        format!("{}\n", self.name)
+    }
+
+    pub fn http_ports(&self) -> &[u16] {
+        &self.http_ports
+    }
+
+    pub fn tls_ports(&self) -> &[u16] {
+        &self.tls_ports
+    }
+
+    /// Configuration, logs and pid file live here.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn error_log(&self) -> String {
+        crate::process::read_lossy(&self.dir.join("error.log"))
+    }
+
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// Graceful stop (SIGQUIT lets workers finish open requests).
+    pub fn stop(mut self) {
+        self.process.signal(libc::SIGQUIT);
+        let _ = self.process.wait_timeout(Duration::from_secs(5));
+    }
+}
+
+impl NginxBuilder {
+    /// Listen for plaintext HTTP on `port` (IPv4 and IPv6).
+    pub fn http(mut self, port: u16) -> Self {
+        self.http_ports.push(port);
+        self
+    }
+
+    /// Listen for TLS on `port` (IPv4 and IPv6), with the pod's server
+    /// identity from the lab CA.
+    pub fn tls(mut self, port: u16) -> Self {
+        self.tls_ports.push(port);
+        self
+    }
+
+    /// Require a client certificate signed by the lab CA on TLS ports (mTLS).
+    pub fn verify_client(mut self, on: bool) -> Self {
+        self.verify_client = on;
+        self
+    }
+
+    /// Worker processes (default 1).
+    pub fn workers(mut self, n: u32) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Extra DNS names for the server certificate (besides the pod name).
+    pub fn dns_name(mut self, name: &str) -> Self {
+        self.dns_names.push(name.to_owned());
+        self
+    }
+
+    /// Write an access log to the instance directory (off by default: it
+    /// costs throughput in benchmarks).
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
+    }
+
+    /// Writes the configuration, checks it with `nginx -t`, starts nginx in
+    /// the foreground inside `pod` and waits until every port listens.
+    pub fn start(self, pod: &Pod) -> Result<Nginx> {
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(LabError::invalid("nginx name", format!("{:?} (use a-z, 0-9, '-', '_', '.')", self.name)));
+        }
+        if self.http_ports.is_empty() && self.tls_ports.is_empty() {
+            return Err(LabError::invalid("nginx", "no port to listen on (call .http() or .tls())"));
+        }
+        let lab = pod.lab()?;
+        let dir = lab.instance_dir("nginx", pod.name())?;
+        let tls = if self.tls_ports.is_empty() {
+            None
+        } else {
+            let dns: Vec<&str> = self.dns_names.iter().map(String::as_str).collect();
+            let identity = lab.server_identity(pod, &dns)?;
+            Some((identity, lab.ca()?.cert))
+        };
+        let conf = self.render(&dir, tls.as_ref().map(|(id, ca)| (id.cert.as_path(), id.key.as_path(), ca.as_path())));
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).map_err(|e| LabError::io("writing", &conf_path, e))?;
+
+        let error_log = dir.join("error.log");
+        let base = |cmd: &mut Command| {
+            cmd.arg("-p").arg(&dir).arg("-e").arg(&error_log).arg("-c").arg(&conf_path);
+        };
+        let mut check = Command::new("nginx");
+        base(&mut check);
+        check.arg("-t").arg("-q");
+        cmd::run(&mut check).map_err(|e| match e {
+            LabError::Command { stderr, .. } => LabError::Config {
+                program: "nginx",
+                path: conf_path.clone(),
+                stderr,
+            },
+            other => other,
+        })?;
+
+        let mut run = Command::new("nginx");
+        base(&mut run);
+        let mut process = pod.spawn(run)?;
+        let ports: Vec<u16> = self.http_ports.iter().chain(&self.tls_ports).copied().collect();
+        ready::wait_listening(&format!("nginx {}", self.name), &mut process, &ports, READY_TIMEOUT, Some(&error_log))?;
+        tracing::info!(pod = pod.name(), name = %self.name, ?ports, "nginx ready");
+        Ok(Nginx {
+            process,
+            pod: pod.clone(),
+            name: self.name,
+            dir,
+            http_ports: self.http_ports,
+            tls_ports: self.tls_ports,
+        })
+    }
+
+    fn render(&self, dir: &Path, tls: Option<(&Path, &Path, &Path)>) -> String {
+        let d = dir.display();
+        let mut c = String::new();
+        // `user root` because the whole lab runs as root and the workers must
+        // write the temp paths in the lab directory.
+        let _ = writeln!(
+            c,
+            "user root;\nworker_processes {};\ndaemon off;\nmaster_process on;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n",
+            self.workers
+        );
+        let _ = writeln!(c, "events {{\n    worker_connections 4096;\n}}\n");
+        let _ = writeln!(c, "http {{");
+        if self.access_log {
+            let _ = writeln!(c, "    access_log {d}/access.log;");
+        } else {
+            let _ = writeln!(c, "    access_log off;");
+        }
+        for kind in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+            let _ = writeln!(c, "    {kind}_temp_path {d}/tmp-{kind};");
+        }
+        // Clients and proxies keep connections for the whole test: pooled
+        // connections are what the agent must follow.
+        let _ = writeln!(c, "    keepalive_requests 1000000;\n    keepalive_timeout 300s;\n    default_type text/plain;");
+        let _ = writeln!(c, "    server {{");
+        for port in &self.http_ports {
+            let _ = writeln!(c, "        listen {port};\n        listen [::]:{port};");
+        }
+        if let Some((cert, key, ca)) = tls {
+            for port in &self.tls_ports {
+                let _ = writeln!(c, "        listen {port} ssl;\n        listen [::]:{port} ssl;");
+            }
+            let _ = writeln!(
+                c,
+                "        ssl_certificate {};\n        ssl_certificate_key {};",
+                cert.display(),
+                key.display()
+            );
+            // nginx 1.22 fails TLS 1.3 handshakes unless this is explicit.
+            let _ = writeln!(c, "        ssl_protocols TLSv1.2 TLSv1.3;");
+            if self.verify_client {
+                let _ = writeln!(c, "        ssl_verify_client on;\n        ssl_client_certificate {};", ca.display());
+            }
+        }
+        let _ = writeln!(c, "        location / {{\n            return 200 \"{}\\n\";\n        }}", self.name);
+        let _ = writeln!(c, "    }}\n}}");
+        c
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM is nginx's fast shutdown: the master stops its workers.
+        self.process.terminate(Duration::from_secs(3));
+    }
+}

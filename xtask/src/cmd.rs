@@ -1,0 +1,52 @@
+//! Running commands with their command line shown, and finding the workspace.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().map_or(manifest_dir.clone(), PathBuf::from)
+}
+
+/// Runs a command inheriting stdio, failing with its command line when it fails.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    eprintln!("[xtask] $ {}", render(command));
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start `{}`", render(command)))?;
+    if !status.success() {
+        bail!("`{}` failed with {status}", render(command));
+    }
+    Ok(())
+}
+
+/// Runs a command quietly and returns whether it succeeded (false when it cannot start).
+pub fn succeeds(command: &mut Command) -> bool {
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Runs a command and returns its standard output, if it succeeded.
+pub fn output(command: &mut Command) -> Option<String> {
+    let out = command.stderr(Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn render(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}

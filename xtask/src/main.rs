@@ -1,0 +1,54 @@
+//! `cargo xtask`: the project's own tasks (setup, demo, test, bench, lab).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod cmd;
+mod demo;
+mod lab;
+mod setup;
+mod test;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "meshdrift's development tasks", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Check and install every prerequisite (needs root): LLVM 22, bpf-linker,
+    /// rust-src for nightly, and the Debian packages the lab uses.
+    Setup,
+    /// Run the demo: the lab with the frontend v1/v2 example, real traffic through
+    /// HAProxy, and what the agent observed per subset.
+    Demo(demo::DemoArgs),
+    /// Run every test: lint, unit, property and the privileged end-to-end suite.
+    Test(test::TestArgs),
+    /// Run the benchmarks and print their results.
+    Bench,
+    /// Build or tear down a lab by hand.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Demo(args) => setup::run().and_then(|()| demo::run(&args)),
+        Task::Test(args) => setup::run().and_then(|()| test::run(&args)),
+        Task::Bench => setup::run().and_then(|()| bench::run()),
+        Task::Lab(command) => lab::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

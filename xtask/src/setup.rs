@@ -1,0 +1,132 @@
+//! `cargo xtask setup`: every prerequisite, checked and installed idempotently.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::cmd;
+
+/// Debian packages: LLVM 22 for bpf-linker, and the lab's real software.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "iproute2",
+    "nginx",
+    "haproxy",
+    "wrk",
+    "curl",
+    "openssl",
+    "prometheus",
+];
+
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const EBPF_TOOLCHAIN: &str = "nightly";
+
+pub fn run() -> anyhow::Result<()> {
+    step("running as root", check_root)?;
+    step("cgroup v2 is mounted", check_cgroup2)?;
+    step("the kernel offers BPF with BTF", check_bpf)?;
+    step("Debian packages", install_debian_packages)?;
+    step("nightly toolchain with rust-src", install_rust_src)?;
+    step("bpf-linker built against LLVM 22", install_bpf_linker)?;
+    eprintln!("[setup] all prerequisites are in place");
+    Ok(())
+}
+
+fn step(what: &str, check: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    eprintln!("[setup] {what} ...");
+    check().with_context(|| format!("setup step failed: {what}"))?;
+    eprintln!("[setup] {what}: ok");
+    Ok(())
+}
+
+fn check_root() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "meshdrift's setup, demo and tests need root: they install packages, create \
+             network namespaces and load eBPF programs. Run them as root (e.g. `sudo -E cargo xtask test`)."
+        );
+    }
+    Ok(())
+}
+
+fn check_cgroup2() -> anyhow::Result<()> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let mounted = mountinfo
+        .lines()
+        .any(|line| line.split_once(" - ").is_some_and(|(_, right)| right.starts_with("cgroup2 ")));
+    if !mounted {
+        bail!("no cgroup v2 hierarchy is mounted; mount one with `mount -t cgroup2 none /sys/fs/cgroup`");
+    }
+    Ok(())
+}
+
+fn check_bpf() -> anyhow::Result<()> {
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!("the kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); meshdrift needs Linux >= 5.8 built with CONFIG_DEBUG_INFO_BTF");
+    }
+    // An empty BPF_MAP_CREATE is invalid: EINVAL proves the syscall exists and is
+    // allowed, ENOSYS or EPERM say what is missing.
+    let mut attr = [0u8; 128];
+    // SAFETY: the bpf syscall reads at most `attr.len()` bytes from a valid buffer.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_mut_ptr(), attr.len()) };
+    if ret >= 0 {
+        // SAFETY: a successful call returned a file descriptor we own.
+        unsafe { libc::close(ret as i32) };
+        return Ok(());
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EINVAL) => Ok(()),
+        Some(libc::ENOSYS) => bail!("the kernel has no bpf() system call (CONFIG_BPF_SYSCALL is off)"),
+        Some(libc::EPERM) => bail!("bpf() is not permitted here (a seccomp policy or missing CAP_BPF)"),
+        other => bail!("bpf() failed unexpectedly: errno {other:?}"),
+    }
+}
+
+fn package_installed(package: &str) -> bool {
+    cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_some_and(|status| status.contains("install ok installed"))
+}
+
+fn install_debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| !package_installed(package))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("[setup] installing {}", missing.join(" "));
+    cmd::run(Command::new("apt-get").arg("update").arg("-q"))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .context("installing Debian packages (is the Debian archive reachable?)")
+}
+
+fn install_rust_src() -> anyhow::Result<()> {
+    let installed = cmd::output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN]))
+        .context("the `nightly` Rust toolchain is missing; install it with `rustup toolchain install nightly`")?;
+    if installed.lines().any(|line| line.starts_with("rust-src")) {
+        return Ok(());
+    }
+    cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]))
+}
+
+fn install_bpf_linker() -> anyhow::Result<()> {
+    if cmd::succeeds(Command::new("bpf-linker").arg("--version")) {
+        return Ok(());
+    }
+    eprintln!("[setup] building bpf-linker against LLVM 22 (about two minutes)");
+    cmd::run(
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", LLVM_PREFIX),
+    )
+}

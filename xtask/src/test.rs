@@ -1,0 +1,55 @@
+//! `cargo xtask test`: lint, then every test of the workspace, privileged ones included.
+
+use std::process::Command;
+
+use crate::cmd;
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Skip `cargo fmt --check` and clippy on the host and eBPF crates.
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Arguments passed to `cargo test` after `--` (a test-name filter, `--nocapture`, ...).
+    #[arg(last = true)]
+    pub test_args: Vec<String>,
+}
+
+pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+    let root = cmd::workspace_root();
+    if !args.no_lint {
+        cmd::run(Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--check"]))?;
+        cmd::run(
+            Command::new("cargo")
+                .current_dir(&root)
+                .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        )?;
+        cmd::run(Command::new("cargo").current_dir(&root).args([
+            "+nightly",
+            "clippy",
+            "-p",
+            "meshdrift-ebpf",
+            "--bins",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    // The end-to-end suite runs the real `meshdrift` binary.
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["build", "-p", "meshdrift-agent", "--bin", "meshdrift"]),
+    )?;
+    let binary = root.join("target/debug/meshdrift");
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["test", "--workspace", "--"])
+            .args(&args.test_args)
+            .env("MESHDRIFT_BIN", &binary),
+    )
+}
