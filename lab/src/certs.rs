@@ -39,7 +39,15 @@ impl CertAuthority {
         let subject = format!("/O=meshdrift-lab/CN={common_name}");
         cmd::run(
             Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                ])
                 .arg("-keyout")
                 .arg(&key)
                 .arg("-out")
@@ -54,7 +62,12 @@ impl CertAuthority {
     }
 
     /// A server identity: SANs are every DNS name and IP given.
-    pub fn issue_server(&self, file_stem: &str, dns: &[String], ips: &[IpAddr]) -> Result<Identity> {
+    pub fn issue_server(
+        &self,
+        file_stem: &str,
+        dns: &[String],
+        ips: &[IpAddr],
+    ) -> Result<Identity> {
         let mut sans: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
         sans.extend(ips.iter().map(|ip| format!("IP:{ip}")));
         let cn = dns.first().cloned().unwrap_or_else(|| file_stem.to_owned());
@@ -63,13 +76,22 @@ impl CertAuthority {
 
     /// A client identity with the SPIFFE id Istio would give the workload's
     /// service account: `spiffe://cluster.local/ns/<namespace>/sa/<account>`.
-    pub fn issue_client(&self, file_stem: &str, namespace: &str, service_account: &str) -> Result<Identity> {
+    pub fn issue_client(
+        &self,
+        file_stem: &str,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<Identity> {
         let san = format!("URI:spiffe://cluster.local/ns/{namespace}/sa/{service_account}");
         self.issue(file_stem, service_account, &[san], "clientAuth")
     }
 
     fn issue(&self, stem: &str, cn: &str, sans: &[String], usage: &str) -> Result<Identity> {
-        if stem.is_empty() || !stem.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if stem.is_empty()
+            || !stem
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err(LabError::invalid("certificate file name", stem));
         }
         let cert = self.dir.join(format!("{stem}.pem"));
@@ -87,14 +109,25 @@ impl CertAuthority {
         let subject = format!("/O=meshdrift-lab/CN={cn}");
         cmd::run(
             Command::new("openssl")
-                .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+                .args([
+                    "req",
+                    "-new",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                ])
                 .arg("-keyout")
                 .arg(&key)
                 .arg("-out")
                 .arg(&csr)
                 .args(["-subj", &subject]),
         )?;
-        let serial = format!("{}", SERIAL.fetch_add(1, Ordering::Relaxed) + (std::process::id() as u64) * 1_000_000);
+        let serial = format!(
+            "{}",
+            SERIAL.fetch_add(1, Ordering::Relaxed) + (std::process::id() as u64) * 1_000_000
+        );
         cmd::run(
             Command::new("openssl")
                 .args(["x509", "-req", "-days", "7", "-set_serial", &serial])

@@ -12,7 +12,9 @@ pub(crate) fn describe(cmd: &Command) -> String {
     for arg in cmd.get_args() {
         let arg = arg.to_string_lossy();
         out.push(' ');
-        if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || "\"'$()*[]{};|&<>".contains(c)) {
+        if arg.is_empty()
+            || arg.contains(|c: char| c.is_whitespace() || "\"'$()*[]{};|&<>".contains(c))
+        {
             out.push('\'');
             out.push_str(&arg.replace('\'', r"'\''"));
             out.push('\'');
@@ -38,7 +40,11 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let stderr = if stderr.trim().is_empty() { stdout.trim().to_owned() } else { stderr.trim().to_owned() };
+        let stderr = if stderr.trim().is_empty() {
+            stdout.trim().to_owned()
+        } else {
+            stderr.trim().to_owned()
+        };
         return Err(LabError::Command {
             command,
             status: output.status.to_string(),

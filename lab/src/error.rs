@@ -21,7 +21,9 @@ pub enum LabError {
         stderr: String,
     },
 
-    #[error("could not start `{command}`: {source} (is it installed? `cargo xtask setup` installs the lab's packages)")]
+    #[error(
+        "could not start `{command}`: {source} (is it installed? `cargo xtask setup` installs the lab's packages)"
+    )]
     Spawn {
         command: String,
         #[source]
@@ -39,7 +41,9 @@ pub enum LabError {
         source: std::io::Error,
     },
 
-    #[error("no free lab id: ids 1..=250 are all taken (run `cargo xtask lab down` to remove leftovers)")]
+    #[error(
+        "no free lab id: ids 1..=250 are all taken (run `cargo xtask lab down` to remove leftovers)"
+    )]
     NoFreeId,
 
     #[error("invalid {what}: {detail}")]
@@ -70,7 +74,11 @@ pub enum LabError {
 pub type Result<T, E = LabError> = std::result::Result<T, E>;
 
 impl LabError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         LabError::Io {
             action,
             path: path.into(),

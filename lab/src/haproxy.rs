@@ -49,7 +49,9 @@ impl UpstreamTls {
     pub fn istio_http(port: u16, subset: &str, host: &str, client_identity: &str) -> Self {
         UpstreamTls {
             sni: Some(format!("outbound_.{port}_.{subset}_.{host}")),
-            alpn: ["istio-http/1.1", "istio", "http/1.1"].map(String::from).to_vec(),
+            alpn: ["istio-http/1.1", "istio", "http/1.1"]
+                .map(String::from)
+                .to_vec(),
             client_identity: Some(client_identity.to_owned()),
             tls13_only: false,
         }
@@ -171,8 +173,12 @@ impl Haproxy {
     pub fn admin(&self, command: &str) -> Result<String> {
         let io = |e| LabError::io("talking to HAProxy stats socket", &self.socket, e);
         let mut stream = UnixStream::connect(&self.socket).map_err(io)?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
-        stream.write_all(format!("{command}\n").as_bytes()).map_err(io)?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(io)?;
+        stream
+            .write_all(format!("{command}\n").as_bytes())
+            .map_err(io)?;
         let mut answer = String::new();
         stream.read_to_string(&mut answer).map_err(io)?;
         Ok(answer)
@@ -209,15 +215,26 @@ impl HaproxyBuilder {
             return Err(LabError::invalid("haproxy", "no servers"));
         }
         for s in &self.servers {
-            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return Err(LabError::invalid("haproxy server name", format!("{:?}", s.name)));
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(LabError::invalid(
+                    "haproxy server name",
+                    format!("{:?}", s.name),
+                ));
             }
         }
         let lab = pod.lab()?;
         let dir = lab.instance_dir("haproxy", pod.name())?;
         let socket = dir.join("haproxy.sock");
         if socket.as_os_str().len() > SUN_PATH_MAX {
-            return Err(LabError::invalid("stats socket path", format!("{} is too long", socket.display())));
+            return Err(LabError::invalid(
+                "stats socket path",
+                format!("{} is too long", socket.display()),
+            ));
         }
         let mut certs = Vec::new();
         for s in &self.servers {
@@ -230,7 +247,14 @@ impl HaproxyBuilder {
         let conf = self.render(&socket, &certs, effective_maxconn(self.maxconn));
         let conf_path = dir.join("haproxy.cfg");
         std::fs::write(&conf_path, conf).map_err(|e| LabError::io("writing", &conf_path, e))?;
-        cmd::run(Command::new("haproxy").arg("-c").arg("-q").arg("-f").arg(&conf_path)).map_err(|e| match e {
+        cmd::run(
+            Command::new("haproxy")
+                .arg("-c")
+                .arg("-q")
+                .arg("-f")
+                .arg(&conf_path),
+        )
+        .map_err(|e| match e {
             LabError::Command { stderr, .. } => LabError::Config {
                 program: "haproxy",
                 path: conf_path.clone(),
@@ -262,7 +286,8 @@ impl HaproxyBuilder {
             c,
             "global\n    stats socket {} level admin\n    nbthread {}\n    maxconn {}\n",
             socket.display(),
-            self.threads, maxconn
+            self.threads,
+            maxconn
         );
         let mode = match self.mode {
             ProxyMode::Http => "http",
@@ -272,7 +297,11 @@ impl HaproxyBuilder {
             c,
             "defaults\n    mode {mode}\n    timeout connect 5s\n    timeout client 120s\n    timeout server 120s\n    timeout http-keep-alive 120s\n"
         );
-        let _ = writeln!(c, "frontend fe\n    bind :{port}\n    bind :::{port} v6only\n    default_backend be\n", port = self.port);
+        let _ = writeln!(
+            c,
+            "frontend fe\n    bind :{port}\n    bind :::{port} v6only\n    default_backend be\n",
+            port = self.port
+        );
         let _ = writeln!(c, "backend be\n    balance roundrobin");
         if self.mode == ProxyMode::Http {
             // Like Envoy: any idle pooled connection to the chosen server may
@@ -315,7 +344,9 @@ fn effective_maxconn(wanted: u32) -> u32 {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_max == libc::RLIM_INFINITY {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_max == libc::RLIM_INFINITY
+    {
         return wanted;
     }
     let fit = (limit.rlim_max.saturating_sub(100) / 2).min(u64::from(u32::MAX)) as u32;
@@ -414,17 +445,27 @@ impl HaproxyStats {
         let header = lines
             .next()
             .and_then(|l| l.strip_prefix("# "))
-            .ok_or_else(|| LabError::parse("HAProxy show stat", format!("no `# pxname,…` header in {csv:?}")))?;
+            .ok_or_else(|| {
+                LabError::parse(
+                    "HAProxy show stat",
+                    format!("no `# pxname,…` header in {csv:?}"),
+                )
+            })?;
         let columns: Vec<&str> = header.split(',').collect();
         let index = |name: &str| columns.iter().position(|c| *c == name);
         let required = |name: &'static str| {
-            index(name).ok_or_else(|| LabError::parse("HAProxy show stat", format!("no column {name}")))
+            index(name)
+                .ok_or_else(|| LabError::parse("HAProxy show stat", format!("no column {name}")))
         };
         let (px, sv) = (required("pxname")?, required("svname")?);
         let mut stats = HaproxyStats::default();
         for line in lines.filter(|l| !l.trim().is_empty()) {
             let fields: Vec<&str> = line.split(',').collect();
-            let text = |i: Option<usize>| i.and_then(|i| fields.get(i)).map(|s| s.to_string()).unwrap_or_default();
+            let text = |i: Option<usize>| {
+                i.and_then(|i| fields.get(i))
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            };
             // Empty cells mean "not applicable": count them as zero.
             let num = |name: &str| {
                 index(name)
@@ -495,7 +536,10 @@ be,v2,0,0,40,1,2,UP,20,1,39,40,,\n\
 be,BACKEND,0,0,200,1,2,UP,100,2,198,200,0,\n";
         let stats = HaproxyStats::parse(csv).expect("parses");
         let v1 = stats.server("v1").expect("v1");
-        assert_eq!((v1.stot, v1.connect, v1.reuse, v1.weight, v1.hrsp_2xx), (160, 1, 159, 80, 160));
+        assert_eq!(
+            (v1.stot, v1.connect, v1.reuse, v1.weight, v1.hrsp_2xx),
+            (160, 1, 159, 80, 160)
+        );
         assert_eq!(stats.server("v2").map(|s| s.hrsp_5xx), Some(0));
         assert_eq!(stats.total().stot, 200);
         assert_eq!(stats.backend.as_ref().map(|b| b.connect), Some(2));

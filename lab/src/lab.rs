@@ -86,6 +86,13 @@ impl Lab {
             if !netns::create_bridge(id, &owner)? {
                 continue;
             }
+            // Namespaces of a lab that lost its bridge would clash with our
+            // pods' names: leave that id to the sweeper too.
+            let prefix = netns::netns_name(id, "");
+            if netns::list_netns()?.iter().any(|n| n.starts_with(&prefix)) {
+                let _ = netns::delete_link(&netns::bridge_name(id));
+                continue;
+            }
             let cgroup_path = cgroup_root.join(format!("{CGROUP_PREFIX}{id}"));
             match cgroup::create(&cgroup_path) {
                 Ok(true) => {}
@@ -113,7 +120,8 @@ impl Lab {
             // From here on Drop cleans up whatever exists.
             let lab = Lab { shared };
             let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(dir.join("logs")).map_err(|e| LabError::io("creating", &dir, e))?;
+            std::fs::create_dir_all(dir.join("logs"))
+                .map_err(|e| LabError::io("creating", &dir, e))?;
             lock(&LIVE).push(Arc::downgrade(&lab.shared));
             tracing::info!(lab = name, id, dir = %dir.display(), "lab created");
             return Ok(lab);
@@ -170,44 +178,51 @@ impl Lab {
     pub fn add_pod_at(&self, name: &str, host: u8) -> Result<Pod> {
         validate_pod_name(name)?;
         if host < 2 || host == 255 {
-            return Err(LabError::invalid("pod host number", format!("{host} (use 2..=254)")));
+            return Err(LabError::invalid(
+                "pod host number",
+                format!("{host} (use 2..=254)"),
+            ));
         }
         let id = self.shared.id;
         let mut state = self.shared.lock_live()?;
         if state.pods.contains_key(name) {
-            return Err(LabError::invalid("pod name", format!("{name} already exists in lab {id}")));
+            return Err(LabError::invalid(
+                "pod name",
+                format!("{name} already exists in lab {id}"),
+            ));
         }
         if state.pods.values().any(|p| p.host() == host) {
-            return Err(LabError::invalid("pod host number", format!("{host} already used in lab {id}")));
+            return Err(LabError::invalid(
+                "pod host number",
+                format!("{host} already used in lab {id}"),
+            ));
         }
         let netns_name = netns::netns_name(id, name);
         let host_veth = netns::host_veth_name(id, host);
         let cgroup_path = self.shared.cgroup.join(name);
         let ipv4 = netns::ipv4_of(id, host);
         let ipv6 = netns::ipv6_of(id, host);
-        // Registered before it exists, so a failure half-way is still cleaned.
-        let pod = Pod::new(PodParts {
-            name: name.to_owned(),
-            host,
-            ipv4,
-            ipv6,
-            netns: netns_name.clone(),
-            host_veth: host_veth.clone(),
-            cgroup_path: cgroup_path.clone(),
-            cgroup_id: 0,
-            lab_id: id,
-            lab: Arc::downgrade(&self.shared),
-        });
-        state.pods.insert(name.to_owned(), pod);
-        cgroup::create(&cgroup_path)?;
-        let cgroup_id = cgroup::cgroup_id(&cgroup_path)?;
-        netns::create_pod_network(&PodLink {
-            netns: &netns_name,
-            host_veth: &host_veth,
-            bridge: &self.shared.bridge,
-            ipv4,
-            ipv6,
-        })?;
+        let build = || -> Result<u64> {
+            cgroup::create(&cgroup_path)?;
+            netns::create_pod_network(&PodLink {
+                netns: &netns_name,
+                host_veth: &host_veth,
+                bridge: &self.shared.bridge,
+                ipv4,
+                ipv6,
+            })?;
+            cgroup::cgroup_id(&cgroup_path)
+        };
+        let cgroup_id = match build() {
+            Ok(cgroup_id) => cgroup_id,
+            Err(e) => {
+                // Undo the half-built pod so the lab stays usable.
+                let _ = netns::delete_netns(&netns_name);
+                let _ = netns::delete_link(&host_veth);
+                let _ = cgroup::remove_tree(&cgroup_path, KILL_TIMEOUT);
+                return Err(e);
+            }
+        };
         let pod = Pod::new(PodParts {
             name: name.to_owned(),
             host,
@@ -270,7 +285,9 @@ impl Drop for Lab {
 fn validate_pod_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 40
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-');
     if ok {
         Ok(())
@@ -299,7 +316,11 @@ pub(crate) fn teardown_all_live() {
 
 /// Ids of labs alive in this process (never swept as stale).
 pub(crate) fn live_ids() -> Vec<u8> {
-    lock(&LIVE).iter().filter_map(Weak::upgrade).map(|l| l.id).collect()
+    lock(&LIVE)
+        .iter()
+        .filter_map(Weak::upgrade)
+        .map(|l| l.id)
+        .collect()
 }
 
 impl LabShared {
@@ -320,7 +341,10 @@ impl LabShared {
     pub(crate) fn log_paths(&self, pod: &str, program: &str) -> (PathBuf, PathBuf) {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let base = self.dir.join("logs").join(format!("{pod}.{program}.{n}"));
-        (base.with_extension(format!("{n}.out")), base.with_extension(format!("{n}.err")))
+        (
+            base.with_extension(format!("{n}.out")),
+            base.with_extension(format!("{n}.err")),
+        )
     }
 
     /// A fresh directory for one server's files (`nginx-<pod>-<n>` …).
@@ -336,7 +360,10 @@ impl LabShared {
         if let Some(ca) = &state.ca {
             return Ok(ca.clone());
         }
-        let ca = CertAuthority::create(&self.dir.join("certs"), &format!("meshdrift lab {} CA", self.id))?;
+        let ca = CertAuthority::create(
+            &self.dir.join("certs"),
+            &format!("meshdrift lab {} CA", self.id),
+        )?;
         state.ca = Some(ca.clone());
         Ok(ca)
     }
@@ -360,8 +387,14 @@ impl LabShared {
         }
         let mut dns = vec![pod.name().to_owned()];
         dns.extend(extra_dns.iter().map(|d| d.to_string()));
-        let identity = ca.issue_server(&format!("server-{}", pod.name()), &dns, &[pod.ip(false), pod.ip(true)])?;
-        state.servers.insert(pod.name().to_owned(), identity.clone());
+        let identity = ca.issue_server(
+            &format!("server-{}", pod.name()),
+            &dns,
+            &[pod.ip(false), pod.ip(true)],
+        )?;
+        state
+            .servers
+            .insert(pod.name().to_owned(), identity.clone());
         Ok(identity)
     }
 
@@ -396,7 +429,13 @@ impl LabShared {
         } else {
             note(
                 std::fs::remove_dir_all(&self.dir)
-                    .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+                    .or_else(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
                     .map_err(|e| LabError::io("removing", &self.dir, e)),
             );
         }

@@ -28,6 +28,27 @@
 //! println!("v1: {} requests over {} connections", stats.server("v1").map_or(0, |s| s.stot), stats.total().connect);
 //! # Ok(()) }
 //! ```
+//!
+//! Load, always bounded in count and time:
+//! - [`Curl`]: one curl process for N requests over one kept-alive
+//!   connection, or one connection per request
+//!   ([`Curl::new_connection_per_request`]), or spaced out over one held
+//!   connection ([`Curl::interval`]: `.count(7).interval(5 s)` holds a
+//!   connection for 30 s). Each [`Response`] says its status, body, remote
+//!   address and whether it opened a new connection.
+//! - [`Wrk`]: `wrk --latency` for a bounded duration, parsed into requests/s
+//!   and latency percentiles.
+//!
+//! Processes run through [`Pod::spawn`] / [`Pod::run`] / [`Pod::exec`] live
+//! in the pod's network namespace *and* cgroup from their first instruction;
+//! their output goes to files in the lab directory. Readiness checks read
+//! the pod's listening sockets and never open a connection, so the only
+//! flows in a lab are the ones a test makes.
+//!
+//! Long-running users call [`install_signal_cleanup`] (Ctrl-C / SIGTERM tear
+//! every lab of the process down) and may block in [`wait_for_signal`].
+//! Set `MESHDRIFT_LAB_KEEP=1` to keep the work directory for debugging;
+//! logs go through `tracing`.
 
 mod cgroup;
 mod cmd;
@@ -46,14 +67,16 @@ pub mod load;
 pub mod nginx;
 
 pub use certs::{CertAuthority, Identity};
-pub use cgroup::{cgroup2_root, cgroup_id};
+pub use cgroup::{cgroup_id, cgroup2_root};
 pub use error::{LabError, Result};
-pub use haproxy::{Haproxy, HaproxyBuilder, HaproxyStats, ProxyMode, ServerStats, Upstream, UpstreamTls};
+pub use haproxy::{
+    Haproxy, HaproxyBuilder, HaproxyStats, ProxyMode, ServerStats, Upstream, UpstreamTls,
+};
 pub use lab::{CGROUP_PREFIX, KEEP_ENV, Lab};
 pub use load::{Curl, CurlReport, CurlRun, CurlTls, Response, Wrk, WrkReport};
 pub use netns::NAME_PREFIX;
 pub use nginx::{Nginx, NginxBuilder};
 pub use pod::{DEFAULT_RUN_TIMEOUT, Pod};
 pub use process::{Output, Process};
-pub use signals::{install_signal_cleanup, wait_for_signal};
+pub use signals::{install_signal_cleanup, wait_for_signal, wait_for_signal_timeout};
 pub use stale::{CleanupReport, cleanup_all, cleanup_stale};

@@ -172,7 +172,8 @@ impl Curl {
         self.total_timeout.unwrap_or_else(|| {
             let n = self.count as u32;
             let spacing = self.interval.unwrap_or_default() * n;
-            (spacing + self.transfer_timeout * n.min(20) + Duration::from_secs(10)).min(Duration::from_secs(600))
+            (spacing + self.transfer_timeout * n.min(20) + Duration::from_secs(10))
+                .min(Duration::from_secs(600))
         })
     }
 
@@ -193,8 +194,10 @@ impl Curl {
 
         let mut cmd = Command::new("curl");
         cmd.args(["--silent", "--show-error", "--globoff", "--http1.1"]);
-        cmd.arg("--max-time").arg(format!("{:.3}", self.transfer_timeout.as_secs_f64()));
-        cmd.arg("--connect-timeout").arg(format!("{:.3}", self.connect_timeout.as_secs_f64()));
+        cmd.arg("--max-time")
+            .arg(format!("{:.3}", self.transfer_timeout.as_secs_f64()));
+        cmd.arg("--connect-timeout")
+            .arg(format!("{:.3}", self.connect_timeout.as_secs_f64()));
         // A marker line after each body: status, new connections, exit code.
         cmd.arg("--write-out").arg(format!(
             "\n{MARK} %{{http_code}} %{{num_connects}} %{{exitcode}} %{{remote_ip}} %{{local_port}}\n"
@@ -204,7 +207,9 @@ impl Curl {
         }
         if let Some(interval) = self.interval {
             // curl 7.88 takes N/s|m|h; per hour gives the finest whole steps.
-            let per_hour = (3600.0 / interval.as_secs_f64().max(0.001)).round().max(1.0) as u64;
+            let per_hour = (3600.0 / interval.as_secs_f64().max(0.001))
+                .round()
+                .max(1.0) as u64;
             cmd.arg("--rate").arg(format!("{per_hour}/h"));
         }
         if let Some(tls) = &self.tls {
@@ -297,6 +302,7 @@ pub struct Wrk {
     threads: u32,
     connections: u32,
     duration: Duration,
+    close: bool,
 }
 
 /// What wrk measured.
@@ -324,7 +330,15 @@ impl Wrk {
             threads: 1,
             connections: 4,
             duration: Duration::from_secs(5),
+            close: false,
         }
+    }
+
+    /// `Connection: close` on every request: measures the new-connection
+    /// rate instead of the keep-alive request rate.
+    pub fn new_connection_per_request(mut self, on: bool) -> Self {
+        self.close = on;
+        self
     }
 
     pub fn threads(mut self, n: u32) -> Self {
@@ -351,8 +365,11 @@ impl Wrk {
             .arg(format!("-d{}s", self.duration.as_secs().max(1)))
             .arg("--timeout")
             .arg("5s")
-            .arg("--latency")
-            .arg(&self.url);
+            .arg("--latency");
+        if self.close {
+            cmd.args(["--header", "Connection: close"]);
+        }
+        cmd.arg(&self.url);
         let output = pod.run_ok(cmd, self.duration + Duration::from_secs(20))?;
         parse_wrk(&output.stdout)
     }
@@ -399,7 +416,11 @@ pub(crate) fn parse_wrk(text: &str) -> Result<WrkReport> {
                     .sum();
             }
             (Some("Non-2xx"), _) => {
-                report.non_2xx_3xx = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                report.non_2xx_3xx = line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
             }
             _ => {}
         }
@@ -416,10 +437,15 @@ mod tests {
 
     #[test]
     fn parses_curl_markers() {
-        let out = format!("v1\n\n{MARK} 200 1 0 10.213.1.11 40000\nv2\n\n{MARK} 200 0 0 10.213.1.12 40000\n\n{MARK} 000 0 7  0\n");
+        let out = format!(
+            "v1\n\n{MARK} 200 1 0 10.213.1.11 40000\nv2\n\n{MARK} 200 0 0 10.213.1.12 40000\n\n{MARK} 000 0 7  0\n"
+        );
         let r = parse_curl_output(&out);
         assert_eq!(r.len(), 3);
-        assert_eq!((r[0].status, r[0].body.as_str(), r[0].new_connections), (200, "v1\n", 1));
+        assert_eq!(
+            (r[0].status, r[0].body.as_str(), r[0].new_connections),
+            (200, "v1\n", 1)
+        );
         assert_eq!((r[1].body.as_str(), r[1].new_connections), ("v2\n", 0));
         assert_eq!((r[2].status, r[2].exit_code), (0, 7));
     }

@@ -37,7 +37,16 @@ pub(crate) fn ipv4_of(id: u8, host: u8) -> Ipv4Addr {
 /// `10.213.7.11` and `fd00:213:7::11` are visibly the same pod.
 pub(crate) fn ipv6_of(id: u8, host: u8) -> Ipv6Addr {
     let digits_as_hex = |n: u8| u16::from_str_radix(&n.to_string(), 16).unwrap_or(0);
-    Ipv6Addr::new(0xfd00, 0x0213, digits_as_hex(id), 0, 0, 0, 0, digits_as_hex(host))
+    Ipv6Addr::new(
+        0xfd00,
+        0x0213,
+        digits_as_hex(id),
+        0,
+        0,
+        0,
+        0,
+        digits_as_hex(host),
+    )
 }
 
 /// Creates the bridge that claims lab id `id`. `Ok(false)` when a bridge of
@@ -47,19 +56,35 @@ pub(crate) fn create_bridge(id: u8, owner_tag: &str) -> Result<bool> {
     // The kernel refuses a second link of the same name atomically, which
     // makes link creation the lock that hands out lab ids across processes.
     match ip(&[
-        "link", "add", "name", &name, "type", "bridge",
+        "link",
+        "add",
+        "name",
+        &name,
+        "type",
+        "bridge",
         // ND multicast must reach every port even though nobody queries MLD.
-        "mcast_snooping", "0",
+        "mcast_snooping",
+        "0",
         // No STP: ports forward the moment they come up.
-        "stp_state", "0", "forward_delay", "0",
+        "stp_state",
+        "0",
+        "forward_delay",
+        "0",
         // A host firewall (br_netfilter) must not see or drop pod traffic.
-        "nf_call_iptables", "0", "nf_call_ip6tables", "0", "nf_call_arptables", "0",
+        "nf_call_iptables",
+        "0",
+        "nf_call_ip6tables",
+        "0",
+        "nf_call_arptables",
+        "0",
     ]) {
         Ok(_) => {}
         Err(e) if cmd::is_exists(&e) => return Ok(false),
         Err(e) => return Err(e),
     }
     ip(&["link", "set", "dev", &name, "alias", owner_tag])?;
+    // The host has no address on the lab network: it only switches frames.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
     ip(&["link", "set", "dev", &name, "up"])?;
     Ok(true)
 }
@@ -92,9 +117,27 @@ pub(crate) fn create_pod_network(link: &PodLink<'_>) -> Result<()> {
     }
     let ns = link.netns;
     ip(&[
-        "link", "add", "name", link.host_veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        "link",
+        "add",
+        "name",
+        link.host_veth,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns,
     ])?;
-    ip(&["link", "set", "dev", link.host_veth, "master", link.bridge, "up"])?;
+    ip(&[
+        "link",
+        "set",
+        "dev",
+        link.host_veth,
+        "master",
+        link.bridge,
+        "up",
+    ])?;
     // The host side only switches frames; keep it from talking IPv6 itself.
     let _ = std::fs::write(
         format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", link.host_veth),
@@ -132,7 +175,10 @@ fn disable_dad(netns: &str) -> Result<()> {
     });
     match handle.join() {
         Ok(result) => result.map_err(|e| LabError::io("disabling IPv6 DAD in", path, e)),
-        Err(_) => Err(LabError::invalid("netns", format!("thread entering {netns} panicked"))),
+        Err(_) => Err(LabError::invalid(
+            "netns",
+            format!("thread entering {netns} panicked"),
+        )),
     }
 }
 
@@ -149,8 +195,8 @@ pub(crate) fn list_netns() -> Result<Vec<String>> {
     if out.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let entries: Vec<serde_json::Value> =
-        serde_json::from_str(&out).map_err(|e| LabError::parse("`ip -j netns list`", e.to_string()))?;
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&out)
+        .map_err(|e| LabError::parse("`ip -j netns list`", e.to_string()))?;
     Ok(entries
         .iter()
         .filter_map(|e| e.get("name").and_then(|n| n.as_str()).map(str::to_owned))
@@ -160,8 +206,8 @@ pub(crate) fn list_netns() -> Result<Vec<String>> {
 /// (name, alias) of every link in the root namespace.
 pub(crate) fn list_links() -> Result<Vec<(String, Option<String>)>> {
     let out = ip(&["-j", "link", "show"])?;
-    let entries: Vec<serde_json::Value> =
-        serde_json::from_str(&out).map_err(|e| LabError::parse("`ip -j link show`", e.to_string()))?;
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&out)
+        .map_err(|e| LabError::parse("`ip -j link show`", e.to_string()))?;
     Ok(entries
         .iter()
         .filter_map(|e| {
@@ -177,7 +223,10 @@ pub(crate) fn id_of_name(name: &str) -> Option<u8> {
     let rest = name.strip_prefix(NAME_PREFIX)?;
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     let tail = &rest[digits.len()..];
-    if !(tail == "br" || tail.starts_with('-') || (tail.starts_with('h') && tail[1..].parse::<u8>().is_ok())) {
+    if !(tail == "br"
+        || tail.starts_with('-')
+        || (tail.starts_with('h') && tail[1..].parse::<u8>().is_ok()))
+    {
         return None;
     }
     digits.parse().ok()

@@ -25,6 +25,7 @@ pub struct NginxBuilder {
     workers: u32,
     dns_names: Vec<String>,
     access_log: bool,
+    bulk_bytes: Option<u64>,
 }
 
 /// A running nginx in a pod; stopped on drop.
@@ -49,6 +50,7 @@ impl Nginx {
             workers: 1,
             dns_names: Vec::new(),
             access_log: false,
+            bulk_bytes: None,
         }
     }
 
@@ -76,6 +78,16 @@ impl Nginx {
     /// Configuration, logs and pid file live here.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Access log lines (with [`NginxBuilder::access_log`]): `client-ip
+    /// client-port server-port tls-version sni=… alpn=… client="subject DN"
+    /// connection-serial request-number-on-connection "request" status`.
+    pub fn access_log(&self) -> Vec<String> {
+        crate::process::read_lossy(&self.dir.join("access.log"))
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     pub fn error_log(&self) -> String {
@@ -127,6 +139,12 @@ impl NginxBuilder {
 
     /// Write an access log to the instance directory (off by default: it
     /// costs throughput in benchmarks).
+    /// Also serve `/bulk`: a file of `bytes` zero bytes, for throughput runs.
+    pub fn bulk(mut self, bytes: u64) -> Self {
+        self.bulk_bytes = Some(bytes);
+        self
+    }
+
     pub fn access_log(mut self, on: bool) -> Self {
         self.access_log = on;
         self
@@ -135,11 +153,22 @@ impl NginxBuilder {
     /// Writes the configuration, checks it with `nginx -t`, starts nginx in
     /// the foreground inside `pod` and waits until every port listens.
     pub fn start(self, pod: &Pod) -> Result<Nginx> {
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(LabError::invalid("nginx name", format!("{:?} (use a-z, 0-9, '-', '_', '.')", self.name)));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(LabError::invalid(
+                "nginx name",
+                format!("{:?} (use a-z, 0-9, '-', '_', '.')", self.name),
+            ));
         }
         if self.http_ports.is_empty() && self.tls_ports.is_empty() {
-            return Err(LabError::invalid("nginx", "no port to listen on (call .http() or .tls())"));
+            return Err(LabError::invalid(
+                "nginx",
+                "no port to listen on (call .http() or .tls())",
+            ));
         }
         let lab = pod.lab()?;
         let dir = lab.instance_dir("nginx", pod.name())?;
@@ -150,13 +179,32 @@ impl NginxBuilder {
             let identity = lab.server_identity(pod, &dns)?;
             Some((identity, lab.ca()?.cert))
         };
-        let conf = self.render(&dir, tls.as_ref().map(|(id, ca)| (id.cert.as_path(), id.key.as_path(), ca.as_path())));
+        if let Some(bytes) = self.bulk_bytes {
+            let www = dir.join("www");
+            std::fs::create_dir_all(&www).map_err(|e| LabError::io("creating", &www, e))?;
+            let file = www.join("bulk");
+            // Sparse: no disk written, and reads (sendfile) are served from
+            // the zero page rather than the disk.
+            std::fs::File::create(&file)
+                .and_then(|f| f.set_len(bytes))
+                .map_err(|e| LabError::io("creating", &file, e))?;
+        }
+        let conf = self.render(
+            &dir,
+            tls.as_ref()
+                .map(|(id, ca)| (id.cert.as_path(), id.key.as_path(), ca.as_path())),
+        );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).map_err(|e| LabError::io("writing", &conf_path, e))?;
 
         let error_log = dir.join("error.log");
         let base = |cmd: &mut Command| {
-            cmd.arg("-p").arg(&dir).arg("-e").arg(&error_log).arg("-c").arg(&conf_path);
+            cmd.arg("-p")
+                .arg(&dir)
+                .arg("-e")
+                .arg(&error_log)
+                .arg("-c")
+                .arg(&conf_path);
         };
         let mut check = Command::new("nginx");
         base(&mut check);
@@ -173,8 +221,19 @@ impl NginxBuilder {
         let mut run = Command::new("nginx");
         base(&mut run);
         let mut process = pod.spawn(run)?;
-        let ports: Vec<u16> = self.http_ports.iter().chain(&self.tls_ports).copied().collect();
-        ready::wait_listening(&format!("nginx {}", self.name), &mut process, &ports, READY_TIMEOUT, Some(&error_log))?;
+        let ports: Vec<u16> = self
+            .http_ports
+            .iter()
+            .chain(&self.tls_ports)
+            .copied()
+            .collect();
+        ready::wait_listening(
+            &format!("nginx {}", self.name),
+            &mut process,
+            &ports,
+            READY_TIMEOUT,
+            Some(&error_log),
+        )?;
         tracing::info!(pod = pod.name(), name = %self.name, ?ports, "nginx ready");
         Ok(Nginx {
             process,
@@ -199,7 +258,13 @@ impl NginxBuilder {
         let _ = writeln!(c, "events {{\n    worker_connections 4096;\n}}\n");
         let _ = writeln!(c, "http {{");
         if self.access_log {
-            let _ = writeln!(c, "    access_log {d}/access.log;");
+            // What the server saw of the client's TLS: the SNI and ALPN the
+            // proxy chose and the client identity it presented.
+            let _ = writeln!(
+                c,
+                "    log_format lab '$remote_addr $remote_port $server_port $ssl_protocol sni=$ssl_server_name alpn=$ssl_alpn_protocol client=\"$ssl_client_s_dn\" $connection $connection_requests \"$request\" $status';"
+            );
+            let _ = writeln!(c, "    access_log {d}/access.log lab;");
         } else {
             let _ = writeln!(c, "    access_log off;");
         }
@@ -208,14 +273,20 @@ impl NginxBuilder {
         }
         // Clients and proxies keep connections for the whole test: pooled
         // connections are what the agent must follow.
-        let _ = writeln!(c, "    keepalive_requests 1000000;\n    keepalive_timeout 300s;\n    default_type text/plain;");
+        let _ = writeln!(
+            c,
+            "    sendfile on;\n    keepalive_requests 1000000;\n    keepalive_timeout 300s;\n    default_type text/plain;"
+        );
         let _ = writeln!(c, "    server {{");
         for port in &self.http_ports {
             let _ = writeln!(c, "        listen {port};\n        listen [::]:{port};");
         }
         if let Some((cert, key, ca)) = tls {
             for port in &self.tls_ports {
-                let _ = writeln!(c, "        listen {port} ssl;\n        listen [::]:{port} ssl;");
+                let _ = writeln!(
+                    c,
+                    "        listen {port} ssl;\n        listen [::]:{port} ssl;"
+                );
             }
             let _ = writeln!(
                 c,
@@ -226,10 +297,24 @@ impl NginxBuilder {
             // nginx 1.22 fails TLS 1.3 handshakes unless this is explicit.
             let _ = writeln!(c, "        ssl_protocols TLSv1.2 TLSv1.3;");
             if self.verify_client {
-                let _ = writeln!(c, "        ssl_verify_client on;\n        ssl_client_certificate {};", ca.display());
+                let _ = writeln!(
+                    c,
+                    "        ssl_verify_client on;\n        ssl_client_certificate {};",
+                    ca.display()
+                );
             }
         }
-        let _ = writeln!(c, "        location / {{\n            return 200 \"{}\\n\";\n        }}", self.name);
+        let _ = writeln!(
+            c,
+            "        location / {{\n            return 200 \"{}\\n\";\n        }}",
+            self.name
+        );
+        if self.bulk_bytes.is_some() {
+            let _ = writeln!(
+                c,
+                "        location = /bulk {{\n            root {d}/www;\n        }}"
+            );
+        }
         let _ = writeln!(c, "    }}\n}}");
         c
     }

@@ -90,7 +90,11 @@ impl Pod {
     }
 
     pub fn ip(&self, v6: bool) -> IpAddr {
-        if v6 { IpAddr::V6(self.inner.ipv6) } else { IpAddr::V4(self.inner.ipv4) }
+        if v6 {
+            IpAddr::V6(self.inner.ipv6)
+        } else {
+            IpAddr::V4(self.inner.ipv4)
+        }
     }
 
     /// Name of the network namespace (`ip netns exec <netns> …`).
@@ -122,7 +126,9 @@ impl Pod {
     }
 
     pub(crate) fn lab(&self) -> Result<Arc<LabShared>> {
-        self.inner.lab.upgrade().ok_or(LabError::TornDown { id: self.inner.lab_id })
+        self.inner.lab.upgrade().ok_or(LabError::TornDown {
+            id: self.inner.lab_id,
+        })
     }
 
     /// `http://<ip>:<port>/` with IPv6 in brackets.
@@ -144,13 +150,16 @@ impl Pod {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "proc".into());
         let (stdout_path, stderr_path) = lab.log_paths(&self.inner.name, &program);
-        let stdout = File::create(&stdout_path).map_err(|e| LabError::io("creating", &stdout_path, e))?;
-        let stderr = File::create(&stderr_path).map_err(|e| LabError::io("creating", &stderr_path, e))?;
+        let stdout =
+            File::create(&stdout_path).map_err(|e| LabError::io("creating", &stdout_path, e))?;
+        let stderr =
+            File::create(&stderr_path).map_err(|e| LabError::io("creating", &stderr_path, e))?;
 
         // Both files are opened here, before fork: the child may only make
         // async-signal-safe calls between fork and exec.
         let netns_path = self.netns_path();
-        let netns = File::open(&netns_path).map_err(|e| LabError::io("opening netns", &netns_path, e))?;
+        let netns =
+            File::open(&netns_path).map_err(|e| LabError::io("opening netns", &netns_path, e))?;
         let procs_path = self.inner.cgroup_path.join("cgroup.procs");
         let procs = OpenOptions::new()
             .write(true)
@@ -186,7 +195,13 @@ impl Pod {
         drop(guard);
         drop((netns, procs));
         tracing::debug!(pod = %self.inner.name, pid = child.id(), %command, "spawned");
-        Ok(Process::new(child, command, self.inner.name.clone(), stdout_path, stderr_path))
+        Ok(Process::new(
+            child,
+            command,
+            self.inner.name.clone(),
+            stdout_path,
+            stderr_path,
+        ))
     }
 
     /// Runs `cmd` in the pod to completion (killed after `timeout`) and

@@ -53,7 +53,13 @@ pub struct Process {
 }
 
 impl Process {
-    pub(crate) fn new(child: Child, command: String, pod: String, stdout_path: PathBuf, stderr_path: PathBuf) -> Self {
+    pub(crate) fn new(
+        child: Child,
+        command: String,
+        pod: String,
+        stdout_path: PathBuf,
+        stderr_path: PathBuf,
+    ) -> Self {
         Process {
             child,
             command,
@@ -96,10 +102,10 @@ impl Process {
 
     /// The exit status if it has exited (reaping it), else `None`.
     pub fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.status = Some(status);
-            }
+        if self.status.is_none()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            self.status = Some(status);
         }
         self.status
     }

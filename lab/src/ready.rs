@@ -1,5 +1,5 @@
 //! Readiness without traffic: a server is ready once its listening sockets
-//! appear in its network namespace's /proc/<pid>/net/tcp{,6}. Probing with a
+//! appear in its network namespace's `/proc/<pid>/net/tcp{,6}`. Probing with a
 //! connection would add flows that the agent under test would then count.
 
 use std::time::{Duration, Instant};
@@ -73,7 +73,10 @@ pub(crate) fn wait_listening(
                 what: what.to_owned(),
                 pod: process.pod().to_owned(),
                 timeout,
-                detail: format!("listening on {listening:?}, want {ports:?}; {}", details(process)),
+                detail: format!(
+                    "listening on {listening:?}, want {ports:?}; {}",
+                    details(process)
+                ),
             });
         }
         std::thread::sleep(Duration::from_millis(20));

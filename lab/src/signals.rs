@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::error::{LabError, Result};
 use crate::lab::{lock, teardown_all_live};
@@ -96,15 +97,31 @@ fn signal_thread(read_fd: i32) {
 /// Blocks until SIGINT or SIGTERM arrives and returns its number. While a
 /// caller waits, signals do not tear labs down: the caller drops them.
 pub fn wait_for_signal() -> Result<i32> {
+    loop {
+        if let Some(signal) = wait_for_signal_timeout(Duration::from_secs(3600))? {
+            return Ok(signal);
+        }
+    }
+}
+
+/// Like [`wait_for_signal`], but gives up after `timeout` (`Ok(None)`).
+pub fn wait_for_signal_timeout(timeout: Duration) -> Result<Option<i32>> {
     install_signal_cleanup()?;
+    let deadline = Instant::now() + timeout;
     let mut waiters = lock(&WAITERS);
     waiters.waiting += 1;
-    waiters.received = None;
     let signal = loop {
-        if let Some(signal) = waiters.received {
-            break signal;
+        if let Some(signal) = waiters.received.take() {
+            break Some(signal);
         }
-        waiters = WAKE.wait(waiters).unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if now >= deadline {
+            break None;
+        }
+        waiters = WAKE
+            .wait_timeout(waiters, deadline - now)
+            .map(|(guard, _)| guard)
+            .unwrap_or_else(|p| p.into_inner().0);
     };
     waiters.waiting -= 1;
     Ok(signal)

@@ -28,16 +28,23 @@ pub struct CleanupReport {
 /// `meshdrift-lab pid=<pid> start=<start time in ticks>` for this process.
 pub(crate) fn own_owner_tag() -> String {
     let pid = std::process::id();
-    format!("{ALIAS_PREFIX} pid={pid} start={}", start_time(pid).unwrap_or(0))
+    format!(
+        "{ALIAS_PREFIX} pid={pid} start={}",
+        start_time(pid).unwrap_or(0)
+    )
 }
 
-/// Field 22 of /proc/<pid>/stat: distinguishes a reused pid from the owner.
+/// Field 22 of `/proc/<pid>/stat`: distinguishes a reused pid from the owner.
+/// `None` for a process that is gone or a zombie (dead, merely unreaped).
 fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses; fields resume
-    // after the last ')', at field 3.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    // after the last ')', at field 3 (the state).
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 fn parse_owner(alias: &str) -> Option<(u32, u64)> {
@@ -91,7 +98,9 @@ fn find() -> Result<Found> {
     for (name, alias) in netns::list_links()? {
         if let Some(id) = netns::id_of_name(&name) {
             if name == netns::bridge_name(id) {
-                found.owners.insert(id, alias.as_deref().and_then(parse_owner));
+                found
+                    .owners
+                    .insert(id, alias.as_deref().and_then(parse_owner));
             }
             found.links.entry(id).or_default().push(name);
         }
@@ -100,7 +109,10 @@ fn find() -> Result<Found> {
     if let Ok(entries) = std::fs::read_dir(&root) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_prefix(CGROUP_PREFIX).and_then(|s| s.parse::<u8>().ok()) {
+            if let Some(id) = name
+                .strip_prefix(CGROUP_PREFIX)
+                .and_then(|s| s.parse::<u8>().ok())
+            {
                 found.cgroups.insert(id, entry.path());
             }
         }
@@ -142,10 +154,10 @@ fn sweep(include_live: bool) -> Result<CleanupReport> {
             }
         }
         tracing::info!(id, "removing leftover lab resources");
-        if let Some(path) = found.cgroups.get(&id) {
-            if let Err(e) = cgroup::kill_all(path, Duration::from_secs(10)) {
-                tracing::warn!(id, error = %e, "could not empty leftover cgroup");
-            }
+        if let Some(path) = found.cgroups.get(&id)
+            && let Err(e) = cgroup::kill_all(path, Duration::from_secs(10))
+        {
+            tracing::warn!(id, error = %e, "could not empty leftover cgroup");
         }
         for ns in found.netns.get(&id).into_iter().flatten() {
             if let Err(e) = netns::delete_netns(ns) {
@@ -157,15 +169,15 @@ fn sweep(include_live: bool) -> Result<CleanupReport> {
         for link in links.iter().filter(|l| **l != bridge) {
             let _ = netns::delete_link(link);
         }
-        if let Some(path) = found.cgroups.get(&id) {
-            if let Err(e) = cgroup::remove_tree(path, Duration::from_secs(10)) {
-                tracing::warn!(id, error = %e, "could not remove leftover cgroup");
-            }
+        if let Some(path) = found.cgroups.get(&id)
+            && let Err(e) = cgroup::remove_tree(path, Duration::from_secs(10))
+        {
+            tracing::warn!(id, error = %e, "could not remove leftover cgroup");
         }
-        if links.contains(&bridge) {
-            if let Err(e) = netns::delete_link(&bridge) {
-                tracing::warn!(id, error = %e, "could not delete leftover bridge");
-            }
+        if links.contains(&bridge)
+            && let Err(e) = netns::delete_link(&bridge)
+        {
+            tracing::warn!(id, error = %e, "could not delete leftover bridge");
         }
         report.removed.push(id);
     }
@@ -196,7 +208,7 @@ fn sweep_dirs(include_live: bool) -> Vec<PathBuf> {
         if pid == own_pid {
             continue;
         }
-        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let alive = start_time(pid).is_some();
         if alive && !include_live {
             continue;
         }

@@ -40,7 +40,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 codes::LOAD_PROBLEM,
                 Severity::Error,
                 problem.file.display().to_string(),
-                problem.to_string(),
+                problem.detail(),
             )
         })
         .collect();

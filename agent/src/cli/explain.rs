@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 
 use super::OutputFormat;
 use crate::inventory::{Index, PodInfo, files};
-use crate::policy::{DestinationExpectation, Expectation, Policies, SplitUnit};
+use crate::policy::{DestinationExpectation, Expectation, Policies, SplitUnit, TlsSource};
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
@@ -133,10 +133,12 @@ pub fn render_text(e: &Expectation) -> String {
 
 fn render_destination(out: &mut String, d: &DestinationExpectation, indent: &str) {
     let subset = d.subset.as_deref().map(|s| format!(" subset {s}")).unwrap_or_default();
-    let source = match (&d.tls.detail, &d.destination_rule) {
+    let source = match (&d.tls.detail, d.tls.source) {
         (Some(detail), _) => format!(" ({detail})"),
-        (None, Some(rule)) => format!(" (DestinationRule {rule})"),
-        (None, None) => String::new(),
+        (None, TlsSource::AutoMtls) => {
+            " (auto mTLS: mTLS to pods with a sidecar, plaintext to the others)".to_owned()
+        }
+        (None, TlsSource::DestinationRule) => String::new(),
     };
     let _ = writeln!(
         out,

@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::Objects;
 
@@ -35,6 +35,21 @@ pub struct LoadProblem {
     /// 1-based line within the file, when known.
     pub line: Option<usize>,
     pub message: String,
+}
+
+impl LoadProblem {
+    /// Document, line and message, without the file.
+    pub fn detail(&self) -> String {
+        let mut out = String::new();
+        if let Some(document) = self.document {
+            out.push_str(&format!("document {document}, "));
+        }
+        if let Some(line) = self.line {
+            out.push_str(&format!("line {line}: "));
+        }
+        out.push_str(&self.message);
+        out
+    }
 }
 
 impl fmt::Display for LoadProblem {
@@ -143,7 +158,7 @@ fn load_files(files: &[PathBuf], outcome: &mut LoadOutcome) {
         }
     }
     for problem in &outcome.problems {
-        warn!(%problem, "manifest problem");
+        debug!(%problem, "manifest problem");
     }
     debug!(
         files = outcome.files,
@@ -242,6 +257,16 @@ fn split_documents(text: &str) -> Vec<Chunk<'_>> {
     chunks
 }
 
+/// File line of the first line of `text` that is not a marker, comment or blank.
+fn first_content_line(text: &str, first_line: usize) -> usize {
+    text.lines()
+        .position(|line| {
+            let t = line.trim();
+            !(t.is_empty() || t.starts_with('#') || t == "---" || t == "...")
+        })
+        .map_or(first_line, |offset| first_line + offset)
+}
+
 fn has_content(text: &str) -> bool {
     text.lines().any(|line| {
         let t = line.trim();
@@ -332,7 +357,7 @@ impl Document<'_> {
         }
         let (api_version, kind) = match header(&value) {
             Ok(header) => header,
-            Err(message) => return self.problem(Some(self.first_line), message),
+            Err(message) => return self.problem(Some(first_content_line(text, self.first_line)), message),
         };
         if is_list(&kind) {
             return self.add_list_items(value.get("items"));

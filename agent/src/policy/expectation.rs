@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::destination_rule::{MergedRule, TlsLevel, effective_tls};
+use super::destination_rule::{MergedRule, effective_tls};
 use super::matching::{self, ClientFacts, Truth};
 use super::model::{Labels, PeerMode, RouteDestination, TlsMode};
 use super::policies::{Policies, VirtualServiceEntry};
@@ -572,11 +572,10 @@ fn tls_expectation(
         Some((mode, level)) => TlsExpectation {
             mode: mode.into(),
             source: TlsSource::DestinationRule,
-            detail: Some(format!(
-                "{}{}",
-                level_text(&level),
-                rule.map(|r| format!(" of {}", r.name())).unwrap_or_default()
-            )),
+            detail: Some(match rule {
+                Some(rule) => format!("DestinationRule {}, {level}", rule.name()),
+                None => level.to_string(),
+            }),
         },
         None => {
             let disabled = service_namespace
@@ -590,10 +589,6 @@ fn tls_expectation(
             }
         }
     }
-}
-
-fn level_text(level: &TlsLevel) -> String {
-    level.to_string()
 }
 
 fn describe(route: &RouteRef) -> String {

@@ -19,7 +19,8 @@ pub use check::{Finding, Severity, check};
 pub use destination_rule::{MergedRule, effective_tls};
 pub use expectation::{
     Candidate, DestinationExpectation, EndpointExpectation, ExpectError, Expectation, RouteRef,
-    SplitUnit, TlsExpectation, TlsSource, Transport, ExpectedTls,
+    ExpectedTls, SplitUnit, TlsExpectation, TlsSource, Transport, normalised_weights,
+    resolve_client_host,
 };
 pub use policies::{Policies, VirtualServiceEntry};
 
