@@ -20,9 +20,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use meshdrift::inventory::{Index, Objects};
 use meshdrift::policy::Policies;
 use meshdrift::policy::model::{
-    ClientTlsSettings, Destination, DestinationRule, DestinationRuleSpec, HttpRoute, PeerAuthentication,
-    PeerAuthenticationSpec, PeerMode, PeerMtls, RouteDestination, Subset, TlsMode, TrafficPolicy,
-    VirtualService, VirtualServiceSpec,
+    ClientTlsSettings, Destination, DestinationRule, DestinationRuleSpec, HttpRoute,
+    PeerAuthentication, PeerAuthenticationSpec, PeerMode, PeerMtls, RouteDestination, Subset,
+    TlsMode, TrafficPolicy, VirtualService, VirtualServiceSpec,
 };
 
 /// Counts live heap bytes so the index's footprint can be reported.
@@ -54,7 +54,10 @@ const SERVICES_PER_NAMESPACE: usize = 100;
 const PODS: usize = 150_000;
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn meta(ns: &str, name: &str, labels: Option<BTreeMap<String, String>>) -> ObjectMeta {
@@ -79,7 +82,11 @@ fn synthetic_mesh() -> Objects {
             metadata: meta(&ns, "default", None),
             spec: PeerAuthenticationSpec {
                 mtls: Some(PeerMtls {
-                    mode: if n % 2 == 0 { PeerMode::Strict } else { PeerMode::Permissive },
+                    mode: if n.is_multiple_of(2) {
+                        PeerMode::Strict
+                    } else {
+                        PeerMode::Permissive
+                    },
                 }),
                 ..PeerAuthenticationSpec::default()
             },
@@ -111,7 +118,7 @@ fn synthetic_mesh() -> Objects {
             metadata: meta(&ns, &app, None),
             spec: DestinationRuleSpec {
                 host: app.clone(),
-                traffic_policy: (s % 2 == 0).then(|| TrafficPolicy {
+                traffic_policy: s.is_multiple_of(2).then(|| TrafficPolicy {
                     tls: Some(ClientTlsSettings {
                         mode: TlsMode::IstioMutual,
                     }),
@@ -145,7 +152,7 @@ fn synthetic_mesh() -> Objects {
         let s = p % services;
         let ns = format!("ns-{}", s / SERVICES_PER_NAMESPACE);
         let app = format!("svc-{s}");
-        let version = if (p / services) % 4 == 0 { "v2" } else { "v1" };
+        let version = if (p / services).is_multiple_of(4) { "v2" } else { "v1" };
         let ip = format!("10.{}.{}.{}", 64 + p / 65_536, (p / 256) % 256, p % 256);
         objects.pods.push(Pod {
             metadata: meta(
@@ -217,7 +224,7 @@ fn bench_policy(c: &mut Criterion) {
     group.finish();
 
     let client = index
-        .pod_by_name("ns-7", "svc-700-v1-700")
+        .pod_by_name("ns-7", "svc-700-v2-700")
         .expect("synthetic client pod exists");
     let host = "svc-12345.ns-123.svc.cluster.local";
     let sample = policies
@@ -227,7 +234,11 @@ fn bench_policy(c: &mut Criterion) {
     println!(
         "lookup sample: {} destinations, {} endpoints",
         sample.destinations.len(),
-        sample.destinations.iter().map(|d| d.endpoints.len()).sum::<usize>()
+        sample
+            .destinations
+            .iter()
+            .map(|d| d.endpoints.len())
+            .sum::<usize>()
     );
     c.bench_function("expectation_lookup", |b| {
         b.iter(|| black_box(policies.expect(&index, client, black_box(host), Some(80))))

@@ -3,9 +3,15 @@
 //! Data flows top to bottom: `probe` (kernel events) → `wire` (first client bytes) →
 //! `inventory` (who is who) → `policy` (what Istio declares) → drift and reporting.
 
+pub mod attribution;
 pub mod cli;
 pub mod pipeline;
 pub mod inventory;
+pub mod observation;
 pub mod policy;
 pub mod probe;
+pub mod report;
 pub mod wire;
+pub mod drift;
+pub mod export;
+pub mod http;

@@ -25,7 +25,12 @@ const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: def
 fn loads_a_directory_recursively_with_all_extensions() {
     let dir = tempdir("recursive");
     write(&dir, "a.yaml", POD);
-    write(&dir, "sub/deeper/b.yml", &POD.replace("name: p,", "name: q,").replace("10.1.0.1", "10.1.0.2"));
+    write(
+        &dir,
+        "sub/deeper/b.yml",
+        &POD.replace("name: p,", "name: q,")
+            .replace("10.1.0.1", "10.1.0.2"),
+    );
     write(
         &dir,
         "c.json",
@@ -44,7 +49,11 @@ fn loads_a_directory_recursively_with_all_extensions() {
 fn multi_document_files_and_lists() {
     let dir = tempdir("multi");
     let list = "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: Namespace\n    metadata: {name: a}\n  - apiVersion: apps/v1\n    kind: Deployment\n    metadata: {name: d}\n  - apiVersion: networking.istio.io/v1alpha3\n    kind: VirtualService\n    metadata: {name: v}\n    spec: {hosts: [x]}\n";
-    write(&dir, "all.yaml", &format!("# leading comment\n---\n{POD}---\n---\n{list}...\n"));
+    write(
+        &dir,
+        "all.yaml",
+        &format!("# leading comment\n---\n{POD}---\n---\n{list}...\n"),
+    );
     let out = load_dir(&dir).unwrap();
     assert_eq!(out.problems, vec![]);
     assert_eq!(out.objects.pods.len(), 1);
@@ -60,7 +69,9 @@ fn every_istio_api_version_shares_one_schema() {
         write(
             &dir,
             &format!("dr{i}.yaml"),
-            &format!("apiVersion: networking.istio.io/{version}\nkind: DestinationRule\nmetadata: {{name: r{i}}}\nspec:\n  host: x\n  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}\n  unknownField: ignored\n"),
+            &format!(
+                "apiVersion: networking.istio.io/{version}\nkind: DestinationRule\nmetadata: {{name: r{i}}}\nspec:\n  host: x\n  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}\n  unknownField: ignored\n"
+            ),
         );
     }
     let out = load_dir(&dir).unwrap();
@@ -71,7 +82,11 @@ fn every_istio_api_version_shares_one_schema() {
 #[test]
 fn unrelated_kinds_are_skipped_and_counted() {
     let dir = tempdir("skipped");
-    write(&dir, "x.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: b}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n");
+    write(
+        &dir,
+        "x.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: b}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+    );
     let out = load_dir(&dir).unwrap();
     assert_eq!(out.skipped.get("Deployment"), Some(&2));
     assert_eq!(out.skipped.get("ConfigMap"), Some(&1));
@@ -87,7 +102,11 @@ fn bad_documents_become_problems_with_file_document_and_line() {
         POD.replace("name: p,", "name: ok2,")
     );
     write(&dir, "mixed.yaml", &text);
-    write(&dir, "zz.yaml", POD.replace("name: p,", "name: last,").as_str());
+    write(
+        &dir,
+        "zz.yaml",
+        POD.replace("name: p,", "name: last,").as_str(),
+    );
     let out = load_dir(&dir).unwrap();
     assert_eq!(out.objects.pods.len(), 3, "the rest still loads");
     assert_eq!(out.problems.len(), 2, "{:#?}", out.problems);
@@ -95,7 +114,10 @@ fn bad_documents_become_problems_with_file_document_and_line() {
     assert!(syntax.file.ends_with("mixed.yaml"));
     assert_eq!(syntax.document, Some(2));
     // libyaml notices the unclosed `{` on the line after it.
-    assert!(syntax.line.is_some_and(|l| (9..=10).contains(&l)), "{syntax}");
+    assert!(
+        syntax.line.is_some_and(|l| (9..=10).contains(&l)),
+        "{syntax}"
+    );
     let typed = &out.problems[1];
     assert_eq!(typed.document, Some(3));
     assert_eq!(typed.line, Some(16), "{typed}");
@@ -106,7 +128,11 @@ fn bad_documents_become_problems_with_file_document_and_line() {
 #[test]
 fn documents_without_kind_or_not_mappings_are_problems() {
     let dir = tempdir("nokind");
-    write(&dir, "a.yaml", "metadata: {name: x}\n---\n- just\n- a list\n---\n42\n");
+    write(
+        &dir,
+        "a.yaml",
+        "metadata: {name: x}\n---\n- just\n- a list\n---\n42\n",
+    );
     let out = load_dir(&dir).unwrap();
     assert_eq!(out.problems.len(), 3, "{:#?}", out.problems);
     assert_eq!(out.problems[0].document, Some(1));
@@ -150,8 +176,16 @@ fn a_single_file_can_be_loaded() {
 #[test]
 fn peer_authentication_port_keys_accept_numbers_and_strings() {
     let dir = tempdir("pa");
-    write(&dir, "a.yaml", "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: a}\nspec:\n  selector: {matchLabels: {app: x}}\n  portLevelMtls:\n    8080: {mode: DISABLE}\n    '9090': {mode: STRICT}\n");
-    write(&dir, "b.json", r#"{"apiVersion":"security.istio.io/v1","kind":"PeerAuthentication","metadata":{"name":"b"},"spec":{"portLevelMtls":{"7070":{"mode":"PERMISSIVE"}}}}"#);
+    write(
+        &dir,
+        "a.yaml",
+        "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: a}\nspec:\n  selector: {matchLabels: {app: x}}\n  portLevelMtls:\n    8080: {mode: DISABLE}\n    '9090': {mode: STRICT}\n",
+    );
+    write(
+        &dir,
+        "b.json",
+        r#"{"apiVersion":"security.istio.io/v1","kind":"PeerAuthentication","metadata":{"name":"b"},"spec":{"portLevelMtls":{"7070":{"mode":"PERMISSIVE"}}}}"#,
+    );
     let out = load_dir(&dir).unwrap();
     assert_eq!(out.problems, vec![]);
     let keys: Vec<u32> = out
@@ -166,7 +200,11 @@ fn peer_authentication_port_keys_accept_numbers_and_strings() {
 #[test]
 fn null_lists_are_empty() {
     let dir = tempdir("null");
-    write(&dir, "a.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec:\n  hosts:\n  http:\n  gateways: ~\n");
+    write(
+        &dir,
+        "a.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec:\n  hosts:\n  http:\n  gateways: ~\n",
+    );
     let out = load_dir(&dir).unwrap();
     assert_eq!(out.problems, vec![]);
     assert!(out.objects.virtual_services[0].spec.hosts.is_empty());

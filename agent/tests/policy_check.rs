@@ -15,7 +15,11 @@ fn codes(extra: &str) -> Vec<String> {
 }
 
 fn reviews_dr() -> String {
-    dr("default", "reviews", &format!("  host: reviews\n{REVIEWS_SUBSETS}"))
+    dr(
+        "default",
+        "reviews",
+        &format!("  host: reviews\n{REVIEWS_SUBSETS}"),
+    )
 }
 
 fn has(extra: &str, code: &str, severity: Severity) -> Finding {
@@ -35,7 +39,11 @@ fn clean_configuration_has_no_findings() {
     let extra = format!(
         "{}---\n{}",
         reviews_dr(),
-        vs("default", "reviews", "  hosts: [reviews]\n  http:\n    - route:\n        - {destination: {host: reviews, subset: v1}, weight: 90}\n        - {destination: {host: reviews, subset: v2}, weight: 10}\n")
+        vs(
+            "default",
+            "reviews",
+            "  hosts: [reviews]\n  http:\n    - route:\n        - {destination: {host: reviews, subset: v1}, weight: 90}\n        - {destination: {host: reviews, subset: v2}, weight: 10}\n"
+        )
     );
     assert_eq!(codes(&extra), Vec::<String>::new());
 }
@@ -43,7 +51,11 @@ fn clean_configuration_has_no_findings() {
 #[test]
 fn ist0101_route_to_unknown_host() {
     let f = has(
-        &vs("default", "v", "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: nosuch}}]\n"),
+        &vs(
+            "default",
+            "v",
+            "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: nosuch}}]\n",
+        ),
         "IST0101",
         Severity::Error,
     );
@@ -54,7 +66,15 @@ fn ist0101_route_to_unknown_host() {
 #[test]
 fn ist0101_route_to_undefined_subset() {
     let f = has(
-        &format!("{}---\n{}", reviews_dr(), vs("default", "v", "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews, subset: v9}}]\n")),
+        &format!(
+            "{}---\n{}",
+            reviews_dr(),
+            vs(
+                "default",
+                "v",
+                "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews, subset: v9}}]\n"
+            )
+        ),
         "IST0101",
         Severity::Error,
     );
@@ -66,8 +86,16 @@ fn ist0109_two_mesh_virtual_services_for_one_host() {
     let f = has(
         &format!(
             "{}---\n{}",
-            vs("default", "a", "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews}}]\n"),
-            vs("default", "b", "  hosts: [reviews.default.svc.cluster.local]\n  http:\n    - route: [{destination: {host: reviews}}]\n")
+            vs(
+                "default",
+                "a",
+                "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews}}]\n"
+            ),
+            vs(
+                "default",
+                "b",
+                "  hosts: [reviews.default.svc.cluster.local]\n  http:\n    - route: [{destination: {host: reviews}}]\n"
+            )
         ),
         "IST0109",
         Severity::Error,
@@ -80,8 +108,16 @@ fn ist0109_two_mesh_virtual_services_for_one_host() {
 fn ist0109_not_reported_for_gateway_only_virtual_services() {
     let c = codes(&format!(
         "{}---\n{}",
-        vs("default", "a", "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews}}]\n"),
-        vs("default", "b", "  hosts: [reviews]\n  gateways: [ingress]\n  http:\n    - route: [{destination: {host: reviews}}]\n")
+        vs(
+            "default",
+            "a",
+            "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews}}]\n"
+        ),
+        vs(
+            "default",
+            "b",
+            "  hosts: [reviews]\n  gateways: [ingress]\n  http:\n    - route: [{destination: {host: reviews}}]\n"
+        )
     ));
     assert!(!c.contains(&"IST0109".to_owned()), "{c:?}");
 }
@@ -89,7 +125,11 @@ fn ist0109_not_reported_for_gateway_only_virtual_services() {
 #[test]
 fn ist0130_route_after_catch_all() {
     let f = has(
-        &vs("default", "v", "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews}}]\n    - match: [{uri: {prefix: /x}}]\n      route: [{destination: {host: reviews}}]\n"),
+        &vs(
+            "default",
+            "v",
+            "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews}}]\n    - match: [{uri: {prefix: /x}}]\n      route: [{destination: {host: reviews}}]\n",
+        ),
         "IST0130",
         Severity::Warning,
     );
@@ -99,7 +139,11 @@ fn ist0130_route_after_catch_all() {
 #[test]
 fn ist0173_subset_selects_no_pods() {
     let f = has(
-        &dr("default", "r", "  host: reviews\n  subsets:\n    - {name: v9, labels: {version: v9}}\n"),
+        &dr(
+            "default",
+            "r",
+            "  host: reviews\n  subsets:\n    - {name: v9, labels: {version: v9}}\n",
+        ),
         "IST0173",
         Severity::Warning,
     );
@@ -108,13 +152,21 @@ fn ist0173_subset_selects_no_pods() {
 
 #[test]
 fn ist0174_destination_rule_host_matches_no_service() {
-    has(&dr("default", "r", "  host: nosuch\n"), "IST0174", Severity::Warning);
+    has(
+        &dr("default", "r", "  host: nosuch\n"),
+        "IST0174",
+        Severity::Warning,
+    );
 }
 
 #[test]
 fn kia0203_subset_labels_match_no_workload() {
     has(
-        &dr("default", "r", "  host: reviews\n  subsets:\n    - {name: v9, labels: {version: v9}}\n"),
+        &dr(
+            "default",
+            "r",
+            "  host: reviews\n  subsets:\n    - {name: v9, labels: {version: v9}}\n",
+        ),
         "KIA0203",
         Severity::Warning,
     );
@@ -126,7 +178,11 @@ fn kia0207_destination_rule_disables_tls_under_namespace_strict() {
         &format!(
             "{}---\n{}",
             pa("default", "default", "  mtls: {mode: STRICT}\n"),
-            dr("default", "r", "  host: reviews\n  trafficPolicy: {tls: {mode: DISABLE}}\n")
+            dr(
+                "default",
+                "r",
+                "  host: reviews\n  trafficPolicy: {tls: {mode: DISABLE}}\n"
+            )
         ),
         "KIA0207",
         Severity::Error,
@@ -139,7 +195,11 @@ fn kia0208_destination_rule_disables_tls_under_mesh_strict() {
         &format!(
             "{}---\n{}",
             pa("istio-system", "default", "  mtls: {mode: STRICT}\n"),
-            dr("istio-system", "all", "  host: '*.local'\n  trafficPolicy:\n    tls: {}\n")
+            dr(
+                "istio-system",
+                "all",
+                "  host: '*.local'\n  trafficPolicy:\n    tls: {}\n"
+            )
         ),
         "KIA0208",
         Severity::Error,
@@ -148,13 +208,25 @@ fn kia0208_destination_rule_disables_tls_under_mesh_strict() {
 
 #[test]
 fn kia0209_subset_without_labels() {
-    has(&dr("default", "r", "  host: reviews\n  subsets:\n    - {name: all}\n"), "KIA0209", Severity::Warning);
+    has(
+        &dr(
+            "default",
+            "r",
+            "  host: reviews\n  subsets:\n    - {name: all}\n",
+        ),
+        "KIA0209",
+        Severity::Warning,
+    );
 }
 
 #[test]
 fn kia1104_single_destination_weight_below_100() {
     has(
-        &vs("default", "v", "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews}, weight: 60}]\n"),
+        &vs(
+            "default",
+            "v",
+            "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews}, weight: 60}]\n",
+        ),
         "KIA1104",
         Severity::Warning,
     );
@@ -163,7 +235,15 @@ fn kia1104_single_destination_weight_below_100() {
 #[test]
 fn kia1105_host_and_subset_repeated_in_one_route() {
     has(
-        &format!("{}---\n{}", reviews_dr(), vs("default", "v", "  hosts: [reviews]\n  http:\n    - route:\n        - {destination: {host: reviews, subset: v1}, weight: 50}\n        - {destination: {host: reviews.default.svc.cluster.local, subset: v1}, weight: 50}\n")),
+        &format!(
+            "{}---\n{}",
+            reviews_dr(),
+            vs(
+                "default",
+                "v",
+                "  hosts: [reviews]\n  http:\n    - route:\n        - {destination: {host: reviews, subset: v1}, weight: 50}\n        - {destination: {host: reviews.default.svc.cluster.local, subset: v1}, weight: 50}\n"
+            )
+        ),
         "KIA1105",
         Severity::Warning,
     );
@@ -172,7 +252,15 @@ fn kia1105_host_and_subset_repeated_in_one_route() {
 #[test]
 fn md0101_all_weights_zero() {
     has(
-        &format!("{}---\n{}", reviews_dr(), vs("default", "v", "  hosts: [reviews]\n  http:\n    - route:\n        - {destination: {host: reviews, subset: v1}, weight: 0}\n        - {destination: {host: reviews, subset: v2}}\n")),
+        &format!(
+            "{}---\n{}",
+            reviews_dr(),
+            vs(
+                "default",
+                "v",
+                "  hosts: [reviews]\n  http:\n    - route:\n        - {destination: {host: reviews, subset: v1}, weight: 0}\n        - {destination: {host: reviews, subset: v2}}\n"
+            )
+        ),
         "MD0101",
         Severity::Error,
     );
@@ -184,8 +272,16 @@ fn md0102_referenced_subset_selects_pods_of_another_service() {
     let f = has(
         &format!(
             "{}---\n{}",
-            dr("default", "r", "  host: reviews\n  subsets:\n    - {name: wrong, labels: {app: db}}\n"),
-            vs("default", "v", "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews, subset: wrong}}]\n")
+            dr(
+                "default",
+                "r",
+                "  host: reviews\n  subsets:\n    - {name: wrong, labels: {app: db}}\n"
+            ),
+            vs(
+                "default",
+                "v",
+                "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews, subset: wrong}}]\n"
+            )
         ),
         "MD0102",
         Severity::Error,
@@ -198,7 +294,11 @@ fn findings_are_sorted_errors_first() {
     let all = findings(&format!(
         "{}---\n{}",
         dr("default", "r", "  host: nosuch\n"),
-        vs("default", "v", "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: nosuch}}]\n")
+        vs(
+            "default",
+            "v",
+            "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: nosuch}}]\n"
+        )
     ));
     assert_eq!(all[0].severity, Severity::Error);
     assert_eq!(all.last().unwrap().severity, Severity::Warning);

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn examples(dir: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples").join(dir)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/examples")
+        .join(dir)
 }
 
 fn meshdrift(args: &[&str]) -> (i32, String, String) {
@@ -76,13 +78,22 @@ fn explain_text_has_one_line_per_destination_with_percentages() {
     assert_eq!(code, 0);
     let lines: Vec<&str> = stdout.lines().filter(|l| l.contains('%')).collect();
     assert_eq!(lines.len(), 2, "{stdout}");
-    assert!(lines[0].contains("50.0%") && lines[0].contains("subset v1") && lines[0].contains("ISTIO_MUTUAL"));
+    assert!(
+        lines[0].contains("50.0%")
+            && lines[0].contains("subset v1")
+            && lines[0].contains("ISTIO_MUTUAL")
+    );
 }
 
 #[test]
 fn explain_canary_is_90_10() {
     let e = explain_json("canary", "shop/productpage", "reviews");
-    let weights: Vec<f64> = e["destinations"].as_array().unwrap().iter().map(|d| d["weight"].as_f64().unwrap()).collect();
+    let weights: Vec<f64> = e["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["weight"].as_f64().unwrap())
+        .collect();
     assert_eq!(weights, vec![0.9, 0.1]);
     assert_eq!(e["destinations"][0]["tls"]["mode"], "AUTO");
     assert_eq!(e["destinations"][0]["tls"]["source"], "auto_mtls");
@@ -111,34 +122,72 @@ fn explain_tcp_routes_split_per_connection() {
 fn explain_strict_mtls_flags_the_pod_without_sidecar() {
     let e = explain_json("strict-mtls", "payments/checkout", "ledger:7070");
     let endpoints = e["destinations"][0]["endpoints"].as_array().unwrap();
-    let legacy = endpoints.iter().find(|ep| ep["pod"] == "payments/ledger-legacy").unwrap();
+    let legacy = endpoints
+        .iter()
+        .find(|ep| ep["pod"] == "payments/ledger-legacy")
+        .unwrap();
     assert_eq!(legacy["expect"], "plaintext");
     assert_eq!(legacy["peer_authentication"], "STRICT");
     assert!(legacy["conflict"].is_string());
     let metrics = explain_json("strict-mtls", "payments/checkout", "ledger:9090");
-    assert_eq!(metrics["destinations"][0]["endpoints"][0]["peer_authentication"], "PERMISSIVE");
+    assert_eq!(
+        metrics["destinations"][0]["endpoints"][0]["peer_authentication"],
+        "PERMISSIVE"
+    );
 }
 
 #[test]
 fn explain_reports_unknown_pods_and_hosts() {
     let manifests = examples("frontend");
     let m = manifests.to_str().unwrap();
-    let (code, _, stderr) = meshdrift(&["explain", "--manifests", m, "--from", "default/ghost", "--to", "frontend"]);
+    let (code, _, stderr) = meshdrift(&[
+        "explain",
+        "--manifests",
+        m,
+        "--from",
+        "default/ghost",
+        "--to",
+        "frontend",
+    ]);
     assert_ne!(code, 0);
     assert!(stderr.contains("default/ghost"), "{stderr}");
-    let (code, _, stderr) = meshdrift(&["explain", "--manifests", m, "--from", "default/client", "--to", "backend:80"]);
+    let (code, _, stderr) = meshdrift(&[
+        "explain",
+        "--manifests",
+        m,
+        "--from",
+        "default/client",
+        "--to",
+        "backend:80",
+    ]);
     assert_ne!(code, 0);
     assert!(stderr.contains("backend"), "{stderr}");
 }
 
 #[test]
 fn check_examples_are_clean() {
-    for dir in ["frontend", "canary", "header-routes", "tcp-routes", "strict-mtls"] {
+    for dir in [
+        "frontend",
+        "canary",
+        "header-routes",
+        "tcp-routes",
+        "strict-mtls",
+    ] {
         let manifests = examples(dir);
-        let (code, stdout, _) = meshdrift(&["check", "--manifests", manifests.to_str().unwrap(), "--output", "json"]);
+        let (code, stdout, _) = meshdrift(&[
+            "check",
+            "--manifests",
+            manifests.to_str().unwrap(),
+            "--output",
+            "json",
+        ]);
         assert_eq!(code, 0, "{dir}: {stdout}");
         let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-        assert_eq!(report["findings"].as_array().unwrap().len(), 0, "{dir}: {stdout}");
+        assert_eq!(
+            report["findings"].as_array().unwrap().len(),
+            0,
+            "{dir}: {stdout}"
+        );
     }
 }
 
@@ -155,5 +204,8 @@ fn check_exits_1_on_errors_and_names_load_problems() {
     let (code, stdout, _) = meshdrift(&["check", "--manifests", dir.to_str().unwrap()]);
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("IST0101"), "{stdout}");
-    assert!(stdout.contains("MD0001") && stdout.contains("document 2"), "{stdout}");
+    assert!(
+        stdout.contains("MD0001") && stdout.contains("document 2"),
+        "{stdout}"
+    );
 }

@@ -10,7 +10,13 @@ fn endpoints(m: &Mesh) -> Vec<(String, Transport, PeerMode)> {
     m.expect("default/client", "reviews", 9080).destinations[0]
         .endpoints
         .iter()
-        .map(|e| (e.pod.clone().unwrap().replace("default/", ""), e.expect, e.peer_authentication))
+        .map(|e| {
+            (
+                e.pod.clone().unwrap().replace("default/", ""),
+                e.expect,
+                e.peer_authentication,
+            )
+        })
         .collect()
 }
 
@@ -32,13 +38,22 @@ fn auto_mtls_is_decided_per_endpoint_by_the_tls_mode_label() {
             row("reviews-v3", Plaintext, Permissive),
         ]
     );
-    assert_eq!(m.expect("default/client", "reviews", 9080).destinations[0].tls.mode, ExpectedTls::Auto);
+    assert_eq!(
+        m.expect("default/client", "reviews", 9080).destinations[0]
+            .tls
+            .mode,
+        ExpectedTls::Auto
+    );
 }
 
 #[test]
 fn auto_mtls_off_when_namespace_peer_authentication_disables() {
     let m = mesh(&pa("default", "default", "  mtls: {mode: DISABLE}\n"));
-    assert!(endpoints(&m).iter().all(|(_, t, p)| *t == Plaintext && *p == Disable));
+    assert!(
+        endpoints(&m)
+            .iter()
+            .all(|(_, t, p)| *t == Plaintext && *p == Disable)
+    );
 }
 
 #[test]
@@ -69,7 +84,11 @@ fn namespace_peer_authentication_unset_inherits_mesh() {
 
 #[test]
 fn workload_peer_authentication_is_never_consulted_by_clients() {
-    let m = mesh(&pa("default", "v1-off", "  selector: {matchLabels: {version: v1}}\n  mtls: {mode: DISABLE}\n"));
+    let m = mesh(&pa(
+        "default",
+        "v1-off",
+        "  selector: {matchLabels: {version: v1}}\n  mtls: {mode: DISABLE}\n",
+    ));
     // The client still sends mTLS (auto mTLS ignores workload policy); the server is DISABLE.
     let v1 = &m.expect("default/client", "reviews", 9080).destinations[0].endpoints[0];
     assert_eq!((v1.expect, v1.peer_authentication), (Mtls, Disable));
@@ -81,7 +100,11 @@ fn explicit_destination_rule_tls_wins_over_auto_mtls() {
     let m = mesh(&format!(
         "{}---\n{}",
         pa("default", "default", "  mtls: {mode: DISABLE}\n"),
-        dr("default", "r", "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n")
+        dr(
+            "default",
+            "r",
+            "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n"
+        )
     ));
     let e = endpoints(&m);
     // ISTIO_MUTUAL is sent even to reviews-v3, which has no sidecar.
@@ -102,13 +125,20 @@ fn peer_authentication_scopes_narrowest_wins() {
         "{}---\n{}---\n{}",
         pa("istio-system", "mesh", "  mtls: {mode: STRICT}\n"),
         pa("default", "ns", "  mtls: {mode: PERMISSIVE}\n"),
-        pa("default", "v2", "  selector: {matchLabels: {version: v2}}\n  mtls: {mode: DISABLE}\n")
+        pa(
+            "default",
+            "v2",
+            "  selector: {matchLabels: {version: v2}}\n  mtls: {mode: DISABLE}\n"
+        )
     ));
     let e = endpoints(&m);
     assert_eq!(e[0].2, Permissive, "namespace beats mesh");
     assert_eq!(e[1].2, Disable, "workload beats namespace");
     // prod has no namespace policy: the mesh's STRICT applies.
-    let ratings = &m.expect("default/client", "ratings.prod", 9080).destinations[0].endpoints[0];
+    let ratings = &m
+        .expect("default/client", "ratings.prod", 9080)
+        .destinations[0]
+        .endpoints[0];
     assert_eq!(ratings.peer_authentication, Strict);
 }
 
@@ -117,7 +147,11 @@ fn peer_authentication_workload_unset_inherits_namespace() {
     let m = mesh(&format!(
         "{}---\n{}",
         pa("default", "ns", "  mtls: {mode: STRICT}\n"),
-        pa("default", "v1", "  selector: {matchLabels: {version: v1}}\n  mtls: {mode: UNSET}\n")
+        pa(
+            "default",
+            "v1",
+            "  selector: {matchLabels: {version: v1}}\n  mtls: {mode: UNSET}\n"
+        )
     ));
     assert_eq!(endpoints(&m)[0].2, Strict);
 }
@@ -128,10 +162,19 @@ fn peer_authentication_port_level_is_keyed_by_the_container_port() {
     let m = mesh(&format!(
         "{}---\n{}",
         pa("default", "ns", "  mtls: {mode: STRICT}\n"),
-        pa("default", "db", "  selector: {matchLabels: {app: db}}\n  portLevelMtls:\n    5432: {mode: DISABLE}\n    15432: {mode: PERMISSIVE}\n")
+        pa(
+            "default",
+            "db",
+            "  selector: {matchLabels: {app: db}}\n  portLevelMtls:\n    5432: {mode: DISABLE}\n    15432: {mode: PERMISSIVE}\n"
+        )
     ));
     let e = m.expect("default/client", "db", 5432);
-    assert!(e.destinations[0].endpoints.iter().all(|ep| ep.peer_authentication == Permissive));
+    assert!(
+        e.destinations[0]
+            .endpoints
+            .iter()
+            .all(|ep| ep.peer_authentication == Permissive)
+    );
     assert_eq!(e.destinations[0].endpoints[0].port, Some(15432));
 }
 

@@ -5,8 +5,8 @@ mod policy_support;
 
 use std::path::Path;
 
-use meshdrift::inventory::files::{LoadOutcome, load_str};
 use meshdrift::inventory::Index;
+use meshdrift::inventory::files::{LoadOutcome, load_str};
 use meshdrift::policy::{Expectation, Policies, check};
 use policy_support::*;
 use proptest::prelude::*;
@@ -28,30 +28,40 @@ fn match_entry() -> impl Strategy<Value = String> {
 }
 
 fn destination() -> impl Strategy<Value = String> {
-    (prop_oneof![Just("v1"), Just("v2"), Just("v3")], prop::option::of(0i64..=100)).prop_map(|(subset, weight)| {
-        match weight {
-            Some(w) => format!("        - {{destination: {{host: reviews, subset: {subset}}}, weight: {w}}}\n"),
+    (
+        prop_oneof![Just("v1"), Just("v2"), Just("v3")],
+        prop::option::of(0i64..=100),
+    )
+        .prop_map(|(subset, weight)| match weight {
+            Some(w) => format!(
+                "        - {{destination: {{host: reviews, subset: {subset}}}, weight: {w}}}\n"
+            ),
             None => format!("        - {{destination: {{host: reviews, subset: {subset}}}}}\n"),
-        }
-    })
+        })
 }
 
 fn http_route() -> impl Strategy<Value = String> {
-    (prop::collection::vec(match_entry(), 0..3), prop::collection::vec(destination(), 1..4)).prop_map(
-        |(matches, dests)| {
+    (
+        prop::collection::vec(match_entry(), 0..3),
+        prop::collection::vec(destination(), 1..4),
+    )
+        .prop_map(|(matches, dests)| {
             let matches = if matches.is_empty() {
                 String::new()
             } else {
                 format!("      match: [{}]\n", matches.join(", "))
             };
             format!("    - route:\n{}{matches}", dests.concat())
-        },
-    )
+        })
 }
 
 fn random_virtual_service() -> impl Strategy<Value = String> {
     prop::collection::vec(http_route(), 1..4).prop_map(|routes| {
-        vs("default", "random", &format!("  hosts: [reviews]\n  http:\n{}", routes.concat()))
+        vs(
+            "default",
+            "random",
+            &format!("  hosts: [reviews]\n  http:\n{}", routes.concat()),
+        )
     })
 }
 
@@ -91,19 +101,61 @@ proptest! {
 /// Resources spread over namespaces, several claiming the same hosts.
 fn resources() -> Vec<String> {
     vec![
-        vs("default", "a", "  hosts: [reviews]\n  http:\n    - route:\n        - {destination: {host: reviews, subset: v1}, weight: 70}\n        - {destination: {host: reviews, subset: v2}, weight: 30}\n"),
-        vs("default", "b", "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews, subset: v3}}]\n"),
-        vs("other", "c", "  hosts: ['*.default.svc.cluster.local']\n  http:\n    - route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]\n"),
-        vs("default", "d", "  hosts: [db]\n  tcp:\n    - match: [{sourceLabels: {app: tester}}]\n      route: [{destination: {host: db}}]\n    - route: [{destination: {host: db}, weight: 10}, {destination: {host: reviews}, weight: 30}]\n"),
-        dr("default", "r1", &format!("  host: reviews\n  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}\n{REVIEWS_SUBSETS}")),
-        dr("default", "r2", "  host: reviews\n  subsets:\n    - {name: v1, labels: {version: v2}}\n    - {name: extra, labels: {app: reviews}}\n"),
-        dr("other", "w", "  host: '*.default.svc.cluster.local'\n  trafficPolicy:\n    tls: {}\n"),
-        dr("istio-system", "mesh", "  host: '*.local'\n  trafficPolicy: {tls: {mode: SIMPLE}}\n"),
-        dr("default", "sel", "  host: reviews\n  workloadSelector: {matchLabels: {app: tester}}\n  trafficPolicy: {tls: {mode: MUTUAL}}\n"),
+        vs(
+            "default",
+            "a",
+            "  hosts: [reviews]\n  http:\n    - route:\n        - {destination: {host: reviews, subset: v1}, weight: 70}\n        - {destination: {host: reviews, subset: v2}, weight: 30}\n",
+        ),
+        vs(
+            "default",
+            "b",
+            "  hosts: [reviews]\n  http:\n    - route: [{destination: {host: reviews, subset: v3}}]\n",
+        ),
+        vs(
+            "other",
+            "c",
+            "  hosts: ['*.default.svc.cluster.local']\n  http:\n    - route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]\n",
+        ),
+        vs(
+            "default",
+            "d",
+            "  hosts: [db]\n  tcp:\n    - match: [{sourceLabels: {app: tester}}]\n      route: [{destination: {host: db}}]\n    - route: [{destination: {host: db}, weight: 10}, {destination: {host: reviews}, weight: 30}]\n",
+        ),
+        dr(
+            "default",
+            "r1",
+            &format!(
+                "  host: reviews\n  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}\n{REVIEWS_SUBSETS}"
+            ),
+        ),
+        dr(
+            "default",
+            "r2",
+            "  host: reviews\n  subsets:\n    - {name: v1, labels: {version: v2}}\n    - {name: extra, labels: {app: reviews}}\n",
+        ),
+        dr(
+            "other",
+            "w",
+            "  host: '*.default.svc.cluster.local'\n  trafficPolicy:\n    tls: {}\n",
+        ),
+        dr(
+            "istio-system",
+            "mesh",
+            "  host: '*.local'\n  trafficPolicy: {tls: {mode: SIMPLE}}\n",
+        ),
+        dr(
+            "default",
+            "sel",
+            "  host: reviews\n  workloadSelector: {matchLabels: {app: tester}}\n  trafficPolicy: {tls: {mode: MUTUAL}}\n",
+        ),
         pa("istio-system", "mesh", "  mtls: {mode: STRICT}\n"),
         pa("default", "ns", "  mtls: {mode: PERMISSIVE}\n"),
         pa("default", "ns2", "  mtls: {mode: DISABLE}\n"),
-        pa("default", "wl", "  selector: {matchLabels: {version: v2}}\n  mtls: {mode: STRICT}\n"),
+        pa(
+            "default",
+            "wl",
+            "  selector: {matchLabels: {version: v2}}\n  mtls: {mode: STRICT}\n",
+        ),
     ]
 }
 
@@ -111,7 +163,11 @@ fn answers(yaml: &str) -> Vec<Expectation> {
     let m = mesh_from(yaml);
     let mut out = Vec::new();
     for client in CLIENTS {
-        for (host, port) in [("reviews.default", 9080), ("db.default", 5432), ("ratings.prod", 9080)] {
+        for (host, port) in [
+            ("reviews.default", 9080),
+            ("db.default", 5432),
+            ("ratings.prod", 9080),
+        ] {
             out.push(m.expect(client, host, port));
         }
     }

@@ -50,6 +50,7 @@
 //! Set `MESHDRIFT_LAB_KEEP=1` to keep the work directory for debugging;
 //! logs go through `tracing`.
 
+mod agent;
 mod cgroup;
 mod cmd;
 mod error;
@@ -66,6 +67,7 @@ pub mod haproxy;
 pub mod load;
 pub mod nginx;
 
+pub use agent::{AgentOutput, AgentProcess, meshdrift_bin};
 pub use certs::{CertAuthority, Identity};
 pub use cgroup::{cgroup_id, cgroup2_root};
 pub use error::{LabError, Result};

@@ -2,7 +2,9 @@
 //! client certificates (what an Istio sidecar in STRICT mode would demand).
 //! Every response is the server's name, so a client can tell who served it.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -88,6 +90,24 @@ impl Nginx {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Requests per client connection (client address and port), from the
+    /// access log: the server's own view of which connections carried how
+    /// many requests. Needs [`NginxBuilder::access_log`].
+    pub fn requests_by_connection(&self) -> Result<BTreeMap<SocketAddr, u64>> {
+        let mut by_connection = BTreeMap::new();
+        for line in self.access_log() {
+            let mut fields = line.split_whitespace();
+            let addr = fields
+                .next()
+                .and_then(|ip| ip.parse::<IpAddr>().ok())
+                .zip(fields.next().and_then(|port| port.parse::<u16>().ok()))
+                .map(|(ip, port)| SocketAddr::new(ip, port))
+                .ok_or_else(|| LabError::parse("nginx access log line", line.clone()))?;
+            *by_connection.entry(addr).or_default() += 1;
+        }
+        Ok(by_connection)
     }
 
     pub fn error_log(&self) -> String {

@@ -179,6 +179,15 @@ fn haproxy_http_mode_splits_requests_by_weight_over_reused_tls_connections() {
         "{:?}",
         log2.first()
     );
+    // nginx's view of the same connections: as many as HAProxy opened, and
+    // their requests add up to HAProxy's count.
+    let conns = n1.requests_by_connection().expect("access log parses");
+    assert_eq!(conns.len() as u64, s1.connect, "{conns:?}");
+    assert_eq!(conns.values().sum::<u64>(), s1.stot);
+    assert!(
+        conns.keys().all(|a| a.ip() == client.ip(false)),
+        "{conns:?}"
+    );
     // Keep-alive towards the servers: a handful of connections, the rest reuse.
     for s in [s1, s2] {
         assert!(

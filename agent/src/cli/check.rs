@@ -57,7 +57,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Text | OutputFormat::Table => print!("{}", render_text(&report)),
     }
     let failed = findings.iter().any(|f| f.severity == Severity::Error);
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn render_text(report: &Report<'_>) -> String {
@@ -74,7 +78,11 @@ fn render_text(report: &Report<'_>) -> String {
             .iter()
             .map(|(kind, n)| format!("{kind} {n}"))
             .collect();
-        let _ = write!(out, "; skipped {skipped} of other kinds ({})", kinds.join(", "));
+        let _ = write!(
+            out,
+            "; skipped {skipped} of other kinds ({})",
+            kinds.join(", ")
+        );
     }
     let _ = writeln!(out);
     if report.findings.is_empty() {

@@ -59,7 +59,11 @@ fn find_client<'a>(index: &'a Index, from: &str) -> anyhow::Result<&'a PodInfo> 
     let known: Vec<String> = index.pods().iter().take(10).map(PodInfo::key).collect();
     bail!(
         "no pod {namespace}/{name} in the manifests (pods include: {})",
-        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
     )
 }
 
@@ -68,7 +72,9 @@ fn split_host_port(to: &str) -> anyhow::Result<(&str, Option<u16>)> {
     if let Some(rest) = to.strip_prefix('[')
         && let Some((host, port)) = rest.split_once("]:")
     {
-        let port = port.parse().with_context(|| format!("bad port in {to:?}"))?;
+        let port = port
+            .parse()
+            .with_context(|| format!("bad port in {to:?}"))?;
         return Ok((host, Some(port)));
     }
     match to.rsplit_once(':') {
@@ -90,17 +96,36 @@ pub fn render_text(e: &Expectation) -> String {
         SplitUnit::Request => "per request",
         SplitUnit::Connection => "per connection",
     };
-    let _ = writeln!(out, "{} → {}:{} ({}, split {unit})", e.client, e.host, e.port, e.protocol.as_str());
+    let _ = writeln!(
+        out,
+        "{} → {}:{} ({}, split {unit})",
+        e.client,
+        e.host,
+        e.port,
+        e.protocol.as_str()
+    );
     match (&e.virtual_service, &e.route) {
         (Some(vs), Some(route)) => {
-            let name = route.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
-            let _ = writeln!(out, "VirtualService {vs}, {} route #{}{name}", route.kind.as_str(), route.index);
+            let name = route
+                .name
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "VirtualService {vs}, {} route #{}{name}",
+                route.kind.as_str(),
+                route.index
+            );
         }
         (Some(vs), None) => {
             let _ = writeln!(out, "VirtualService {vs}");
         }
         (None, _) => {
-            let _ = writeln!(out, "No VirtualService: all traffic goes to the host itself");
+            let _ = writeln!(
+                out,
+                "No VirtualService: all traffic goes to the host itself"
+            );
         }
     }
     if !e.determinable {
@@ -115,7 +140,12 @@ pub fn render_text(e: &Expectation) -> String {
                 .as_deref()
                 .map(|c| format!("if {c}"))
                 .unwrap_or_else(|| "otherwise".to_owned());
-            let _ = writeln!(out, "  {} route #{} {condition}:", candidate.route.kind.as_str(), candidate.route.index);
+            let _ = writeln!(
+                out,
+                "  {} route #{} {condition}:",
+                candidate.route.kind.as_str(),
+                candidate.route.index
+            );
             for d in &candidate.destinations {
                 render_destination(&mut out, d, "    ");
             }
@@ -132,7 +162,11 @@ pub fn render_text(e: &Expectation) -> String {
 }
 
 fn render_destination(out: &mut String, d: &DestinationExpectation, indent: &str) {
-    let subset = d.subset.as_deref().map(|s| format!(" subset {s}")).unwrap_or_default();
+    let subset = d
+        .subset
+        .as_deref()
+        .map(|s| format!(" subset {s}"))
+        .unwrap_or_default();
     let source = match (&d.tls.detail, d.tls.source) {
         (Some(detail), _) => format!(" ({detail})"),
         (None, TlsSource::AutoMtls) => {
@@ -166,7 +200,10 @@ fn render_destination(out: &mut String, d: &DestinationExpectation, indent: &str
             ep.pod.as_deref().unwrap_or("(unknown pod)"),
             ep.expect.as_str(),
             ep.peer_authentication.as_str(),
-            ep.conflict.as_deref().map(|c| format!("  ! {c}")).unwrap_or_default()
+            ep.conflict
+                .as_deref()
+                .map(|c| format!("  ! {c}"))
+                .unwrap_or_default()
         );
     }
 }

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod check;
+mod duration;
 pub mod explain;
 pub mod observe;
+pub mod run;
 
 /// Output formats shared by the commands that print results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,6 +40,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: observe the node's flows, judge them against the declared
+    /// policy, serve /metrics, /report and the report page (needs root).
+    Run(run::RunArgs),
     /// Stream every TCP flow the kernel sees on this node (needs root).
     Observe(observe::ObserveArgs),
     /// Show the declared expectation for one client and destination.
@@ -63,6 +68,7 @@ pub fn init_tracing(verbose: u8) {
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => run::run(args),
         Command::Observe(args) => observe::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Check(args) => check::run(args),

@@ -169,9 +169,11 @@ fn load_files(files: &[PathBuf], outcome: &mut LoadOutcome) {
 }
 
 fn is_manifest(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| ["yaml", "yml", "json"].iter().any(|x| e.eq_ignore_ascii_case(x)))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["yaml", "yml", "json"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    })
 }
 
 /// Walks `dir` in name order, following symlinks but never the same directory twice.
@@ -232,8 +234,7 @@ fn split_documents(text: &str) -> Vec<Chunk<'_>> {
     let mut start = 0usize;
     let mut start_line = 1usize;
     let mut offset = 0usize;
-    let mut line_no = 1usize;
-    for line in text.split_inclusive('\n') {
+    for (line_no, line) in (1usize..).zip(text.split_inclusive('\n')) {
         let bare = line.trim_end_matches(['\n', '\r']);
         let is_marker = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
         if is_marker && offset > start {
@@ -245,7 +246,6 @@ fn split_documents(text: &str) -> Vec<Chunk<'_>> {
             start_line = line_no;
         }
         offset += line.len();
-        line_no += 1;
     }
     if offset > start {
         chunks.push(Chunk {
@@ -357,7 +357,9 @@ impl Document<'_> {
         }
         let (api_version, kind) = match header(&value) {
             Ok(header) => header,
-            Err(message) => return self.problem(Some(first_content_line(text, self.first_line)), message),
+            Err(message) => {
+                return self.problem(Some(first_content_line(text, self.first_line)), message);
+            }
         };
         if is_list(&kind) {
             return self.add_list_items(value.get("items"));
@@ -397,12 +399,18 @@ impl Document<'_> {
             let (api_version, kind) = match header(item) {
                 Ok(header) => header,
                 Err(message) => {
-                    self.problem(Some(self.first_line), format!("List item {position}: {message}"));
+                    self.problem(
+                        Some(self.first_line),
+                        format!("List item {position}: {message}"),
+                    );
                     continue;
                 }
             };
             if is_list(&kind) {
-                self.problem(Some(self.first_line), format!("List item {position}: nested lists are not supported"));
+                self.problem(
+                    Some(self.first_line),
+                    format!("List item {position}: nested lists are not supported"),
+                );
                 continue;
             }
             let Some(known) = classify(&api_version, &kind) else {
@@ -415,7 +423,9 @@ impl Document<'_> {
                 Known::Service => typed_value(item).map(|o| objects.services.push(o)),
                 Known::Namespace => typed_value(item).map(|o| objects.namespaces.push(o)),
                 Known::EndpointSlice => typed_value(item).map(|o| objects.endpoint_slices.push(o)),
-                Known::VirtualService => typed_value(item).map(|o| objects.virtual_services.push(o)),
+                Known::VirtualService => {
+                    typed_value(item).map(|o| objects.virtual_services.push(o))
+                }
                 Known::DestinationRule => {
                     typed_value(item).map(|o| objects.destination_rules.push(o))
                 }
@@ -495,7 +505,10 @@ fn name_of(value: &serde_yaml_ng::Value) -> String {
         .and_then(|m| m.get("name"))
         .and_then(|n| n.as_str())
         .unwrap_or("<unnamed>");
-    match metadata.and_then(|m| m.get("namespace")).and_then(|n| n.as_str()) {
+    match metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(|n| n.as_str())
+    {
         Some(ns) => format!("{ns}/{name}"),
         None => name.to_owned(),
     }

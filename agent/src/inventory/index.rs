@@ -47,7 +47,9 @@ impl PodInfo {
 
     /// True when sidecar injection marked the pod as speaking Istio mTLS.
     pub fn has_istio_tls_mode(&self) -> bool {
-        self.labels.get(TLS_MODE_LABEL).is_some_and(|v| v == "istio")
+        self.labels
+            .get(TLS_MODE_LABEL)
+            .is_some_and(|v| v == "istio")
     }
 
     fn is_terminal(&self) -> bool {
@@ -360,20 +362,19 @@ impl Index {
             cluster_ips.push(ip);
         }
         let selector = spec.selector.filter(|s| !s.is_empty());
-        let (endpoints, endpoints_from) =
-            match slices.get(&(namespace.clone(), name.clone())) {
-                Some(slices) => (
-                    self.endpoints_from_slices(&namespace, &ports, slices),
-                    EndpointSource::EndpointSlices,
+        let (endpoints, endpoints_from) = match slices.get(&(namespace.clone(), name.clone())) {
+            Some(slices) => (
+                self.endpoints_from_slices(&namespace, &ports, slices),
+                EndpointSource::EndpointSlices,
+            ),
+            None => match &selector {
+                Some(selector) => (
+                    self.endpoints_from_selector(&namespace, &ports, selector),
+                    EndpointSource::Selector,
                 ),
-                None => match &selector {
-                    Some(selector) => (
-                        self.endpoints_from_selector(&namespace, &ports, selector),
-                        EndpointSource::Selector,
-                    ),
-                    None => (Vec::new(), EndpointSource::None),
-                },
-            };
+                None => (Vec::new(), EndpointSource::None),
+            },
+        };
         Some(ServiceInfo {
             fqdn: format!("{name}.{namespace}.svc.{CLUSTER_DOMAIN}"),
             namespace,

@@ -16,7 +16,7 @@ use crate::policy::model::{DestinationRule, PeerAuthentication, VirtualService};
 
 pub use index::{
     EndpointInfo, EndpointPort, EndpointSource, Index, PodId, PodInfo, ServiceInfo,
-    ServicePortInfo, TargetPort, TLS_MODE_LABEL,
+    ServicePortInfo, TLS_MODE_LABEL, TargetPort,
 };
 pub use labels::{Labels, selector_matches};
 pub use protocol::{PortProtocol, RouteKind};

@@ -77,9 +77,10 @@ impl PortProtocol {
     /// anything else → tcp routes.
     pub fn route_kind(self) -> RouteKind {
         match self {
-            PortProtocol::Http | PortProtocol::Http2 | PortProtocol::Grpc | PortProtocol::GrpcWeb => {
-                RouteKind::Http
-            }
+            PortProtocol::Http
+            | PortProtocol::Http2
+            | PortProtocol::Grpc
+            | PortProtocol::GrpcWeb => RouteKind::Http,
             PortProtocol::Https | PortProtocol::Tls => RouteKind::Tls,
             _ => RouteKind::Tcp,
         }

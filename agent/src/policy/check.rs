@@ -92,7 +92,12 @@ pub fn check(index: &Index, policies: &Policies) -> Vec<Finding> {
         check_destination_rule(rule, index, policies, &mut findings);
     }
     findings.sort_by(|a, b| {
-        (a.severity, &a.code, &a.resource, &a.message).cmp(&(b.severity, &b.code, &b.resource, &b.message))
+        (a.severity, &a.code, &a.resource, &a.message).cmp(&(
+            b.severity,
+            &b.code,
+            &b.resource,
+            &b.message,
+        ))
     });
     findings.dedup();
     findings
@@ -211,7 +216,10 @@ fn check_virtual_service(
                     "IST0130",
                     Severity::Warning,
                     vs_resource(vs),
-                    format!("{} can never match: {earlier} before it matches everything", route.label),
+                    format!(
+                        "{} can never match: {earlier} before it matches everything",
+                        route.label
+                    ),
                 ));
             } else if route.catch_all {
                 catch_all = Some(&route.label);
@@ -237,7 +245,10 @@ fn check_route_destinations(
             "KIA1104",
             Severity::Warning,
             vs_resource(vs),
-            format!("{}: its only destination has weight {weight}, treated as 100", route.label),
+            format!(
+                "{}: its only destination has weight {weight}, treated as 100",
+                route.label
+            ),
         ));
     }
     if destinations.len() > 1 && destinations.iter().all(|d| d.weight.unwrap_or(0) <= 0) {
@@ -245,7 +256,10 @@ fn check_route_destinations(
             codes::ALL_ZERO_WEIGHTS,
             Severity::Error,
             vs_resource(vs),
-            format!("{}: every destination has weight 0, so none receives traffic", route.label),
+            format!(
+                "{}: every destination has weight 0, so none receives traffic",
+                route.label
+            ),
         ));
     }
     let mut seen = BTreeSet::new();
@@ -260,7 +274,10 @@ fn check_route_destinations(
                 format!(
                     "{}: host {fqdn}{} appears more than once",
                     route.label,
-                    subset.as_deref().map(|s| format!(" subset {s}")).unwrap_or_default()
+                    subset
+                        .as_deref()
+                        .map(|s| format!(" subset {s}"))
+                        .unwrap_or_default()
                 ),
             ));
         }
@@ -270,7 +287,10 @@ fn check_route_destinations(
                 "IST0101",
                 Severity::Error,
                 vs_resource(vs),
-                format!("{}: destination host {fqdn} matches no Service", route.label),
+                format!(
+                    "{}: destination host {fqdn} matches no Service",
+                    route.label
+                ),
             ));
             continue;
         }
@@ -326,7 +346,9 @@ fn check_route_destinations(
 }
 
 fn disables_tls(policy: &TrafficPolicy) -> bool {
-    let off = |t: &Option<super::model::ClientTlsSettings>| t.as_ref().is_some_and(|t| t.mode == TlsMode::Disable);
+    let off = |t: &Option<super::model::ClientTlsSettings>| {
+        t.as_ref().is_some_and(|t| t.mode == TlsMode::Disable)
+    };
     off(&policy.tls) || policy.port_level_settings.iter().any(|p| off(&p.tls))
 }
 
@@ -361,7 +383,10 @@ fn check_destination_rule(
                 "KIA0209",
                 Severity::Warning,
                 dr_resource(rule),
-                format!("subset {} has no labels: it selects every endpoint of the host", subset.name),
+                format!(
+                    "subset {} has no labels: it selects every endpoint of the host",
+                    subset.name
+                ),
             ));
             continue;
         }
@@ -384,7 +409,10 @@ fn check_destination_rule(
                 ),
             ));
         }
-        if index.pods_matching(Some(&service.namespace), &subset.labels).is_empty() {
+        if index
+            .pods_matching(Some(&service.namespace), &subset.labels)
+            .is_empty()
+        {
             findings.push(Finding::new(
                 "KIA0203",
                 Severity::Warning,

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::ROOT_NAMESPACE;
 use super::host;
 use super::model::{ClientTlsSettings, DestinationRule, Labels, Subset, TlsMode, TrafficPolicy};
 use super::policies::{config_order, namespace_of};
 use super::visibility::Visibility;
-use super::ROOT_NAMESPACE;
 use crate::inventory::selector_matches;
 
 /// One DestinationRule with its host expanded.
@@ -165,9 +165,15 @@ impl DestinationRuleIndex {
             if entry.visibility.is_nowhere() {
                 continue;
             }
-            local.entry(entry.namespace.clone()).or_default().push(entry);
+            local
+                .entry(entry.namespace.clone())
+                .or_default()
+                .push(entry);
             if entry.selector.is_none() && entry.visibility.is_exported(&entry.namespace) {
-                exported.entry(entry.namespace.clone()).or_default().push(entry);
+                exported
+                    .entry(entry.namespace.clone())
+                    .or_default()
+                    .push(entry);
             }
         }
         let build = |m: HashMap<String, Vec<&DestinationRuleEntry>>| {
@@ -252,10 +258,7 @@ impl std::fmt::Display for TlsLevel {
 
 /// The policy level that applies to `port` within `policy`: a matching
 /// `portLevelSettings` entry replaces the whole policy, `tls` included.
-fn port_level_tls(
-    policy: &TrafficPolicy,
-    port: u16,
-) -> Option<Option<&ClientTlsSettings>> {
+fn port_level_tls(policy: &TrafficPolicy, port: u16) -> Option<Option<&ClientTlsSettings>> {
     policy
         .port_level_settings
         .iter()

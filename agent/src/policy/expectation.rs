@@ -7,10 +7,10 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::destination_rule::{MergedRule, effective_tls};
+use super::host;
 use super::matching::{self, ClientFacts, Truth};
 use super::model::{Labels, PeerMode, RouteDestination, TlsMode};
 use super::policies::{Policies, VirtualServiceEntry};
-use super::host;
 use crate::inventory::{CLUSTER_DOMAIN, Index, PodInfo, RouteKind, ServiceInfo, selector_matches};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,7 +23,10 @@ pub enum ExpectError {
         port: u16,
         available: Vec<u16>,
     },
-    #[error("Service {host} has several ports ({}): name one as HOST:PORT", list_ports(available))]
+    #[error(
+        "Service {host} has several ports ({}): name one as HOST:PORT",
+        list_ports(available)
+    )]
     PortRequired { host: String, available: Vec<u16> },
 }
 
@@ -196,7 +199,11 @@ struct RouteView<'a> {
     action: Action,
 }
 
-fn route_views<'a>(vs: &'a VirtualServiceEntry, kind: RouteKind, facts: &ClientFacts<'_>) -> Vec<RouteView<'a>> {
+fn route_views<'a>(
+    vs: &'a VirtualServiceEntry,
+    kind: RouteKind,
+    facts: &ClientFacts<'_>,
+) -> Vec<RouteView<'a>> {
     let reference = |index: usize, name: Option<&String>| RouteRef {
         kind,
         index,
@@ -270,7 +277,11 @@ pub fn normalised_weights(destinations: &[RouteDestination]) -> Vec<f64> {
 /// The FQDN a client means by `host`: an exact Service FQDN, or a name the
 /// client's DNS search path (`<ns>.svc.cluster.local`, `svc.cluster.local`,
 /// `cluster.local`) completes to one.
-pub fn resolve_client_host(index: &Index, client_namespace: &str, host: &str) -> Result<String, ExpectError> {
+pub fn resolve_client_host(
+    index: &Index,
+    client_namespace: &str,
+    host: &str,
+) -> Result<String, ExpectError> {
     let host = host.trim_end_matches('.');
     let tried = vec![
         host.to_owned(),
@@ -291,7 +302,9 @@ pub fn resolve_client_host(index: &Index, client_namespace: &str, host: &str) ->
 /// Namespace of a service FQDN (`name.ns.svc.cluster.local`).
 fn namespace_in_fqdn(fqdn: &str) -> Option<&str> {
     let rest = fqdn.strip_suffix(&format!(".svc.{CLUSTER_DOMAIN}"))?;
-    rest.split_once('.').map(|(_, ns)| ns).filter(|ns| !ns.contains('.'))
+    rest.split_once('.')
+        .map(|(_, ns)| ns)
+        .filter(|ns| !ns.contains('.'))
 }
 
 impl Policies {
@@ -386,7 +399,11 @@ impl Policies {
             let conditions: Vec<String> = depends
                 .iter()
                 .map(|v| match &v.truth {
-                    Truth::Depends(why) => format!("{} route {} needs {why}", kind.as_str(), describe(&v.reference)),
+                    Truth::Depends(why) => format!(
+                        "{} route {} needs {why}",
+                        kind.as_str(),
+                        describe(&v.reference)
+                    ),
                     _ => String::new(),
                 })
                 .collect();
@@ -401,28 +418,40 @@ impl Policies {
                         Truth::Depends(why) => Some(why.clone()),
                         _ => None,
                     },
-                    destinations: self.route_destinations(index, client, vs, view.destinations, port),
+                    destinations: self.route_destinations(
+                        index,
+                        client,
+                        vs,
+                        view.destinations,
+                        port,
+                    ),
                 });
             }
             return Ok(out);
         }
         let Some(view) = chosen else {
             out.reason = Some(match kind {
-                RouteKind::Http => "no route matches this client: requests get 404 (no route)".to_owned(),
-                _ => "no route matches this client: connections are not forwarded to this host".to_owned(),
+                RouteKind::Http => {
+                    "no route matches this client: requests get 404 (no route)".to_owned()
+                }
+                _ => "no route matches this client: connections are not forwarded to this host"
+                    .to_owned(),
             });
             return Ok(out);
         };
         out.route = Some(view.reference.clone());
         match view.action {
             Action::Forward => {
-                out.destinations = self.route_destinations(index, client, vs, view.destinations, port);
+                out.destinations =
+                    self.route_destinations(index, client, vs, view.destinations, port);
                 if view.destinations.len() > 1 && out.destinations.iter().all(|d| d.weight == 0.0) {
-                    out.reason = Some("every destination has weight 0: nothing receives traffic".to_owned());
+                    out.reason =
+                        Some("every destination has weight 0: nothing receives traffic".to_owned());
                 }
             }
             Action::Redirect => {
-                out.reason = Some("the route answers with a redirect; nothing is forwarded".to_owned())
+                out.reason =
+                    Some("the route answers with a redirect; nothing is forwarded".to_owned())
             }
             Action::DirectResponse => {
                 out.reason = Some("the route answers directly; nothing is forwarded".to_owned())
@@ -456,7 +485,14 @@ impl Policies {
                     .and_then(|p| p.number)
                     .and_then(|n| u16::try_from(n).ok())
                     .unwrap_or(port);
-                self.destination(index, client, &fqdn, d.destination.subset.as_deref(), port, weight)
+                self.destination(
+                    index,
+                    client,
+                    &fqdn,
+                    d.destination.subset.as_deref(),
+                    port,
+                    weight,
+                )
             })
             .collect()
     }
@@ -475,21 +511,34 @@ impl Policies {
         let service_namespace = service
             .map(|s| s.namespace.as_str())
             .or_else(|| namespace_in_fqdn(fqdn));
-        let rule = self
-            .destination_rules
-            .lookup(&client.namespace, &client.labels, fqdn, service_namespace);
+        let rule = self.destination_rules.lookup(
+            &client.namespace,
+            &client.labels,
+            fqdn,
+            service_namespace,
+        );
         let subset_def = subset.and_then(|name| rule.and_then(|r| r.subset(name)));
         let mut note = None;
         if service.is_none() {
-            note = Some(format!("no Service {fqdn} in the inventory: requests fail (IST0101)"));
+            note = Some(format!(
+                "no Service {fqdn} in the inventory: requests fail (IST0101)"
+            ));
         } else if let (Some(name), None) = (subset, subset_def) {
             note = Some(format!(
                 "subset {name} is not defined by a DestinationRule this client uses: requests fail with 503 (IST0101)"
             ));
         }
-        let tls = tls_expectation(self, rule, subset_def.map(|s| (s, port)), port, service_namespace);
+        let tls = tls_expectation(
+            self,
+            rule,
+            subset_def.map(|s| (s, port)),
+            port,
+            service_namespace,
+        );
         let endpoints = match (service, subset.is_some() && subset_def.is_none()) {
-            (Some(service), false) => self.endpoints(index, service, subset_def.map(|s| &s.labels), port, &tls),
+            (Some(service), false) => {
+                self.endpoints(index, service, subset_def.map(|s| &s.labels), port, &tls)
+            }
             _ => Vec::new(),
         };
         DestinationExpectation {
@@ -513,7 +562,8 @@ impl Policies {
         port: u16,
         tls: &TlsExpectation,
     ) -> Vec<EndpointExpectation> {
-        let auto_disabled = self.peer_authentications.client_view(&service.namespace) == PeerMode::Disable;
+        let auto_disabled =
+            self.peer_authentications.client_view(&service.namespace) == PeerMode::Disable;
         service
             .endpoints
             .iter()
@@ -578,8 +628,9 @@ fn tls_expectation(
             }),
         },
         None => {
-            let disabled = service_namespace
-                .is_some_and(|ns| policies.peer_authentications.client_view(ns) == PeerMode::Disable);
+            let disabled = service_namespace.is_some_and(|ns| {
+                policies.peer_authentications.client_view(ns) == PeerMode::Disable
+            });
             TlsExpectation {
                 mode: ExpectedTls::Auto,
                 source: TlsSource::AutoMtls,

@@ -5,9 +5,9 @@
 
 use std::net::IpAddr;
 
+use super::MESH_GATEWAY;
 use super::cidr;
 use super::model::{HttpMatchRequest, L4MatchAttributes, Labels, TlsMatchAttributes};
-use super::MESH_GATEWAY;
 use crate::inventory::selector_matches;
 
 /// Outcome of a match for one client.

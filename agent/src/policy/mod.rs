@@ -18,8 +18,8 @@ mod visibility;
 pub use check::{Finding, Severity, check};
 pub use destination_rule::{MergedRule, effective_tls};
 pub use expectation::{
-    Candidate, DestinationExpectation, EndpointExpectation, ExpectError, Expectation, RouteRef,
-    ExpectedTls, SplitUnit, TlsExpectation, TlsSource, Transport, normalised_weights,
+    Candidate, DestinationExpectation, EndpointExpectation, ExpectError, Expectation, ExpectedTls,
+    RouteRef, SplitUnit, TlsExpectation, TlsSource, Transport, normalised_weights,
     resolve_client_host,
 };
 pub use policies::{Policies, VirtualServiceEntry};

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::ROOT_NAMESPACE;
 use super::model::{Labels, PeerAuthentication, PeerMode};
 use super::policies::{config_order, namespace_of};
-use super::ROOT_NAMESPACE;
 use crate::inventory::{PodInfo, selector_matches};
 
 #[derive(Debug, Clone)]
@@ -69,7 +69,10 @@ impl PeerAuthenticationIndex {
                     .or_default()
                     .push(i);
             } else {
-                index.namespace_wide.entry(entry.namespace.clone()).or_insert(i);
+                index
+                    .namespace_wide
+                    .entry(entry.namespace.clone())
+                    .or_insert(i);
             }
         }
         index.entries = entries;
@@ -98,21 +101,34 @@ impl PeerAuthenticationIndex {
     }
 
     /// The mode a server pod enforces on `container_port`.
-    pub fn server_mode(&self, pod: Option<&PodInfo>, namespace: &str, container_port: Option<u16>) -> PeerMode {
+    pub fn server_mode(
+        &self,
+        pod: Option<&PodInfo>,
+        namespace: &str,
+        container_port: Option<u16>,
+    ) -> PeerMode {
         let workload = pod.and_then(|pod| {
             self.workload
                 .get(namespace)?
                 .iter()
                 .map(|&i| &self.entries[i])
-                .find(|e| e.selector.as_ref().is_some_and(|s| selector_matches(s, &pod.labels)))
+                .find(|e| {
+                    e.selector
+                        .as_ref()
+                        .is_some_and(|s| selector_matches(s, &pod.labels))
+                })
         });
-        let port_mode = workload.and_then(|w| {
-            container_port.and_then(|p| w.port_level.get(&u32::from(p)).copied())
-        });
-        [port_mode, workload.map(|w| w.mode), self.namespace_mode(namespace), self.mesh_mode()]
-            .into_iter()
-            .flatten()
-            .find(|m| *m != PeerMode::Unset)
-            .unwrap_or(PeerMode::Permissive)
+        let port_mode = workload
+            .and_then(|w| container_port.and_then(|p| w.port_level.get(&u32::from(p)).copied()));
+        [
+            port_mode,
+            workload.map(|w| w.mode),
+            self.namespace_mode(namespace),
+            self.mesh_mode(),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|m| *m != PeerMode::Unset)
+        .unwrap_or(PeerMode::Permissive)
     }
 }

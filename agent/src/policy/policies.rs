@@ -5,12 +5,12 @@ use std::collections::HashMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
+use super::MESH_GATEWAY;
 use super::destination_rule::{DestinationRuleEntry, DestinationRuleIndex};
 use super::host;
 use super::model::{VirtualService, VirtualServiceSpec};
 use super::peer_authentication::PeerAuthenticationIndex;
 use super::visibility::Visibility;
-use super::MESH_GATEWAY;
 use crate::inventory::Objects;
 
 /// A VirtualService with its hosts expanded.
@@ -126,7 +126,11 @@ impl Policies {
         client_namespace: &str,
         fqdn: &str,
     ) -> Option<&VirtualServiceEntry> {
-        let visible = |&i: &usize| self.virtual_services[i].visibility.visible_to(client_namespace);
+        let visible = |&i: &usize| {
+            self.virtual_services[i]
+                .visibility
+                .visible_to(client_namespace)
+        };
         if let Some(&i) = self
             .vs_by_exact_host
             .get(fqdn)
@@ -155,7 +159,8 @@ fn virtual_service_entry(vs: &VirtualService) -> VirtualServiceEntry {
         .iter()
         .map(|h| host::resolve(h, &namespace))
         .collect();
-    let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == MESH_GATEWAY);
+    let for_mesh =
+        vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == MESH_GATEWAY);
     VirtualServiceEntry {
         visibility: Visibility::parse(&vs.spec.export_to, &namespace),
         name: vs.metadata.name.clone().unwrap_or_default(),

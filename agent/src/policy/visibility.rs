@@ -57,6 +57,12 @@ impl Visibility {
         if self.is_nowhere() || other.is_nowhere() {
             return false;
         }
-        self.everywhere || other.everywhere || self.namespaces.intersection(&other.namespaces).next().is_some()
+        self.everywhere
+            || other.everywhere
+            || self
+                .namespaces
+                .intersection(&other.namespaces)
+                .next()
+                .is_some()
     }
 }

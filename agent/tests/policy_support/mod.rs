@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use meshdrift::inventory::files::{self, LoadOutcome};
 use meshdrift::inventory::Index;
+use meshdrift::inventory::files::{self, LoadOutcome};
 use meshdrift::policy::{Expectation, Policies};
 
 pub fn pod(ns: &str, name: &str, ip: &str, labels: &str) -> String {
@@ -74,7 +74,11 @@ pub fn mesh(extra: &str) -> Mesh {
 
 pub fn mesh_from(yaml: &str) -> Mesh {
     let outcome = load(yaml);
-    assert!(outcome.problems.is_empty(), "fixture problems: {:?}", outcome.problems);
+    assert!(
+        outcome.problems.is_empty(),
+        "fixture problems: {:?}",
+        outcome.problems
+    );
     Mesh {
         index: Index::build(&outcome.objects),
         policies: Policies::build(&outcome.objects),

@@ -1,14 +1,11 @@
 //! Running the real `meshdrift` binary against the lab.
 
 use std::{
-    io::{BufRead as _, BufReader},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::{Mutex, MutexGuard, mpsc},
-    thread::JoinHandle,
-    time::{Duration, Instant},
+    sync::{Mutex, MutexGuard},
+    time::Duration,
 };
 
+use meshdrift_lab::{AgentProcess, meshdrift_bin};
 use serde_json::Value;
 
 /// The programs attach to the cgroup root in exclusive mode, so one agent runs at a time.
@@ -25,25 +22,9 @@ pub fn privileged() -> MutexGuard<'static, ()> {
     ONE_AGENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn meshdrift_bin() -> PathBuf {
-    let path = std::env::var_os("MESHDRIFT_BIN").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/meshdrift"),
-        PathBuf::from,
-    );
-    assert!(
-        path.exists(),
-        "meshdrift binary not found at {} — build it first (`cargo build -p meshdrift-agent`; \
-         `cargo xtask test` does) or set MESHDRIFT_BIN",
-        path.display()
-    );
-    path
-}
-
 /// A running `meshdrift observe --output json`.
 pub struct Agent {
-    child: Child,
-    stdout: Option<JoinHandle<Vec<String>>>,
-    stderr: Option<JoinHandle<Vec<String>>>,
+    process: AgentProcess,
 }
 
 /// What the agent printed: flow records and its closing summary.
@@ -56,64 +37,24 @@ pub struct Observed {
 
 impl Agent {
     pub fn observe(extra_args: &[&str]) -> Agent {
-        let mut child = Command::new(meshdrift_bin())
-            .args(["observe", "--output", "json"])
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting meshdrift observe");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let stdout = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect());
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let stderr = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("observing TCP flows") {
-                    let _ = ready_tx.send(());
-                }
-                lines.push(line);
-            }
-            lines
-        });
-        let mut agent = Agent {
-            child,
-            stdout: Some(stdout),
-            stderr: Some(stderr),
-        };
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            let _ = agent.child.kill();
-            let _ = agent.child.wait();
-            let stderr = agent.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-            panic!("meshdrift observe did not attach within 30 s:\n{}", stderr.join("\n"));
-        }
-        agent
+        let mut args = vec!["observe", "--output", "json"];
+        args.extend_from_slice(extra_args);
+        let process = AgentProcess::start(&meshdrift_bin(), &args, "observing TCP flows", Duration::from_secs(30))
+            .unwrap_or_else(|err| panic!("meshdrift observe did not start: {err}"));
+        Agent { process }
     }
 
     pub fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.process.signal(signal);
     }
 
     /// SIGINT, then everything it printed.
-    pub fn stop(mut self) -> Observed {
-        self.signal(libc::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for meshdrift") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "meshdrift did not exit within 30 s of SIGINT");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let stdout = self.stdout.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-        assert!(status.success(), "meshdrift exited with {status}:\n{}", stderr.join("\n"));
+    pub fn stop(self) -> Observed {
+        let output = self.process.stop(Duration::from_secs(30)).expect("meshdrift exits on SIGINT");
+        assert!(output.status.success(), "meshdrift exited with {}:\n{}", output.status, output.stderr.join("\n"));
         let mut flows = Vec::new();
         let mut summary = Value::Null;
-        for line in &stdout {
+        for line in &output.stdout {
             let value: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
             if value["event"] == "summary" {
                 summary = value;
@@ -121,16 +62,11 @@ impl Agent {
                 flows.push(value);
             }
         }
-        assert!(!summary.is_null(), "meshdrift printed no summary on exit:\n{}", stderr.join("\n"));
-        Observed { flows, summary, stderr }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        assert!(!summary.is_null(), "meshdrift printed no summary on exit:\n{}", output.stderr.join("\n"));
+        Observed {
+            flows,
+            summary,
+            stderr: output.stderr,
         }
     }
 }

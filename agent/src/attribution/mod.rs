@@ -1,0 +1,323 @@
+//! Attribution: turns an observed client flow into an [`Observation`] of a
+//! split — source workload, destination host, Service port, subset and
+//! transport — next to the split the policy declares for that client.
+//!
+//! Evidence comes in order of strength: an Istio SNI names the host, port and
+//! subset the client proxy chose; without one, the destination pod and the
+//! EndpointSlices (pod IP + target port) name the Service, and the
+//! DestinationRule subsets' endpoints name the subset.
+
+mod deltas;
+mod mesh;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+pub use deltas::{FlowDelta, FlowDeltas};
+pub use mesh::Mesh;
+
+use crate::{
+    inventory::PodInfo,
+    observation::{DeclaredSplit, DeclaredSubset, Destination, ExpectedTransport, Observation, SplitKey, Unit, Workload},
+    pipeline::ObservedFlow,
+    policy::{DestinationExpectation, ExpectedTls, Expectation, SplitUnit, Transport as PolicyTransport},
+    probe::Role,
+    report::Finding,
+};
+
+/// Ports of Istio's own plumbing (ISTIO.md): sidecar admin, inbound/outbound
+/// capture, HBONE, health, DNS, telemetry and istiod.
+pub const MESH_INTERNAL_PORTS: &[u16] = &[
+    15000, 15001, 15002, 15004, 15006, 15008, 15010, 15012, 15014, 15017, 15020, 15021, 15053, 15090,
+];
+
+/// Why a flow is left out of split accounting; each is counted in its own metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Exclusion {
+    /// A port of the mesh's own plumbing.
+    MeshInternalPort,
+    /// The client is not a pod (the node itself, or a hostNetwork pod).
+    HostTraffic,
+    /// An application's connection to a Service's cluster IP, before its sidecar redirects it.
+    ServiceVip,
+    /// The server is neither a known pod nor named by an Istio SNI.
+    UnknownDestination,
+    /// The server pod backs no Service on that port.
+    NoService,
+    /// The policy engine could not answer for this client and host.
+    NoExpectation,
+}
+
+impl Exclusion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exclusion::MeshInternalPort => "mesh_internal_port",
+            Exclusion::HostTraffic => "host_traffic",
+            Exclusion::ServiceVip => "service_vip",
+            Exclusion::UnknownDestination => "unknown_destination",
+            Exclusion::NoService => "no_service",
+            Exclusion::NoExpectation => "no_expectation",
+        }
+    }
+}
+
+/// What became of one flow record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attribution {
+    /// Counted against the declared split.
+    Counted {
+        observation: Observation,
+        declared: DeclaredSplit,
+    },
+    /// Left out of split accounting; `first` is true the first time this flow is seen.
+    Excluded { reason: Exclusion, first: bool },
+    /// A server-side socket: each connection is counted once, on its client's side.
+    ServerSide,
+}
+
+type ExpectationKey = (String, String, u16);
+
+pub struct Attributor {
+    mesh: Arc<Mesh>,
+    expectations: HashMap<ExpectationKey, Option<Arc<Expectation>>>,
+    deltas: FlowDeltas,
+    findings: HashMap<String, Finding>,
+}
+
+/// Cached expectations at most; the cache is rebuilt on demand.
+const MAX_CACHED_EXPECTATIONS: usize = 100_000;
+/// Attribution findings kept at most (one per pod and subset).
+const MAX_FINDINGS: usize = 1_000;
+
+impl Attributor {
+    pub fn new(mesh: Arc<Mesh>) -> Self {
+        Self {
+            mesh,
+            expectations: HashMap::new(),
+            deltas: FlowDeltas::new(1 << 20),
+            findings: HashMap::new(),
+        }
+    }
+
+    /// Switches to a newly loaded mesh; cached answers are dropped.
+    pub fn set_mesh(&mut self, mesh: Arc<Mesh>) {
+        self.mesh = mesh;
+        self.expectations.clear();
+        self.findings.clear();
+    }
+
+    pub fn mesh(&self) -> &Arc<Mesh> {
+        &self.mesh
+    }
+
+    /// Open flows whose counters are remembered.
+    pub fn flows_tracked(&self) -> usize {
+        self.deltas.len()
+    }
+
+    /// Findings made while attributing (an SNI subset the pod's labels contradict).
+    pub fn findings(&self) -> Vec<Finding> {
+        let mut findings: Vec<Finding> = self.findings.values().cloned().collect();
+        findings.sort_by(|a, b| (&a.resource, &a.code).cmp(&(&b.resource, &b.code)));
+        findings
+    }
+
+    pub fn attribute(&mut self, flow: &ObservedFlow, at_seconds: f64) -> Attribution {
+        let record = &flow.record;
+        if record.role == Role::Server {
+            return Attribution::ServerSide;
+        }
+        let delta = self.deltas.advance(record);
+        let excluded = |reason| Attribution::Excluded {
+            reason,
+            first: delta.first,
+        };
+        let server = record.server();
+        if MESH_INTERNAL_PORTS.contains(&server.port()) {
+            return excluded(Exclusion::MeshInternalPort);
+        }
+        let mesh = Arc::clone(&self.mesh);
+        let Some(client) = mesh.index.pod_by_ip(record.client().ip()).filter(|pod| !pod.host_network) else {
+            return excluded(Exclusion::HostTraffic);
+        };
+        if mesh.is_service_vip(server) {
+            return excluded(Exclusion::ServiceVip);
+        }
+        let server_pod = mesh.index.pod_by_ip(server.ip());
+        let (host, port) = match flow.classification.istio.as_ref() {
+            Some(sni) => (sni.host.clone(), sni.port),
+            None => {
+                if server_pod.is_none() {
+                    return excluded(Exclusion::UnknownDestination);
+                }
+                match mesh.service_for_endpoint(server) {
+                    Some((fqdn, port)) => (fqdn.to_owned(), port),
+                    None => return excluded(Exclusion::NoService),
+                }
+            }
+        };
+        let Some(expectation) = self.expectation(client, &host, port) else {
+            return excluded(Exclusion::NoExpectation);
+        };
+        let destination_pod = server_pod.map_or_else(|| server.ip().to_string(), PodInfo::key);
+        let sni_subset = flow.classification.istio.as_ref().map(|sni| sni.subset.clone());
+        let (destination, expected_transport) = match choose_destination(&expectation, server, sni_subset) {
+            Chosen::Declared(declared) => {
+                if let Some(pod) = server_pod {
+                    self.check_subset_labels(pod, declared);
+                }
+                (
+                    Destination::Subset {
+                        subset: declared.subset.clone(),
+                    },
+                    expected_transport(declared, server),
+                )
+            }
+            Chosen::Unexpected(reason) => (
+                Destination::Unexpected {
+                    destination: destination_pod,
+                    reason,
+                },
+                None,
+            ),
+        };
+        let key = SplitKey {
+            source: Workload {
+                namespace: client.namespace.clone(),
+                name: client.workload.clone(),
+            },
+            host,
+            port,
+        };
+        Attribution::Counted {
+            observation: Observation {
+                key,
+                destination,
+                transport: flow.classification.transport,
+                expected_transport,
+                requests: delta.exchanges,
+                connections: u64::from(delta.first),
+                bytes: delta.bytes,
+                at_seconds,
+            },
+            declared: declared_split(&expectation),
+        }
+    }
+
+    fn expectation(&mut self, client: &PodInfo, host: &str, port: u16) -> Option<Arc<Expectation>> {
+        let key = (client.key(), host.to_owned(), port);
+        if let Some(cached) = self.expectations.get(&key) {
+            return cached.clone();
+        }
+        if self.expectations.len() >= MAX_CACHED_EXPECTATIONS {
+            self.expectations.clear();
+        }
+        let answer = match self.mesh.policies.expect(&self.mesh.index, client, host, Some(port)) {
+            Ok(expectation) => Some(Arc::new(expectation)),
+            Err(err) => {
+                tracing::debug!(client = %client.key(), host, port, %err, "no expectation");
+                None
+            }
+        };
+        self.expectations.insert(key, answer.clone());
+        answer
+    }
+
+    /// An SNI subset whose labels the server pod does not carry means the client
+    /// proxy's view of the endpoints disagrees with the pods: worth a finding.
+    fn check_subset_labels(&mut self, pod: &PodInfo, declared: &DestinationExpectation) {
+        let Some(labels) = &declared.subset_labels else {
+            return;
+        };
+        let matches = labels.iter().all(|(key, value)| pod.labels.get(key) == Some(value));
+        if matches || self.findings.len() >= MAX_FINDINGS {
+            return;
+        }
+        let subset = declared.subset.as_deref().unwrap_or("-");
+        let id = format!("{}#{subset}", pod.key());
+        self.findings.entry(id).or_insert_with(|| Finding {
+            code: "MD2001".to_owned(),
+            severity: "warning".to_owned(),
+            resource: format!("Pod {}", pod.key()),
+            message: format!(
+                "connections named subset {subset} of {} in their SNI reached this pod, whose labels do not match the subset's ({})",
+                declared.host,
+                labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+            ),
+        });
+    }
+}
+
+enum Chosen<'a> {
+    Declared(&'a DestinationExpectation),
+    Unexpected(String),
+}
+
+/// The declared destination a flow belongs to: the SNI subset when there is one,
+/// else the first declared destination whose endpoints include the server.
+fn choose_destination(expectation: &Expectation, server: SocketAddr, sni_subset: Option<Option<String>>) -> Chosen<'_> {
+    let destinations = &expectation.destinations;
+    match sni_subset {
+        Some(subset) => destinations
+            .iter()
+            .find(|declared| declared.subset == subset)
+            .map_or_else(
+                || {
+                    Chosen::Unexpected(format!(
+                        "the client proxy chose subset {}, which the route does not send this client to",
+                        subset.as_deref().unwrap_or("(none)")
+                    ))
+                },
+                Chosen::Declared,
+            ),
+        None => destinations
+            .iter()
+            .find(|declared| declared.endpoints.iter().any(|endpoint| endpoint.ip == server.ip()))
+            .map_or_else(
+                || {
+                    Chosen::Unexpected(format!(
+                        "{} is not an endpoint of any destination the route declares",
+                        server.ip()
+                    ))
+                },
+                Chosen::Declared,
+            ),
+    }
+}
+
+/// What the policy expects on the wire toward this server.
+fn expected_transport(declared: &DestinationExpectation, server: SocketAddr) -> Option<ExpectedTransport> {
+    let per_endpoint = declared
+        .endpoints
+        .iter()
+        .find(|endpoint| endpoint.ip == server.ip())
+        .map(|endpoint| match endpoint.expect {
+            PolicyTransport::Mtls => ExpectedTransport::Mtls,
+            PolicyTransport::Plaintext => ExpectedTransport::Plaintext,
+            PolicyTransport::Tls => ExpectedTransport::Tls,
+        });
+    per_endpoint.or(match declared.tls.mode {
+        ExpectedTls::IstioMutual => Some(ExpectedTransport::Mtls),
+        ExpectedTls::Disable => Some(ExpectedTransport::Plaintext),
+        ExpectedTls::Simple | ExpectedTls::Mutual => Some(ExpectedTransport::Tls),
+        ExpectedTls::Auto => None,
+    })
+}
+
+fn declared_split(expectation: &Expectation) -> DeclaredSplit {
+    DeclaredSplit {
+        unit: match expectation.unit {
+            SplitUnit::Request => Unit::Request,
+            SplitUnit::Connection => Unit::Connection,
+        },
+        determinable: expectation.determinable,
+        reason: expectation.reason.clone(),
+        subsets: expectation
+            .destinations
+            .iter()
+            .map(|declared| DeclaredSubset {
+                subset: declared.subset.clone(),
+                weight: declared.weight,
+            })
+            .collect(),
+    }
+}

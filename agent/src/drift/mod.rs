@@ -1,0 +1,60 @@
+//! The drift engine: tallies attributed traffic in time buckets over a sliding
+//! window, segmented by policy generation, and decides with a goodness-of-fit test
+//! plus a practical tolerance whether the observed split and transport differ from
+//! what the mesh declares.
+//!
+//! The module is pure: observations and declared splits in, a read-only
+//! [`DriftSnapshot`] out. It imports nothing of `probe`, `inventory`, `policy`,
+//! `http` or `export`, and never panics on its input.
+//!
+//! # Statistics, and why they are set as they are
+//!
+//! * **Test.** Pearson's chi-square goodness-of-fit test of the counts of the
+//!   subsets with a positive declared weight against those weights (`k − 1` degrees
+//!   of freedom, p-value from `statrs`'s survival function so tiny p-values keep
+//!   their precision). Pearson rather than G because its tail is the better
+//!   approximation of the exact multinomial at the small counts a quiet client
+//!   produces. Subsets with weight 0 are left out of the test (their expected
+//!   count is 0, which would divide by zero) and judged on their own: any traffic
+//!   to them is drift at once.
+//! * **Both gates.** Drift is flagged only when `p < alpha` **and** some tested
+//!   subset's observed share differs from its declared weight by more than
+//!   `tolerance` (absolute). The test alone flags harmless 1-point differences on
+//!   busy services; the tolerance alone flags noise on quiet ones.
+//! * **Intervals.** Wilson score intervals with `z = Φ⁻¹(1 − alpha/2)` (3.29 at the
+//!   default alpha). For a two-subset split the chi-square statistic is the square
+//!   of the score statistic, so the whiskers exclude the declared weight exactly
+//!   when the test rejects: what the page shows is what the alert decides.
+//! * **Minimum sample.** The test runs only with at least `min_samples` (default
+//!   100) counted units among tested subsets **and** an expected count of at least
+//!   [`MIN_EXPECTED_COUNT`] in every tested subset (Cochran's rule). Below 100 a
+//!   5-point tolerance is less than one standard error, a 10-point drift is found
+//!   less than 5 % of the time, and the chi-square tail at `alpha = 0.001` is too
+//!   rough to trust.
+//! * **Size.** Computed exactly by enumeration (see the tests in `stats`): the
+//!   false-alarm rate per window is at most about `alpha` for balanced splits and
+//!   up to about 3·`alpha` for very skewed ones (95/5) at 100–200 samples, where the
+//!   chi-square tail is heavier than the binomial's; above a few hundred samples
+//!   the tolerance gate drives it towards zero. A verdict is re-evaluated at every
+//!   snapshot over overlapping windows, so alert rules should require it to hold
+//!   for a while (`for:`), not fire on one evaluation.
+//! * **Power.** [`required_samples`] computes the exact power of this decision
+//!   rule; a 10-point drift from 50/50 (60/40) is found with ≥ 95 % power from
+//!   [`SAMPLES_FOR_10_POINT_DRIFT`] samples per window at the defaults.
+
+mod config;
+mod engine;
+mod split;
+mod stats;
+mod transport;
+mod window;
+
+pub use config::{DriftConfig, DriftConfigError};
+pub use engine::{DriftEngine, DriftSnapshot, Tally};
+pub use stats::{
+    MIN_EXPECTED_COUNT, SAMPLES_FOR_10_POINT_DRIFT, chi_square_gof, detection_power,
+    required_samples, wilson_interval, z_for_alpha,
+};
+
+#[cfg(test)]
+mod tests;

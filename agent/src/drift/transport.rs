@@ -1,0 +1,178 @@
+//! Transport verdicts: what the policy expects on the wire for an endpoint
+//! against what the first client bytes showed, counted per connection.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::observation::{ExpectedTransport, SplitKey, Workload};
+use crate::report::TransportVerdict;
+use crate::wire::Transport;
+
+use super::window::{Cell, Counts, Target};
+
+/// How one observed transport compares with the expected one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Expected,
+    /// Plaintext where mTLS is expected.
+    Violation,
+    /// Any other difference (TLS where plaintext is expected, non-Istio TLS where
+    /// mTLS is expected, plaintext or mTLS where originated TLS is expected).
+    Mismatch,
+    /// Nothing to judge: no payload yet, or no expectation.
+    Neutral,
+}
+
+pub(crate) fn judge(expected: Option<ExpectedTransport>, observed: Transport) -> Outcome {
+    let Some(expected) = expected else {
+        return Outcome::Neutral;
+    };
+    let plaintext = matches!(observed, Transport::Http | Transport::Http2 | Transport::Other);
+    match (expected, observed) {
+        (_, Transport::None) => Outcome::Neutral,
+        (ExpectedTransport::Mtls, Transport::IstioMtls) => Outcome::Expected,
+        (ExpectedTransport::Mtls, _) if plaintext => Outcome::Violation,
+        (ExpectedTransport::Plaintext, _) if plaintext => Outcome::Expected,
+        (ExpectedTransport::Tls, Transport::Tls) => Outcome::Expected,
+        _ => Outcome::Mismatch,
+    }
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    /// Connections by observed transport.
+    observed: BTreeMap<String, u64>,
+    violations: u64,
+    mismatches: u64,
+    violating_traffic: bool,
+    mismatching_traffic: bool,
+}
+
+impl Group {
+    fn add(&mut self, cell: &Cell, counts: &Counts) {
+        *self
+            .observed
+            .entry(cell.transport.as_str().to_owned())
+            .or_default() += counts.connections;
+        // Connections are counted once, when the flow's account opens; later
+        // increments (connections == 0) still show the transport in use within the
+        // window, so a pooled plaintext connection opened before the window keeps
+        // its verdict flagged even though it adds nothing to the counts.
+        match judge(cell.expected, cell.transport) {
+            Outcome::Violation => {
+                self.violations += counts.connections;
+                self.violating_traffic = true;
+            }
+            Outcome::Mismatch => {
+                self.mismatches += counts.connections;
+                self.mismatching_traffic = true;
+            }
+            Outcome::Expected | Outcome::Neutral => {}
+        }
+    }
+}
+
+type GroupKey = (Workload, String, Option<String>, Option<ExpectedTransport>);
+
+/// Transport verdicts being assembled, one per source workload, host, subset and
+/// expected transport (the policy expects per endpoint, so one subset may hold
+/// endpoints with and without sidecars). Ports are summed.
+#[derive(Debug, Default)]
+pub(crate) struct TransportGroups(BTreeMap<GroupKey, Group>);
+
+impl TransportGroups {
+    /// Adds one key's window totals. Unexpected destinations are grouped under
+    /// subset `None`: traffic to the host outside its declared subsets, where a
+    /// plaintext flow is no less a violation.
+    pub fn add(&mut self, key: &SplitKey, totals: &HashMap<Cell, Counts>) {
+        for (cell, counts) in totals {
+            if counts.is_zero() {
+                continue;
+            }
+            let subset = match &cell.target {
+                Target::Subset(subset) => subset.clone(),
+                Target::Unexpected { .. } => None,
+            };
+            self.0
+                .entry((key.source.clone(), key.host.clone(), subset, cell.expected))
+                .or_default()
+                .add(cell, counts);
+        }
+    }
+
+    pub fn into_verdicts(self) -> Vec<TransportVerdict> {
+        self.0
+            .into_iter()
+            .map(|((source, host, subset, expected), group)| TransportVerdict {
+                source,
+                host,
+                subset,
+                expected,
+                observed: group.observed,
+                violation: group.violating_traffic,
+                mismatch: group.mismatching_traffic,
+                violations: group.violations,
+                mismatches: group.mismatches,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_where_mtls_is_expected_is_a_violation() {
+        for observed in [Transport::Http, Transport::Http2, Transport::Other] {
+            assert_eq!(judge(Some(ExpectedTransport::Mtls), observed), Outcome::Violation);
+        }
+        assert_eq!(
+            judge(Some(ExpectedTransport::Mtls), Transport::IstioMtls),
+            Outcome::Expected
+        );
+        assert_eq!(
+            judge(Some(ExpectedTransport::Mtls), Transport::Tls),
+            Outcome::Mismatch
+        );
+    }
+
+    #[test]
+    fn tls_where_plaintext_is_expected_is_a_mismatch() {
+        for observed in [Transport::IstioMtls, Transport::Tls] {
+            assert_eq!(
+                judge(Some(ExpectedTransport::Plaintext), observed),
+                Outcome::Mismatch
+            );
+        }
+        for observed in [Transport::Http, Transport::Http2, Transport::Other] {
+            assert_eq!(
+                judge(Some(ExpectedTransport::Plaintext), observed),
+                Outcome::Expected
+            );
+        }
+    }
+
+    #[test]
+    fn no_payload_and_no_expectation_are_neither() {
+        for expected in [
+            Some(ExpectedTransport::Mtls),
+            Some(ExpectedTransport::Plaintext),
+            Some(ExpectedTransport::Tls),
+            None,
+        ] {
+            assert_eq!(judge(expected, Transport::None), Outcome::Neutral);
+        }
+        for observed in Transport::ALL {
+            assert_eq!(judge(None, observed), Outcome::Neutral);
+        }
+    }
+
+    #[test]
+    fn originated_tls_expects_non_istio_tls() {
+        assert_eq!(judge(Some(ExpectedTransport::Tls), Transport::Tls), Outcome::Expected);
+        assert_eq!(
+            judge(Some(ExpectedTransport::Tls), Transport::Http),
+            Outcome::Mismatch
+        );
+    }
+}

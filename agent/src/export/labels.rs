@@ -1,0 +1,99 @@
+//! Label sets of the metric families. Each field is a label; none of them can take
+//! a per-pod or per-connection value.
+
+use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::observation::{Observation, Workload};
+
+/// Traffic from one source workload to one subset of a host, over one transport.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct TrafficLabels {
+    pub source_namespace: String,
+    pub source_workload: String,
+    pub destination_host: String,
+    pub destination_port: u16,
+    /// Empty when the host has no subsets or the flow reached an unexpected destination.
+    pub destination_subset: String,
+    pub transport: &'static str,
+}
+
+/// One split under test: a source workload, host and Service port.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct SplitLabels {
+    pub source_namespace: String,
+    pub source_workload: String,
+    pub destination_host: String,
+    pub destination_port: u16,
+}
+
+/// One subset of a split.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct SubsetLabels {
+    pub source_namespace: String,
+    pub source_workload: String,
+    pub destination_host: String,
+    pub destination_port: u16,
+    pub destination_subset: String,
+}
+
+/// Expected against observed transport for one source workload, host and subset.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct TransportLabels {
+    pub source_namespace: String,
+    pub source_workload: String,
+    pub destination_host: String,
+    pub destination_subset: String,
+    pub expected: &'static str,
+    pub observed: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct FindingLabels {
+    pub code: String,
+    pub severity: String,
+}
+
+/// A single free-form dimension of agent health (`kind`, `version`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct VersionLabels {
+    pub version: String,
+}
+
+impl SplitLabels {
+    pub fn new(source: &Workload, host: &str, port: u16) -> Self {
+        SplitLabels {
+            source_namespace: source.namespace.clone(),
+            source_workload: source.name.clone(),
+            destination_host: host.to_owned(),
+            destination_port: port,
+        }
+    }
+
+    pub fn with_subset(&self, subset: Option<&str>) -> SubsetLabels {
+        SubsetLabels {
+            source_namespace: self.source_namespace.clone(),
+            source_workload: self.source_workload.clone(),
+            destination_host: self.destination_host.clone(),
+            destination_port: self.destination_port,
+            destination_subset: subset.unwrap_or_default().to_owned(),
+        }
+    }
+}
+
+impl TrafficLabels {
+    pub fn of(observation: &Observation, subset: Option<&str>) -> Self {
+        TrafficLabels {
+            source_namespace: observation.key.source.namespace.clone(),
+            source_workload: observation.key.source.name.clone(),
+            destination_host: observation.key.host.clone(),
+            destination_port: observation.key.port,
+            destination_subset: subset.unwrap_or_default().to_owned(),
+            transport: observation.transport.as_str(),
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The agent's metric registry: names, help texts, and how observations and
+//! reports turn into samples.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prometheus_client::encoding::text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use super::cumulative::CumulativeCounters;
+use super::gauges::{FloatGauge, ReplacedGauges};
+use super::labels::{
+    FindingLabels, KindLabels, SplitLabels, SubsetLabels, TrafficLabels, TransportLabels, VersionLabels,
+};
+use super::transport::TransportCheck;
+use crate::observation::{Destination, Observation};
+use crate::report::Report;
+
+/// Content type of [`Metrics::encode`].
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of [`Metrics::encode_prometheus_text`].
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// All meshdrift metrics. Cheap to share behind an `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<TrafficLabels, Counter>,
+    connections: Family<TrafficLabels, Counter>,
+    bytes: Family<TrafficLabels, Counter>,
+    unexpected: Family<SplitLabels, Counter>,
+    tls_violations: Family<TransportLabels, Counter>,
+    tls_mismatches: Family<TransportLabels, Counter>,
+    declared: ReplacedGauges<SubsetLabels>,
+    observed: ReplacedGauges<SubsetLabels>,
+    drift_ratio: ReplacedGauges<SubsetLabels>,
+    p_value: ReplacedGauges<SplitLabels>,
+    drift_detected: ReplacedGauges<SplitLabels>,
+    samples: ReplacedGauges<SplitLabels>,
+    findings: ReplacedGauges<FindingLabels>,
+    flows_tracked: ReplacedGauges<NoLabels>,
+    inventory: ReplacedGauges<KindLabels>,
+    lost_events: Arc<CumulativeCounters>,
+    excluded_flows: Arc<CumulativeCounters>,
+}
+
+type NoLabels = [(&'static str, &'static str); 0];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let metrics = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            connections: Family::default(),
+            bytes: Family::default(),
+            unexpected: Family::default(),
+            tls_violations: Family::default(),
+            tls_mismatches: Family::default(),
+            declared: ReplacedGauges::new(),
+            observed: ReplacedGauges::new(),
+            drift_ratio: ReplacedGauges::new(),
+            p_value: ReplacedGauges::new(),
+            drift_detected: ReplacedGauges::new(),
+            samples: ReplacedGauges::new(),
+            findings: ReplacedGauges::new(),
+            flows_tracked: ReplacedGauges::new(),
+            inventory: ReplacedGauges::new(),
+            lost_events: Arc::new(CumulativeCounters::new(
+                "meshdrift_lost_events",
+                "Kernel events lost since the agent started, by reason (ring buffer full, flow map \
+                 full, ...). Any increase means the split and transport counts are incomplete.",
+                "reason",
+            )),
+            excluded_flows: Arc::new(CumulativeCounters::new(
+                "meshdrift_excluded_flows",
+                "Flows left out of split accounting since the agent started, by reason \
+                 (mesh-internal port, node-local host traffic, unattributed source, ...).",
+                "reason",
+            )),
+        };
+        metrics.register()
+    }
+
+    /// Names and help texts live here, in one place. Counter names omit `_total`:
+    /// the OpenMetrics encoder appends it to the samples.
+    fn register(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "meshdrift_requests",
+            "Requests (request/response exchanges) from a source workload to a destination \
+             host, port and subset, by the transport seen on the wire; the unit of http routes",
+            self.requests.clone(),
+        );
+        r.register(
+            "meshdrift_connections",
+            "TCP connections opened from a source workload to a destination host, port and \
+             subset, by the transport seen on the wire; the unit of tcp and tls routes",
+            self.connections.clone(),
+        );
+        r.register(
+            "meshdrift_bytes",
+            "Bytes in both directions from a source workload to a destination host, port and \
+             subset, by transport",
+            self.bytes.clone(),
+        );
+        r.register(
+            "meshdrift_unexpected_destination",
+            "Connections from a source workload to a pod that its declared routes for the host \
+             and port do not send it to (see GET /report for the pods)",
+            self.unexpected.clone(),
+        );
+        r.register(
+            "meshdrift_tls_violations",
+            "Connections sent in plaintext (observed http, http2 or other) where the policy \
+             expects Istio mutual TLS, by source workload, host, subset, expected and observed \
+             transport",
+            self.tls_violations.clone(),
+        );
+        r.register(
+            "meshdrift_tls_mismatches",
+            "Connections whose transport differs from the policy without being a plaintext \
+             violation: TLS where plaintext (DISABLE) is expected, non-Istio TLS where mTLS is \
+             expected, or the reverse for originated TLS (SIMPLE, MUTUAL)",
+            self.tls_mismatches.clone(),
+        );
+        r.register(
+            "meshdrift_declared_weight_ratio",
+            "Share of the split (0 to 1) the VirtualService route weights declare for the subset",
+            self.declared.family(),
+        );
+        r.register(
+            "meshdrift_observed_ratio",
+            "Share of the split (0 to 1) the subset received in the agent's window, in the \
+             route's unit (requests for http routes, connections for tcp and tls routes)",
+            self.observed.family(),
+        );
+        r.register(
+            "meshdrift_split_drift_ratio",
+            "Observed minus declared share for the subset (-1 to 1); positive means the subset \
+             gets more than declared",
+            self.drift_ratio.family(),
+        );
+        r.register(
+            "meshdrift_split_p_value",
+            "Goodness-of-fit p-value of the observed counts against the declared weights; absent \
+             while the split is not tested (too few samples, a single subset)",
+            self.p_value.family(),
+        );
+        r.register(
+            "meshdrift_split_drift_detected",
+            "1 when the split drifts from its declared weights (statistically significant and \
+             beyond the tolerance, or a zero-weight subset receiving traffic), else 0",
+            self.drift_detected.family(),
+        );
+        r.register(
+            "meshdrift_split_samples",
+            "Observations (requests or connections) the split verdict is based on: the current \
+             window and policy generation",
+            self.samples.family(),
+        );
+        r.register(
+            "meshdrift_config_findings",
+            "Static findings on the mesh configuration, by finding code and severity",
+            self.findings.family(),
+        );
+        r.register(
+            "meshdrift_flows_tracked",
+            "TCP flows the agent currently tracks",
+            self.flows_tracked.family(),
+        );
+        r.register(
+            "meshdrift_inventory_objects",
+            "Objects in the agent's inventory by kind (Pod, Service, VirtualService, ...)",
+            self.inventory.family(),
+        );
+        // A gauge fixed at 1, the usual *_info idiom; kept a gauge rather than an
+        // OpenMetrics info so that Prometheus text parsers understand it too.
+        let build: Family<VersionLabels, FloatGauge> = Family::default();
+        let version = VersionLabels {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        build.get_or_create(&version).set(1.0);
+        r.register(
+            "meshdrift_build_info",
+            "Always 1; the version label carries the meshdrift version",
+            build,
+        );
+        r.register_collector(Box::new(self.lost_events.clone()));
+        r.register_collector(Box::new(self.excluded_flows.clone()));
+        self
+    }
+
+    /// Counts one attributed increment of traffic.
+    ///
+    /// Traffic to an unexpected destination is counted in the traffic counters with
+    /// an empty subset (so totals stay complete) and also in
+    /// `meshdrift_unexpected_destination_total`. Transport violations and mismatches
+    /// are counted per connection, when the observation opens the flow's account.
+    pub fn record(&self, observation: &Observation) {
+        let subset = match &observation.destination {
+            Destination::Subset { subset } => subset.as_deref(),
+            Destination::Unexpected { .. } => None,
+        };
+        let labels = TrafficLabels::of(observation, subset);
+        self.requests.get_or_create(&labels).inc_by(observation.requests);
+        self.connections.get_or_create(&labels).inc_by(observation.connections);
+        self.bytes.get_or_create(&labels).inc_by(observation.bytes);
+
+        if matches!(observation.destination, Destination::Unexpected { .. }) {
+            let key = &observation.key;
+            self.unexpected
+                .get_or_create(&SplitLabels::new(&key.source, &key.host, key.port))
+                .inc_by(observation.connections);
+        }
+
+        let Some(expected) = observation.expected_transport else {
+            return;
+        };
+        if observation.connections == 0 {
+            return;
+        }
+        let family = match TransportCheck::of(expected, observation.transport) {
+            TransportCheck::Ok => return,
+            TransportCheck::Violation => &self.tls_violations,
+            TransportCheck::Mismatch => &self.tls_mismatches,
+        };
+        let labels = TransportLabels {
+            source_namespace: labels.source_namespace,
+            source_workload: labels.source_workload,
+            destination_host: labels.destination_host,
+            destination_subset: labels.destination_subset,
+            expected: expected.as_str(),
+            observed: observation.transport.as_str(),
+        };
+        family.get_or_create(&labels).inc_by(observation.connections);
+    }
+
+    /// Refreshes every verdict and health series from a report. Series for splits,
+    /// subsets, findings and inventory kinds absent from `report` are removed.
+    pub fn update(&self, report: &Report) {
+        let mut declared = Vec::new();
+        let mut observed = Vec::new();
+        let mut drift_ratio = Vec::new();
+        let mut p_value = Vec::new();
+        let mut detected = Vec::new();
+        let mut samples = Vec::new();
+        for split in &report.splits {
+            let labels = SplitLabels::new(&split.source, &split.host, split.port);
+            for share in &split.subsets {
+                let subset = labels.with_subset(share.subset.as_deref());
+                declared.push((subset.clone(), share.declared));
+                observed.push((subset.clone(), share.observed));
+                drift_ratio.push((subset, share.observed - share.declared));
+            }
+            if let Some(p) = split.p_value {
+                p_value.push((labels.clone(), p));
+            }
+            detected.push((labels.clone(), if split.drift { 1.0 } else { 0.0 }));
+            samples.push((labels, split.samples as f64));
+        }
+        self.declared.replace(declared);
+        self.observed.replace(observed);
+        self.drift_ratio.replace(drift_ratio);
+        self.p_value.replace(p_value);
+        self.drift_detected.replace(detected);
+        self.samples.replace(samples);
+
+        let mut findings: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for finding in &report.findings {
+            *findings.entry((&finding.code, &finding.severity)).or_default() += 1;
+        }
+        self.findings.replace(findings.into_iter().map(|((code, severity), n)| {
+            let labels = FindingLabels {
+                code: code.to_owned(),
+                severity: severity.to_owned(),
+            };
+            (labels, n as f64)
+        }));
+
+        let agent = &report.agent;
+        self.flows_tracked.replace([([], agent.flows_tracked as f64)]);
+        self.inventory.replace(
+            agent
+                .inventory
+                .iter()
+                .map(|(kind, n)| (KindLabels { kind: kind.clone() }, *n as f64)),
+        );
+        self.lost_events.set(&agent.lost_events);
+        self.excluded_flows.set(&agent.excluded_flows);
+    }
+
+    /// The OpenMetrics text exposition (what Prometheus asks for when it scrapes).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(err) = text::encode(&mut out, &self.registry) {
+            // Only a collector can fail, and ours write to a String: log rather than
+            // serve nothing.
+            tracing::error!(%err, "encoding metrics failed; the exposition is incomplete");
+        }
+        out
+    }
+
+    /// The Prometheus text format 0.0.4, for clients that do not speak OpenMetrics
+    /// (`promtool check metrics`, plain `curl`).
+    pub fn encode_prometheus_text(&self) -> String {
+        super::text::openmetrics_to_prometheus(&self.encode())
+    }
+}

@@ -1,0 +1,15 @@
+//! Prometheus metrics: what the agent observed (counters fed per observation) and
+//! what it concluded (gauges refreshed from each published [`Report`](crate::report::Report)).
+//!
+//! Every label set is bounded by workloads × hosts × subsets × transports: never
+//! pods, never client-chosen ports, so the series count does not grow with traffic.
+
+mod cumulative;
+mod gauges;
+mod labels;
+mod metrics;
+pub mod text;
+pub mod transport;
+
+pub use metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
+pub use transport::TransportCheck;

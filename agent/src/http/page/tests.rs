@@ -1,0 +1,140 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::observation::{ExpectedTransport, Unit, Workload};
+use crate::report::SubsetShare;
+
+fn workload(name: &str) -> Workload {
+    Workload {
+        namespace: "default".into(),
+        name: name.into(),
+    }
+}
+
+fn report() -> Report {
+    Report {
+        generated_at: "2026-11-24T06:00:00Z".into(),
+        node: "node-a".into(),
+        window_seconds: 600,
+        splits: vec![SplitVerdict {
+            source: workload("loadgen"),
+            host: "frontend.default.svc.cluster.local".into(),
+            port: 80,
+            unit: Unit::Request,
+            samples: 1000,
+            p_value: Some(1e-40),
+            drift: true,
+            reason: "v2 gets 20.0% of requests, declared 50.0%".into(),
+            subsets: vec![
+                SubsetShare {
+                    subset: Some("v1".into()),
+                    declared: 0.5,
+                    observed: 0.8,
+                    count: 800,
+                    ci_low: 0.77,
+                    ci_high: 0.83,
+                },
+                SubsetShare {
+                    subset: Some("v2".into()),
+                    declared: 0.5,
+                    observed: 0.2,
+                    count: 200,
+                    ci_low: 0.17,
+                    ci_high: 0.23,
+                },
+            ],
+        }],
+        transport: vec![TransportVerdict {
+            source: workload("curl"),
+            host: "frontend.default.svc.cluster.local".into(),
+            subset: Some("v2".into()),
+            expected: Some(ExpectedTransport::Mtls),
+            observed: BTreeMap::from([("http".to_owned(), 12), ("istio_mtls".to_owned(), 3)]),
+            violation: true,
+            mismatch: false,
+            violations: 12,
+            mismatches: 0,
+        }],
+        unexpected: vec![],
+        findings: vec![],
+        agent: AgentHealth::default(),
+    }
+}
+
+#[test]
+fn drifting_split_shows_badge_reason_and_shares() {
+    let html = render(&report());
+    assert!(html.contains(r#"<span class="badge drift">DRIFT</span>"#), "{html}");
+    assert!(html.contains("v2 gets 20.0% of requests, declared 50.0%"));
+    assert!(html.contains("80.0%") && html.contains("20.0%") && html.contains("50.0%"));
+    assert!(html.contains("+30.0 pp") && html.contains("-30.0 pp"));
+    assert!(html.contains("1.0e-40"), "p-value");
+    assert!(html.contains(r#"<tr class="off"><td class="subset">v1</td>"#), "v1 is off its weight");
+}
+
+#[test]
+fn plaintext_under_mtls_is_highlighted_as_a_violation() {
+    let html = render(&report());
+    assert!(html.contains(r#"<td class="num cell-violation">12</td>"#), "{html}");
+    assert!(html.contains(r#"<td class="num cell-ok">3</td>"#), "{html}");
+    assert!(html.contains("VIOLATION"));
+}
+
+#[test]
+fn untested_and_passing_splits_are_labelled_differently() {
+    let mut r = report();
+    r.splits[0].drift = false;
+    assert!(render(&r).contains(r#"<span class="badge ok">OK</span>"#));
+    r.splits[0].p_value = None;
+    assert!(render(&r).contains(r#"<span class="badge untested">NOT TESTED</span>"#));
+}
+
+#[test]
+fn names_from_user_yaml_are_escaped_everywhere() {
+    let evil = "<img src=x onerror=alert(1)>";
+    let mut r = report();
+    r.node = evil.into();
+    r.splits[0].host = evil.into();
+    r.splits[0].reason = evil.into();
+    r.splits[0].subsets[0].subset = Some(evil.into());
+    r.transport[0].source.name = evil.into();
+    r.findings.push(Finding {
+        code: evil.into(),
+        severity: "error".into(),
+        resource: evil.into(),
+        message: evil.into(),
+    });
+    r.unexpected.push(UnexpectedDestination {
+        source: workload(evil),
+        host: evil.into(),
+        port: 80,
+        destination: evil.into(),
+        reason: evil.into(),
+        connections: 1,
+        requests: 0,
+    });
+    r.agent.inventory.insert(evil.into(), 1);
+    let html = render(&r);
+    assert!(!html.contains("<img"), "unescaped markup in page");
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+}
+
+#[test]
+fn page_is_self_contained() {
+    let html = render(&report());
+    for external in ["<script", "<link", "src=\"http", "@import", "url("] {
+        assert!(!html.contains(external), "page references {external}");
+    }
+}
+
+#[test]
+fn empty_report_explains_each_empty_section() {
+    let mut r = report();
+    r.splits.clear();
+    r.transport.clear();
+    let html = render(&r);
+    assert!(html.contains("No split observed in this window yet."));
+    assert!(html.contains("No connection with a known expectation in this window."));
+    assert!(html.contains("Every observed flow reached a destination its routes declare."));
+    assert!(html.contains("No finding on the mesh configuration."));
+}

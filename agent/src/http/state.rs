@@ -1,0 +1,68 @@
+//! What the handlers read: the latest report, the metrics and readiness. The
+//! drift engine writes through a [`ReportPublisher`]; handlers only read.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::watch;
+
+use crate::export::Metrics;
+use crate::report::Report;
+
+/// Shared state of the HTTP handlers. Cloning is cheap (reference counts).
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The latest published report; a watch channel so a reader never blocks the writer.
+    pub report: watch::Receiver<Arc<Report>>,
+    pub metrics: Arc<Metrics>,
+    /// Set by `cli` once the inventory is loaded and the probe attached.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// State serving `initial` until the returned publisher publishes another report.
+    /// Readiness starts false.
+    pub fn new(initial: Report, metrics: Arc<Metrics>) -> (AppState, ReportPublisher) {
+        metrics.update(&initial);
+        let (sender, report) = watch::channel(Arc::new(initial));
+        let state = AppState {
+            report,
+            metrics: metrics.clone(),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        (state, ReportPublisher { sender, metrics })
+    }
+
+    /// The latest report, without holding the channel's lock while rendering it.
+    pub fn latest(&self) -> Arc<Report> {
+        self.report.borrow().clone()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+}
+
+/// The writing side: publishes a report to the handlers and refreshes the gauges
+/// from it in the same step, so `/metrics` and `/report` tell the same story.
+#[derive(Debug)]
+pub struct ReportPublisher {
+    sender: watch::Sender<Arc<Report>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ReportPublisher {
+    pub fn publish(&self, report: Report) {
+        self.metrics.update(&report);
+        self.sender.send_replace(Arc::new(report));
+    }
+
+    /// Another reader of the published reports (for a second server, or tests).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Report>> {
+        self.sender.subscribe()
+    }
+}

@@ -1,0 +1,127 @@
+//! What attribution hands to the drift engine and the metrics: one attributed
+//! increment of traffic, and the declared split it is compared with. Plain data,
+//! shared by `drift`, `export` and the attribution code in `cli`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::Transport;
+
+/// A workload: the owner of the client pods (Deployment, StatefulSet, ...), or the
+/// `app` label when the pods have no owner. Metrics never go below this level.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Workload {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One split under test: a client workload talking to a host on a Service port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SplitKey {
+    pub source: Workload,
+    /// Destination host, an FQDN (`frontend.default.svc.cluster.local`).
+    pub host: String,
+    /// The Service port the client addressed.
+    pub port: u16,
+}
+
+/// What an http route splits (per request) or a tcp/tls route splits (per connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Request,
+    Connection,
+}
+
+/// The declared split for a key, from the policy engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeclaredSplit {
+    pub unit: Unit,
+    /// False when an L7 match decides the route: the split is then not compared.
+    pub determinable: bool,
+    /// Why the split is not determinable.
+    pub reason: Option<String>,
+    /// Subsets with their weights as fractions (sum 1 when determinable). `None`
+    /// is the whole host without a subset.
+    pub subsets: Vec<DeclaredSubset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeclaredSubset {
+    pub subset: Option<String>,
+    pub weight: f64,
+}
+
+impl DeclaredSplit {
+    /// A stable fingerprint: the window restarts when it changes (a canary step).
+    pub fn generation_key(&self) -> String {
+        let mut parts: Vec<String> = self
+            .subsets
+            .iter()
+            .map(|s| format!("{}={:.6}", s.subset.as_deref().unwrap_or("-"), s.weight))
+            .collect();
+        parts.sort();
+        format!("{:?}|{}|{}", self.unit, self.determinable, parts.join(","))
+    }
+}
+
+/// The transport the policy expects on the wire for one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectedTransport {
+    /// Istio mutual TLS (ISTIO_MUTUAL, or auto mTLS to a sidecar).
+    Mtls,
+    /// Plaintext (DISABLE, or auto mTLS to a pod without sidecar).
+    Plaintext,
+    /// Originated TLS that is not Istio's (SIMPLE, MUTUAL).
+    Tls,
+}
+
+impl ExpectedTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpectedTransport::Mtls => "mtls",
+            ExpectedTransport::Plaintext => "plaintext",
+            ExpectedTransport::Tls => "tls",
+        }
+    }
+}
+
+/// Where an attributed flow went, relative to the declared split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Destination {
+    /// A subset of the declared split (`None`: the host has no subsets).
+    Subset { subset: Option<String> },
+    /// A destination the declared policy does not send this client to.
+    Unexpected {
+        /// `namespace/pod`, or the IP when the pod is unknown.
+        destination: String,
+        reason: String,
+    },
+}
+
+/// One attributed increment of traffic: a closed flow, or the growth of a
+/// long-lived flow since its last update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub key: SplitKey,
+    pub destination: Destination,
+    /// What the first client bytes were.
+    pub transport: Transport,
+    /// What the policy expects for the endpoint the flow reached, when known.
+    pub expected_transport: Option<ExpectedTransport>,
+    /// New requests (exchanges) in this increment.
+    pub requests: u64,
+    /// 1 when this increment opens the flow's account (first update or close), else 0.
+    pub connections: u64,
+    /// New bytes, both directions.
+    pub bytes: u64,
+    /// Seconds since the agent started (monotonic), when it was observed.
+    pub at_seconds: f64,
+}
