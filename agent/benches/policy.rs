@@ -152,7 +152,11 @@ fn synthetic_mesh() -> Objects {
         let s = p % services;
         let ns = format!("ns-{}", s / SERVICES_PER_NAMESPACE);
         let app = format!("svc-{s}");
-        let version = if (p / services).is_multiple_of(4) { "v2" } else { "v1" };
+        let version = if (p / services).is_multiple_of(4) {
+            "v2"
+        } else {
+            "v1"
+        };
         let ip = format!("10.{}.{}.{}", 64 + p / 65_536, (p / 256) % 256, p % 256);
         objects.pods.push(Pod {
             metadata: meta(

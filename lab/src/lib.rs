@@ -66,6 +66,8 @@ pub mod certs;
 pub mod haproxy;
 pub mod load;
 pub mod nginx;
+pub mod prometheus;
+pub mod scenario;
 
 pub use agent::{AgentOutput, AgentProcess, meshdrift_bin};
 pub use certs::{CertAuthority, Identity};

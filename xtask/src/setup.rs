@@ -6,7 +6,8 @@ use anyhow::{Context as _, bail};
 
 use crate::cmd;
 
-/// Debian packages: LLVM 22 for bpf-linker, and the lab's real software.
+/// Debian packages: LLVM 22 for bpf-linker, the lab's real software, Prometheus
+/// (server and promtool) and Chromium for the report page's browser test.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -18,6 +19,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "openssl",
     "prometheus",
+    "chromium",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -65,8 +65,8 @@ impl Exclusion {
 pub enum Attribution {
     /// Counted against the declared split.
     Counted {
-        observation: Observation,
-        declared: DeclaredSplit,
+        observation: Box<Observation>,
+        declared: Arc<DeclaredSplit>,
     },
     /// Left out of split accounting; `first` is true the first time this flow is seen.
     Excluded { reason: Exclusion, first: bool },
@@ -76,9 +76,16 @@ pub enum Attribution {
 
 type ExpectationKey = (String, String, u16);
 
+/// A policy answer and the split it declares, computed once per client pod, host and port.
+#[derive(Clone)]
+struct Answer {
+    expectation: Arc<Expectation>,
+    declared: Arc<DeclaredSplit>,
+}
+
 pub struct Attributor {
     mesh: Arc<Mesh>,
-    expectations: HashMap<ExpectationKey, Option<Arc<Expectation>>>,
+    expectations: HashMap<ExpectationKey, Option<Answer>>,
     deltas: FlowDeltas,
     findings: HashMap<String, Finding>,
 }
@@ -155,21 +162,21 @@ impl Attributor {
                 }
             }
         };
-        let Some(expectation) = self.expectation(client, &host, port) else {
+        let Some(Answer { expectation, declared }) = self.expectation(client, &host, port) else {
             return excluded(Exclusion::NoExpectation);
         };
         let destination_pod = server_pod.map_or_else(|| server.ip().to_string(), PodInfo::key);
         let sni_subset = flow.classification.istio.as_ref().map(|sni| sni.subset.clone());
         let (destination, expected_transport) = match choose_destination(&expectation, server, sni_subset) {
-            Chosen::Declared(declared) => {
+            Chosen::Declared(chosen) => {
                 if let Some(pod) = server_pod {
-                    self.check_subset_labels(pod, declared);
+                    self.check_subset_labels(pod, chosen);
                 }
                 (
                     Destination::Subset {
-                        subset: declared.subset.clone(),
+                        subset: chosen.subset.clone(),
                     },
-                    expected_transport(declared, server),
+                    expected_transport(chosen, server),
                 )
             }
             Chosen::Unexpected(reason) => (
@@ -189,7 +196,7 @@ impl Attributor {
             port,
         };
         Attribution::Counted {
-            observation: Observation {
+            observation: Box::new(Observation {
                 key,
                 destination,
                 transport: flow.classification.transport,
@@ -198,12 +205,12 @@ impl Attributor {
                 connections: u64::from(delta.first),
                 bytes: delta.bytes,
                 at_seconds,
-            },
-            declared: declared_split(&expectation),
+            }),
+            declared,
         }
     }
 
-    fn expectation(&mut self, client: &PodInfo, host: &str, port: u16) -> Option<Arc<Expectation>> {
+    fn expectation(&mut self, client: &PodInfo, host: &str, port: u16) -> Option<Answer> {
         let key = (client.key(), host.to_owned(), port);
         if let Some(cached) = self.expectations.get(&key) {
             return cached.clone();
@@ -212,7 +219,10 @@ impl Attributor {
             self.expectations.clear();
         }
         let answer = match self.mesh.policies.expect(&self.mesh.index, client, host, Some(port)) {
-            Ok(expectation) => Some(Arc::new(expectation)),
+            Ok(expectation) => Some(Answer {
+                declared: Arc::new(declared_split(&expectation)),
+                expectation: Arc::new(expectation),
+            }),
             Err(err) => {
                 tracing::debug!(client = %client.key(), host, port, %err, "no expectation");
                 None

@@ -158,6 +158,12 @@ pub fn render_text(e: &Expectation) -> String {
     for d in &e.destinations {
         render_destination(&mut out, d, "");
     }
+    if e.destinations.iter().any(|d| !d.endpoints.is_empty()) {
+        let _ = writeln!(
+            out,
+            "(expect: what the client sidecar sends to each pod; server mTLS: the PeerAuthentication mode the pod enforces)"
+        );
+    }
     out
 }
 
@@ -196,7 +202,7 @@ fn render_destination(out: &mut String, d: &DestinationExpectation, indent: &str
         };
         let _ = writeln!(
             out,
-            "{indent}         {address:<22} {:<28} expect {:<9} server {}{}",
+            "{indent}         {address:<22} {:<28} expect {:<9} server mTLS {}{}",
             ep.pod.as_deref().unwrap_or("(unknown pod)"),
             ep.expect.as_str(),
             ep.peer_authentication.as_str(),

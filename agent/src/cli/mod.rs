@@ -8,6 +8,7 @@ pub mod check;
 mod duration;
 pub mod explain;
 pub mod observe;
+pub mod report;
 pub mod run;
 
 /// Output formats shared by the commands that print results.
@@ -49,6 +50,8 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Report static findings on a set of Istio manifests.
     Check(check::CheckArgs),
+    /// Fetch a running agent's report and render it for a terminal.
+    Report(report::ReportArgs),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -72,5 +75,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Observe(args) => observe::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Check(args) => check::run(args),
+        Command::Report(args) => report::run(args),
     }
 }

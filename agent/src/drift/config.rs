@@ -7,7 +7,8 @@ use std::time::Duration;
 /// for why the defaults are what they are.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriftConfig {
-    /// Sliding window the verdicts look at.
+    /// Sliding window the verdicts look at: the whole buckets that start within
+    /// the last `window` before the snapshot.
     pub window: Duration,
     /// Width of one time bucket; the window moves by whole buckets.
     pub bucket: Duration,
@@ -19,6 +20,7 @@ pub struct DriftConfig {
     /// Practical tolerance: absolute difference of a subset's share that matters.
     pub tolerance: f64,
     /// Fewest counted units (requests or connections) before the split is tested.
+    /// Zero-weight and unexpected traffic is flagged without waiting for it.
     pub min_samples: u64,
 }
 
@@ -40,7 +42,9 @@ impl Default for DriftConfig {
 pub enum DriftConfigError {
     #[error("window must be longer than zero")]
     ZeroWindow,
-    #[error("bucket must be longer than zero and no longer than the window ({window:?}), got {bucket:?}")]
+    #[error(
+        "bucket must be longer than zero and no longer than the window ({window:?}), got {bucket:?}"
+    )]
     Bucket { bucket: Duration, window: Duration },
     #[error("alpha must be strictly between 0 and 1, got {0}")]
     Alpha(f64),

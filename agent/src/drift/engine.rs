@@ -166,11 +166,12 @@ impl DriftEngine {
             transport: observation.transport,
             expected: observation.expected_transport,
         };
-        self.keys
-            .entry(observation.key.clone())
-            .or_default()
-            .window
-            .add(index, cell, Counts::of(observation));
+        // Look up before inserting: the key is cloned only the first time.
+        let state = match self.keys.get_mut(&observation.key) {
+            Some(state) => state,
+            None => self.keys.entry(observation.key.clone()).or_default(),
+        };
+        state.window.add(index, cell, Counts::of(observation));
     }
 
     /// Drops buckets that left the window, and keys with neither traffic nor a
@@ -225,14 +226,18 @@ impl DriftEngine {
             }
             snapshot
                 .tallies
-                .extend(tallies.into_iter().map(|((target, _), (transport, c))| Tally {
-                    key: key.clone(),
-                    destination: target.to_destination(),
-                    transport,
-                    requests: c.requests,
-                    connections: c.connections,
-                    bytes: c.bytes,
-                }));
+                .extend(
+                    tallies
+                        .into_iter()
+                        .map(|((target, _), (transport, c))| Tally {
+                            key: key.clone(),
+                            destination: target.to_destination(),
+                            transport,
+                            requests: c.requests,
+                            connections: c.connections,
+                            bytes: c.bytes,
+                        }),
+                );
 
             if let Some(declaration) = &state.declaration {
                 snapshot.splits.push(self.split_verdict(
@@ -263,11 +268,16 @@ impl DriftEngine {
             .splits
             .sort_by(|a, b| (&a.source, &a.host, a.port).cmp(&(&b.source, &b.host, b.port)));
         snapshot.tallies.sort_by(|a, b| {
-            (&a.key, destination_order(&a.destination), a.transport.as_str()).cmp(&(
-                &b.key,
-                destination_order(&b.destination),
-                b.transport.as_str(),
-            ))
+            (
+                &a.key,
+                destination_order(&a.destination),
+                a.transport.as_str(),
+            )
+                .cmp(&(
+                    &b.key,
+                    destination_order(&b.destination),
+                    b.transport.as_str(),
+                ))
         });
         snapshot
     }

@@ -27,17 +27,19 @@
 //!   when the test rejects: what the page shows is what the alert decides.
 //! * **Minimum sample.** The test runs only with at least `min_samples` (default
 //!   100) counted units among tested subsets **and** an expected count of at least
-//!   [`MIN_EXPECTED_COUNT`] in every tested subset (Cochran's rule). Below 100 a
-//!   5-point tolerance is less than one standard error, a 10-point drift is found
-//!   less than 5 % of the time, and the chi-square tail at `alpha = 0.001` is too
-//!   rough to trust.
-//! * **Size.** Computed exactly by enumeration (see the tests in `stats`): the
-//!   false-alarm rate per window is at most about `alpha` for balanced splits and
-//!   up to about 3·`alpha` for very skewed ones (95/5) at 100–200 samples, where the
-//!   chi-square tail is heavier than the binomial's; above a few hundred samples
-//!   the tolerance gate drives it towards zero. A verdict is re-evaluated at every
-//!   snapshot over overlapping windows, so alert rules should require it to hold
-//!   for a while (`for:`), not fire on one evaluation.
+//!   [`MIN_EXPECTED_COUNT`] in every tested subset (Cochran's rule). At 100 samples
+//!   the 5-point tolerance is one standard error of a 50/50 share and a 10-point
+//!   drift is found only 9 % of the time (31 % at 200, 57 % at 300), so a verdict
+//!   on fewer would be noise; and the chi-square tail at `alpha = 0.001` is too
+//!   rough to trust on fewer.
+//! * **Size.** Computed exactly by enumeration for two-subset splits (tests in
+//!   `stats`): the false-alarm rate per window is at most 1.3·`alpha` for splits
+//!   from 50/50 to 80/20 (discreteness), about 2·`alpha` at 90/10 and 3·`alpha` at
+//!   95/5 with 100–150 samples, where the chi-square tail is lighter than the
+//!   binomial's; from a few hundred samples on the tolerance gate drives it towards
+//!   zero. A verdict is re-evaluated at every snapshot over overlapping windows,
+//!   so alert rules should require it to hold for a while (`for:`), not fire on
+//!   one evaluation.
 //! * **Power.** [`required_samples`] computes the exact power of this decision
 //!   rule; a 10-point drift from 50/50 (60/40) is found with ≥ 95 % power from
 //!   [`SAMPLES_FOR_10_POINT_DRIFT`] samples per window at the defaults.

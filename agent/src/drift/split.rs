@@ -98,10 +98,13 @@ pub(crate) fn verdict(
             ));
         }
     }
-    let unexpected_total = counts.unexpected.values().fold(Counts::default(), |mut acc, c| {
-        acc.add(*c);
-        acc
-    });
+    let unexpected_total = counts
+        .unexpected
+        .values()
+        .fold(Counts::default(), |mut acc, c| {
+            acc.add(*c);
+            acc
+        });
     if unexpected_total.requests > 0 || unexpected_total.connections > 0 {
         let destinations: Vec<&str> = counts.unexpected.keys().map(String::as_str).collect();
         immediate.push(format!(
@@ -235,7 +238,9 @@ fn statistical_reason(
         percent(observed),
         percent(*weight)
     );
-    let p = judgement.gof.map_or_else(|| "p = ?".to_owned(), |gof| format_p(gof.p_value));
+    let p = judgement
+        .gof
+        .map_or_else(|| "p = ?".to_owned(), |gof| format_p(gof.p_value));
     match (judgement.significant, judgement.beyond_tolerance) {
         (true, true) => format!("{comparison} ({p}, n = {n})"),
         (true, false) => format!(
@@ -247,7 +252,9 @@ fn statistical_reason(
             "not significant: {comparison} ({p} ≥ α = {}, n = {n})",
             config.alpha
         ),
-        (false, false) => format!("consistent with the declared split: {comparison} ({p}, n = {n})"),
+        (false, false) => {
+            format!("consistent with the declared split: {comparison} ({p}, n = {n})")
+        }
     }
 }
 
@@ -271,7 +278,11 @@ fn amount(unit: Unit, counts: &Counts) -> String {
             counts.connections,
             plural(counts.connections)
         ),
-        Unit::Connection => format!("{} connection{}", counts.connections, plural(counts.connections)),
+        Unit::Connection => format!(
+            "{} connection{}",
+            counts.connections,
+            plural(counts.connections)
+        ),
     }
 }
 

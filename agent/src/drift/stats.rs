@@ -165,10 +165,13 @@ fn largest_difference(counts: &[u64], weights: &[f64], n: u64) -> Option<(usize,
         .zip(weights)
         .map(|(&count, &weight)| (count as f64 / n as f64 - weight).abs())
         .enumerate()
-        .fold(None, |best: Option<(usize, f64)>, (index, diff)| match best {
-            Some((_, best_diff)) if best_diff >= diff => best,
-            _ => Some((index, diff)),
-        })
+        .fold(
+            None,
+            |best: Option<(usize, f64)>, (index, diff)| match best {
+                Some((_, best_diff)) if best_diff >= diff => best,
+                _ => Some((index, diff)),
+            },
+        )
 }
 
 /// Exact probability that the decision rule flags drift on a two-subset split
@@ -261,7 +264,10 @@ mod tests {
     fn wilson_bounds_match_reference_and_stay_in_unit_interval() {
         // Wilson 95 % for 8 of 10: [0.4902, 0.9433].
         let (low, high) = wilson_interval(8, 10, 1.959_964);
-        assert!(close(low, 0.4902, 1e-4) && close(high, 0.9433, 1e-4), "{low} {high}");
+        assert!(
+            close(low, 0.4902, 1e-4) && close(high, 0.9433, 1e-4),
+            "{low} {high}"
+        );
         // Never outside [0, 1], even at the edges, and not degenerate at 0 or n.
         let (low, high) = wilson_interval(0, 20, 3.29);
         assert_eq!(low, 0.0);
@@ -284,7 +290,10 @@ mod tests {
                 let rejects = gof.p_value < config.alpha;
                 // Allow disagreement only on the boundary itself (rounding).
                 if outside != rejects {
-                    assert!(close(gof.p_value, config.alpha, 1e-6), "n={n} x={x} {gof:?}");
+                    assert!(
+                        close(gof.p_value, config.alpha, 1e-6),
+                        "n={n} x={x} {gof:?}"
+                    );
                 }
             }
         }
@@ -311,7 +320,10 @@ mod tests {
         assert_eq!(j.untested, Some(Untested::TooFew { n: 99, min: 100 }));
         assert!(j.gof.is_none() && !j.drift());
         let j = judge(&[198, 2], &[0.99, 0.01], &config);
-        assert!(matches!(j.untested, Some(Untested::SmallExpected { .. })), "{j:?}");
+        assert!(
+            matches!(j.untested, Some(Untested::SmallExpected { .. })),
+            "{j:?}"
+        );
         assert!(!j.drift());
         let j = judge(&[100], &[1.0], &config);
         assert_eq!(j.untested, Some(Untested::SingleSubset));
@@ -321,22 +333,31 @@ mod tests {
     fn exact_size_of_the_rule_stays_near_alpha() {
         // The false-alarm rate per window, computed exactly, for the splits people
         // declare. Skewed splits at small n are where the chi-square tail is
-        // optimistic; the bound documents how far.
+        // optimistic; the bounds are the ones the module documentation states.
         let config = DriftConfig::default();
-        let mut worst = 0.0f64;
-        for declared in [0.5, 0.8, 0.9, 0.95] {
-            for n in [100, 150, 200, 300, 500, 1000, 3000] {
+        for declared in [0.5, 0.6, 0.7, 0.8, 0.9, 0.95] {
+            let mut worst = (0.0f64, 0);
+            for n in (100..=1_000).step_by(9).chain([2_000, 5_000]) {
                 let size = detection_power(declared, declared, n, &config);
-                worst = worst.max(size);
-                if declared == 0.5 {
-                    assert!(size <= 1.1 * config.alpha, "50/50 n={n}: size {size}");
+                if size > worst.0 {
+                    worst = (size, n);
                 }
                 if n >= 500 {
-                    assert!(size <= 1.1 * config.alpha, "{declared} n={n}: size {size}");
+                    assert!(size <= 1.3 * config.alpha, "{declared} n={n}: size {size}");
                 }
             }
+            let bound = match declared {
+                d if d <= 0.8 => 1.3,
+                d if d <= 0.9 => 2.1,
+                _ => 3.1,
+            };
+            assert!(
+                worst.0 <= bound * config.alpha,
+                "{declared}: size {} at n = {}",
+                worst.0,
+                worst.1
+            );
         }
-        assert!(worst <= 3.5 * config.alpha, "worst size {worst}");
     }
 
     #[test]

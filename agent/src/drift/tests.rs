@@ -82,7 +82,11 @@ fn invalid_config_is_an_error_not_a_panic() {
 #[test]
 fn clear_drift_is_flagged_with_a_readable_reason() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
     traffic(&mut engine, 480, 120, 10.0);
     let snapshot = engine.snapshot(20.0);
     let verdict = only_split(&snapshot);
@@ -103,12 +107,22 @@ fn clear_drift_is_flagged_with_a_readable_reason() {
 #[test]
 fn matching_traffic_is_not_flagged() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
     traffic(&mut engine, 305, 295, 10.0);
     let verdict = only_split(&engine.snapshot(20.0)).clone();
     assert!(!verdict.drift);
     assert!(verdict.p_value.unwrap() > 0.5);
-    assert!(verdict.reason.starts_with("consistent with the declared split"), "{}", verdict.reason);
+    assert!(
+        verdict
+            .reason
+            .starts_with("consistent with the declared split"),
+        "{}",
+        verdict.reason
+    );
     // Wilson intervals cover the declared weight when the test does not reject.
     for share in &verdict.subsets {
         assert!(share.ci_low <= 0.5 && 0.5 <= share.ci_high, "{share:?}");
@@ -118,34 +132,57 @@ fn matching_traffic_is_not_flagged() {
 #[test]
 fn significant_but_within_tolerance_is_not_flagged() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
     traffic(&mut engine, 52_000, 48_000, 10.0);
     let verdict = only_split(&engine.snapshot(20.0)).clone();
     assert!(verdict.p_value.unwrap() < 1e-12);
     assert!(!verdict.drift, "{}", verdict.reason);
-    assert!(verdict.reason.starts_with("within tolerance"), "{}", verdict.reason);
+    assert!(
+        verdict.reason.starts_with("within tolerance"),
+        "{}",
+        verdict.reason
+    );
 }
 
 #[test]
 fn beyond_tolerance_but_not_significant_is_not_flagged() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
     traffic(&mut engine, 58, 42, 10.0);
     let verdict = only_split(&engine.snapshot(20.0)).clone();
     assert!(verdict.p_value.unwrap() > 0.001);
     assert!(!verdict.drift);
-    assert!(verdict.reason.starts_with("not significant"), "{}", verdict.reason);
+    assert!(
+        verdict.reason.starts_with("not significant"),
+        "{}",
+        verdict.reason
+    );
 }
 
 #[test]
 fn below_min_samples_nothing_is_tested() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
     traffic(&mut engine, 99, 0, 10.0);
     let verdict = only_split(&engine.snapshot(20.0)).clone();
     assert_eq!(verdict.p_value, None);
     assert!(!verdict.drift);
-    assert_eq!(verdict.reason, "too few requests to test: n = 99 of 100 needed");
+    assert_eq!(
+        verdict.reason,
+        "too few requests to test: n = 99 of 100 needed"
+    );
     // One more request and the 100/0 split is tested and flagged.
     engine.observe(&requests(to("v1"), 1, 11.0));
     assert!(only_split(&engine.snapshot(20.0)).drift);
@@ -167,7 +204,11 @@ fn zero_weight_subset_with_traffic_is_flagged_at_once() {
         verdict.reason,
         "subset v3 has declared weight 0 but received 1 request on 1 connection"
     );
-    let v3 = verdict.subsets.iter().find(|s| s.subset.as_deref() == Some("v3")).unwrap();
+    let v3 = verdict
+        .subsets
+        .iter()
+        .find(|s| s.subset.as_deref() == Some("v3"))
+        .unwrap();
     assert_eq!((v3.declared, v3.count), (0.0, 1));
 }
 
@@ -190,17 +231,31 @@ fn zero_weight_subsets_are_left_out_of_the_test() {
 #[test]
 fn undeclared_subset_with_traffic_is_flagged_at_once() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
     engine.observe(&requests(to("canary"), 2, 10.0));
     let verdict = only_split(&engine.snapshot(20.0)).clone();
     assert!(verdict.drift);
-    assert!(verdict.reason.contains("subset canary is not in the declared split"), "{}", verdict.reason);
+    assert!(
+        verdict
+            .reason
+            .contains("subset canary is not in the declared split"),
+        "{}",
+        verdict.reason
+    );
 }
 
 #[test]
 fn unexpected_destination_is_flagged_at_once_and_listed() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
     let mut stray = requests(
         Destination::Unexpected {
             destination: "default/legacy-0".into(),
@@ -222,7 +277,10 @@ fn unexpected_destination_is_flagged_at_once_and_listed() {
     let listed = &snapshot.unexpected[0];
     assert_eq!(listed.destination, "default/legacy-0");
     assert_eq!(listed.reason, "pod matches no declared subset");
-    assert_eq!((listed.connections, listed.requests, listed.port), (1, 3, 80));
+    assert_eq!(
+        (listed.connections, listed.requests, listed.port),
+        (1, 3, 80)
+    );
     // Plaintext to it where mTLS is expected is still a violation (subset None).
     let transport = &snapshot.transport[0];
     assert_eq!(transport.subset, None);
@@ -233,13 +291,29 @@ fn unexpected_destination_is_flagged_at_once_and_listed() {
 #[test]
 fn statistical_and_immediate_reasons_are_joined() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
     traffic(&mut engine, 480, 120, 10.0);
     engine.observe(&requests(to("v9"), 5, 10.0));
     let verdict = only_split(&engine.snapshot(20.0)).clone();
     assert!(verdict.drift);
-    assert!(verdict.reason.starts_with("observed v1 80.0 % vs declared 50.0 %"), "{}", verdict.reason);
-    assert!(verdict.reason.contains("; subset v9 is not in the declared split"), "{}", verdict.reason);
+    assert!(
+        verdict
+            .reason
+            .starts_with("observed v1 80.0 % vs declared 50.0 %"),
+        "{}",
+        verdict.reason
+    );
+    assert!(
+        verdict
+            .reason
+            .contains("; subset v9 is not in the declared split"),
+        "{}",
+        verdict.reason
+    );
     assert_eq!(verdict.samples, 605);
 }
 
@@ -277,7 +351,11 @@ fn single_subset_has_no_test_but_flags_strays() {
 #[test]
 fn unusable_weights_are_not_compared() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", f64::NAN), ("v2", 0.5)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", f64::NAN), ("v2", 0.5)]),
+        0.0,
+    );
     traffic(&mut engine, 900, 100, 10.0);
     let verdict = only_split(&engine.snapshot(20.0)).clone();
     assert!(!verdict.drift);
@@ -287,7 +365,11 @@ fn unusable_weights_are_not_compared() {
 #[test]
 fn old_buckets_leave_the_window_and_expire() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
     traffic(&mut engine, 480, 120, 5.0);
     traffic(&mut engine, 50, 50, 400.0);
     // At 604 s the window starts at 4 s: the bucket [0, 10) straddles it and is out.
@@ -323,12 +405,20 @@ fn refreshed_declaration_keeps_an_idle_key() {
 #[test]
 fn a_new_generation_ignores_earlier_traffic_and_the_grace_period() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.9), ("v2", 0.1)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.9), ("v2", 0.1)]),
+        0.0,
+    );
     for t in 0..30 {
         traffic(&mut engine, 90, 10, f64::from(t) * 10.0);
     }
     // The canary step at 300 s; proxies still route 90/10 for a while.
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 300.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        300.0,
+    );
     traffic(&mut engine, 90, 10, 305.0);
     traffic(&mut engine, 90, 10, 325.0);
     let verdict = only_split(&engine.snapshot(329.0)).clone();
@@ -344,21 +434,36 @@ fn a_new_generation_ignores_earlier_traffic_and_the_grace_period() {
     assert_eq!(verdict.samples, 300);
     assert!(!verdict.drift, "{}", verdict.reason);
     // The same declaration again is a refresh, not a new generation.
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 341.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        341.0,
+    );
     assert_eq!(only_split(&engine.snapshot(341.0)).samples, 300);
 }
 
 #[test]
 fn zero_weight_traffic_during_the_grace_period_is_not_flagged() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.9), ("v2", 0.1)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.9), ("v2", 0.1)]),
+        0.0,
+    );
     // Rollback: v2 gets weight 0; in-flight traffic to v2 during grace is expected.
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 1.0), ("v2", 0.0)]), 105.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 1.0), ("v2", 0.0)]),
+        105.0,
+    );
     engine.observe(&requests(to("v2"), 5, 110.0));
     assert!(!only_split(&engine.snapshot(120.0)).drift);
     // Grace ends at 135 s, inside the bucket [130, 140).
     engine.observe(&requests(to("v2"), 5, 136.0));
-    assert!(!only_split(&engine.snapshot(135.0)).drift, "bucket straddling the grace end is skipped");
+    assert!(
+        !only_split(&engine.snapshot(135.0)).drift,
+        "bucket straddling the grace end is skipped"
+    );
     engine.observe(&requests(to("v2"), 5, 141.0));
     assert!(only_split(&engine.snapshot(145.0)).drift);
 }
@@ -367,15 +472,26 @@ fn zero_weight_traffic_during_the_grace_period_is_not_flagged() {
 fn first_declaration_compares_traffic_already_tallied() {
     let mut engine = engine();
     traffic(&mut engine, 480, 120, 10.0);
-    assert!(engine.snapshot(20.0).splits.is_empty(), "no declared split, no verdict");
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 15.0);
+    assert!(
+        engine.snapshot(20.0).splits.is_empty(),
+        "no declared split, no verdict"
+    );
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        15.0,
+    );
     assert!(only_split(&engine.snapshot(20.0)).drift);
 }
 
 #[test]
 fn connection_routes_count_connections_and_request_routes_count_requests() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Connection, &[("v1", 0.5), ("v2", 0.5)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Connection, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
     // Few connections carrying many requests on v1: per connection it is 50/50.
     for i in 0..100 {
         let at = 10.0 + f64::from(i) * 0.01;
@@ -387,7 +503,11 @@ fn connection_routes_count_connections_and_request_routes_count_requests() {
     assert_eq!(verdict.samples, 200);
     assert!(!verdict.drift, "{}", verdict.reason);
     // The same traffic judged per request is a 97.6/2.4 split.
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 20.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        20.0,
+    );
     engine.observe(&requests(to("v1"), 4_000, 100.0));
     engine.observe(&requests(to("v2"), 100, 100.0));
     let verdict = only_split(&engine.snapshot(110.0)).clone();
@@ -399,7 +519,11 @@ fn connection_routes_count_connections_and_request_routes_count_requests() {
 #[test]
 fn tallies_carry_bytes_as_a_secondary_view() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), 0.0);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
     traffic(&mut engine, 3, 1, 10.0);
     let mut continuation = requests(to("v1"), 2, 12.0);
     continuation.connections = 0;
@@ -435,14 +559,56 @@ fn transport_violations_and_mismatches_are_counted_per_connection() {
         o.connections = connections;
         engine.observe(&o);
     };
-    observe(&mut engine, "v1", Transport::IstioMtls, ExpectedTransport::Mtls, 1);
-    observe(&mut engine, "v2", Transport::Http, ExpectedTransport::Mtls, 1);
-    observe(&mut engine, "v2", Transport::Http2, ExpectedTransport::Mtls, 1);
+    observe(
+        &mut engine,
+        "v1",
+        Transport::IstioMtls,
+        ExpectedTransport::Mtls,
+        1,
+    );
+    observe(
+        &mut engine,
+        "v2",
+        Transport::Http,
+        ExpectedTransport::Mtls,
+        1,
+    );
+    observe(
+        &mut engine,
+        "v2",
+        Transport::Http2,
+        ExpectedTransport::Mtls,
+        1,
+    );
     // A continuation of a flow already counted: no new connection.
-    observe(&mut engine, "v2", Transport::Http, ExpectedTransport::Mtls, 0);
-    observe(&mut engine, "v2", Transport::None, ExpectedTransport::Mtls, 1);
-    observe(&mut engine, "legacy", Transport::Tls, ExpectedTransport::Plaintext, 1);
-    observe(&mut engine, "legacy", Transport::Http, ExpectedTransport::Plaintext, 1);
+    observe(
+        &mut engine,
+        "v2",
+        Transport::Http,
+        ExpectedTransport::Mtls,
+        0,
+    );
+    observe(
+        &mut engine,
+        "v2",
+        Transport::None,
+        ExpectedTransport::Mtls,
+        1,
+    );
+    observe(
+        &mut engine,
+        "legacy",
+        Transport::Tls,
+        ExpectedTransport::Plaintext,
+        1,
+    );
+    observe(
+        &mut engine,
+        "legacy",
+        Transport::Http,
+        ExpectedTransport::Plaintext,
+        1,
+    );
 
     let snapshot = engine.snapshot(20.0);
     let find = |subset: &str| {
@@ -485,7 +651,10 @@ fn a_long_lived_violating_connection_stays_flagged() {
     let snapshot = engine.snapshot(7_205.0);
     let verdict = &snapshot.transport[0];
     assert!(verdict.violation);
-    assert_eq!(verdict.violations, 0, "its connection was counted when it opened");
+    assert_eq!(
+        verdict.violations, 0,
+        "its connection was counted when it opened"
+    );
 }
 
 #[test]
@@ -533,7 +702,11 @@ fn snapshot_is_sorted_deterministically() {
 #[test]
 fn non_finite_times_are_ignored() {
     let mut engine = engine();
-    engine.declare(&key(), &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]), f64::NAN);
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        f64::NAN,
+    );
     engine.observe(&requests(to("v1"), 1, f64::INFINITY));
     assert_eq!(engine.key_count(), 0);
     assert_eq!(engine.snapshot(f64::NAN), DriftSnapshot::default());

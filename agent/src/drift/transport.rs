@@ -26,7 +26,10 @@ pub(crate) fn judge(expected: Option<ExpectedTransport>, observed: Transport) ->
     let Some(expected) = expected else {
         return Outcome::Neutral;
     };
-    let plaintext = matches!(observed, Transport::Http | Transport::Http2 | Transport::Other);
+    let plaintext = matches!(
+        observed,
+        Transport::Http | Transport::Http2 | Transport::Other
+    );
     match (expected, observed) {
         (_, Transport::None) => Outcome::Neutral,
         (ExpectedTransport::Mtls, Transport::IstioMtls) => Outcome::Expected,
@@ -102,17 +105,19 @@ impl TransportGroups {
     pub fn into_verdicts(self) -> Vec<TransportVerdict> {
         self.0
             .into_iter()
-            .map(|((source, host, subset, expected), group)| TransportVerdict {
-                source,
-                host,
-                subset,
-                expected,
-                observed: group.observed,
-                violation: group.violating_traffic,
-                mismatch: group.mismatching_traffic,
-                violations: group.violations,
-                mismatches: group.mismatches,
-            })
+            .map(
+                |((source, host, subset, expected), group)| TransportVerdict {
+                    source,
+                    host,
+                    subset,
+                    expected,
+                    observed: group.observed,
+                    violation: group.violating_traffic,
+                    mismatch: group.mismatching_traffic,
+                    violations: group.violations,
+                    mismatches: group.mismatches,
+                },
+            )
             .collect()
     }
 }
@@ -124,7 +129,10 @@ mod tests {
     #[test]
     fn plaintext_where_mtls_is_expected_is_a_violation() {
         for observed in [Transport::Http, Transport::Http2, Transport::Other] {
-            assert_eq!(judge(Some(ExpectedTransport::Mtls), observed), Outcome::Violation);
+            assert_eq!(
+                judge(Some(ExpectedTransport::Mtls), observed),
+                Outcome::Violation
+            );
         }
         assert_eq!(
             judge(Some(ExpectedTransport::Mtls), Transport::IstioMtls),
@@ -169,7 +177,10 @@ mod tests {
 
     #[test]
     fn originated_tls_expects_non_istio_tls() {
-        assert_eq!(judge(Some(ExpectedTransport::Tls), Transport::Tls), Outcome::Expected);
+        assert_eq!(
+            judge(Some(ExpectedTransport::Tls), Transport::Tls),
+            Outcome::Expected
+        );
         assert_eq!(
             judge(Some(ExpectedTransport::Tls), Transport::Http),
             Outcome::Mismatch

@@ -217,6 +217,9 @@ mod tests {
         assert_eq!(overflow, 10);
         // A destination already known keeps its own line.
         window.add(1, unexpected("10.0.0.0"), ONE);
-        assert_eq!(window.totals_from(0)[&unexpected("10.0.0.0")].connections, 2);
+        assert_eq!(
+            window.totals_from(0)[&unexpected("10.0.0.0")].connections,
+            2
+        );
     }
 }

@@ -40,13 +40,11 @@ pub struct Metrics {
     drift_detected: ReplacedGauges<SplitLabels>,
     samples: ReplacedGauges<SplitLabels>,
     findings: ReplacedGauges<FindingLabels>,
-    flows_tracked: ReplacedGauges<NoLabels>,
+    flows_tracked: FloatGauge,
     inventory: ReplacedGauges<KindLabels>,
     lost_events: Arc<CumulativeCounters>,
     excluded_flows: Arc<CumulativeCounters>,
 }
-
-type NoLabels = [(&'static str, &'static str); 0];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -71,7 +69,7 @@ impl Metrics {
             drift_detected: ReplacedGauges::new(),
             samples: ReplacedGauges::new(),
             findings: ReplacedGauges::new(),
-            flows_tracked: ReplacedGauges::new(),
+            flows_tracked: FloatGauge::default(),
             inventory: ReplacedGauges::new(),
             lost_events: Arc::new(CumulativeCounters::new(
                 "meshdrift_lost_events",
@@ -174,7 +172,7 @@ impl Metrics {
         r.register(
             "meshdrift_flows_tracked",
             "TCP flows the agent currently tracks",
-            self.flows_tracked.family(),
+            self.flows_tracked.clone(),
         );
         r.register(
             "meshdrift_inventory_objects",
@@ -286,7 +284,7 @@ impl Metrics {
         }));
 
         let agent = &report.agent;
-        self.flows_tracked.replace([([], agent.flows_tracked as f64)]);
+        self.flows_tracked.set(agent.flows_tracked as f64);
         self.inventory.replace(
             agent
                 .inventory

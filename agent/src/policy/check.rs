@@ -298,7 +298,12 @@ fn check_route_destinations(
         let defining = rules.iter().find_map(|r| {
             let visible = r.visibility.visible_to(&vs.namespace) || r.namespace == vs.namespace;
             (visible && host::covers(&r.host, &fqdn))
-                .then(|| r.subsets.iter().find(|s| s.name == subset).map(|s| (r, s)))
+                .then(|| {
+                    r.subsets
+                        .iter()
+                        .find(|s| s.name == subset)
+                        .map(|s| (r, &**s))
+                })
                 .flatten()
         });
         let Some((rule, definition)) = defining else {
@@ -437,7 +442,7 @@ fn check_mtls_disabled(
     policies: &Policies,
     findings: &mut Vec<Finding>,
 ) {
-    let disables = rule.traffic_policy.as_ref().is_some_and(disables_tls)
+    let disables = rule.traffic_policy.as_deref().is_some_and(disables_tls)
         || rule
             .subsets
             .iter()

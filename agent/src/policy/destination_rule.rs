@@ -3,6 +3,7 @@
 //! `pilot/pkg/model/destination_rule.go` mergeDestinationRule).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -22,8 +23,9 @@ pub struct DestinationRuleEntry {
     pub visibility: Visibility,
     pub created: Option<Time>,
     pub selector: Option<Labels>,
-    pub traffic_policy: Option<TrafficPolicy>,
-    pub subsets: Vec<Subset>,
+    /// Shared with the merged views, which would otherwise copy every subset.
+    pub traffic_policy: Option<Arc<TrafficPolicy>>,
+    pub subsets: Vec<Arc<Subset>>,
 }
 
 impl DestinationRuleEntry {
@@ -40,8 +42,8 @@ impl DestinationRuleEntry {
                 .as_ref()
                 .map(|s| s.match_labels.clone())
                 .filter(|s| !s.is_empty()),
-            traffic_policy: dr.spec.traffic_policy.clone(),
-            subsets: dr.spec.subsets.clone(),
+            traffic_policy: dr.spec.traffic_policy.clone().map(Arc::new),
+            subsets: dr.spec.subsets.iter().cloned().map(Arc::new).collect(),
             namespace,
         }
     }
@@ -62,8 +64,8 @@ pub struct MergedRule {
     pub sources: Vec<String>,
     pub selector: Option<Labels>,
     pub visibility: Visibility,
-    pub traffic_policy: Option<TrafficPolicy>,
-    pub subsets: Vec<Subset>,
+    pub traffic_policy: Option<Arc<TrafficPolicy>>,
+    pub subsets: Vec<Arc<Subset>>,
 }
 
 impl MergedRule {
@@ -93,7 +95,7 @@ impl MergedRule {
     }
 
     pub fn subset(&self, name: &str) -> Option<&Subset> {
-        self.subsets.iter().find(|s| s.name == name)
+        self.subsets.iter().find(|s| s.name == name).map(|s| &**s)
     }
 
     /// Human name: the merged rules joined.
@@ -276,7 +278,7 @@ pub fn effective_tls(
     port: u16,
 ) -> Option<(TlsMode, TlsLevel)> {
     let mut tls: Option<(TlsMode, TlsLevel)> = None;
-    if let Some(policy) = rule.and_then(|r| r.traffic_policy.as_ref()) {
+    if let Some(policy) = rule.and_then(|r| r.traffic_policy.as_deref()) {
         tls = policy.tls.as_ref().map(|t| (t.mode, TlsLevel::TopLevel));
         if let Some(port_tls) = port_level_tls(policy, port) {
             tls = port_tls.map(|t| (t.mode, TlsLevel::TopLevelPort(port)));

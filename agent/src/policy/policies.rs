@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use tracing::debug;
 
 use super::MESH_GATEWAY;
 use super::destination_rule::{DestinationRuleEntry, DestinationRuleIndex};
@@ -103,6 +104,12 @@ impl Policies {
                 .iter()
                 .map(DestinationRuleEntry::from_resource)
                 .collect(),
+        );
+        debug!(
+            virtual_services = virtual_services.len(),
+            destination_rules = destination_rules.entries().len(),
+            peer_authentications = objects.peer_authentications.len(),
+            "policy index built"
         );
         Policies {
             virtual_services,

@@ -1,26 +1,13 @@
 //! Running the real `meshdrift` binary against the lab.
 
-use std::{
-    sync::{Mutex, MutexGuard},
-    time::Duration,
-};
+use std::time::Duration;
 
 use meshdrift_lab::{AgentProcess, meshdrift_bin};
 use serde_json::Value;
 
-/// The programs attach to the cgroup root in exclusive mode, so one agent runs at a time.
-static ONE_AGENT: Mutex<()> = Mutex::new(());
-
-/// Fails (never skips) when the privileged suite cannot run here, then serialises agents.
-pub fn privileged() -> MutexGuard<'static, ()> {
-    // SAFETY: geteuid has no preconditions.
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "the end-to-end suite creates network namespaces and loads eBPF programs: \
-         it needs root (run `cargo xtask test` as root)"
-    );
-    ONE_AGENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+#[path = "privileged.rs"]
+mod privileged_slot;
+pub use privileged_slot::privileged;
 
 /// A running `meshdrift observe --output json`.
 pub struct Agent {

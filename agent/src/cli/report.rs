@@ -1,0 +1,385 @@
+//! `meshdrift report`: fetch a running agent's report and render it for a terminal.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::http::page::format;
+use crate::report::{Report, SplitVerdict};
+use crate::wire::Transport;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportOutput {
+    /// Aligned tables.
+    Table,
+    /// The agent's JSON report, pretty-printed.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Base URL of the agent (its --listen address).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477")]
+    pub url: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: ReportOutput,
+}
+
+pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let report = fetch(&args.url)?;
+    match args.output {
+        ReportOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ReportOutput::Table => print!("{}", render_table(&report)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fetch(base: &str) -> anyhow::Result<Report> {
+    let url = format!("{}/report", base.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(15)))
+        .build()
+        .into();
+    let mut response = agent.get(&url).call().with_context(|| {
+        format!(
+            "cannot fetch {url}: is `meshdrift run` running and listening there? \
+             Check --url, the agent's --listen address, and (in a cluster) \
+             `kubectl -n meshdrift port-forward ds/meshdrift 9477`"
+        )
+    })?;
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("reading the response from {url}"))?;
+    serde_json::from_str(&body).with_context(|| {
+        format!("{url} did not return a meshdrift report (is the URL an agent of the same version?)")
+    })
+}
+
+/// The whole report as aligned plain-text tables.
+pub fn render_table(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "meshdrift report — node {}, window {}, generated {}",
+        report.node,
+        format::duration(report.window_seconds),
+        report.generated_at
+    );
+    splits(&mut out, &report.splits);
+    transport(&mut out, report);
+    unexpected(&mut out, report);
+    findings(&mut out, report);
+    health(&mut out, report);
+    out
+}
+
+fn section(out: &mut String, title: &str, count: usize) {
+    let _ = writeln!(out, "\n{title} ({count})");
+}
+
+fn splits(out: &mut String, splits: &[SplitVerdict]) {
+    section(out, "SPLITS", splits.len());
+    if splits.is_empty() {
+        out.push_str("  no split observed in this window yet\n");
+        return;
+    }
+    let mut table = Table::new(["SOURCE", "HOST:PORT", "UNIT", "SAMPLES", "P", "VERDICT"]);
+    let mut ordered: Vec<&SplitVerdict> = splits.iter().collect();
+    ordered.sort_by_key(|s| !s.drift);
+    for split in ordered {
+        let verdict = if split.drift {
+            "DRIFT"
+        } else if split.p_value.is_some() {
+            "ok"
+        } else {
+            "not tested"
+        };
+        table.row([
+            split.source.to_string(),
+            format!("{}:{}", split.host, split.port),
+            format::unit(split.unit).to_owned(),
+            split.samples.to_string(),
+            format::p_value(split.p_value),
+            format!("{verdict}: {}", split.reason),
+        ]);
+        for share in &split.subsets {
+            table.detail(format!(
+                "  subset {:<12} declared {:>6}  observed {:>6}  ({:>5} – {:>5})  {:>9}  n={}",
+                share.subset.as_deref().unwrap_or("(host)"),
+                format::percent(share.declared),
+                format::percent(share.observed),
+                format::percent(share.ci_low),
+                format::percent(share.ci_high),
+                format::points(share.observed - share.declared),
+                share.count,
+            ));
+        }
+    }
+    out.push_str(&table.render());
+}
+
+fn transport(out: &mut String, report: &Report) {
+    section(out, "TRANSPORT", report.transport.len());
+    if report.transport.is_empty() {
+        out.push_str("  no connection with a known expectation in this window\n");
+        return;
+    }
+    let mut table = Table::new(["SOURCE", "HOST", "SUBSET", "EXPECTED", "OBSERVED", "VERDICT"]);
+    let mut ordered: Vec<_> = report.transport.iter().collect();
+    ordered.sort_by_key(|t| (!t.violation, !t.mismatch));
+    for t in ordered {
+        // Transport::ALL order, not the map's alphabetical one.
+        let observed: Vec<String> = Transport::ALL
+            .iter()
+            .filter_map(|tr| t.observed.get(tr.as_str()).map(|n| format!("{tr}={n}")))
+            .collect();
+        let verdict = if t.violation {
+            format!("VIOLATION ({} plaintext)", t.violations)
+        } else if t.mismatch {
+            format!("mismatch ({})", t.mismatches)
+        } else {
+            "ok".to_owned()
+        };
+        table.row([
+            t.source.to_string(),
+            t.host.clone(),
+            t.subset.clone().unwrap_or_else(|| "-".into()),
+            t.expected.map_or("unknown", |e| e.as_str()).to_owned(),
+            observed.join(" "),
+            verdict,
+        ]);
+    }
+    out.push_str(&table.render());
+}
+
+fn unexpected(out: &mut String, report: &Report) {
+    section(out, "UNEXPECTED DESTINATIONS", report.unexpected.len());
+    if report.unexpected.is_empty() {
+        out.push_str("  none\n");
+        return;
+    }
+    let mut table = Table::new(["SOURCE", "HOST:PORT", "REACHED", "CONNS", "REQS", "WHY"]);
+    for u in &report.unexpected {
+        table.row([
+            u.source.to_string(),
+            format!("{}:{}", u.host, u.port),
+            u.destination.clone(),
+            u.connections.to_string(),
+            u.requests.to_string(),
+            u.reason.clone(),
+        ]);
+    }
+    out.push_str(&table.render());
+}
+
+fn findings(out: &mut String, report: &Report) {
+    section(out, "FINDINGS", report.findings.len());
+    if report.findings.is_empty() {
+        out.push_str("  none\n");
+        return;
+    }
+    let mut table = Table::new(["SEVERITY", "CODE", "RESOURCE", "MESSAGE"]);
+    for f in &report.findings {
+        table.row([f.severity.clone(), f.code.clone(), f.resource.clone(), f.message.clone()]);
+    }
+    out.push_str(&table.render());
+}
+
+fn health(out: &mut String, report: &Report) {
+    let agent = &report.agent;
+    let _ = writeln!(
+        out,
+        "\nAGENT\n  version {}, up {}, {} flows tracked",
+        agent.version,
+        format::duration(agent.uptime_seconds),
+        agent.flows_tracked
+    );
+    let join = |map: &std::collections::BTreeMap<String, u64>| {
+        if map.is_empty() {
+            "none".to_owned()
+        } else {
+            map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        }
+    };
+    let lost: u64 = agent.lost_events.values().sum();
+    let _ = writeln!(
+        out,
+        "  lost events: {}{}",
+        join(&agent.lost_events),
+        if lost > 0 { "  (counts are incomplete)" } else { "" }
+    );
+    let _ = writeln!(out, "  inventory: {}", join(&agent.inventory));
+    let _ = writeln!(out, "  excluded flows: {}", join(&agent.excluded_flows));
+}
+
+/// Left-aligned columns sized to their widest cell, with optional free-form
+/// detail lines under a row (the subsets of a split).
+struct Table<const N: usize> {
+    header: [String; N],
+    rows: Vec<([String; N], Vec<String>)>,
+}
+
+impl<const N: usize> Table<N> {
+    fn new(header: [&str; N]) -> Self {
+        Table {
+            header: header.map(str::to_owned),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: [String; N]) {
+        self.rows.push((cells, Vec::new()));
+    }
+
+    fn detail(&mut self, line: String) {
+        if let Some((_, details)) = self.rows.last_mut() {
+            details.push(line);
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut widths = self.header.clone().map(|h| h.chars().count());
+        for (cells, _) in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(cells) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let line = |cells: &[String; N]| {
+            let mut s = String::from(" ");
+            for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+                s.push(' ');
+                s.push_str(cell);
+                if i + 1 < N {
+                    s.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 1));
+                }
+            }
+            s.truncate(s.trim_end().len());
+            s.push('\n');
+            s
+        };
+        let mut out = line(&self.header);
+        for (cells, details) in &self.rows {
+            out.push_str(&line(cells));
+            for detail in details {
+                let _ = writeln!(out, "  {detail}");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::observation::{ExpectedTransport, Unit, Workload};
+    use crate::report::{AgentHealth, SubsetShare, TransportVerdict};
+
+    fn workload(name: &str) -> Workload {
+        Workload {
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    fn share(subset: &str, declared: f64, observed: f64, count: u64) -> SubsetShare {
+        SubsetShare {
+            subset: Some(subset.into()),
+            declared,
+            observed,
+            count,
+            ci_low: observed - 0.0125,
+            ci_high: observed + 0.0125,
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            generated_at: "2026-11-24T06:30:00Z".into(),
+            node: "lab-node-1".into(),
+            window_seconds: 600,
+            splits: vec![SplitVerdict {
+                source: workload("loadgen"),
+                host: "frontend.default.svc.cluster.local".into(),
+                port: 80,
+                unit: Unit::Request,
+                samples: 4000,
+                p_value: Some(1e-200),
+                drift: true,
+                reason: "v2 gets 20.0%, declared 50.0%".into(),
+                subsets: vec![share("v1", 0.5, 0.8, 3200), share("v2", 0.5, 0.2, 800)],
+            }],
+            transport: vec![TransportVerdict {
+                source: workload("curl"),
+                host: "frontend.default.svc.cluster.local".into(),
+                subset: Some("v2".into()),
+                expected: Some(ExpectedTransport::Mtls),
+                observed: BTreeMap::from([("http".to_owned(), 57), ("istio_mtls".to_owned(), 3)]),
+                violation: true,
+                mismatch: false,
+                violations: 57,
+                mismatches: 0,
+            }],
+            unexpected: vec![],
+            findings: vec![],
+            agent: AgentHealth {
+                version: "0.1.0".into(),
+                lost_events: BTreeMap::from([("ringbuf_full".to_owned(), 3)]),
+                ..AgentHealth::default()
+            },
+        }
+    }
+
+    #[test]
+    fn split_row_then_one_line_per_subset() {
+        let text = render_table(&report());
+        let lines: Vec<&str> = text.lines().collect();
+        let row = lines
+            .iter()
+            .position(|l| l.contains("default/loadgen"))
+            .expect("split row");
+        assert!(lines[row].contains("frontend.default.svc.cluster.local:80"), "{text}");
+        assert!(lines[row].contains("requests") && lines[row].contains("4000"), "{text}");
+        assert!(lines[row].contains("1.0e-200") && lines[row].contains("DRIFT: v2 gets 20.0%"), "{text}");
+        assert!(lines[row + 1].contains("subset v1") && lines[row + 1].contains("declared  50.0%"), "{text}");
+        assert!(lines[row + 1].contains("observed  80.0%") && lines[row + 1].contains("(78.8% – 81.2%)"), "{text}");
+        assert!(lines[row + 2].contains("subset v2") && lines[row + 2].contains("-30.0 pp"), "{text}");
+    }
+
+    #[test]
+    fn transport_lists_observed_transports_and_the_violation() {
+        let text = render_table(&report());
+        let row = text.lines().find(|l| l.contains("default/curl")).expect("transport row");
+        assert!(row.contains("mtls") && row.contains("istio_mtls=3 http=57"), "{row}");
+        assert!(row.contains("VIOLATION (57 plaintext)"), "{row}");
+    }
+
+    #[test]
+    fn empty_sections_say_so_and_lost_events_warn() {
+        let text = render_table(&report());
+        assert!(text.contains("UNEXPECTED DESTINATIONS (0)\n  none\n"), "{text}");
+        assert!(text.contains("FINDINGS (0)\n  none\n"), "{text}");
+        assert!(text.contains("lost events: ringbuf_full=3  (counts are incomplete)"), "{text}");
+    }
+
+    #[test]
+    fn columns_line_up() {
+        let mut r = report();
+        let mut second = r.splits[0].clone();
+        second.source = workload("a-much-longer-workload-name");
+        second.drift = false;
+        r.splits.push(second);
+        let text = render_table(&r);
+        let host_column = |needle: &str| {
+            let line = text.lines().find(|l| l.contains(needle)).expect(needle);
+            line.find("frontend.default").expect("host cell")
+        };
+        assert_eq!(host_column("default/loadgen"), host_column("a-much-longer"), "{text}");
+        assert_eq!(host_column("default/loadgen"), text.lines().find(|l| l.contains("SOURCE")).and_then(|l| l.find("HOST")).expect("header"));
+    }
+}
