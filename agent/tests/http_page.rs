@@ -102,11 +102,20 @@ fn browser_renders_the_drift_and_the_violation() {
         "IST0101",
         "lab-node-1",
     ] {
-        assert!(dom.contains(expected), "rendered page lacks {expected:?}:\n{dom}");
+        assert!(
+            dom.contains(expected),
+            "rendered page lacks {expected:?}:\n{dom}"
+        );
     }
-    assert!(dom.contains(r#"class="num cell-violation">57<"#), "plaintext cell not highlighted");
+    assert!(
+        dom.contains(r#"class="num cell-violation">57<"#),
+        "plaintext cell not highlighted"
+    );
     // The bars are laid out: the observed v1 bar is drawn at 80 % of 400 units.
-    assert!(dom.contains(r#"class="obs off" x="0" y="14" width="320.0""#), "{dom}");
+    assert!(
+        dom.contains(r#"class="obs off" x="0" y="14" width="320.0""#),
+        "{dom}"
+    );
 }
 
 #[test]
@@ -116,17 +125,26 @@ fn screenshot_of_the_page_is_kept_as_an_artifact() {
     let png = artifacts_dir().join("report-page.png");
     let _ = std::fs::remove_file(&png);
 
-    let out = run_chromium(profile.path(), &format!("--screenshot={}", png.display()), &server.url("/"));
+    let out = run_chromium(
+        profile.path(),
+        &format!("--screenshot={}", png.display()),
+        &server.url("/"),
+    );
     assert!(
         out.status.success(),
         "chromium --screenshot failed ({}): {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let bytes = std::fs::read(&png).unwrap_or_else(|err| panic!("no screenshot at {}: {err}", png.display()));
+    let bytes = std::fs::read(&png)
+        .unwrap_or_else(|err| panic!("no screenshot at {}: {err}", png.display()));
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     // A blank 1200×1600 page compresses to a few kilobytes; a rendered report does not.
-    assert!(bytes.len() > 40_000, "screenshot suspiciously small: {} bytes", bytes.len());
+    assert!(
+        bytes.len() > 40_000,
+        "screenshot suspiciously small: {} bytes",
+        bytes.len()
+    );
     let width = u32::from_be_bytes(bytes[16..20].try_into().expect("IHDR width"));
     let height = u32::from_be_bytes(bytes[20..24].try_into().expect("IHDR height"));
     assert_eq!((width, height), (1200, 1600), "screenshot size");

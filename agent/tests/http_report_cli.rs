@@ -20,10 +20,17 @@ fn table_output_shows_the_drift_and_the_violation() {
     let server = Server::start(drift_report());
     let out = meshdrift(&["report", "--url", &server.url("")]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("node lab-node-1, window 10m"), "{text}");
     assert!(text.contains("DRIFT: subset v2 received 20.0%"), "{text}");
-    assert!(text.contains("subset v1") && text.contains("observed  80.0%"), "{text}");
+    assert!(
+        text.contains("subset v1") && text.contains("observed  80.0%"),
+        "{text}"
+    );
     assert!(text.contains("VIOLATION (57 plaintext)"), "{text}");
     assert!(text.contains("default/frontend-v3-7d9f"), "{text}");
     eprintln!("{text}");
@@ -32,8 +39,18 @@ fn table_output_shows_the_drift_and_the_violation() {
 #[test]
 fn json_output_is_the_agents_report() {
     let server = Server::start(drift_report());
-    let out = meshdrift(&["report", "--url", &format!("{}/", server.url("")), "--output", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = meshdrift(&[
+        "report",
+        "--url",
+        &format!("{}/", server.url("")),
+        "--output",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Report = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(report, drift_report());
 }

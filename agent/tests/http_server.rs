@@ -40,17 +40,29 @@ fn metrics_are_openmetrics_for_prometheus_and_text_for_plain_clients() {
                              version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
     let (status, content_type, body) = get(&server.url("/metrics"), Some(prometheus_accept));
     assert_eq!(status, 200);
-    assert_eq!(content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
     assert!(body.ends_with("# EOF\n"));
-    assert!(body.contains("meshdrift_split_drift_detected{"), "gauges follow the report: {body}");
+    assert!(
+        body.contains("meshdrift_split_drift_detected{"),
+        "gauges follow the report: {body}"
+    );
 
     let (_, content_type, body) = get(&server.url("/metrics"), None);
-    assert_eq!(content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
     assert!(body.ends_with("# EOF\n"));
 
     let (_, content_type, body) = get(&server.url("/metrics"), Some("text/plain"));
     assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
-    assert!(body.contains("# TYPE meshdrift_lost_events_total counter"), "{body}");
+    assert!(
+        body.contains("# TYPE meshdrift_lost_events_total counter"),
+        "{body}"
+    );
     assert!(!body.contains("# EOF"));
 }
 
@@ -64,7 +76,8 @@ fn publishing_a_report_refreshes_the_gauges() {
     server.publisher.publish(healed);
     let (_, _, body) = get(&server.url("/metrics"), None);
     assert!(
-        body.contains(r#"destination_port="80"} 0.0"#) && !body.contains(r#"destination_port="80"} 1.0"#),
+        body.contains(r#"destination_port="80"} 0.0"#)
+            && !body.contains(r#"destination_port="80"} 1.0"#),
         "{body}"
     );
 }
@@ -86,5 +99,8 @@ fn shutdown_future_ends_serve_cleanly() {
     let server = Server::start(drift_report());
     let addr = server.addr;
     server.stop().expect("serve returned an error");
-    assert!(std::net::TcpStream::connect(addr).is_err(), "still listening after shutdown");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still listening after shutdown"
+    );
 }

@@ -57,14 +57,20 @@ fn lint(exposition: &str) -> (bool, String) {
 fn promtool_check_metrics_accepts_the_exposition() {
     let text = populated().encode_prometheus_text();
     let (ok, problems) = lint(&text);
-    assert!(ok, "promtool check metrics found problems:\n{problems}\n--- exposition ---\n{text}");
+    assert!(
+        ok,
+        "promtool check metrics found problems:\n{problems}\n--- exposition ---\n{text}"
+    );
 }
 
 #[test]
 fn promtool_lints_what_it_is_given() {
     // Guards the test above against a promtool that accepts anything.
     let (ok, problems) = lint("# TYPE bad_metric counter\nbad_metric 1\n");
-    assert!(!ok, "promtool accepted a counter without _total and help: {problems}");
+    assert!(
+        !ok,
+        "promtool accepted a counter without _total and help: {problems}"
+    );
 }
 
 #[test]
@@ -103,7 +109,10 @@ fn observations_count_by_workload_subset_and_transport() {
     let stray = r#"meshdrift_unexpected_destination_total{source_namespace="default",source_workload="loadgen",destination_host="frontend.default.svc.cluster.local",destination_port="80"} 1"#;
     assert!(om.contains(stray), "{om}");
     // Never the pod: cardinality stays bounded by workloads.
-    assert!(!om.contains("frontend-v3-7d9f"), "pod name leaked into a label:\n{om}");
+    assert!(
+        !om.contains("frontend-v3-7d9f"),
+        "pod name leaked into a label:\n{om}"
+    );
 }
 
 #[test]
@@ -131,7 +140,10 @@ fn report_gauges_carry_the_verdict() {
         r#"meshdrift_excluded_flows_total{reason="mesh_internal_port"} 17"#.to_owned(),
         r#"meshdrift_inventory_objects{kind="Pod"} 6.0"#.to_owned(),
         "meshdrift_flows_tracked 42.0".to_owned(),
-        format!("meshdrift_build_info{{version=\"{}\"}} 1.0", env!("CARGO_PKG_VERSION")),
+        format!(
+            "meshdrift_build_info{{version=\"{}\"}} 1.0",
+            env!("CARGO_PKG_VERSION")
+        ),
     ] {
         assert!(om.contains(&expected), "missing {expected:?} in\n{om}");
     }
@@ -148,9 +160,18 @@ fn series_of_splits_that_leave_the_report_are_removed() {
     metrics.update(&report);
     let om = metrics.encode();
     assert!(!om.contains("checkout"), "stale split series linger:\n{om}");
-    assert!(!om.contains("meshdrift_config_findings{"), "stale finding series linger:\n{om}");
-    assert!(!om.contains(r#"kind="Service""#), "stale inventory series linger:\n{om}");
-    assert!(om.contains(r#"meshdrift_lost_events_total{reason="ringbuf_full"} 7"#), "{om}");
+    assert!(
+        !om.contains("meshdrift_config_findings{"),
+        "stale finding series linger:\n{om}"
+    );
+    assert!(
+        !om.contains(r#"kind="Service""#),
+        "stale inventory series linger:\n{om}"
+    );
+    assert!(
+        om.contains(r#"meshdrift_lost_events_total{reason="ringbuf_full"} 7"#),
+        "{om}"
+    );
     assert!(om.contains(r#"source_workload="loadgen",destination_host="frontend.default.svc.cluster.local",destination_port="80"} 1.0"#));
 }
 
@@ -171,9 +192,16 @@ fn untested_splits_have_no_p_value_series() {
 fn help_texts_are_plain_single_lines() {
     // prometheus-client writes help verbatim; a quote, backslash or newline would
     // break the 0.0.4 conversion.
-    for line in Metrics::new().encode().lines().filter(|l| l.starts_with("# HELP ")) {
+    for line in Metrics::new()
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("# HELP "))
+    {
         let help = line.splitn(4, ' ').nth(3).unwrap_or_default();
-        assert!(help.len() > 20, "help too short to explain anything: {line}");
+        assert!(
+            help.len() > 20,
+            "help too short to explain anything: {line}"
+        );
         assert!(!help.contains(['"', '\\']), "{line}");
         assert!(help.ends_with('.') && !help.ends_with(".."), "{line}");
     }

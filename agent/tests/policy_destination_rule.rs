@@ -181,6 +181,38 @@ fn dr_hidden_specific_rule_is_not_replaced_by_a_visible_general_one() {
 }
 
 #[test]
+fn dr_export_to_other_namespaces_only_hides_it_from_its_own() {
+    let m = mesh(&dr(
+        "default",
+        "elsewhere",
+        "  host: reviews\n  exportTo: [other]\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n",
+    ));
+    assert_eq!(rule_for(&m, "other/client"), s("default/elsewhere"));
+    assert_eq!(rule_for(&m, "default/client"), None);
+}
+
+#[test]
+fn dr_selector_rule_of_another_namespace_stops_the_search_without_applying() {
+    // The service namespace's only rule for the host has a selector: it never
+    // applies to other namespaces, and the root namespace is not consulted.
+    let m = mesh(&format!(
+        "{}---\n{}",
+        dr(
+            "default",
+            "sel",
+            "  host: reviews\n  workloadSelector: {matchLabels: {app: client}}\n  trafficPolicy: {tls: {mode: SIMPLE}}\n"
+        ),
+        dr(
+            "istio-system",
+            "mesh-wide",
+            "  host: '*.local'\n  trafficPolicy: {tls: {mode: MUTUAL}}\n"
+        )
+    ));
+    assert_eq!(rule_for(&m, "other/client"), None);
+    assert_eq!(rule_for(&m, "default/client"), s("default/sel"));
+}
+
+#[test]
 fn dr_workload_selector_limits_the_rule_to_matching_clients() {
     let m = mesh(&format!(
         "{}---\n{}",

@@ -55,7 +55,9 @@ fn fetch(base: &str) -> anyhow::Result<Report> {
         .read_to_string()
         .with_context(|| format!("reading the response from {url}"))?;
     serde_json::from_str(&body).with_context(|| {
-        format!("{url} did not return a meshdrift report (is the URL an agent of the same version?)")
+        format!(
+            "{url} did not return a meshdrift report (is the URL an agent of the same version?)"
+        )
     })
 }
 
@@ -128,7 +130,9 @@ fn transport(out: &mut String, report: &Report) {
         out.push_str("  no connection with a known expectation in this window\n");
         return;
     }
-    let mut table = Table::new(["SOURCE", "HOST", "SUBSET", "EXPECTED", "OBSERVED", "VERDICT"]);
+    let mut table = Table::new([
+        "SOURCE", "HOST", "SUBSET", "EXPECTED", "OBSERVED", "VERDICT",
+    ]);
     let mut ordered: Vec<_> = report.transport.iter().collect();
     ordered.sort_by_key(|t| (!t.violation, !t.mismatch));
     for t in ordered {
@@ -184,7 +188,12 @@ fn findings(out: &mut String, report: &Report) {
     }
     let mut table = Table::new(["SEVERITY", "CODE", "RESOURCE", "MESSAGE"]);
     for f in &report.findings {
-        table.row([f.severity.clone(), f.code.clone(), f.resource.clone(), f.message.clone()]);
+        table.row([
+            f.severity.clone(),
+            f.code.clone(),
+            f.resource.clone(),
+            f.message.clone(),
+        ]);
     }
     out.push_str(&table.render());
 }
@@ -202,7 +211,10 @@ fn health(out: &mut String, report: &Report) {
         if map.is_empty() {
             "none".to_owned()
         } else {
-            map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+            map.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         }
     };
     let lost: u64 = agent.lost_events.values().sum();
@@ -210,7 +222,11 @@ fn health(out: &mut String, report: &Report) {
         out,
         "  lost events: {}{}",
         join(&agent.lost_events),
-        if lost > 0 { "  (counts are incomplete)" } else { "" }
+        if lost > 0 {
+            "  (counts are incomplete)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(out, "  inventory: {}", join(&agent.inventory));
     let _ = writeln!(out, "  excluded flows: {}", join(&agent.excluded_flows));
@@ -343,28 +359,59 @@ mod tests {
             .iter()
             .position(|l| l.contains("default/loadgen"))
             .expect("split row");
-        assert!(lines[row].contains("frontend.default.svc.cluster.local:80"), "{text}");
-        assert!(lines[row].contains("requests") && lines[row].contains("4000"), "{text}");
-        assert!(lines[row].contains("1.0e-200") && lines[row].contains("DRIFT: v2 gets 20.0%"), "{text}");
-        assert!(lines[row + 1].contains("subset v1") && lines[row + 1].contains("declared  50.0%"), "{text}");
-        assert!(lines[row + 1].contains("observed  80.0%") && lines[row + 1].contains("(78.8% – 81.2%)"), "{text}");
-        assert!(lines[row + 2].contains("subset v2") && lines[row + 2].contains("-30.0 pp"), "{text}");
+        assert!(
+            lines[row].contains("frontend.default.svc.cluster.local:80"),
+            "{text}"
+        );
+        assert!(
+            lines[row].contains("requests") && lines[row].contains("4000"),
+            "{text}"
+        );
+        assert!(
+            lines[row].contains("1.0e-200") && lines[row].contains("DRIFT: v2 gets 20.0%"),
+            "{text}"
+        );
+        assert!(
+            lines[row + 1].contains("subset v1") && lines[row + 1].contains("declared  50.0%"),
+            "{text}"
+        );
+        assert!(
+            lines[row + 1].contains("observed  80.0%")
+                && lines[row + 1].contains("(78.8% – 81.2%)"),
+            "{text}"
+        );
+        assert!(
+            lines[row + 2].contains("subset v2") && lines[row + 2].contains("-30.0 pp"),
+            "{text}"
+        );
     }
 
     #[test]
     fn transport_lists_observed_transports_and_the_violation() {
         let text = render_table(&report());
-        let row = text.lines().find(|l| l.contains("default/curl")).expect("transport row");
-        assert!(row.contains("mtls") && row.contains("istio_mtls=3 http=57"), "{row}");
+        let row = text
+            .lines()
+            .find(|l| l.contains("default/curl"))
+            .expect("transport row");
+        assert!(
+            row.contains("mtls") && row.contains("istio_mtls=3 http=57"),
+            "{row}"
+        );
         assert!(row.contains("VIOLATION (57 plaintext)"), "{row}");
     }
 
     #[test]
     fn empty_sections_say_so_and_lost_events_warn() {
         let text = render_table(&report());
-        assert!(text.contains("UNEXPECTED DESTINATIONS (0)\n  none\n"), "{text}");
+        assert!(
+            text.contains("UNEXPECTED DESTINATIONS (0)\n  none\n"),
+            "{text}"
+        );
         assert!(text.contains("FINDINGS (0)\n  none\n"), "{text}");
-        assert!(text.contains("lost events: ringbuf_full=3  (counts are incomplete)"), "{text}");
+        assert!(
+            text.contains("lost events: ringbuf_full=3  (counts are incomplete)"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -379,7 +426,17 @@ mod tests {
             let line = text.lines().find(|l| l.contains(needle)).expect(needle);
             line.find("frontend.default").expect("host cell")
         };
-        assert_eq!(host_column("default/loadgen"), host_column("a-much-longer"), "{text}");
-        assert_eq!(host_column("default/loadgen"), text.lines().find(|l| l.contains("SOURCE")).and_then(|l| l.find("HOST")).expect("header"));
+        assert_eq!(
+            host_column("default/loadgen"),
+            host_column("a-much-longer"),
+            "{text}"
+        );
+        assert_eq!(
+            host_column("default/loadgen"),
+            text.lines()
+                .find(|l| l.contains("SOURCE"))
+                .and_then(|l| l.find("HOST"))
+                .expect("header")
+        );
     }
 }

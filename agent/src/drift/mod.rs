@@ -33,10 +33,11 @@
 //!   on fewer would be noise; and the chi-square tail at `alpha = 0.001` is too
 //!   rough to trust on fewer.
 //! * **Size.** Computed exactly by enumeration for two-subset splits (tests in
-//!   `stats`): the false-alarm rate per window is at most 1.3·`alpha` for splits
-//!   from 50/50 to 80/20 (discreteness), about 2·`alpha` at 90/10 and 3·`alpha` at
-//!   95/5 with 100–150 samples, where the chi-square tail is lighter than the
-//!   binomial's; from a few hundred samples on the tolerance gate drives it towards
+//!   `stats`): the false-alarm rate per window is at most 1.5·`alpha` for splits
+//!   from 50/50 to 80/20 (discreteness), 2·`alpha` at 90/10 and 3.2·`alpha` at
+//!   95/5, the worst cases at 100–115 samples where the chi-square tail is lighter
+//!   than the binomial's; from 500 samples on it is at most 1.2·`alpha`, and as
+//!   samples grow the tolerance gate drives it towards
 //!   zero. A verdict is re-evaluated at every snapshot over overlapping windows,
 //!   so alert rules should require it to hold for a while (`for:`), not fire on
 //!   one evaluation.

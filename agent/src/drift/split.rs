@@ -47,7 +47,15 @@ pub(crate) fn verdict(
         .map(in_unit)
         .fold(0u64, u64::saturating_add);
 
-    let weights = declared_weights(declared);
+    let mut weights = declared_weights(declared);
+    let total_weight: f64 = weights.iter().map(|(_, w)| w).sum();
+    let usable = weights.iter().all(|(_, w)| w.is_finite() && *w >= 0.0) && total_weight > 0.0;
+    if usable {
+        // Shares are compared as fractions whatever scale the weights came in.
+        for (_, weight) in &mut weights {
+            *weight /= total_weight;
+        }
+    }
     let z = stats::z_for_alpha(config.alpha);
     let share = |count: u64| {
         if samples == 0 {
@@ -138,8 +146,7 @@ pub(crate) fn verdict(
         );
         return verdict;
     }
-    let total_weight: f64 = weights.iter().map(|(_, w)| w).sum();
-    if weights.iter().any(|(_, w)| !w.is_finite() || *w < 0.0) || total_weight <= 0.0 {
+    if !usable {
         verdict.reason = "split not compared: the declared weights are not usable".to_owned();
         return verdict;
     }
@@ -149,7 +156,7 @@ pub(crate) fn verdict(
     let tested: Vec<(&Option<String>, f64)> = weights
         .iter()
         .filter(|(_, w)| *w > 0.0)
-        .map(|(name, w)| (name, *w / total_weight))
+        .map(|(name, w)| (name, *w))
         .collect();
     let tested_counts: Vec<u64> = tested
         .iter()

@@ -349,6 +349,62 @@ fn single_subset_has_no_test_but_flags_strays() {
 }
 
 #[test]
+fn weights_on_another_scale_are_compared_as_fractions() {
+    let mut engine = engine();
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 80.0), ("v2", 20.0)]),
+        0.0,
+    );
+    traffic(&mut engine, 480, 120, 10.0);
+    let verdict = only_split(&engine.snapshot(20.0)).clone();
+    assert!(!verdict.drift, "{}", verdict.reason);
+    assert!((verdict.subsets[0].declared - 0.8).abs() < 1e-12);
+}
+
+#[test]
+fn three_way_split_drift_names_the_subset_furthest_off() {
+    let mut engine = engine();
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.3), ("v3", 0.2)]),
+        0.0,
+    );
+    engine.observe(&requests(to("v1"), 480, 10.0));
+    engine.observe(&requests(to("v2"), 170, 10.0));
+    engine.observe(&requests(to("v3"), 350, 10.0));
+    let verdict = only_split(&engine.snapshot(20.0)).clone();
+    assert!(verdict.drift);
+    assert!(
+        verdict
+            .reason
+            .starts_with("observed v3 35.0 % vs declared 20.0 %"),
+        "{}",
+        verdict.reason
+    );
+}
+
+#[test]
+fn host_without_subsets_is_one_destination() {
+    let mut engine = engine();
+    let declared = DeclaredSplit {
+        unit: Unit::Connection,
+        determinable: true,
+        reason: None,
+        subsets: vec![DeclaredSubset {
+            subset: None,
+            weight: 1.0,
+        }],
+    };
+    engine.declare(&key(), &declared, 0.0);
+    engine.observe(&requests(Destination::Subset { subset: None }, 1, 10.0));
+    let verdict = only_split(&engine.snapshot(20.0)).clone();
+    assert!(!verdict.drift);
+    assert_eq!(verdict.subsets[0].subset, None);
+    assert_eq!(verdict.subsets[0].observed, 1.0);
+}
+
+#[test]
 fn unusable_weights_are_not_compared() {
     let mut engine = engine();
     engine.declare(

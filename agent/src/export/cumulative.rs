@@ -41,9 +41,14 @@ impl CumulativeCounters {
 
 impl Collector for CumulativeCounters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let values = self.values.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let values = self
+            .values
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let probe = ConstCounter::new(0u64);
-        let mut family = encoder.encode_descriptor(self.name, self.help, None, probe.metric_type())?;
+        let mut family =
+            encoder.encode_descriptor(self.name, self.help, None, probe.metric_type())?;
         for (value_label, value) in &values {
             let labels = [(self.label, value_label.as_str())];
             let sample = family.encode_family(&labels)?;

@@ -55,7 +55,10 @@ where
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 

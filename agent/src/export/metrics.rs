@@ -12,14 +12,16 @@ use prometheus_client::registry::Registry;
 use super::cumulative::CumulativeCounters;
 use super::gauges::{FloatGauge, ReplacedGauges};
 use super::labels::{
-    FindingLabels, KindLabels, SplitLabels, SubsetLabels, TrafficLabels, TransportLabels, VersionLabels,
+    FindingLabels, KindLabels, SplitLabels, SubsetLabels, TrafficLabels, TransportLabels,
+    VersionLabels,
 };
 use super::transport::TransportCheck;
 use crate::observation::{Destination, Observation};
 use crate::report::Report;
 
 /// Content type of [`Metrics::encode`].
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Content type of [`Metrics::encode_prometheus_text`].
 pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -208,8 +210,12 @@ impl Metrics {
             Destination::Unexpected { .. } => None,
         };
         let labels = TrafficLabels::of(observation, subset);
-        self.requests.get_or_create(&labels).inc_by(observation.requests);
-        self.connections.get_or_create(&labels).inc_by(observation.connections);
+        self.requests
+            .get_or_create(&labels)
+            .inc_by(observation.requests);
+        self.connections
+            .get_or_create(&labels)
+            .inc_by(observation.connections);
         self.bytes.get_or_create(&labels).inc_by(observation.bytes);
 
         if matches!(observation.destination, Destination::Unexpected { .. }) {
@@ -238,7 +244,9 @@ impl Metrics {
             expected: expected.as_str(),
             observed: observation.transport.as_str(),
         };
-        family.get_or_create(&labels).inc_by(observation.connections);
+        family
+            .get_or_create(&labels)
+            .inc_by(observation.connections);
     }
 
     /// Refreshes every verdict and health series from a report. Series for splits,
@@ -273,15 +281,18 @@ impl Metrics {
 
         let mut findings: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for finding in &report.findings {
-            *findings.entry((&finding.code, &finding.severity)).or_default() += 1;
+            *findings
+                .entry((&finding.code, &finding.severity))
+                .or_default() += 1;
         }
-        self.findings.replace(findings.into_iter().map(|((code, severity), n)| {
-            let labels = FindingLabels {
-                code: code.to_owned(),
-                severity: severity.to_owned(),
-            };
-            (labels, n as f64)
-        }));
+        self.findings
+            .replace(findings.into_iter().map(|((code, severity), n)| {
+                let labels = FindingLabels {
+                    code: code.to_owned(),
+                    severity: severity.to_owned(),
+                };
+                (labels, n as f64)
+            }));
 
         let agent = &report.agent;
         self.flows_tracked.set(agent.flows_tracked as f64);

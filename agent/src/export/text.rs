@@ -86,7 +86,8 @@ mod tests {
 
     #[test]
     fn info_families_become_gauges_named_like_their_samples() {
-        let om = "# HELP x_build Build.\n# TYPE x_build info\nx_build_info{version=\"1\"} 1\n# EOF\n";
+        let om =
+            "# HELP x_build Build.\n# TYPE x_build info\nx_build_info{version=\"1\"} 1\n# EOF\n";
         assert_eq!(
             openmetrics_to_prometheus(om),
             "# HELP x_build_info Build.\n# TYPE x_build_info gauge\nx_build_info{version=\"1\"} 1\n"

@@ -79,7 +79,11 @@ mod tests {
             (ExpectedTransport::Plaintext, Transport::None),
         ];
         for (expected, observed) in ok {
-            assert_eq!(TransportCheck::of(expected, observed), TransportCheck::Ok, "{expected:?} {observed}");
+            assert_eq!(
+                TransportCheck::of(expected, observed),
+                TransportCheck::Ok,
+                "{expected:?} {observed}"
+            );
         }
     }
 

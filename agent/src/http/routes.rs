@@ -24,7 +24,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Report data changes every refresh; a cached copy would show stale verdicts.
-const NO_STORE: (header::HeaderName, HeaderValue) = (header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+const NO_STORE: (header::HeaderName, HeaderValue) =
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 
 async fn report_page(State(state): State<AppState>) -> Response {
     let report = state.latest();
@@ -37,14 +38,21 @@ async fn report_json(State(state): State<AppState>) -> Response {
         Ok(body) => (
             [
                 NO_STORE,
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
             ],
             body,
         )
             .into_response(),
         Err(err) => {
             tracing::error!(%err, "serializing the report failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "serializing the report failed\n").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "serializing the report failed\n",
+            )
+                .into_response()
         }
     }
 }
@@ -54,12 +62,18 @@ async fn report_json(State(state): State<AppState>) -> Response {
 /// (`curl -H 'Accept: text/plain' …/metrics | promtool check metrics`).
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let (content_type, body) = if wants_prometheus_text(&headers) {
-        (PROMETHEUS_TEXT_CONTENT_TYPE, state.metrics.encode_prometheus_text())
+        (
+            PROMETHEUS_TEXT_CONTENT_TYPE,
+            state.metrics.encode_prometheus_text(),
+        )
     } else {
         (OPENMETRICS_CONTENT_TYPE, state.metrics.encode())
     };
     (
-        [NO_STORE, (header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        [
+            NO_STORE,
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        ],
         body,
     )
         .into_response()
@@ -103,7 +117,10 @@ mod tests {
 
     fn accept(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_str(value).expect("header"));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_str(value).expect("header"),
+        );
         headers
     }
 

@@ -163,15 +163,17 @@ impl DestinationRuleIndex {
         });
         let mut local: HashMap<String, Vec<&DestinationRuleEntry>> = HashMap::new();
         let mut exported: HashMap<String, Vec<&DestinationRuleEntry>> = HashMap::new();
+        // As push_context.go SetDestinationRules: a namespace searches its own
+        // rules only when they are visible to it; other namespaces search the
+        // rules not restricted to their own namespace.
         for entry in &entries {
-            if entry.visibility.is_nowhere() {
-                continue;
+            if entry.visibility.visible_to(&entry.namespace) {
+                local
+                    .entry(entry.namespace.clone())
+                    .or_default()
+                    .push(entry);
             }
-            local
-                .entry(entry.namespace.clone())
-                .or_default()
-                .push(entry);
-            if entry.selector.is_none() && entry.visibility.is_exported(&entry.namespace) {
+            if !entry.visibility.is_private_only(&entry.namespace) {
                 exported
                     .entry(entry.namespace.clone())
                     .or_default()
@@ -200,8 +202,9 @@ impl DestinationRuleIndex {
     /// The rule a client uses for `fqdn` (a service in `service_namespace`):
     /// the client's namespace first, then the service's, then the root namespace.
     /// Within one namespace the most specific host wins, and once a namespace
-    /// has a rule for the host the search stops there even if no rule in it
-    /// selects this client.
+    /// has rules for the host the search stops there even if none of them
+    /// applies to this client (a workloadSelector rule applies only to
+    /// matching clients of its own namespace).
     pub fn lookup(
         &self,
         client_namespace: &str,
@@ -209,30 +212,28 @@ impl DestinationRuleIndex {
         fqdn: &str,
         service_namespace: Option<&str>,
     ) -> Option<&MergedRule> {
-        if let Some(rules) = self
-            .local
-            .get(client_namespace)
-            .and_then(|r| r.most_specific(fqdn))
-        {
-            let selected = rules.iter().find(|r| {
-                r.selector
-                    .as_ref()
-                    .is_some_and(|s| selector_matches(s, client_labels))
-            });
-            return selected.or_else(|| rules.iter().find(|r| r.selector.is_none()));
-        }
         let exported_from = |namespace: &str| {
             let rules = self.exported.get(namespace)?.most_specific(fqdn)?;
             // Istio checks exportTo only after picking the most specific host:
             // a hidden specific rule is not replaced by a visible general one.
             rules
                 .iter()
-                .find(|r| r.selector.is_none())
-                .filter(|r| r.visibility.visible_to(client_namespace))
+                .any(|r| r.visibility.visible_to(client_namespace))
+                .then_some(rules)
         };
-        service_namespace
-            .and_then(exported_from)
-            .or_else(|| exported_from(ROOT_NAMESPACE))
+        let rules = self
+            .local
+            .get(client_namespace)
+            .and_then(|r| r.most_specific(fqdn))
+            .or_else(|| service_namespace.and_then(exported_from))
+            .or_else(|| exported_from(ROOT_NAMESPACE))?;
+        let selected = rules.iter().find(|r| {
+            r.namespace == client_namespace
+                && r.selector
+                    .as_ref()
+                    .is_some_and(|s| selector_matches(s, client_labels))
+        });
+        selected.or_else(|| rules.iter().find(|r| r.selector.is_none()))
     }
 }
 

@@ -42,9 +42,10 @@ impl Visibility {
         !self.everywhere && self.namespaces.is_empty()
     }
 
-    /// Visible to some namespace other than its own.
-    pub fn is_exported(&self, own_namespace: &str) -> bool {
-        self.everywhere || self.namespaces.iter().any(|ns| ns != own_namespace)
+    /// Exactly its own namespace (`.` or the namespace's name alone): Istio keeps
+    /// such a rule out of the index other namespaces search.
+    pub fn is_private_only(&self, own_namespace: &str) -> bool {
+        !self.everywhere && self.namespaces.len() == 1 && self.namespaces.contains(own_namespace)
     }
 
     pub fn union(&mut self, other: &Visibility) {

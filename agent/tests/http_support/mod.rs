@@ -5,9 +5,12 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use meshdrift::observation::{Destination, ExpectedTransport, Observation, SplitKey, Unit, Workload};
+use meshdrift::observation::{
+    Destination, ExpectedTransport, Observation, SplitKey, Unit, Workload,
+};
 use meshdrift::report::{
-    AgentHealth, Finding, Report, SplitVerdict, SubsetShare, TransportVerdict, UnexpectedDestination,
+    AgentHealth, Finding, Report, SplitVerdict, SubsetShare, TransportVerdict,
+    UnexpectedDestination,
 };
 use meshdrift::wire::Transport;
 
@@ -163,7 +166,11 @@ pub fn promtool() -> Command {
         "promtool not found: install the Debian `prometheus` package (apt-get install -y prometheus); \
          `cargo xtask setup` installs it"
     );
-    Command::new(if std::path::Path::new(path).exists() { path } else { "promtool" })
+    Command::new(if std::path::Path::new(path).exists() {
+        path
+    } else {
+        "promtool"
+    })
 }
 
 /// The agent's HTTP server on 127.0.0.1 and a random port, on its own runtime
@@ -190,7 +197,9 @@ impl Server {
                 .build()?;
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                addr_tx.send(listener.local_addr()?).expect("report address");
+                addr_tx
+                    .send(listener.local_addr()?)
+                    .expect("report address");
                 meshdrift::http::serve(listener, served, async {
                     let _ = stop.await;
                 })

@@ -30,9 +30,16 @@ pub fn subset_bar(share: &SubsetShare, off: bool) -> String {
         w = WIDTH,
         label = Esc(&label),
     );
-    let _ = write!(svg, r#"<rect class="track" x="0" y="1" width="{WIDTH}" height="32" rx="3"/>"#);
+    let _ = write!(
+        svg,
+        r#"<rect class="track" x="0" y="1" width="{WIDTH}" height="32" rx="3"/>"#
+    );
     for grid in [0.25, 0.5, 0.75] {
-        let _ = write!(svg, r#"<line class="grid" x1="{0}" x2="{0}" y1="1" y2="33"/>"#, x(grid));
+        let _ = write!(
+            svg,
+            r#"<line class="grid" x1="{0}" x2="{0}" y1="1" y2="33"/>"#,
+            x(grid)
+        );
     }
     let _ = write!(
         svg,
@@ -76,8 +83,14 @@ mod tests {
     #[test]
     fn bar_widths_follow_the_shares() {
         let svg = subset_bar(&share(0.5, 0.8), true);
-        assert!(svg.contains(r#"class="decl" x="0" y="4" width="200.0""#), "{svg}");
-        assert!(svg.contains(r#"class="obs off" x="0" y="14" width="320.0""#), "{svg}");
+        assert!(
+            svg.contains(r#"class="decl" x="0" y="4" width="200.0""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"class="obs off" x="0" y="14" width="320.0""#),
+            "{svg}"
+        );
         assert!(svg.contains(r#"x1="300.0" x2="340.0""#), "whiskers: {svg}");
         assert!(svg.contains("observed 80.0%"), "{svg}");
     }

@@ -39,6 +39,9 @@ mod tests {
 
     #[test]
     fn leaves_plain_and_non_ascii_text_alone() {
-        assert_eq!(Esc("frontend-v2 · ünïcode").to_string(), "frontend-v2 · ünïcode");
+        assert_eq!(
+            Esc("frontend-v2 · ünïcode").to_string(),
+            "frontend-v2 · ünïcode"
+        );
     }
 }

@@ -17,7 +17,8 @@ pub fn points(delta: f64) -> String {
 pub fn p_value(p: Option<f64>) -> String {
     match p {
         None => "—".to_owned(),
-        Some(p) if p == 0.0 => "< 1e-300".to_owned(),
+        // An underflowed p-value: smaller than any f64 can hold.
+        Some(p) if p <= 0.0 => "< 1e-300".to_owned(),
         Some(p) if p < 1e-4 => format!("{p:.1e}"),
         Some(p) => format!("{p:.4}"),
     }
@@ -25,7 +26,12 @@ pub fn p_value(p: Option<f64>) -> String {
 
 /// Seconds as the largest two units (`10m`, `1h 05m`, `45s`).
 pub fn duration(seconds: u64) -> String {
-    let (d, h, m, s) = (seconds / 86_400, seconds / 3_600 % 24, seconds / 60 % 60, seconds % 60);
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds / 3_600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),
         (0, 0, _) if s == 0 => format!("{m}m"),

@@ -12,7 +12,9 @@ pub mod format;
 pub use escape::Esc;
 
 use crate::export::TransportCheck;
-use crate::report::{AgentHealth, Finding, Report, SplitVerdict, TransportVerdict, UnexpectedDestination};
+use crate::report::{
+    AgentHealth, Finding, Report, SplitVerdict, TransportVerdict, UnexpectedDestination,
+};
 use crate::wire::Transport;
 
 const STYLE: &str = include_str!("style.css");
@@ -46,8 +48,16 @@ pub fn render(report: &Report) -> String {
 fn header(out: &mut String, report: &Report) {
     let drifting = report.splits.iter().filter(|s| s.drift).count();
     let violations = report.transport.iter().filter(|t| t.violation).count();
-    let mismatches = report.transport.iter().filter(|t| t.mismatch && !t.violation).count();
-    let errors = report.findings.iter().filter(|f| f.severity == "error").count();
+    let mismatches = report
+        .transport
+        .iter()
+        .filter(|t| t.mismatch && !t.violation)
+        .count();
+    let errors = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == "error")
+        .count();
     let lost: u64 = report.agent.lost_events.values().sum();
     let _ = write!(
         out,
@@ -59,23 +69,51 @@ fn header(out: &mut String, report: &Report) {
         Esc(&report.agent.version),
     );
     out.push_str("<div class=\"summary\">");
-    tile(out, drifting, report.splits.len(), "splits drifting", drifting > 0);
-    tile(out, violations, report.transport.len(), "mTLS violations", violations > 0);
+    tile(
+        out,
+        drifting,
+        report.splits.len(),
+        "splits drifting",
+        drifting > 0,
+    );
+    tile(
+        out,
+        violations,
+        report.transport.len(),
+        "mTLS violations",
+        violations > 0,
+    );
     if mismatches > 0 {
         let _ = write!(
             out,
             "<div class=\"tile warn\"><span class=\"n\">{mismatches}</span>transport mismatches</div>"
         );
     }
-    tile(out, report.unexpected.len(), 0, "unexpected destinations", !report.unexpected.is_empty());
-    tile(out, errors, report.findings.len(), "config errors", errors > 0);
+    tile(
+        out,
+        report.unexpected.len(),
+        0,
+        "unexpected destinations",
+        !report.unexpected.is_empty(),
+    );
+    tile(
+        out,
+        errors,
+        report.findings.len(),
+        "config errors",
+        errors > 0,
+    );
     tile(out, lost as usize, 0, "lost events", lost > 0);
     out.push_str("</div></header>");
 }
 
 fn tile(out: &mut String, n: usize, of: usize, what: &str, bad: bool) {
     let class = if bad { "bad" } else { "good" };
-    let of = if of > 0 { format!(" <small>of {of}</small>") } else { String::new() };
+    let of = if of > 0 {
+        format!(" <small>of {of}</small>")
+    } else {
+        String::new()
+    };
     let _ = write!(
         out,
         "<div class=\"tile {class}\"><span class=\"n\">{n}{of}</span>{}</div>",
@@ -171,7 +209,9 @@ fn transport(out: &mut String, verdicts: &[TransportVerdict]) {
         verdicts.len()
     );
     if verdicts.is_empty() {
-        out.push_str("<p class=\"empty\">No connection with a known expectation in this window.</p>");
+        out.push_str(
+            "<p class=\"empty\">No connection with a known expectation in this window.</p>",
+        );
         return;
     }
     out.push_str("<table><thead><tr><th>source</th><th>host</th><th>subset</th><th>expected</th>");
@@ -224,7 +264,10 @@ fn transport_row(out: &mut String, verdict: &TransportVerdict) {
             verdict.violations
         )
     } else if verdict.mismatch {
-        format!("<span class=\"badge mismatch\">MISMATCH</span> {}", verdict.mismatches)
+        format!(
+            "<span class=\"badge mismatch\">MISMATCH</span> {}",
+            verdict.mismatches
+        )
     } else {
         "<span class=\"badge ok\">OK</span>".to_owned()
     };
@@ -238,7 +281,9 @@ fn unexpected(out: &mut String, destinations: &[UnexpectedDestination]) {
         destinations.len()
     );
     if destinations.is_empty() {
-        out.push_str("<p class=\"empty\">Every observed flow reached a destination its routes declare.</p>");
+        out.push_str(
+            "<p class=\"empty\">Every observed flow reached a destination its routes declare.</p>",
+        );
         return;
     }
     out.push_str(
@@ -310,9 +355,23 @@ fn health(out: &mut String, agent: &AgentHealth) {
         format::duration(agent.uptime_seconds),
         agent.flows_tracked,
     );
-    counts_card(out, "Lost events", "lost", &agent.lost_events, "none lost", true);
+    counts_card(
+        out,
+        "Lost events",
+        "lost",
+        &agent.lost_events,
+        "none lost",
+        true,
+    );
     counts_card(out, "Inventory", "", &agent.inventory, "empty", false);
-    counts_card(out, "Excluded flows", "", &agent.excluded_flows, "none", false);
+    counts_card(
+        out,
+        "Excluded flows",
+        "",
+        &agent.excluded_flows,
+        "none",
+        false,
+    );
     out.push_str("</div>");
 }
 
@@ -324,12 +383,20 @@ fn counts_card(
     empty: &str,
     nonzero_is_bad: bool,
 ) {
-    let _ = write!(out, "<div class=\"card {class}\"><h3>{}</h3><dl>", Esc(title));
+    let _ = write!(
+        out,
+        "<div class=\"card {class}\"><h3>{}</h3><dl>",
+        Esc(title)
+    );
     if counts.is_empty() {
         let _ = write!(out, "<dt>{}</dt><dd></dd>", Esc(empty));
     }
     for (key, n) in counts {
-        let bad = if nonzero_is_bad && *n > 0 { " class=\"bad\"" } else { "" };
+        let bad = if nonzero_is_bad && *n > 0 {
+            " class=\"bad\""
+        } else {
+            ""
+        };
         let _ = write!(out, "<dt>{}</dt><dd{bad}>{n}</dd>", Esc(key));
     }
     out.push_str("</dl></div>");

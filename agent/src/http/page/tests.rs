@@ -64,18 +64,27 @@ fn report() -> Report {
 #[test]
 fn drifting_split_shows_badge_reason_and_shares() {
     let html = render(&report());
-    assert!(html.contains(r#"<span class="badge drift">DRIFT</span>"#), "{html}");
+    assert!(
+        html.contains(r#"<span class="badge drift">DRIFT</span>"#),
+        "{html}"
+    );
     assert!(html.contains("v2 gets 20.0% of requests, declared 50.0%"));
     assert!(html.contains("80.0%") && html.contains("20.0%") && html.contains("50.0%"));
     assert!(html.contains("+30.0 pp") && html.contains("-30.0 pp"));
     assert!(html.contains("1.0e-40"), "p-value");
-    assert!(html.contains(r#"<tr class="off"><td class="subset">v1</td>"#), "v1 is off its weight");
+    assert!(
+        html.contains(r#"<tr class="off"><td class="subset">v1</td>"#),
+        "v1 is off its weight"
+    );
 }
 
 #[test]
 fn plaintext_under_mtls_is_highlighted_as_a_violation() {
     let html = render(&report());
-    assert!(html.contains(r#"<td class="num cell-violation">12</td>"#), "{html}");
+    assert!(
+        html.contains(r#"<td class="num cell-violation">12</td>"#),
+        "{html}"
+    );
     assert!(html.contains(r#"<td class="num cell-ok">3</td>"#), "{html}");
     assert!(html.contains("VIOLATION"));
 }
