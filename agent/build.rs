@@ -26,7 +26,8 @@ fn main() -> anyhow::Result<()> {
     // With AYA_BUILD_SKIP (used by `cargo check`-style work on machines without
     // bpf-linker) no object exists; an empty one keeps the crate compiling and the
     // loader reports the problem at run time instead.
-    let object = PathBuf::from(env::var("OUT_DIR").context("OUT_DIR not set")?).join("meshdrift-probes");
+    let object =
+        PathBuf::from(env::var("OUT_DIR").context("OUT_DIR not set")?).join("meshdrift-probes");
     if !object.exists() {
         fs::write(&object, []).with_context(|| format!("writing {}", object.display()))?;
     }

@@ -7,9 +7,7 @@ use aya_ebpf::{
     helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_cgroup_id, bpf_skb_load_bytes},
     programs::SkBuffContext,
 };
-use meshdrift_ebpf::{
-    PAYLOAD_CAPTURE_LEN, PayloadEvent, data_dir, flow_flags, kind, loss, role,
-};
+use meshdrift_ebpf::{PAYLOAD_CAPTURE_LEN, PayloadEvent, data_dir, flow_flags, kind, loss, role};
 
 use crate::state::{EVENTS, FLOWS, count_loss, emit_flow, update_interval_ns};
 
@@ -28,7 +26,7 @@ pub fn observe(ctx: &SkBuffContext, egress: bool) {
 #[inline(always)]
 pub fn observe_flow(ctx: &SkBuffContext, egress: bool, cookie: u64) {
     let skb = ctx.skb.skb;
-    let Some(state) = FLOWS.get_ptr_mut(&cookie) else {
+    let Some(state) = FLOWS.get_ptr_mut(cookie) else {
         return;
     };
     // SAFETY: the map value stays valid for this program run.
@@ -104,6 +102,10 @@ fn tcp_payload(ctx: &SkBuffContext) -> Option<(u32, u32)> {
 /// Copies up to `PAYLOAD_CAPTURE_LEN` payload bytes into a ring-buffer record with
 /// fixed-size loads (the verifier refuses variable-length ones).
 #[inline(always)]
+#[allow(
+    clippy::int_plus_one,
+    reason = "one bounds check written alike for every load size keeps the verifier's bound explicit"
+)]
 fn capture(ctx: &SkBuffContext, cookie: u64, flow_role: u8, offset: u32, payload_len: u32) {
     let Some(mut entry) = EVENTS.reserve::<PayloadEvent>(0) else {
         count_loss(loss::PAYLOAD_RINGBUF_FULL);
@@ -153,4 +155,3 @@ fn capture(ctx: &SkBuffContext, cookie: u64, flow_role: u8, offset: u32, payload
     }
     entry.submit(0);
 }
-

@@ -48,7 +48,12 @@ fn on_established(ops: *mut bpf_sock_ops, flow_role: u8) {
         return;
     };
     // SAFETY: helper calls on the context pointer the kernel gave us.
-    let (cookie, now) = unsafe { (bpf_get_socket_cookie(ops.cast::<c_void>()), bpf_ktime_get_ns()) };
+    let (cookie, now) = unsafe {
+        (
+            bpf_get_socket_cookie(ops.cast::<c_void>()),
+            bpf_ktime_get_ns(),
+        )
+    };
     let state = FlowState {
         addrs,
         start_ns: now,
@@ -61,7 +66,7 @@ fn on_established(ops: *mut bpf_sock_ops, flow_role: u8) {
         flags: 0,
         _pad: [0; 2],
     };
-    if FLOWS.insert(&cookie, &state, 0).is_err() {
+    if FLOWS.insert(cookie, state, 0).is_err() {
         count_loss(loss::FLOW_MAP_INSERT);
         return;
     }
@@ -74,8 +79,13 @@ fn on_established(ops: *mut bpf_sock_ops, flow_role: u8) {
 #[inline(always)]
 fn on_close(ops: *mut bpf_sock_ops) {
     // SAFETY: helper calls on the context pointer the kernel gave us.
-    let (cookie, now) = unsafe { (bpf_get_socket_cookie(ops.cast::<c_void>()), bpf_ktime_get_ns()) };
-    let Some(state) = FLOWS.get_ptr(&cookie) else {
+    let (cookie, now) = unsafe {
+        (
+            bpf_get_socket_cookie(ops.cast::<c_void>()),
+            bpf_ktime_get_ns(),
+        )
+    };
+    let Some(state) = FLOWS.get_ptr(cookie) else {
         // State callbacks are only switched on for flows we recorded, so a missing
         // entry was evicted.
         count_loss(loss::FLOW_EVICTED);
@@ -84,7 +94,7 @@ fn on_close(ops: *mut bpf_sock_ops) {
     // SAFETY: the map value stays valid until removed below.
     let state = unsafe { *state };
     emit_flow(kind::CLOSE, cookie, &state, now);
-    let _ = FLOWS.remove(&cookie);
+    let _ = FLOWS.remove(cookie);
 }
 
 /// Addresses of the socket, IPv4-mapped IPv6 folded to IPv4 so both ends of a
@@ -105,7 +115,8 @@ fn read_addrs(ops: *mut bpf_sock_ops, flow_role: u8) -> Option<FlowAddrs> {
         let family = read_volatile(&raw const (*ops).family);
         // local_port is host order; remote_port holds the network-order port in its upper 16 bits.
         addrs.local_port = read_volatile(&raw const (*ops).local_port) as u16;
-        addrs.remote_port = u16::from_be((read_volatile(&raw const (*ops).remote_port) >> 16) as u16);
+        addrs.remote_port =
+            u16::from_be((read_volatile(&raw const (*ops).remote_port) >> 16) as u16);
         match family {
             AF_INET => {
                 let local = read_volatile(&raw const (*ops).local_ip4).to_ne_bytes();

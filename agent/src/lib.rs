@@ -5,13 +5,13 @@
 
 pub mod attribution;
 pub mod cli;
-pub mod pipeline;
+pub mod drift;
+pub mod export;
+pub mod http;
 pub mod inventory;
 pub mod observation;
+pub mod pipeline;
 pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod wire;
-pub mod drift;
-pub mod export;
-pub mod http;

@@ -49,7 +49,9 @@ impl FlowJoiner {
     pub fn push(&mut self, event: ProbeEvent) -> Option<ObservedFlow> {
         match event {
             ProbeEvent::Payload(payload) => {
-                if self.classified.len() >= self.capacity && !self.classified.contains_key(&payload.cookie) {
+                if self.classified.len() >= self.capacity
+                    && !self.classified.contains_key(&payload.cookie)
+                {
                     // Dropping everything is crude but bounded; it only happens when
                     // closes were lost on a large scale, which the loss counters show.
                     self.evicted += self.classified.len() as u64;
@@ -111,7 +113,11 @@ mod tests {
     #[test]
     fn a_close_carries_the_classification_of_its_payload_and_forgets_it() {
         let mut joiner = FlowJoiner::new(16);
-        assert!(joiner.push(payload(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")).is_none());
+        assert!(
+            joiner
+                .push(payload(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+                .is_none()
+        );
         let update = joiner.push(flow(FlowKind::Update, 1)).unwrap();
         assert_eq!(update.classification.transport, Transport::Http);
         let close = joiner.push(flow(FlowKind::Close, 1)).unwrap();

@@ -40,7 +40,12 @@ pub struct AgentOutput {
 impl AgentProcess {
     /// Starts `binary args...` and waits until a line of its standard error
     /// contains `ready_marker` (the agent says so once its programs are attached).
-    pub fn start(binary: &Path, args: &[&str], ready_marker: &str, timeout: Duration) -> Result<Self> {
+    pub fn start(
+        binary: &Path,
+        args: &[&str],
+        ready_marker: &str,
+        timeout: Duration,
+    ) -> Result<Self> {
         let command = format!("{} {}", binary.display(), args.join(" "));
         if !binary.exists() {
             return Err(LabError::invalid(
@@ -61,7 +66,10 @@ impl AgentProcess {
                 command: command.clone(),
                 source,
             })?;
-        let stdout = child.stdout.take().map(|out| std::thread::spawn(move || read_lines(out, None)));
+        let stdout = child
+            .stdout
+            .take()
+            .map(|out| std::thread::spawn(move || read_lines(out, None)));
         let (ready_tx, ready_rx) = mpsc::channel();
         let marker = ready_marker.to_owned();
         let stderr = child
@@ -104,7 +112,9 @@ impl AgentProcess {
         loop {
             match self.child.try_wait() {
                 Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
                 Ok(None) => {
                     let _ = self.child.kill();
                     return Err(LabError::Timeout {
@@ -128,9 +138,21 @@ impl AgentProcess {
             command: self.command.clone(),
             source,
         })?;
-        let stdout = self.stdout.take().and_then(|h| h.join().ok()).unwrap_or_default();
-        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
-        Ok(AgentOutput { status, stdout, stderr })
+        let stdout = self
+            .stdout
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        Ok(AgentOutput {
+            status,
+            stdout,
+            stderr,
+        })
     }
 }
 
@@ -145,11 +167,14 @@ impl Drop for AgentProcess {
 
 fn read_lines(stream: impl Read, ready: Option<(String, mpsc::Sender<()>)>) -> Vec<String> {
     let mut lines = Vec::new();
-    for line in BufReader::new(stream).lines().map_while(std::io::Result::ok) {
-        if let Some((marker, tx)) = &ready {
-            if line.contains(marker.as_str()) {
-                let _ = tx.send(());
-            }
+    for line in BufReader::new(stream)
+        .lines()
+        .map_while(std::io::Result::ok)
+    {
+        if let Some((marker, tx)) = &ready
+            && line.contains(marker.as_str())
+        {
+            let _ = tx.send(());
         }
         lines.push(line);
     }

@@ -33,7 +33,8 @@ pub struct Alert {
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests and the demo).
 pub fn free_loopback_port() -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| LabError::io("binding", Path::new("127.0.0.1:0"), e))?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| LabError::io("binding", Path::new("127.0.0.1:0"), e))?;
     listener
         .local_addr()
         .map_err(|e| LabError::io("reading the address of", Path::new("127.0.0.1:0"), e))
@@ -54,7 +55,8 @@ impl Prometheus {
              scrape_configs:\n  - job_name: meshdrift\n    static_configs:\n      - targets: ['{target}']\n"
         );
         let config_path = dir.join("prometheus.yml");
-        std::fs::write(&config_path, config).map_err(|e| LabError::io("writing", &config_path, e))?;
+        std::fs::write(&config_path, config)
+            .map_err(|e| LabError::io("writing", &config_path, e))?;
         let check = Command::new("promtool")
             .arg("check")
             .arg("config")
@@ -68,14 +70,19 @@ impl Prometheus {
             return Err(LabError::Config {
                 program: "prometheus",
                 path: config_path,
-                stderr: String::from_utf8_lossy(&check.stdout).into_owned() + &String::from_utf8_lossy(&check.stderr),
+                stderr: String::from_utf8_lossy(&check.stdout).into_owned()
+                    + &String::from_utf8_lossy(&check.stderr),
             });
         }
         let log = dir.join("prometheus.log");
-        let log_file = std::fs::File::create(&log).map_err(|e| LabError::io("creating", &log, e))?;
+        let log_file =
+            std::fs::File::create(&log).map_err(|e| LabError::io("creating", &log, e))?;
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={listen}"))
             .arg("--log.level=warn")
             .stdin(Stdio::null())
@@ -133,11 +140,17 @@ impl Prometheus {
     /// Alerts that are pending or firing now.
     pub fn alerts(&self) -> Result<Vec<Alert>> {
         let value = self.api("/api/v1/alerts")?;
-        let alerts = value["data"]["alerts"].as_array().cloned().unwrap_or_default();
+        let alerts = value["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         Ok(alerts
             .into_iter()
             .map(|alert| Alert {
-                name: alert["labels"]["alertname"].as_str().unwrap_or_default().to_owned(),
+                name: alert["labels"]["alertname"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 state: alert["state"].as_str().unwrap_or_default().to_owned(),
                 labels: alert["labels"].clone(),
                 annotations: alert["annotations"].clone(),
@@ -149,7 +162,11 @@ impl Prometheus {
     pub fn wait_for_firing(&self, name: &str, timeout: Duration) -> Result<Option<Alert>> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(alert) = self.alerts()?.into_iter().find(|a| a.name == name && a.state == "firing") {
+            if let Some(alert) = self
+                .alerts()?
+                .into_iter()
+                .find(|a| a.name == name && a.state == "firing")
+            {
                 return Ok(Some(alert));
             }
             if Instant::now() >= deadline {
@@ -164,7 +181,9 @@ impl Prometheus {
         let encoded: String = expr
             .bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
                 other => format!("%{other:02X}"),
             })
             .collect();

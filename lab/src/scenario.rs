@@ -133,8 +133,17 @@ impl Frontend {
     pub fn restart_proxy(&mut self, (w1, w2): (u32, u32)) -> Result<()> {
         self.proxy = None;
         let upstream = |subset: &str, pod: &Pod, weight: u32| {
-            Upstream::new(subset, SocketAddr::new(pod.ipv4().into(), MTLS_PORT), weight)
-                .tls(UpstreamTls::istio_http(SERVICE_PORT, subset, HOST, "client"))
+            Upstream::new(
+                subset,
+                SocketAddr::new(pod.ipv4().into(), MTLS_PORT),
+                weight,
+            )
+            .tls(UpstreamTls::istio_http(
+                SERVICE_PORT,
+                subset,
+                HOST,
+                "client",
+            ))
         };
         self.proxy = Some(
             Haproxy::builder(PROXY_PORT, ProxyMode::Http)
@@ -165,11 +174,16 @@ impl Frontend {
         let mut sent = 0;
         while sent < requests {
             let batch = BATCH.min(requests - sent);
-            let report = Curl::new(&proxy.url(false)).count(batch).run(&self.client)?;
+            let report = Curl::new(&proxy.url(false))
+                .count(batch)
+                .run(&self.client)?;
             if report.count_status(200) != batch {
                 return Err(LabError::invalid(
                     "traffic",
-                    format!("requests through the proxy failed: {:?}", report.status_counts()),
+                    format!(
+                        "requests through the proxy failed: {:?}",
+                        report.status_counts()
+                    ),
                 ));
             }
             if self.config.legacy_plaintext {
@@ -179,7 +193,10 @@ impl Frontend {
                 if direct.count_status(200) != batch / 5 {
                     return Err(LabError::invalid(
                         "traffic",
-                        format!("plaintext requests from legacy failed: {:?}", direct.status_counts()),
+                        format!(
+                            "plaintext requests from legacy failed: {:?}",
+                            direct.status_counts()
+                        ),
                     ));
                 }
             }
@@ -206,7 +223,11 @@ impl Frontend {
     }
 
     /// Polls the report until `done` says so; returns the last report either way.
-    pub fn wait_report(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Result<(Value, bool)> {
+    pub fn wait_report(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<(Value, bool)> {
         let deadline = Instant::now() + timeout;
         loop {
             let report = self.report()?;
@@ -222,7 +243,10 @@ impl Frontend {
 
     /// Stops the agent (SIGINT) and returns what it printed.
     pub fn stop_agent(&mut self) -> Result<Option<AgentOutput>> {
-        self.agent.take().map(|agent| agent.stop(Duration::from_secs(30))).transpose()
+        self.agent
+            .take()
+            .map(|agent| agent.stop(Duration::from_secs(30)))
+            .transpose()
     }
 }
 
@@ -233,14 +257,19 @@ fn write_manifests(example: &Path, dir: &Path, id: u8) -> Result<()> {
     let prefix = format!("10.213.{id}.");
     let entries = std::fs::read_dir(example).map_err(|e| LabError::io("reading", example, e))?;
     for entry in entries {
-        let path = entry.map_err(|e| LabError::io("reading", example, e))?.path();
-        let is_yaml = path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml");
+        let path = entry
+            .map_err(|e| LabError::io("reading", example, e))?
+            .path();
+        let is_yaml = path
+            .extension()
+            .is_some_and(|ext| ext == "yaml" || ext == "yml");
         let Some(name) = path.file_name().filter(|_| is_yaml) else {
             continue;
         };
         let text = std::fs::read_to_string(&path).map_err(|e| LabError::io("reading", &path, e))?;
         let target = dir.join(name);
-        std::fs::write(&target, text.replace(EXAMPLE_PREFIX, &prefix)).map_err(|e| LabError::io("writing", &target, e))?;
+        std::fs::write(&target, text.replace(EXAMPLE_PREFIX, &prefix))
+            .map_err(|e| LabError::io("writing", &target, e))?;
     }
     let legacy = format!(
         "# A pod without an Istio sidecar: no security.istio.io/tlsMode label.\n\

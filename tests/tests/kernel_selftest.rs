@@ -8,7 +8,9 @@ use aya::{
     programs::{CgroupSkb, TestRun, TestRunOptions},
 };
 use meshdrift::probe::{ProbeEvent, decode, ebpf_object};
-use meshdrift_ebpf::{FlowAddrs, FlowState, PAYLOAD_CAPTURE_LEN, SELFTEST_COOKIE, data_dir, flow_flags, names, role};
+use meshdrift_ebpf::{
+    FlowAddrs, FlowState, PAYLOAD_CAPTURE_LEN, SELFTEST_COOKIE, data_dir, flow_flags, names, role,
+};
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -35,7 +37,9 @@ impl Kernel {
             .expect("loading the eBPF object");
         for name in [names::SELFTEST_EGRESS, names::SELFTEST_INGRESS] {
             let program: &mut CgroupSkb = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            program.load().unwrap_or_else(|err| panic!("verifier refused {name}: {err:?}"));
+            program
+                .load()
+                .unwrap_or_else(|err| panic!("verifier refused {name}: {err:?}"));
         }
         Self { ebpf }
     }
@@ -73,7 +77,11 @@ impl Kernel {
     }
 
     fn send(&self, egress: bool, frame: &[u8]) {
-        let name = if egress { names::SELFTEST_EGRESS } else { names::SELFTEST_INGRESS };
+        let name = if egress {
+            names::SELFTEST_EGRESS
+        } else {
+            names::SELFTEST_INGRESS
+        };
         let program: &CgroupSkb = self.ebpf.program(name).unwrap().try_into().unwrap();
         let result = program
             .test_run(TestRunOptions {
@@ -82,7 +90,10 @@ impl Kernel {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(result.return_value, 1, "the program must always allow the packet");
+        assert_eq!(
+            result.return_value, 1,
+            "the program must always allow the packet"
+        );
     }
 
     fn payload_records(&mut self) -> Vec<Vec<u8>> {
@@ -171,7 +182,10 @@ fn ipv4_tls_flow_counts_bytes_and_exchanges_and_captures_the_hello_prefix() {
     let state = kernel.flow();
     assert_eq!(state.exchanges, 2);
     assert_eq!(state.bytes_received, (95 + 305) as u64);
-    assert!(kernel.payload_records().is_empty(), "the first bytes are captured once per flow");
+    assert!(
+        kernel.payload_records().is_empty(),
+        "the first bytes are captured once per flow"
+    );
 }
 
 #[test]
@@ -201,7 +215,10 @@ fn pure_acks_and_non_tcp_packets_change_nothing() {
     udp[14 + 9] = 17;
     kernel.send(true, &udp);
     let state = kernel.flow();
-    assert_eq!((state.bytes_sent, state.exchanges, state.last_data), (0, 0, data_dir::NONE));
+    assert_eq!(
+        (state.bytes_sent, state.exchanges, state.last_data),
+        (0, 0, data_dir::NONE)
+    );
     assert!(kernel.payload_records().is_empty());
 }
 

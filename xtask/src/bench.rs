@@ -6,5 +6,9 @@ use crate::cmd;
 
 pub fn run() -> anyhow::Result<()> {
     let root = cmd::workspace_root();
-    cmd::run(Command::new("cargo").current_dir(&root).args(["bench", "-p", "meshdrift-agent"]))
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["bench", "-p", "meshdrift-agent"]),
+    )
 }

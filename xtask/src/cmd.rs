@@ -10,7 +10,9 @@ use anyhow::{Context as _, bail};
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().map_or(manifest_dir.clone(), PathBuf::from)
+    manifest_dir
+        .parent()
+        .map_or(manifest_dir.clone(), PathBuf::from)
 }
 
 /// Runs a command inheriting stdio, failing with its command line when it fails.

@@ -46,11 +46,14 @@ pub struct DemoArgs {
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let root = cmd::workspace_root();
-    cmd::run(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["build", "--quiet", "-p", "meshdrift-agent", "--bin", "meshdrift"]),
-    )?;
+    cmd::run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--quiet",
+        "-p",
+        "meshdrift-agent",
+        "--bin",
+        "meshdrift",
+    ]))?;
     let binary = root.join("target/debug/meshdrift");
     meshdrift_lab::install_signal_cleanup().context("installing the Ctrl-C cleanup")?;
 
@@ -60,7 +63,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         "drift: the proxy runs a stale 80/20 against the declared 50/50, and a pod without sidecar sends plaintext to v2"
     };
     step(&format!("scenario — {scenario}"));
-    step("building the lab (pods client, frontend-v1, frontend-v2, legacy) and starting `meshdrift run`");
+    step(
+        "building the lab (pods client, frontend-v1, frontend-v2, legacy) and starting `meshdrift run`",
+    );
     let frontend = Frontend::start(FrontendConfig {
         example: root.join(EXAMPLE),
         meshdrift: binary.clone(),
@@ -73,12 +78,23 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
     step("starting Prometheus with the shipped alert rules");
     let rules = demo_rules(&root.join(RULES), &frontend.lab.dir().join("rules.yaml"))?;
-    let prometheus = Prometheus::start(&frontend.lab.dir().join("prometheus"), frontend.agent_listen, &[rules])?;
+    let prometheus = Prometheus::start(
+        &frontend.lab.dir().join("prometheus"),
+        frontend.agent_listen,
+        &[rules],
+    )?;
 
-    step(&format!("sending {} requests through the client's proxy", args.requests));
+    step(&format!(
+        "sending {} requests through the client's proxy",
+        args.requests
+    ));
     frontend.send(args.requests, |sent, total| {
         let filled = sent * 30 / total.max(1);
-        eprint!("\r[demo] [{}{}] {sent}/{total} requests", "#".repeat(filled), ".".repeat(30 - filled));
+        eprint!(
+            "\r[demo] [{}{}] {sent}/{total} requests",
+            "#".repeat(filled),
+            ".".repeat(30 - filled)
+        );
         let _ = std::io::stderr().flush();
     })?;
     eprintln!();
@@ -91,19 +107,31 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 .iter()
                 .any(|split| split["source"]["name"] == "client" && split["p_value"].is_number())
         });
-        tested && (healthy || (any(report, "splits", "drift") && any(report, "transport", "violation")))
+        tested
+            && (healthy
+                || (any(report, "splits", "drift") && any(report, "transport", "violation")))
     })?;
     if !settled {
         eprintln!("[demo] warning: the verdicts did not settle within 30 s; showing what there is");
     }
     println!();
-    cmd::run(Command::new(&binary).args(["report", "--url", &frontend.agent_url, "--output", "table"]))?;
+    cmd::run(Command::new(&binary).args([
+        "report",
+        "--url",
+        &frontend.agent_url,
+        "--output",
+        "table",
+    ]))?;
 
     step("asking Prometheus which alerts fire");
     let mut outcome = Ok(());
     if healthy {
         std::thread::sleep(Duration::from_secs(8));
-        let firing: Vec<_> = prometheus.alerts()?.into_iter().filter(|a| a.state == "firing").collect();
+        let firing: Vec<_> = prometheus
+            .alerts()?
+            .into_iter()
+            .filter(|a| a.state == "firing")
+            .collect();
         if firing.is_empty() {
             println!("  no alert fires: the mesh does what it declares.");
         } else {
@@ -118,7 +146,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     } else {
         for name in [DRIFT_ALERT, VIOLATION_ALERT] {
             match prometheus.wait_for_firing(name, Duration::from_secs(60))? {
-                Some(alert) => println!("  FIRING {name}: {}", alert.annotations["summary"].as_str().unwrap_or("")),
+                Some(alert) => println!(
+                    "  FIRING {name}: {}",
+                    alert.annotations["summary"].as_str().unwrap_or("")
+                ),
                 None => {
                     println!("  {name} did not fire within 60 s");
                     outcome = Err(anyhow::anyhow!("alert {name} did not fire"));
@@ -129,7 +160,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
     let page = save_page(&frontend.agent_url, &root.join("target/demo/report.html"))?;
     println!();
-    println!("  report page:  {}/   (saved to {})", frontend.agent_url, page.display());
+    println!(
+        "  report page:  {}/   (saved to {})",
+        frontend.agent_url,
+        page.display()
+    );
     println!("  metrics:      {}/metrics", frontend.agent_url);
     println!("  Prometheus:   {}/alerts", prometheus.url());
     if !args.no_wait && std::io::stdin().is_terminal() {
@@ -154,7 +189,8 @@ fn any(report: &Value, list: &str, flag: &str) -> bool {
 
 /// The shipped rules with every `for:` shortened, so alerts fire within the demo.
 fn demo_rules(shipped: &Path, copy: &Path) -> anyhow::Result<PathBuf> {
-    let text = std::fs::read_to_string(shipped).with_context(|| format!("reading {}", shipped.display()))?;
+    let text = std::fs::read_to_string(shipped)
+        .with_context(|| format!("reading {}", shipped.display()))?;
     let shortened: String = text
         .lines()
         .map(|line| match line.split_once("for:") {
@@ -168,7 +204,13 @@ fn demo_rules(shipped: &Path, copy: &Path) -> anyhow::Result<PathBuf> {
 
 fn save_page(agent_url: &str, path: &Path) -> anyhow::Result<PathBuf> {
     let output = Command::new("curl")
-        .args(["--silent", "--fail", "--max-time", "10", &format!("{agent_url}/")])
+        .args([
+            "--silent",
+            "--fail",
+            "--max-time",
+            "10",
+            &format!("{agent_url}/"),
+        ])
         .output()
         .context("fetching the report page")?;
     if !output.status.success() {

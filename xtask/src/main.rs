@@ -12,7 +12,11 @@ mod setup;
 mod test;
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "meshdrift's development tasks", bin_name = "cargo xtask")]
+#[command(
+    name = "cargo xtask",
+    about = "meshdrift's development tasks",
+    bin_name = "cargo xtask"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,

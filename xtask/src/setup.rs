@@ -55,19 +55,25 @@ fn check_root() -> anyhow::Result<()> {
 }
 
 fn check_cgroup2() -> anyhow::Result<()> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let mounted = mountinfo
-        .lines()
-        .any(|line| line.split_once(" - ").is_some_and(|(_, right)| right.starts_with("cgroup2 ")));
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let mounted = mountinfo.lines().any(|line| {
+        line.split_once(" - ")
+            .is_some_and(|(_, right)| right.starts_with("cgroup2 "))
+    });
     if !mounted {
-        bail!("no cgroup v2 hierarchy is mounted; mount one with `mount -t cgroup2 none /sys/fs/cgroup`");
+        bail!(
+            "no cgroup v2 hierarchy is mounted; mount one with `mount -t cgroup2 none /sys/fs/cgroup`"
+        );
     }
     Ok(())
 }
 
 fn check_bpf() -> anyhow::Result<()> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        bail!("the kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); meshdrift needs Linux >= 5.8 built with CONFIG_DEBUG_INFO_BTF");
+        bail!(
+            "the kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); meshdrift needs Linux >= 5.8 built with CONFIG_DEBUG_INFO_BTF"
+        );
     }
     // An empty BPF_MAP_CREATE is invalid: EINVAL proves the syscall exists and is
     // allowed, ENOSYS or EPERM say what is missing.
@@ -81,8 +87,12 @@ fn check_bpf() -> anyhow::Result<()> {
     }
     match std::io::Error::last_os_error().raw_os_error() {
         Some(libc::EINVAL) => Ok(()),
-        Some(libc::ENOSYS) => bail!("the kernel has no bpf() system call (CONFIG_BPF_SYSCALL is off)"),
-        Some(libc::EPERM) => bail!("bpf() is not permitted here (a seccomp policy or missing CAP_BPF)"),
+        Some(libc::ENOSYS) => {
+            bail!("the kernel has no bpf() system call (CONFIG_BPF_SYSCALL is off)")
+        }
+        Some(libc::EPERM) => {
+            bail!("bpf() is not permitted here (a seccomp policy or missing CAP_BPF)")
+        }
         other => bail!("bpf() failed unexpectedly: errno {other:?}"),
     }
 }
@@ -118,7 +128,13 @@ fn install_rust_src() -> anyhow::Result<()> {
     if installed.lines().any(|line| line.starts_with("rust-src")) {
         return Ok(());
     }
-    cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]))
+    cmd::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        EBPF_TOOLCHAIN,
+    ]))
 }
 
 fn install_bpf_linker() -> anyhow::Result<()> {
@@ -128,7 +144,13 @@ fn install_bpf_linker() -> anyhow::Result<()> {
     eprintln!("[setup] building bpf-linker against LLVM 22 (about two minutes)");
     cmd::run(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
             .env("LLVM_PREFIX", LLVM_PREFIX),
     )
 }

@@ -17,12 +17,19 @@ pub struct TestArgs {
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     let root = cmd::workspace_root();
     if !args.no_lint {
-        cmd::run(Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--check"]))?;
         cmd::run(
             Command::new("cargo")
                 .current_dir(&root)
-                .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+                .args(["fmt", "--all", "--check"]),
         )?;
+        cmd::run(Command::new("cargo").current_dir(&root).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
         cmd::run(Command::new("cargo").current_dir(&root).args([
             "+nightly",
             "clippy",
@@ -39,11 +46,13 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         ]))?;
     }
     // The end-to-end suite runs the real `meshdrift` binary.
-    cmd::run(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["build", "-p", "meshdrift-agent", "--bin", "meshdrift"]),
-    )?;
+    cmd::run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "-p",
+        "meshdrift-agent",
+        "--bin",
+        "meshdrift",
+    ]))?;
     let binary = root.join("target/debug/meshdrift");
     cmd::run(
         Command::new("cargo")

@@ -97,7 +97,10 @@ mod tests {
         let second = deltas.advance(&record(FlowKind::Update, 5, 500));
         let close = deltas.advance(&record(FlowKind::Close, 9, 900));
         assert_eq!((first.exchanges, first.bytes, first.first), (3, 300, true));
-        assert_eq!((second.exchanges, second.bytes, second.first), (2, 200, false));
+        assert_eq!(
+            (second.exchanges, second.bytes, second.first),
+            (2, 200, false)
+        );
         assert_eq!((close.exchanges, close.bytes, close.first), (4, 400, false));
         assert!(deltas.is_empty());
     }

@@ -58,11 +58,23 @@ impl Mesh {
         let inventory = BTreeMap::from([
             ("Pod".to_owned(), objects.pods.len() as u64),
             ("Service".to_owned(), objects.services.len() as u64),
-            ("EndpointSlice".to_owned(), objects.endpoint_slices.len() as u64),
+            (
+                "EndpointSlice".to_owned(),
+                objects.endpoint_slices.len() as u64,
+            ),
             ("Namespace".to_owned(), objects.namespaces.len() as u64),
-            ("VirtualService".to_owned(), objects.virtual_services.len() as u64),
-            ("DestinationRule".to_owned(), objects.destination_rules.len() as u64),
-            ("PeerAuthentication".to_owned(), objects.peer_authentications.len() as u64),
+            (
+                "VirtualService".to_owned(),
+                objects.virtual_services.len() as u64,
+            ),
+            (
+                "DestinationRule".to_owned(),
+                objects.destination_rules.len() as u64,
+            ),
+            (
+                "PeerAuthentication".to_owned(),
+                objects.peer_authentications.len() as u64,
+            ),
         ]);
         Self {
             index,

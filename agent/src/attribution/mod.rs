@@ -17,9 +17,14 @@ pub use mesh::Mesh;
 
 use crate::{
     inventory::PodInfo,
-    observation::{DeclaredSplit, DeclaredSubset, Destination, ExpectedTransport, Observation, SplitKey, Unit, Workload},
+    observation::{
+        DeclaredSplit, DeclaredSubset, Destination, ExpectedTransport, Observation, SplitKey, Unit,
+        Workload,
+    },
     pipeline::ObservedFlow,
-    policy::{DestinationExpectation, ExpectedTls, Expectation, SplitUnit, Transport as PolicyTransport},
+    policy::{
+        DestinationExpectation, Expectation, ExpectedTls, SplitUnit, Transport as PolicyTransport,
+    },
     probe::Role,
     report::Finding,
 };
@@ -27,7 +32,8 @@ use crate::{
 /// Ports of Istio's own plumbing (ISTIO.md): sidecar admin, inbound/outbound
 /// capture, HBONE, health, DNS, telemetry and istiod.
 pub const MESH_INTERNAL_PORTS: &[u16] = &[
-    15000, 15001, 15002, 15004, 15006, 15008, 15010, 15012, 15014, 15017, 15020, 15021, 15053, 15090,
+    15000, 15001, 15002, 15004, 15006, 15008, 15010, 15012, 15014, 15017, 15020, 15021, 15053,
+    15090,
 ];
 
 /// Why a flow is left out of split accounting; each is counted in its own metric.
@@ -143,7 +149,11 @@ impl Attributor {
             return excluded(Exclusion::MeshInternalPort);
         }
         let mesh = Arc::clone(&self.mesh);
-        let Some(client) = mesh.index.pod_by_ip(record.client().ip()).filter(|pod| !pod.host_network) else {
+        let Some(client) = mesh
+            .index
+            .pod_by_ip(record.client().ip())
+            .filter(|pod| !pod.host_network)
+        else {
             return excluded(Exclusion::HostTraffic);
         };
         if mesh.is_service_vip(server) {
@@ -162,31 +172,40 @@ impl Attributor {
                 }
             }
         };
-        let Some(Answer { expectation, declared }) = self.expectation(client, &host, port) else {
+        let Some(Answer {
+            expectation,
+            declared,
+        }) = self.expectation(client, &host, port)
+        else {
             return excluded(Exclusion::NoExpectation);
         };
         let destination_pod = server_pod.map_or_else(|| server.ip().to_string(), PodInfo::key);
-        let sni_subset = flow.classification.istio.as_ref().map(|sni| sni.subset.clone());
-        let (destination, expected_transport) = match choose_destination(&expectation, server, sni_subset) {
-            Chosen::Declared(chosen) => {
-                if let Some(pod) = server_pod {
-                    self.check_subset_labels(pod, chosen);
+        let sni_subset = flow
+            .classification
+            .istio
+            .as_ref()
+            .map(|sni| sni.subset.clone());
+        let (destination, expected_transport) =
+            match choose_destination(&expectation, server, sni_subset) {
+                Chosen::Declared(chosen) => {
+                    if let Some(pod) = server_pod {
+                        self.check_subset_labels(pod, chosen);
+                    }
+                    (
+                        Destination::Subset {
+                            subset: chosen.subset.clone(),
+                        },
+                        expected_transport(chosen, server),
+                    )
                 }
-                (
-                    Destination::Subset {
-                        subset: chosen.subset.clone(),
+                Chosen::Unexpected(reason) => (
+                    Destination::Unexpected {
+                        destination: destination_pod,
+                        reason,
                     },
-                    expected_transport(chosen, server),
-                )
-            }
-            Chosen::Unexpected(reason) => (
-                Destination::Unexpected {
-                    destination: destination_pod,
-                    reason,
-                },
-                None,
-            ),
-        };
+                    None,
+                ),
+            };
         let key = SplitKey {
             source: Workload {
                 namespace: client.namespace.clone(),
@@ -218,7 +237,11 @@ impl Attributor {
         if self.expectations.len() >= MAX_CACHED_EXPECTATIONS {
             self.expectations.clear();
         }
-        let answer = match self.mesh.policies.expect(&self.mesh.index, client, host, Some(port)) {
+        let answer = match self
+            .mesh
+            .policies
+            .expect(&self.mesh.index, client, host, Some(port))
+        {
             Ok(expectation) => Some(Answer {
                 declared: Arc::new(declared_split(&expectation)),
                 expectation: Arc::new(expectation),
@@ -238,7 +261,9 @@ impl Attributor {
         let Some(labels) = &declared.subset_labels else {
             return;
         };
-        let matches = labels.iter().all(|(key, value)| pod.labels.get(key) == Some(value));
+        let matches = labels
+            .iter()
+            .all(|(key, value)| pod.labels.get(key) == Some(value));
         if matches || self.findings.len() >= MAX_FINDINGS {
             return;
         }
@@ -264,7 +289,11 @@ enum Chosen<'a> {
 
 /// The declared destination a flow belongs to: the SNI subset when there is one,
 /// else the first declared destination whose endpoints include the server.
-fn choose_destination(expectation: &Expectation, server: SocketAddr, sni_subset: Option<Option<String>>) -> Chosen<'_> {
+fn choose_destination(
+    expectation: &Expectation,
+    server: SocketAddr,
+    sni_subset: Option<Option<String>>,
+) -> Chosen<'_> {
     let destinations = &expectation.destinations;
     match sni_subset {
         Some(subset) => destinations
@@ -295,7 +324,10 @@ fn choose_destination(expectation: &Expectation, server: SocketAddr, sni_subset:
 }
 
 /// What the policy expects on the wire toward this server.
-fn expected_transport(declared: &DestinationExpectation, server: SocketAddr) -> Option<ExpectedTransport> {
+fn expected_transport(
+    declared: &DestinationExpectation,
+    server: SocketAddr,
+) -> Option<ExpectedTransport> {
     let per_endpoint = declared
         .endpoints
         .iter()

@@ -242,7 +242,16 @@ impl Printer {
             writeln!(
                 self.out,
                 "{:<6} {:<6} {:<40} {:<40} {:<10} {:<8} {:>6} {:>10} {:>10} {:>8}  PODS",
-                "EVENT", "ROLE", "SRC", "DST", "TRANSPORT", "SUBSET", "EXCH", "SENT", "RECEIVED", "MS"
+                "EVENT",
+                "ROLE",
+                "SRC",
+                "DST",
+                "TRANSPORT",
+                "SUBSET",
+                "EXCH",
+                "SENT",
+                "RECEIVED",
+                "MS"
             )?;
         }
         let event = match line.event {

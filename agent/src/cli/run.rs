@@ -92,7 +92,8 @@ struct Loaded {
 
 fn load(dir: &Path) -> anyhow::Result<Loaded> {
     let fingerprint = manifest_fingerprint(dir);
-    let outcome = files::load_dir(dir).with_context(|| format!("loading manifests from {}", dir.display()))?;
+    let outcome = files::load_dir(dir)
+        .with_context(|| format!("loading manifests from {}", dir.display()))?;
     let load_findings = outcome
         .problems
         .iter()
@@ -167,7 +168,10 @@ impl Agent {
                 uptime_seconds: self.started.elapsed().as_secs(),
                 lost_events: BTreeMap::from([
                     ("ringbuf_full".to_owned(), losses.ringbuf_full),
-                    ("payload_ringbuf_full".to_owned(), losses.payload_ringbuf_full),
+                    (
+                        "payload_ringbuf_full".to_owned(),
+                        losses.payload_ringbuf_full,
+                    ),
                     ("flow_map_insert".to_owned(), losses.flow_map_insert),
                     ("flow_evicted".to_owned(), losses.flow_evicted),
                     ("malformed".to_owned(), losses.malformed),
@@ -217,7 +221,8 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         load_findings: loaded.load_findings,
         excluded: BTreeMap::new(),
     };
-    let (state, publisher) = AppState::new(agent.report(&LossCounters::default()), Arc::clone(&metrics));
+    let (state, publisher) =
+        AppState::new(agent.report(&LossCounters::default()), Arc::clone(&metrics));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -298,7 +303,11 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     }
     eprintln!(
         "meshdrift: stopped; lost records: ring buffer full {}, payload ring buffer full {}, flow map insert {}, flow evicted {}, malformed {}",
-        losses.ringbuf_full, losses.payload_ringbuf_full, losses.flow_map_insert, losses.flow_evicted, losses.malformed
+        losses.ringbuf_full,
+        losses.payload_ringbuf_full,
+        losses.flow_map_insert,
+        losses.flow_evicted,
+        losses.malformed
     );
     outcome
 }

@@ -84,8 +84,12 @@ mod tests {
 
     #[test]
     fn finds_cgroup2_with_optional_fields() {
-        let text = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(cgroup2_mount_point(text), Some(PathBuf::from("/sys/fs/cgroup")));
+        let text =
+            "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cgroup2_mount_point(text),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
     }
 
     #[test]
@@ -97,7 +101,10 @@ mod tests {
     #[test]
     fn unescapes_spaces_in_mount_points() {
         let text = "30 23 0:26 / /mnt/my\\040cgroup rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(cgroup2_mount_point(text), Some(PathBuf::from("/mnt/my cgroup")));
+        assert_eq!(
+            cgroup2_mount_point(text),
+            Some(PathBuf::from("/mnt/my cgroup"))
+        );
     }
 
     #[test]

@@ -244,7 +244,8 @@ mod tests {
 
     #[test]
     fn decodes_an_ipv6_update_record() {
-        let ProbeEvent::Flow(flow) = decode(&as_bytes(&flow_event(kind::UPDATE, 6))).unwrap() else {
+        let ProbeEvent::Flow(flow) = decode(&as_bytes(&flow_event(kind::UPDATE, 6))).unwrap()
+        else {
             panic!("expected a flow record");
         };
         assert_eq!(flow.kind, FlowKind::Update);
@@ -271,10 +272,16 @@ mod tests {
     #[test]
     fn short_and_unknown_records_are_errors_not_panics() {
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
-        assert!(matches!(decode(&[kind::CLOSE, 0, 0]), Err(DecodeError::Short { .. })));
+        assert!(matches!(
+            decode(&[kind::CLOSE, 0, 0]),
+            Err(DecodeError::Short { .. })
+        ));
         assert_eq!(decode(&[99]), Err(DecodeError::UnknownKind(99)));
         let mut bad_role = flow_event(kind::CLOSE, 4);
         bad_role.addrs.role = 7;
-        assert_eq!(decode(&as_bytes(&bad_role)), Err(DecodeError::UnknownRole(7)));
+        assert_eq!(
+            decode(&as_bytes(&bad_role)),
+            Err(DecodeError::UnknownRole(7))
+        );
     }
 }

@@ -20,7 +20,8 @@ use tokio::io::unix::AsyncFd;
 use super::{CgroupError, ProbeEvent, decode, find_cgroup2_root};
 
 /// The kernel programs, built by `build.rs` from `agent-ebpf`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/meshdrift-probes"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/meshdrift-probes"));
 
 /// The embedded eBPF object (empty when built with `AYA_BUILD_SKIP`). The kernel
 /// self-tests load it directly to drive the packet path with synthetic frames.
@@ -69,7 +70,10 @@ pub enum ProbeError {
     )]
     Load { source: aya::EbpfError },
     #[error("the eBPF object has no {what} named {name}")]
-    Missing { what: &'static str, name: &'static str },
+    Missing {
+        what: &'static str,
+        name: &'static str,
+    },
     #[error("program {name}: {source}{hint}", hint = program_hint(source))]
     Program {
         name: &'static str,
@@ -121,7 +125,11 @@ pub struct LossCounters {
 
 impl LossCounters {
     pub fn total(&self) -> u64 {
-        self.ringbuf_full + self.payload_ringbuf_full + self.flow_map_insert + self.flow_evicted + self.malformed
+        self.ringbuf_full
+            + self.payload_ringbuf_full
+            + self.flow_map_insert
+            + self.flow_evicted
+            + self.malformed
     }
 }
 
@@ -149,7 +157,9 @@ impl Probe {
             Some(path) => path.clone(),
             None => find_cgroup2_root()?,
         };
-        let interval_ns = u64::try_from(config.update_interval.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let interval_ns = u64::try_from(config.update_interval.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, size)
             .override_global(names::UPDATE_INTERVAL_NS, &interval_ns, true)
@@ -161,8 +171,18 @@ impl Probe {
             source,
         })?;
         attach_sock_ops(&mut ebpf, &cgroup_file)?;
-        attach_skb(&mut ebpf, &cgroup_file, names::SKB_EGRESS, CgroupSkbAttachType::Egress)?;
-        attach_skb(&mut ebpf, &cgroup_file, names::SKB_INGRESS, CgroupSkbAttachType::Ingress)?;
+        attach_skb(
+            &mut ebpf,
+            &cgroup_file,
+            names::SKB_EGRESS,
+            CgroupSkbAttachType::Egress,
+        )?;
+        attach_skb(
+            &mut ebpf,
+            &cgroup_file,
+            names::SKB_INGRESS,
+            CgroupSkbAttachType::Ingress,
+        )?;
 
         let events = take_map(&mut ebpf, names::EVENTS)?;
         let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map {
@@ -171,8 +191,9 @@ impl Probe {
         })?;
         // SAFETY: the ring buffer owns its map file descriptor and keeps it open, unchanged,
         // for as long as the AsyncFd that owns the ring buffer lives.
-        let events = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-            .map_err(|err| ProbeError::Poll(err.into_parts().1))?;
+        let events =
+            unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+                .map_err(|err| ProbeError::Poll(err.into_parts().1))?;
         let losses = take_map(&mut ebpf, names::LOSSES)?;
         let losses = PerCpuArray::try_from(losses).map_err(|source| ProbeError::Map {
             name: names::LOSSES,
@@ -213,10 +234,13 @@ impl Probe {
     /// Reads the per-CPU loss counters, summed over CPUs.
     pub fn losses(&self) -> Result<LossCounters, ProbeError> {
         let read = |index: u32| -> Result<u64, ProbeError> {
-            let values = self.losses.get(&index, 0).map_err(|source| ProbeError::Map {
-                name: names::LOSSES,
-                source,
-            })?;
+            let values = self
+                .losses
+                .get(&index, 0)
+                .map_err(|source| ProbeError::Map {
+                    name: names::LOSSES,
+                    source,
+                })?;
             Ok(values.iter().sum())
         };
         Ok(LossCounters {
@@ -230,17 +254,23 @@ impl Probe {
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
-    ebpf.take_map(name).ok_or(ProbeError::Missing { what: "map", name })
+    ebpf.take_map(name)
+        .ok_or(ProbeError::Missing { what: "map", name })
 }
 
 fn attach_sock_ops(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), ProbeError> {
     let name = names::SOCK_OPS;
     let program: &mut SockOps = ebpf
         .program_mut(name)
-        .ok_or(ProbeError::Missing { what: "program", name })?
+        .ok_or(ProbeError::Missing {
+            what: "program",
+            name,
+        })?
         .try_into()
         .map_err(|source| ProbeError::Program { name, source })?;
-    program.load().map_err(|source| ProbeError::Program { name, source })?;
+    program
+        .load()
+        .map_err(|source| ProbeError::Program { name, source })?;
     program
         .attach(cgroup, CgroupAttachMode::Single)
         .map_err(|source| ProbeError::Program { name, source })?;
@@ -255,10 +285,15 @@ fn attach_skb(
 ) -> Result<(), ProbeError> {
     let program: &mut CgroupSkb = ebpf
         .program_mut(name)
-        .ok_or(ProbeError::Missing { what: "program", name })?
+        .ok_or(ProbeError::Missing {
+            what: "program",
+            name,
+        })?
         .try_into()
         .map_err(|source| ProbeError::Program { name, source })?;
-    program.load().map_err(|source| ProbeError::Program { name, source })?;
+    program
+        .load()
+        .map_err(|source| ProbeError::Program { name, source })?;
     program
         .attach(cgroup, attach_type, CgroupAttachMode::Single)
         .map_err(|source| ProbeError::Program { name, source })?;

@@ -8,4 +8,4 @@ mod loader;
 
 pub use cgroup::{CgroupError, find_cgroup2_root};
 pub use event::{DecodeError, FlowKind, FlowRecord, PayloadRecord, ProbeEvent, Role, decode};
-pub use loader::{LossCounters, ebpf_object, Probe, ProbeConfig, ProbeError};
+pub use loader::{LossCounters, Probe, ProbeConfig, ProbeError, ebpf_object};

@@ -26,8 +26,13 @@ impl Agent {
     pub fn observe(extra_args: &[&str]) -> Agent {
         let mut args = vec!["observe", "--output", "json"];
         args.extend_from_slice(extra_args);
-        let process = AgentProcess::start(&meshdrift_bin(), &args, "observing TCP flows", Duration::from_secs(30))
-            .unwrap_or_else(|err| panic!("meshdrift observe did not start: {err}"));
+        let process = AgentProcess::start(
+            &meshdrift_bin(),
+            &args,
+            "observing TCP flows",
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|err| panic!("meshdrift observe did not start: {err}"));
         Agent { process }
     }
 
@@ -37,19 +42,32 @@ impl Agent {
 
     /// SIGINT, then everything it printed.
     pub fn stop(self) -> Observed {
-        let output = self.process.stop(Duration::from_secs(30)).expect("meshdrift exits on SIGINT");
-        assert!(output.status.success(), "meshdrift exited with {}:\n{}", output.status, output.stderr.join("\n"));
+        let output = self
+            .process
+            .stop(Duration::from_secs(30))
+            .expect("meshdrift exits on SIGINT");
+        assert!(
+            output.status.success(),
+            "meshdrift exited with {}:\n{}",
+            output.status,
+            output.stderr.join("\n")
+        );
         let mut flows = Vec::new();
         let mut summary = Value::Null;
         for line in &output.stdout {
-            let value: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+            let value: Value =
+                serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
             if value["event"] == "summary" {
                 summary = value;
             } else {
                 flows.push(value);
             }
         }
-        assert!(!summary.is_null(), "meshdrift printed no summary on exit:\n{}", output.stderr.join("\n"));
+        assert!(
+            !summary.is_null(),
+            "meshdrift printed no summary on exit:\n{}",
+            output.stderr.join("\n")
+        );
         Observed {
             flows,
             summary,
@@ -81,7 +99,9 @@ impl Observed {
 pub fn host_of(addr: &Value) -> String {
     let text = addr.as_str().expect("address string");
     let host = text.rsplit_once(':').map_or(text, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']').to_owned()
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
 }
 
 pub fn port_of(addr: &Value) -> u16 {
@@ -92,5 +112,7 @@ pub fn port_of(addr: &Value) -> u16 {
 }
 
 pub fn count(value: &Value, field: &str) -> u64 {
-    value[field].as_u64().unwrap_or_else(|| panic!("{field} missing in {value}"))
+    value[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} missing in {value}"))
 }

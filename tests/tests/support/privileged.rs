@@ -12,5 +12,7 @@ pub fn privileged() -> MutexGuard<'static, ()> {
         "the end-to-end suite creates network namespaces and loads eBPF programs: \
          it needs root (run `cargo xtask test` as root)"
     );
-    ONE_AGENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    ONE_AGENT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
