@@ -125,3 +125,98 @@ pub struct Observation {
     /// Seconds since the agent started (monotonic), when it was observed.
     pub at_seconds: f64,
 }
+
+/// How an observed transport compares with the expected one. The one rule the
+/// verdicts, the metrics and the report page share, so a counted violation and
+/// a highlighted cell always agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportOutcome {
+    Expected,
+    /// Plaintext where mTLS is expected: traffic bypassed the sidecar's encryption.
+    Violation,
+    /// Any other difference: TLS where plaintext is expected, non-Istio TLS where
+    /// mTLS is expected, plaintext or mTLS where originated TLS is expected.
+    Mismatch,
+    /// Nothing to judge: no client bytes, or no expectation.
+    Neutral,
+}
+
+pub fn judge_transport(
+    expected: Option<ExpectedTransport>,
+    observed: Transport,
+) -> TransportOutcome {
+    let Some(expected) = expected else {
+        return TransportOutcome::Neutral;
+    };
+    let plaintext = matches!(
+        observed,
+        Transport::Http | Transport::Http2 | Transport::Other
+    );
+    match (expected, observed) {
+        (_, Transport::None) => TransportOutcome::Neutral,
+        (ExpectedTransport::Mtls, Transport::IstioMtls) => TransportOutcome::Expected,
+        (ExpectedTransport::Mtls, _) if plaintext => TransportOutcome::Violation,
+        (ExpectedTransport::Plaintext, _) if plaintext => TransportOutcome::Expected,
+        (ExpectedTransport::Tls, Transport::Tls) => TransportOutcome::Expected,
+        _ => TransportOutcome::Mismatch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_where_mtls_is_expected_is_a_violation() {
+        for observed in [Transport::Http, Transport::Http2, Transport::Other] {
+            assert_eq!(
+                judge_transport(Some(ExpectedTransport::Mtls), observed),
+                TransportOutcome::Violation,
+                "{observed}"
+            );
+        }
+    }
+
+    #[test]
+    fn matching_transports_silent_clients_and_missing_expectations_are_not_flagged() {
+        let expected = [
+            (ExpectedTransport::Mtls, Transport::IstioMtls),
+            (ExpectedTransport::Plaintext, Transport::Http),
+            (ExpectedTransport::Plaintext, Transport::Other),
+            (ExpectedTransport::Tls, Transport::Tls),
+        ];
+        for (wanted, observed) in expected {
+            assert_eq!(
+                judge_transport(Some(wanted), observed),
+                TransportOutcome::Expected,
+                "{wanted:?} {observed}"
+            );
+        }
+        assert_eq!(
+            judge_transport(Some(ExpectedTransport::Mtls), Transport::None),
+            TransportOutcome::Neutral
+        );
+        assert_eq!(
+            judge_transport(None, Transport::Http),
+            TransportOutcome::Neutral
+        );
+    }
+
+    #[test]
+    fn other_disagreements_are_mismatches_not_violations() {
+        let mismatches = [
+            (ExpectedTransport::Plaintext, Transport::IstioMtls),
+            (ExpectedTransport::Plaintext, Transport::Tls),
+            (ExpectedTransport::Mtls, Transport::Tls),
+            (ExpectedTransport::Tls, Transport::IstioMtls),
+            (ExpectedTransport::Tls, Transport::Http),
+        ];
+        for (wanted, observed) in mismatches {
+            assert_eq!(
+                judge_transport(Some(wanted), observed),
+                TransportOutcome::Mismatch,
+                "{wanted:?} {observed}"
+            );
+        }
+    }
+}

@@ -123,18 +123,7 @@ impl Prometheus {
     }
 
     fn api(&self, path: &str) -> Result<Value> {
-        let url = format!("{}{path}", self.url());
-        let body = ureq::get(&url)
-            .call()
-            .and_then(|mut response| response.body_mut().read_to_string())
-            .map_err(|e| LabError::Parse {
-                what: "Prometheus API response",
-                detail: format!("{url}: {e}"),
-            })?;
-        serde_json::from_str(&body).map_err(|e| LabError::Parse {
-            what: "Prometheus API response",
-            detail: format!("{url}: {e}"),
-        })
+        get_json(&format!("{}{path}", self.url()), "Prometheus API response")
     }
 
     /// Alerts that are pending or firing now.
@@ -192,6 +181,19 @@ impl Prometheus {
             .as_str()
             .and_then(|text| text.parse().ok()))
     }
+}
+
+/// `GET url` and its body parsed as JSON; `what` names the document in errors.
+pub fn get_json(url: &str, what: &'static str) -> Result<Value> {
+    let parse_error = |detail: String| LabError::Parse {
+        what,
+        detail: format!("{url}: {detail}"),
+    };
+    let body = ureq::get(url)
+        .call()
+        .and_then(|mut response| response.body_mut().read_to_string())
+        .map_err(|e| parse_error(e.to_string()))?;
+    serde_json::from_str(&body).map_err(|e| parse_error(e.to_string()))
 }
 
 impl Drop for Prometheus {

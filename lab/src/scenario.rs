@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::{
     AgentOutput, AgentProcess, Curl, Haproxy, Lab, Nginx, Pod, ProxyMode, Upstream, UpstreamTls,
     error::{LabError, Result},
-    prometheus::free_loopback_port,
+    prometheus::{free_loopback_port, get_json},
 };
 
 pub const HOST: &str = "frontend.default.svc.cluster.local";
@@ -208,18 +208,7 @@ impl Frontend {
 
     /// The agent's `GET /report`.
     pub fn report(&self) -> Result<Value> {
-        let url = format!("{}/report", self.agent_url);
-        let body = ureq::get(&url)
-            .call()
-            .and_then(|mut response| response.body_mut().read_to_string())
-            .map_err(|e| LabError::Parse {
-                what: "the agent's report",
-                detail: format!("{url}: {e}"),
-            })?;
-        serde_json::from_str(&body).map_err(|e| LabError::Parse {
-            what: "the agent's report",
-            detail: format!("{url}: {e}"),
-        })
+        get_json(&format!("{}/report", self.agent_url), "the agent's report")
     }
 
     /// Polls the report until `done` says so; returns the last report either way.

@@ -15,6 +15,20 @@ pub fn workspace_root() -> PathBuf {
         .map_or(manifest_dir.clone(), PathBuf::from)
 }
 
+/// Builds the `meshdrift` binary (debug profile) and returns its path.
+pub fn build_meshdrift() -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
+    run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--quiet",
+        "-p",
+        "meshdrift-agent",
+        "--bin",
+        "meshdrift",
+    ]))?;
+    Ok(root.join("target/debug/meshdrift"))
+}
+
 /// Runs a command inheriting stdio, failing with its command line when it fails.
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
     eprintln!("[xtask] $ {}", render(command));

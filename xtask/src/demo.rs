@@ -46,15 +46,7 @@ pub struct DemoArgs {
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let root = cmd::workspace_root();
-    cmd::run(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--quiet",
-        "-p",
-        "meshdrift-agent",
-        "--bin",
-        "meshdrift",
-    ]))?;
-    let binary = root.join("target/debug/meshdrift");
+    let binary = cmd::build_meshdrift()?;
     meshdrift_lab::install_signal_cleanup().context("installing the Ctrl-C cleanup")?;
 
     let scenario = if args.healthy {

@@ -46,14 +46,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         ]))?;
     }
     // The end-to-end suite runs the real `meshdrift` binary.
-    cmd::run(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "-p",
-        "meshdrift-agent",
-        "--bin",
-        "meshdrift",
-    ]))?;
-    let binary = root.join("target/debug/meshdrift");
+    let binary = cmd::build_meshdrift()?;
     cmd::run(
         Command::new("cargo")
             .current_dir(&root)

@@ -3,42 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::observation::{ExpectedTransport, SplitKey, Workload};
+use crate::observation::{
+    ExpectedTransport, SplitKey, TransportOutcome, Workload, judge_transport,
+};
 use crate::report::TransportVerdict;
-use crate::wire::Transport;
 
 use super::window::{Cell, Counts, Target};
-
-/// How one observed transport compares with the expected one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Expected,
-    /// Plaintext where mTLS is expected.
-    Violation,
-    /// Any other difference (TLS where plaintext is expected, non-Istio TLS where
-    /// mTLS is expected, plaintext or mTLS where originated TLS is expected).
-    Mismatch,
-    /// Nothing to judge: no payload yet, or no expectation.
-    Neutral,
-}
-
-pub(crate) fn judge(expected: Option<ExpectedTransport>, observed: Transport) -> Outcome {
-    let Some(expected) = expected else {
-        return Outcome::Neutral;
-    };
-    let plaintext = matches!(
-        observed,
-        Transport::Http | Transport::Http2 | Transport::Other
-    );
-    match (expected, observed) {
-        (_, Transport::None) => Outcome::Neutral,
-        (ExpectedTransport::Mtls, Transport::IstioMtls) => Outcome::Expected,
-        (ExpectedTransport::Mtls, _) if plaintext => Outcome::Violation,
-        (ExpectedTransport::Plaintext, _) if plaintext => Outcome::Expected,
-        (ExpectedTransport::Tls, Transport::Tls) => Outcome::Expected,
-        _ => Outcome::Mismatch,
-    }
-}
 
 #[derive(Debug, Default)]
 struct Group {
@@ -60,16 +30,16 @@ impl Group {
         // increments (connections == 0) still show the transport in use within the
         // window, so a pooled plaintext connection opened before the window keeps
         // its verdict flagged even though it adds nothing to the counts.
-        match judge(cell.expected, cell.transport) {
-            Outcome::Violation => {
+        match judge_transport(cell.expected, cell.transport) {
+            TransportOutcome::Violation => {
                 self.violations += counts.connections;
                 self.violating_traffic = true;
             }
-            Outcome::Mismatch => {
+            TransportOutcome::Mismatch => {
                 self.mismatches += counts.connections;
                 self.mismatching_traffic = true;
             }
-            Outcome::Expected | Outcome::Neutral => {}
+            TransportOutcome::Expected | TransportOutcome::Neutral => {}
         }
     }
 }
@@ -125,22 +95,23 @@ impl TransportGroups {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Transport;
 
     #[test]
     fn plaintext_where_mtls_is_expected_is_a_violation() {
         for observed in [Transport::Http, Transport::Http2, Transport::Other] {
             assert_eq!(
-                judge(Some(ExpectedTransport::Mtls), observed),
-                Outcome::Violation
+                judge_transport(Some(ExpectedTransport::Mtls), observed),
+                TransportOutcome::Violation
             );
         }
         assert_eq!(
-            judge(Some(ExpectedTransport::Mtls), Transport::IstioMtls),
-            Outcome::Expected
+            judge_transport(Some(ExpectedTransport::Mtls), Transport::IstioMtls),
+            TransportOutcome::Expected
         );
         assert_eq!(
-            judge(Some(ExpectedTransport::Mtls), Transport::Tls),
-            Outcome::Mismatch
+            judge_transport(Some(ExpectedTransport::Mtls), Transport::Tls),
+            TransportOutcome::Mismatch
         );
     }
 
@@ -148,14 +119,14 @@ mod tests {
     fn tls_where_plaintext_is_expected_is_a_mismatch() {
         for observed in [Transport::IstioMtls, Transport::Tls] {
             assert_eq!(
-                judge(Some(ExpectedTransport::Plaintext), observed),
-                Outcome::Mismatch
+                judge_transport(Some(ExpectedTransport::Plaintext), observed),
+                TransportOutcome::Mismatch
             );
         }
         for observed in [Transport::Http, Transport::Http2, Transport::Other] {
             assert_eq!(
-                judge(Some(ExpectedTransport::Plaintext), observed),
-                Outcome::Expected
+                judge_transport(Some(ExpectedTransport::Plaintext), observed),
+                TransportOutcome::Expected
             );
         }
     }
@@ -168,22 +139,25 @@ mod tests {
             Some(ExpectedTransport::Tls),
             None,
         ] {
-            assert_eq!(judge(expected, Transport::None), Outcome::Neutral);
+            assert_eq!(
+                judge_transport(expected, Transport::None),
+                TransportOutcome::Neutral
+            );
         }
         for observed in Transport::ALL {
-            assert_eq!(judge(None, observed), Outcome::Neutral);
+            assert_eq!(judge_transport(None, observed), TransportOutcome::Neutral);
         }
     }
 
     #[test]
     fn originated_tls_expects_non_istio_tls() {
         assert_eq!(
-            judge(Some(ExpectedTransport::Tls), Transport::Tls),
-            Outcome::Expected
+            judge_transport(Some(ExpectedTransport::Tls), Transport::Tls),
+            TransportOutcome::Expected
         );
         assert_eq!(
-            judge(Some(ExpectedTransport::Tls), Transport::Http),
-            Outcome::Mismatch
+            judge_transport(Some(ExpectedTransport::Tls), Transport::Http),
+            TransportOutcome::Mismatch
         );
     }
 }

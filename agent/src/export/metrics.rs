@@ -15,8 +15,7 @@ use super::labels::{
     FindingLabels, KindLabels, SplitLabels, SubsetLabels, TrafficLabels, TransportLabels,
     VersionLabels,
 };
-use super::transport::TransportCheck;
-use crate::observation::{Destination, Observation};
+use crate::observation::{Destination, Observation, TransportOutcome, judge_transport};
 use crate::report::Report;
 
 /// Content type of [`Metrics::encode`].
@@ -231,10 +230,10 @@ impl Metrics {
         if observation.connections == 0 {
             return;
         }
-        let family = match TransportCheck::of(expected, observation.transport) {
-            TransportCheck::Ok => return,
-            TransportCheck::Violation => &self.tls_violations,
-            TransportCheck::Mismatch => &self.tls_mismatches,
+        let family = match judge_transport(Some(expected), observation.transport) {
+            TransportOutcome::Expected | TransportOutcome::Neutral => return,
+            TransportOutcome::Violation => &self.tls_violations,
+            TransportOutcome::Mismatch => &self.tls_mismatches,
         };
         let labels = TransportLabels {
             source_namespace: labels.source_namespace,

@@ -9,7 +9,5 @@ mod gauges;
 mod labels;
 mod metrics;
 pub mod text;
-pub mod transport;
 
 pub use metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
-pub use transport::TransportCheck;

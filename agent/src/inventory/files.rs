@@ -81,28 +81,21 @@ pub fn load_dir(dir: &Path) -> Result<LoadOutcome, LoadError> {
         path: dir.to_owned(),
         source,
     })?;
+    let mut outcome = LoadOutcome::default();
     let mut files = Vec::new();
     if metadata.is_dir() {
         let mut visited = HashSet::new();
-        let mut problems = Vec::new();
-        collect_files(dir, &mut files, &mut visited, &mut problems).map_err(|source| {
+        collect_files(dir, &mut files, &mut visited, &mut outcome.problems).map_err(|source| {
             LoadError::Unreadable {
                 path: dir.to_owned(),
                 source,
             }
         })?;
-        let mut outcome = LoadOutcome {
-            problems,
-            ..LoadOutcome::default()
-        };
-        load_files(&files, &mut outcome);
-        Ok(outcome)
     } else {
         files.push(dir.to_owned());
-        let mut outcome = LoadOutcome::default();
-        load_files(&files, &mut outcome);
-        Ok(outcome)
     }
+    load_files(&files, &mut outcome);
+    Ok(outcome)
 }
 
 /// Loads manifests from text already in memory; `file` only names it in problems.

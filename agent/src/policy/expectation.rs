@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::destination_rule::{MergedRule, effective_tls};
 use super::host;
 use super::matching::{self, ClientFacts, Truth};
-use super::model::{Labels, PeerMode, RouteDestination, TlsMode};
+use super::model::{Labels, PeerMode, RouteDestination, Subset, TlsMode};
 use super::policies::{Policies, VirtualServiceEntry};
 use crate::inventory::{CLUSTER_DOMAIN, Index, PodInfo, RouteKind, ServiceInfo, selector_matches};
 
@@ -283,6 +283,9 @@ pub fn resolve_client_host(
     host: &str,
 ) -> Result<String, ExpectError> {
     let host = host.trim_end_matches('.');
+    if index.service(host).is_some() {
+        return Ok(host.to_owned());
+    }
     let tried = vec![
         host.to_owned(),
         format!("{host}.{client_namespace}.svc.{CLUSTER_DOMAIN}"),
@@ -382,12 +385,14 @@ impl Policies {
             out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0)];
             return Ok(out);
         }
-        let mut depends: Vec<&RouteView<'_>> = Vec::new();
+        // First match wins; routes before it that need L7 attributes make the
+        // answer depend on the request.
+        let mut depends: Vec<(&RouteView<'_>, &str)> = Vec::new();
         let mut chosen: Option<&RouteView<'_>> = None;
         for view in &views {
             match &view.truth {
                 Truth::No => {}
-                Truth::Depends(_) => depends.push(view),
+                Truth::Depends(why) => depends.push((view, why)),
                 Truth::Yes => {
                     chosen = Some(view);
                     break;
@@ -398,26 +403,26 @@ impl Policies {
             out.determinable = false;
             let conditions: Vec<String> = depends
                 .iter()
-                .map(|v| match &v.truth {
-                    Truth::Depends(why) => format!(
+                .map(|(v, why)| {
+                    format!(
                         "{} route {} needs {why}",
                         kind.as_str(),
                         describe(&v.reference)
-                    ),
-                    _ => String::new(),
+                    )
                 })
                 .collect();
             out.reason = Some(format!(
                 "depends on request attributes L4 cannot see: {}",
                 conditions.join("; ")
             ));
-            for view in depends.iter().copied().chain(chosen) {
+            let possible = depends
+                .iter()
+                .map(|(v, why)| (*v, Some(why.to_string())))
+                .chain(chosen.map(|v| (v, None)));
+            for (view, condition) in possible {
                 out.candidates.push(Candidate {
                     route: view.reference.clone(),
-                    condition: match &view.truth {
-                        Truth::Depends(why) => Some(why.clone()),
-                        _ => None,
-                    },
+                    condition,
                     destinations: self.route_destinations(
                         index,
                         client,
@@ -528,13 +533,7 @@ impl Policies {
                 "subset {name} is not defined by a DestinationRule this client uses: requests fail with 503 (IST0101)"
             ));
         }
-        let tls = tls_expectation(
-            self,
-            rule,
-            subset_def.map(|s| (s, port)),
-            port,
-            service_namespace,
-        );
+        let tls = tls_expectation(self, rule, subset_def, port, service_namespace);
         let endpoints = match (service, subset.is_some() && subset_def.is_none()) {
             (Some(service), false) => {
                 self.endpoints(index, service, subset_def.map(|s| &s.labels), port, &tls)
@@ -614,11 +613,11 @@ impl Policies {
 fn tls_expectation(
     policies: &Policies,
     rule: Option<&MergedRule>,
-    subset: Option<(&super::model::Subset, u16)>,
+    subset: Option<&Subset>,
     port: u16,
     service_namespace: Option<&str>,
 ) -> TlsExpectation {
-    match effective_tls(rule, subset.map(|(s, _)| s), port) {
+    match effective_tls(rule, subset, port) {
         Some((mode, level)) => TlsExpectation {
             mode: mode.into(),
             source: TlsSource::DestinationRule,

@@ -11,7 +11,7 @@ pub mod format;
 
 pub use escape::Esc;
 
-use crate::export::TransportCheck;
+use crate::observation::{TransportOutcome, judge_transport};
 use crate::report::{
     AgentHealth, Finding, Report, SplitVerdict, TransportVerdict, UnexpectedDestination,
 };
@@ -250,11 +250,11 @@ fn transport_row(out: &mut String, verdict: &TransportVerdict) {
             out.push_str("<td class=\"num zero\">·</td>");
             continue;
         }
-        let class = match verdict.expected.map(|e| TransportCheck::of(e, t)) {
-            Some(TransportCheck::Violation) => "cell-violation",
-            Some(TransportCheck::Mismatch) => "cell-mismatch",
-            Some(TransportCheck::Ok) => "cell-ok",
-            None => "",
+        let class = match judge_transport(verdict.expected, t) {
+            TransportOutcome::Violation => "cell-violation",
+            TransportOutcome::Mismatch => "cell-mismatch",
+            TransportOutcome::Expected => "cell-ok",
+            TransportOutcome::Neutral => "",
         };
         let _ = write!(out, "<td class=\"num {class}\">{n}</td>");
     }
