@@ -505,3 +505,25 @@ fn tls_subset_port_level_replaces_the_subset_policy() {
     assert_eq!(e.destinations[0].tls.mode, ExpectedTls::Mutual);
     assert_eq!(e.destinations[1].tls.mode, ExpectedTls::Auto);
 }
+
+#[test]
+fn subsets_of_pod_attribute_a_server_pod_to_every_subset_selecting_it() {
+    let m = mesh(&dr(
+        "default",
+        "r",
+        "  host: reviews\n  subsets:\n    - {name: v1, labels: {version: v1}}\n    - {name: sidecars, labels: {security.istio.io/tlsMode: istio}}\n    - {name: v2, labels: {version: v2}}\n",
+    ));
+    let client = m.index.pod_by_name("default", "client").unwrap();
+    let server = m.index.pod_by_name("default", "reviews-v1").unwrap();
+    let fqdn = "reviews.default.svc.cluster.local";
+    assert_eq!(
+        m.policies.subsets_of_pod(&m.index, client, fqdn, server),
+        vec!["v1", "sidecars"]
+    );
+    let no_sidecar = m.index.pod_by_name("default", "reviews-v3").unwrap();
+    assert!(
+        m.policies
+            .subsets_of_pod(&m.index, client, fqdn, no_sidecar)
+            .is_empty()
+    );
+}

@@ -62,6 +62,7 @@ mod ready;
 mod signals;
 mod stale;
 
+pub mod browser;
 pub mod certs;
 pub mod haproxy;
 pub mod load;

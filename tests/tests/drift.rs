@@ -7,7 +7,7 @@ mod privileged;
 use std::{path::PathBuf, time::Duration};
 
 use meshdrift_lab::{
-    meshdrift_bin,
+    browser, meshdrift_bin,
     prometheus::Prometheus,
     scenario::{Frontend, FrontendConfig, HOST},
 };
@@ -148,6 +148,22 @@ fn stale_80_20_proxy_and_plaintext_client_are_flagged_and_alerts_fire() {
             .filter(|v| v["source"]["name"] == "client")
             .all(|v| v["violation"] == false)
     );
+
+    // The report page, rendered by a real browser, shows the demo's drift and violation.
+    let page = format!("{}/", frontend.agent_url);
+    let dom = browser::render_dom(&page).expect("rendering the report page");
+    for expected in [
+        "DRIFT",
+        "default/client",
+        "frontend.default.svc.cluster.local:80",
+        "VIOLATION",
+        "default/legacy",
+    ] {
+        assert!(dom.contains(expected), "the report page lacks {expected:?}");
+    }
+    let shot = workspace().join("target/test-artifacts/demo-drift-page.png");
+    browser::screenshot(&page, &shot).expect("screenshot of the report page");
+    eprintln!("report page screenshot: {}", shot.display());
 
     let drift_alert = prometheus
         .wait_for_firing(DRIFT_ALERT, Duration::from_secs(60))

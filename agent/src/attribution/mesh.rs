@@ -25,6 +25,11 @@ pub struct Mesh {
 }
 
 impl Mesh {
+    /// Nothing declared yet: every flow is left out until the first load.
+    pub fn empty() -> Self {
+        Self::build(&Objects::default())
+    }
+
     pub fn build(objects: &Objects) -> Self {
         let index = Index::build(objects);
         let policies = Policies::build(objects);

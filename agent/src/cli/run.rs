@@ -4,23 +4,24 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::ExitCode,
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 
 use crate::{
     attribution::{Attribution, Attributor, Mesh},
-    cli::duration::parse_duration,
+    cli::{
+        duration::parse_duration,
+        source::{self, Declared},
+    },
     drift::{DriftConfig, DriftEngine},
     export::Metrics,
     http::{self, AppState},
-    inventory::files,
     pipeline::FlowJoiner,
-    policy::check::codes,
     probe::{LossCounters, Probe, ProbeConfig},
     report::{AgentHealth, Finding, Report},
 };
@@ -36,8 +37,10 @@ use crate::{
 pub struct RunArgs {
     /// Directory of Kubernetes and Istio manifests (Pods with status.podIP, Services,
     /// VirtualServices, DestinationRules, PeerAuthentications); re-read when it changes.
+    /// Without it the agent watches the Kubernetes API (in-cluster service account,
+    /// else kubeconfig).
     #[arg(long, value_name = "DIR")]
-    pub manifests: PathBuf,
+    pub manifests: Option<PathBuf>,
     /// Address of the HTTP server: /metrics, /report, / (report page), /healthz, /readyz.
     #[arg(long, default_value = "0.0.0.0:9477")]
     pub listen: SocketAddr,
@@ -65,7 +68,7 @@ pub struct RunArgs {
     /// How often a long-lived flow reports its counters from the kernel.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub update_interval: Duration,
-    /// How often the manifests directory is checked for changes.
+    /// How often the manifests directory (--manifests) is checked for changes.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub reload_interval: Duration,
     /// Kernel ring-buffer size in bytes (a power of two, at least 4096).
@@ -83,54 +86,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The declared world as loaded, with the problems met while loading it.
-struct Loaded {
-    mesh: Arc<Mesh>,
-    load_findings: Vec<Finding>,
-    fingerprint: Vec<(PathBuf, u64, Option<SystemTime>)>,
-}
-
-fn load(dir: &Path) -> anyhow::Result<Loaded> {
-    let fingerprint = manifest_fingerprint(dir);
-    let outcome = files::load_dir(dir)
-        .with_context(|| format!("loading manifests from {}", dir.display()))?;
-    let load_findings = outcome
-        .problems
-        .iter()
-        .map(|problem| Finding {
-            code: codes::LOAD_PROBLEM.to_owned(),
-            severity: "error".to_owned(),
-            resource: problem.file.display().to_string(),
-            message: problem.detail(),
-        })
-        .collect();
-    Ok(Loaded {
-        mesh: Arc::new(Mesh::build(&outcome.objects)),
-        load_findings,
-        fingerprint,
-    })
-}
-
-/// Names, sizes and modification times of the manifest files: cheap to compare.
-fn manifest_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut entries = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(path) = pending.pop() {
-        let Ok(metadata) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if metadata.is_dir() {
-            if let Ok(children) = std::fs::read_dir(&path) {
-                pending.extend(children.filter_map(|child| child.ok().map(|c| c.path())));
-            }
-        } else {
-            entries.push((path, metadata.len(), metadata.modified().ok()));
-        }
-    }
-    entries.sort();
-    entries
-}
-
 struct Agent {
     node: String,
     started: Instant,
@@ -143,6 +98,11 @@ struct Agent {
 }
 
 impl Agent {
+    fn use_declared(&mut self, declared: &Declared) {
+        self.attributor.set_mesh(Arc::clone(&declared.mesh));
+        self.load_findings = declared.load_findings.clone();
+    }
+
     fn now(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }
@@ -151,7 +111,7 @@ impl Agent {
         let now = self.now();
         self.engine.expire(now);
         let snapshot = self.engine.snapshot(now);
-        let mesh = self.attributor.mesh();
+        let mesh = Arc::clone(self.attributor.mesh());
         let mut findings = self.load_findings.clone();
         findings.extend(mesh.findings.iter().cloned());
         findings.extend(self.attributor.findings());
@@ -208,17 +168,19 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         ..DriftConfig::default()
     };
     let engine = DriftEngine::new(drift_config).context("invalid drift settings")?;
-    let loaded = load(&args.manifests)?;
-    let mut fingerprint = loaded.fingerprint;
+    let (mut declared_feed, _source) = match &args.manifests {
+        Some(dir) => source::files(dir.clone(), args.reload_interval)?,
+        None => source::kubernetes().await?,
+    };
     let metrics = Arc::new(Metrics::new());
     let mut agent = Agent {
         node: node_name(&args),
         started: Instant::now(),
         window: args.window,
         engine,
-        attributor: Attributor::new(loaded.mesh),
+        attributor: Attributor::new(Arc::new(Mesh::empty())),
         metrics: Arc::clone(&metrics),
-        load_findings: loaded.load_findings,
+        load_findings: Vec::new(),
         excluded: BTreeMap::new(),
     };
     let (state, publisher) =
@@ -231,6 +193,19 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         let _ = http_stopped.await;
     }));
 
+    if declared_feed.borrow().is_none() {
+        eprintln!(
+            "meshdrift: waiting for the first list of Pods, Services, EndpointSlices, Namespaces and Istio resources"
+        );
+    }
+    let first = declared_feed
+        .wait_for(Option::is_some)
+        .await
+        .context("the inventory source stopped before its first load")?
+        .clone();
+    if let Some(declared) = first {
+        agent.use_declared(&declared);
+    }
     let mut probe = Probe::attach(&ProbeConfig {
         cgroup: args.cgroup.clone(),
         update_interval: args.update_interval,
@@ -247,7 +222,6 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let mut publish_tick = tokio::time::interval(Duration::from_secs(1));
-    let mut reload_tick = tokio::time::interval(args.reload_interval);
     let mut joiner = FlowJoiner::new(1 << 20);
     let mut events = Vec::with_capacity(1024);
     let outcome: anyhow::Result<()> = loop {
@@ -276,18 +250,13 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
                 let losses = probe.losses().unwrap_or_default();
                 publisher.publish(agent.report(&losses));
             }
-            _ = reload_tick.tick() => {
-                let current = manifest_fingerprint(&args.manifests);
-                if current != fingerprint {
-                    fingerprint = current;
-                    match load(&args.manifests) {
-                        Ok(loaded) => {
-                            tracing::info!(dir = %args.manifests.display(), "manifests changed; reloaded");
-                            agent.attributor.set_mesh(loaded.mesh);
-                            agent.load_findings = loaded.load_findings;
-                        }
-                        Err(err) => tracing::warn!(error = %format!("{err:#}"), "reloading manifests failed; keeping the previous ones"),
-                    }
+            changed = declared_feed.changed() => {
+                if changed.is_err() {
+                    break Err(anyhow::anyhow!("the inventory source stopped"));
+                }
+                let latest = declared_feed.borrow_and_update().clone();
+                if let Some(declared) = latest {
+                    agent.use_declared(&declared);
                 }
             }
             _ = tokio::signal::ctrl_c() => break Ok(()),

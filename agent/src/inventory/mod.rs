@@ -6,6 +6,7 @@
 
 pub mod files;
 mod index;
+pub mod kube;
 mod labels;
 mod protocol;
 

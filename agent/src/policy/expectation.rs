@@ -647,3 +647,41 @@ fn describe(route: &RouteRef) -> String {
         None => format!("#{}", route.index),
     }
 }
+
+impl Policies {
+    /// The DestinationRule (merged) a client uses for `fqdn`, if any.
+    pub fn destination_rule_for(
+        &self,
+        index: &Index,
+        client: &PodInfo,
+        fqdn: &str,
+    ) -> Option<&MergedRule> {
+        let service_namespace = index
+            .service(fqdn)
+            .map(|s| s.namespace.as_str())
+            .or_else(|| namespace_in_fqdn(fqdn));
+        self.destination_rules
+            .lookup(&client.namespace, &client.labels, fqdn, service_namespace)
+    }
+
+    /// Names of the subsets (of the rule `client` uses for `fqdn`) whose labels
+    /// the server pod carries; subsets may overlap, so there can be several.
+    /// This is how a flow to a pod IP is attributed to a subset when no SNI names one.
+    pub fn subsets_of_pod<'a>(
+        &'a self,
+        index: &Index,
+        client: &PodInfo,
+        fqdn: &str,
+        server: &PodInfo,
+    ) -> Vec<&'a str> {
+        self.destination_rule_for(index, client, fqdn)
+            .map(|rule| {
+                rule.subsets
+                    .iter()
+                    .filter(|s| selector_matches(&s.labels, &server.labels))
+                    .map(|s| s.name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
