@@ -96,13 +96,17 @@ async fn observe(
     index: Option<Index>,
     duration: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
+    // Signal streams created once buffer a signal that arrives while events are
+    // being processed; a fresh `ctrl_c()` future per loop turn could miss it.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
     let mut probe = Probe::attach(&config)?;
     eprintln!(
         "meshdrift: observing TCP flows under cgroup {} (Ctrl-C to stop)",
         probe.cgroup().display()
     );
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     let deadline = async {
         match duration {
             Some(duration) => tokio::time::sleep(duration).await,
@@ -133,7 +137,7 @@ async fn observe(
                     break if err.kind() == io::ErrorKind::BrokenPipe { Ok(()) } else { Err(err.into()) };
                 }
             }
-            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             () = &mut deadline => break Ok(()),
         }

@@ -167,6 +167,12 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         min_samples: args.min_samples,
         ..DriftConfig::default()
     };
+    // Signal streams created once buffer a signal that arrives while events are
+    // being processed; a fresh `ctrl_c()` future per loop turn could miss it.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
     let engine = DriftEngine::new(drift_config).context("invalid drift settings")?;
     let (mut declared_feed, _source) = match &args.manifests {
         Some(dir) => source::files(dir.clone(), args.reload_interval)?,
@@ -198,11 +204,13 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
             "meshdrift: waiting for the first list of Pods, Services, EndpointSlices, Namespaces and Istio resources"
         );
     }
-    let first = declared_feed
-        .wait_for(Option::is_some)
-        .await
-        .context("the inventory source stopped before its first load")?
-        .clone();
+    let first = tokio::select! {
+        first = declared_feed.wait_for(Option::is_some) => {
+            first.context("the inventory source stopped before its first load")?.clone()
+        }
+        _ = sigint.recv() => return Ok(()),
+        _ = sigterm.recv() => return Ok(()),
+    };
     if let Some(declared) = first {
         agent.use_declared(&declared);
     }
@@ -219,8 +227,6 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         args.listen
     );
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     let mut publish_tick = tokio::time::interval(Duration::from_secs(1));
     let mut joiner = FlowJoiner::new(1 << 20);
     let mut events = Vec::with_capacity(1024);
@@ -259,7 +265,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
                     agent.use_declared(&declared);
                 }
             }
-            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
         }
     };
