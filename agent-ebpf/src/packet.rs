@@ -13,7 +13,13 @@ use crate::state::{EVENTS, FLOWS, count_loss, emit_flow, update_interval_ns};
 
 const IPPROTO_TCP: u8 = 6;
 const TLS_CHANGE_CIPHER_SPEC: u8 = 0x14;
+const TLS_ALERT: u8 = 0x15;
 const TLS_HANDSHAKE: u8 = 0x16;
+const TLS_APPLICATION_DATA: u8 = 0x17;
+/// A TLS 1.3 alert (close_notify) travels as an application-data record of
+/// 2 alert bytes + 1 content-type byte + a 16-byte AEAD tag.
+const TLS13_ALERT_RECORD_LEN: u16 = 19;
+const TLS_RECORD_HEADER_LEN: u32 = 5;
 
 #[inline(always)]
 pub fn observe(ctx: &SkBuffContext, egress: bool) {
@@ -56,11 +62,9 @@ pub fn observe_flow(ctx: &SkBuffContext, egress: bool, cookie: u64) {
             }
             capture(ctx, cookie, state.addrs.role, payload_offset, payload_len);
         }
-        // A handshake record is not a request: TLS flows start their first exchange
-        // with the first application-data record.
-        let handshake = state.flags & flow_flags::TLS != 0
-            && (first_byte == TLS_HANDSHAKE || first_byte == TLS_CHANGE_CIPHER_SPEC);
-        if state.last_data != data_dir::FROM_CLIENT && !handshake {
+        let not_a_request =
+            state.flags & flow_flags::TLS != 0 && tls_control(ctx, payload_offset, payload_len);
+        if state.last_data != data_dir::FROM_CLIENT && !not_a_request {
             state.exchanges += 1;
             state.last_data = data_dir::FROM_CLIENT;
         }
@@ -72,6 +76,25 @@ pub fn observe_flow(ctx: &SkBuffContext, egress: bool, cookie: u64) {
     if now.wrapping_sub(state.last_report_ns) >= update_interval_ns() {
         state.last_report_ns = now;
         emit_flow(kind::UPDATE, cookie, state, now);
+    }
+}
+
+/// Whether a TLS flow's packet carries only TLS's own control records, which are
+/// not requests: handshake, change-cipher-spec and alert records, and the
+/// encrypted close_notify a TLS 1.3 client sends when it closes an idle connection.
+#[inline(always)]
+fn tls_control(ctx: &SkBuffContext, offset: u32, payload_len: u32) -> bool {
+    let Ok(header) = ctx.load::<[u8; 5]>(offset as usize) else {
+        return false;
+    };
+    let record_len = u16::from_be_bytes([header[3], header[4]]);
+    match header[0] {
+        TLS_HANDSHAKE | TLS_CHANGE_CIPHER_SPEC | TLS_ALERT => true,
+        TLS_APPLICATION_DATA => {
+            record_len == TLS13_ALERT_RECORD_LEN
+                && payload_len == TLS_RECORD_HEADER_LEN + u32::from(TLS13_ALERT_RECORD_LEN)
+        }
+        _ => false,
     }
 }
 

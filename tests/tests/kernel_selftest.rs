@@ -186,6 +186,18 @@ fn ipv4_tls_flow_counts_bytes_and_exchanges_and_captures_the_hello_prefix() {
         kernel.payload_records().is_empty(),
         "the first bytes are captured once per flow"
     );
+
+    // Closing an idle connection: TLS 1.3's encrypted close_notify (a 19-byte
+    // application-data record) and a TLS 1.2 alert record are not requests.
+    kernel.send(false, &ipv4_frame(&tls_record(0x17, 300), 0, 12));
+    kernel.send(true, &ipv4_frame(&tls_record(0x17, 19), 0, 12));
+    kernel.send(true, &ipv4_frame(&tls_record(0x15, 26), 0, 12));
+    assert_eq!(kernel.flow().exchanges, 2, "alerts are not requests");
+    // A 19-byte record with more data behind it is a request.
+    let mut request = tls_record(0x17, 19);
+    request.extend(tls_record(0x17, 100));
+    kernel.send(true, &ipv4_frame(&request, 0, 12));
+    assert_eq!(kernel.flow().exchanges, 3);
 }
 
 #[test]
