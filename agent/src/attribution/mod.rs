@@ -16,7 +16,7 @@ pub use deltas::{FlowDelta, FlowDeltas};
 pub use mesh::Mesh;
 
 use crate::{
-    inventory::PodInfo,
+    inventory::{PodId, PodInfo},
     observation::{
         DeclaredSplit, DeclaredSubset, Destination, ExpectedTransport, Observation, SplitKey, Unit,
         Workload,
@@ -80,7 +80,9 @@ pub enum Attribution {
     ServerSide,
 }
 
-type ExpectationKey = (String, String, u16);
+/// Answers are cached per client pod and Service port, then by host, so a cache
+/// hit allocates nothing.
+type ExpectationCache = HashMap<(PodId, u16), HashMap<String, Option<Answer>>>;
 
 /// A policy answer and the split it declares, computed once per client pod, host and port.
 #[derive(Clone)]
@@ -91,7 +93,8 @@ struct Answer {
 
 pub struct Attributor {
     mesh: Arc<Mesh>,
-    expectations: HashMap<ExpectationKey, Option<Answer>>,
+    expectations: ExpectationCache,
+    cached: usize,
     deltas: FlowDeltas,
     findings: HashMap<String, Finding>,
 }
@@ -106,6 +109,7 @@ impl Attributor {
         Self {
             mesh,
             expectations: HashMap::new(),
+            cached: 0,
             deltas: FlowDeltas::new(1 << 20),
             findings: HashMap::new(),
         }
@@ -115,6 +119,7 @@ impl Attributor {
     pub fn set_mesh(&mut self, mesh: Arc<Mesh>) {
         self.mesh = mesh;
         self.expectations.clear();
+        self.cached = 0;
         self.findings.clear();
     }
 
@@ -149,10 +154,11 @@ impl Attributor {
             return excluded(Exclusion::MeshInternalPort);
         }
         let mesh = Arc::clone(&self.mesh);
-        let Some(client) = mesh
+        let Some((client_id, client)) = mesh
             .index
-            .pod_by_ip(record.client().ip())
-            .filter(|pod| !pod.host_network)
+            .pod_id_by_ip(record.client().ip())
+            .and_then(|id| Some((id, mesh.index.pod(id)?)))
+            .filter(|(_, pod)| !pod.host_network)
         else {
             return excluded(Exclusion::HostTraffic);
         };
@@ -175,7 +181,7 @@ impl Attributor {
         let Some(Answer {
             expectation,
             declared,
-        }) = self.expectation(client, &host, port)
+        }) = self.expectation(client_id, client, &host, port)
         else {
             return excluded(Exclusion::NoExpectation);
         };
@@ -229,13 +235,23 @@ impl Attributor {
         }
     }
 
-    fn expectation(&mut self, client: &PodInfo, host: &str, port: u16) -> Option<Answer> {
-        let key = (client.key(), host.to_owned(), port);
-        if let Some(cached) = self.expectations.get(&key) {
+    fn expectation(
+        &mut self,
+        client_id: PodId,
+        client: &PodInfo,
+        host: &str,
+        port: u16,
+    ) -> Option<Answer> {
+        if let Some(cached) = self
+            .expectations
+            .get(&(client_id, port))
+            .and_then(|by_host| by_host.get(host))
+        {
             return cached.clone();
         }
-        if self.expectations.len() >= MAX_CACHED_EXPECTATIONS {
+        if self.cached >= MAX_CACHED_EXPECTATIONS {
             self.expectations.clear();
+            self.cached = 0;
         }
         let answer = match self
             .mesh
@@ -251,7 +267,11 @@ impl Attributor {
                 None
             }
         };
-        self.expectations.insert(key, answer.clone());
+        self.expectations
+            .entry((client_id, port))
+            .or_default()
+            .insert(host.to_owned(), answer.clone());
+        self.cached += 1;
         answer
     }
 

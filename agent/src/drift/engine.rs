@@ -108,6 +108,17 @@ impl DriftEngine {
             warn!(%now_seconds, "drift: ignoring a declaration with a time that is not finite");
             return;
         }
+        // The same declaration arrives with every observation: recognise it
+        // without formatting its generation key or cloning the split key.
+        if let Some(current) = self
+            .keys
+            .get_mut(key)
+            .and_then(|state| state.declaration.as_mut())
+            && current.split == *declared
+        {
+            current.last_declared = current.last_declared.max(now_seconds);
+            return;
+        }
         let generation = declared.generation_key();
         let state = self.keys.entry(key.clone()).or_default();
         match &mut state.declaration {
