@@ -1,5 +1,6 @@
 //! Joins the kernel's per-flow records with the classification of each flow's
-//! first client bytes, so every update and close carries its transport.
+//! first client bytes, so every update and close carries its transport, and
+//! turns the kernel's cumulative counters into increments.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -8,16 +9,34 @@ use crate::{
     wire::{self, Classification},
 };
 
-/// A flow record with what its first client bytes said.
+/// What a flow did since its previous report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowDelta {
+    pub exchanges: u64,
+    pub bytes: u64,
+    /// True on the flow's first report: the connection is counted once.
+    pub first: bool,
+}
+
+/// A flow record with what its first client bytes said and what is new in it.
 #[derive(Debug, Clone)]
 pub struct ObservedFlow {
     pub record: FlowRecord,
     pub classification: Arc<Classification>,
+    pub delta: FlowDelta,
 }
 
-/// Remembers each open flow's classification until the flow closes.
+/// What is remembered of an open flow until it closes.
+#[derive(Debug, Clone)]
+struct OpenFlow {
+    classification: Arc<Classification>,
+    /// Counters of the last update, when there was one.
+    reported: Option<(u32, u64)>,
+}
+
+/// Remembers each open flow's classification and last counters until it closes.
 pub struct FlowJoiner {
-    classified: HashMap<u64, Arc<Classification>>,
+    open: HashMap<u64, OpenFlow>,
     unclassified: Arc<Classification>,
     capacity: usize,
     evicted: u64,
@@ -28,48 +47,75 @@ impl FlowJoiner {
     /// cannot grow memory without limit.
     pub fn new(capacity: usize) -> Self {
         Self {
-            classified: HashMap::new(),
+            open: HashMap::new(),
             unclassified: Arc::new(wire::classify(&[])),
             capacity: capacity.max(1),
             evicted: 0,
         }
     }
 
-    /// Classifications dropped because the table was full.
+    /// Flows dropped because the table was full.
     pub fn evicted(&self) -> u64 {
         self.evicted
     }
 
     /// Open flows remembered.
     pub fn tracked(&self) -> usize {
-        self.classified.len()
+        self.open.len()
+    }
+
+    /// Makes room for `cookie` when the table is full. Dropping everything is crude
+    /// but bounded; it only happens when closes were lost on a large scale, which
+    /// the loss counters show.
+    fn make_room(&mut self, cookie: u64) {
+        if self.open.len() >= self.capacity && !self.open.contains_key(&cookie) {
+            self.evicted += self.open.len() as u64;
+            self.open.clear();
+        }
     }
 
     /// Consumes one probe event; returns the observed flow for updates and closes.
     pub fn push(&mut self, event: ProbeEvent) -> Option<ObservedFlow> {
         match event {
             ProbeEvent::Payload(payload) => {
-                if self.classified.len() >= self.capacity
-                    && !self.classified.contains_key(&payload.cookie)
-                {
-                    // Dropping everything is crude but bounded; it only happens when
-                    // closes were lost on a large scale, which the loss counters show.
-                    self.evicted += self.classified.len() as u64;
-                    self.classified.clear();
-                }
-                self.classified
-                    .insert(payload.cookie, Arc::new(wire::classify(&payload.bytes)));
+                self.make_room(payload.cookie);
+                let classification = Arc::new(wire::classify(&payload.bytes));
+                self.open
+                    .entry(payload.cookie)
+                    .and_modify(|flow| flow.classification = Arc::clone(&classification))
+                    .or_insert(OpenFlow {
+                        classification,
+                        reported: None,
+                    });
                 None
             }
             ProbeEvent::Flow(record) => {
-                let classification = match record.kind {
-                    FlowKind::Close => self.classified.remove(&record.cookie),
-                    FlowKind::Update => self.classified.get(&record.cookie).cloned(),
-                }
-                .unwrap_or_else(|| Arc::clone(&self.unclassified));
+                let bytes = record.bytes_sent + record.bytes_received;
+                let (classification, reported) = match record.kind {
+                    FlowKind::Close => match self.open.remove(&record.cookie) {
+                        Some(flow) => (flow.classification, flow.reported),
+                        None => (Arc::clone(&self.unclassified), None),
+                    },
+                    FlowKind::Update => {
+                        self.make_room(record.cookie);
+                        let flow = self.open.entry(record.cookie).or_insert_with(|| OpenFlow {
+                            classification: Arc::clone(&self.unclassified),
+                            reported: None,
+                        });
+                        let previous = flow.reported.replace((record.exchanges, bytes));
+                        (Arc::clone(&flow.classification), previous)
+                    }
+                };
+                let (seen_exchanges, seen_bytes) = reported.unwrap_or_default();
+                let delta = FlowDelta {
+                    exchanges: u64::from(record.exchanges.saturating_sub(seen_exchanges)),
+                    bytes: bytes.saturating_sub(seen_bytes),
+                    first: reported.is_none(),
+                };
                 Some(ObservedFlow {
                     record,
                     classification,
+                    delta,
                 })
             }
         }
@@ -140,5 +186,42 @@ mod tests {
         }
         assert!(joiner.tracked() <= 2);
         assert!(joiner.evicted() > 0);
+    }
+
+    fn counted(kind: FlowKind, exchanges: u32, bytes: u64) -> ProbeEvent {
+        let ProbeEvent::Flow(mut record) = flow(kind, 42) else {
+            unreachable!("flow() builds a flow record")
+        };
+        record.exchanges = exchanges;
+        record.bytes_sent = bytes;
+        ProbeEvent::Flow(record)
+    }
+
+    #[test]
+    fn updates_and_close_add_up_to_the_final_totals_and_count_the_connection_once() {
+        let mut joiner = FlowJoiner::new(8);
+        let first = joiner
+            .push(counted(FlowKind::Update, 3, 300))
+            .unwrap()
+            .delta;
+        let second = joiner
+            .push(counted(FlowKind::Update, 5, 500))
+            .unwrap()
+            .delta;
+        let close = joiner.push(counted(FlowKind::Close, 9, 900)).unwrap().delta;
+        assert_eq!((first.exchanges, first.bytes, first.first), (3, 300, true));
+        assert_eq!(
+            (second.exchanges, second.bytes, second.first),
+            (2, 200, false)
+        );
+        assert_eq!((close.exchanges, close.bytes, close.first), (4, 400, false));
+        assert_eq!(joiner.tracked(), 0);
+    }
+
+    #[test]
+    fn a_short_flow_is_one_close_with_everything() {
+        let mut joiner = FlowJoiner::new(8);
+        let close = joiner.push(counted(FlowKind::Close, 1, 80)).unwrap().delta;
+        assert_eq!((close.exchanges, close.bytes, close.first), (1, 80, true));
     }
 }

@@ -7,12 +7,10 @@
 //! EndpointSlices (pod IP + target port) name the Service, and the
 //! DestinationRule subsets' endpoints name the subset.
 
-mod deltas;
 mod mesh;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
-pub use deltas::{FlowDelta, FlowDeltas};
 pub use mesh::Mesh;
 
 use crate::{
@@ -95,7 +93,6 @@ pub struct Attributor {
     mesh: Arc<Mesh>,
     expectations: ExpectationCache,
     cached: usize,
-    deltas: FlowDeltas,
     findings: HashMap<String, Finding>,
 }
 
@@ -110,7 +107,6 @@ impl Attributor {
             mesh,
             expectations: HashMap::new(),
             cached: 0,
-            deltas: FlowDeltas::new(1 << 20),
             findings: HashMap::new(),
         }
     }
@@ -127,11 +123,6 @@ impl Attributor {
         &self.mesh
     }
 
-    /// Open flows whose counters are remembered.
-    pub fn flows_tracked(&self) -> usize {
-        self.deltas.len()
-    }
-
     /// Findings made while attributing (an SNI subset the pod's labels contradict).
     pub fn findings(&self) -> Vec<Finding> {
         let mut findings: Vec<Finding> = self.findings.values().cloned().collect();
@@ -144,7 +135,7 @@ impl Attributor {
         if record.role == Role::Server {
             return Attribution::ServerSide;
         }
-        let delta = self.deltas.advance(record);
+        let delta = flow.delta;
         let excluded = |reason| Attribution::Excluded {
             reason,
             first: delta.first,

@@ -92,6 +92,7 @@ struct Agent {
     window: Duration,
     engine: DriftEngine,
     attributor: Attributor,
+    joiner: FlowJoiner,
     metrics: Arc<Metrics>,
     load_findings: Vec<Finding>,
     excluded: BTreeMap<String, u64>,
@@ -136,7 +137,7 @@ impl Agent {
                     ("flow_evicted".to_owned(), losses.flow_evicted),
                     ("malformed".to_owned(), losses.malformed),
                 ]),
-                flows_tracked: self.attributor.flows_tracked() as u64,
+                flows_tracked: self.joiner.tracked() as u64,
                 inventory: mesh.inventory.clone(),
                 excluded_flows: self.excluded.clone(),
             },
@@ -185,6 +186,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         window: args.window,
         engine,
         attributor: Attributor::new(Arc::new(Mesh::empty())),
+        joiner: FlowJoiner::new(1 << 20),
         metrics: Arc::clone(&metrics),
         load_findings: Vec::new(),
         excluded: BTreeMap::new(),
@@ -228,7 +230,6 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     );
 
     let mut publish_tick = tokio::time::interval(Duration::from_secs(1));
-    let mut joiner = FlowJoiner::new(1 << 20);
     let mut events = Vec::with_capacity(1024);
     let outcome: anyhow::Result<()> = loop {
         tokio::select! {
@@ -238,7 +239,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
                 }
                 let now = agent.now();
                 for event in events.drain(..) {
-                    let Some(flow) = joiner.push(event) else { continue };
+                    let Some(flow) = agent.joiner.push(event) else { continue };
                     match agent.attributor.attribute(&flow, now) {
                         Attribution::Counted { observation, declared } => {
                             agent.engine.declare(&observation.key, &declared, now);
