@@ -5,6 +5,8 @@
 //! for the BPF target and for the host alike.
 
 #![no_std]
+// The BPF target links aya-ebpf for the programs in the binary, not for these types.
+#![cfg_attr(target_arch = "bpf", allow(unused_crate_dependencies))]
 
 /// Bytes of the first client payload handed to user space once per flow. A TLS 1.3
 /// ClientHello with SNI and ALPN is 250–600 bytes; 512 keeps the SNI and ALPN of
@@ -35,36 +37,82 @@ pub mod names {
 }
 
 /// What a ring-buffer record is; always its first byte.
-pub mod kind {
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
     /// Cumulative counters of a flow that is still open.
-    pub const UPDATE: u8 = 1;
+    Update = 1,
     /// Final counters of a flow that has closed.
-    pub const CLOSE: u8 = 2;
+    Close = 2,
     /// The first client payload bytes of a flow.
-    pub const PAYLOAD: u8 = 3;
+    Payload = 3,
+}
+
+impl RecordKind {
+    /// The kind a record's first byte names, if it names one.
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Update),
+            2 => Some(Self::Close),
+            3 => Some(Self::Payload),
+            _ => None,
+        }
+    }
 }
 
 /// Which end of the connection the observed socket is.
-pub mod role {
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
     /// The socket called `connect()` (active open).
-    pub const CLIENT: u8 = 1;
+    Client = 1,
     /// The socket came from `accept()` (passive open).
-    pub const SERVER: u8 = 2;
+    Server = 2,
+}
+
+impl Role {
+    /// The role a record's role byte names, if it names one.
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Client),
+            2 => Some(Self::Server),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Server => "server",
+        }
+    }
 }
 
 /// Indices into the per-CPU loss counters. Every place the kernel side gives up
 /// on a record counts here, so no loss is silent.
-pub mod loss {
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
     /// A flow event could not be reserved in the ring buffer (it was full).
-    pub const RINGBUF_FULL: u32 = 0;
+    RingbufFull = 0,
     /// A payload record could not be reserved in the ring buffer.
-    pub const PAYLOAD_RINGBUF_FULL: u32 = 1;
+    PayloadRingbufFull = 1,
     /// A flow could not be inserted in the flow map.
-    pub const FLOW_MAP_INSERT: u32 = 2;
+    FlowMapInsert = 2,
     /// A flow closed whose state had already been evicted from the LRU flow map.
-    pub const FLOW_EVICTED: u32 = 3;
-    /// Number of loss counters.
-    pub const COUNT: u32 = 4;
+    FlowEvicted = 3,
+}
+
+impl Loss {
+    /// Every counter, in index order.
+    pub const ALL: [Loss; 4] = [
+        Loss::RingbufFull,
+        Loss::PayloadRingbufFull,
+        Loss::FlowMapInsert,
+        Loss::FlowEvicted,
+    ];
+    /// Number of loss counters: the size of the per-CPU array.
+    pub const COUNT: u32 = Self::ALL.len() as u32;
 }
 
 /// Flags kept in [`FlowState::flags`].
@@ -93,7 +141,7 @@ pub struct FlowAddrs {
     pub remote_port: u16,
     /// 4 or 6.
     pub family: u8,
-    /// One of [`role`].
+    /// A [`Role`] as its byte.
     pub role: u8,
     pub _pad: [u8; 2],
 }
@@ -120,7 +168,7 @@ pub struct FlowState {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FlowEvent {
-    /// [`kind::UPDATE`] or [`kind::CLOSE`].
+    /// [`RecordKind::Update`] or [`RecordKind::Close`] as its byte.
     pub kind: u8,
     pub _pad: [u8; 7],
     pub cookie: u64,
@@ -141,9 +189,9 @@ pub struct FlowEvent {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct PayloadEvent {
-    /// [`kind::PAYLOAD`].
+    /// [`RecordKind::Payload`] as its byte.
     pub kind: u8,
-    /// One of [`role`]: which socket saw the bytes.
+    /// A [`Role`] as its byte: which socket saw the bytes.
     pub role: u8,
     pub _pad: [u8; 2],
     /// Bytes of `data` that are valid.

@@ -7,7 +7,9 @@ use aya_ebpf::{
     helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_cgroup_id, bpf_skb_load_bytes},
     programs::SkBuffContext,
 };
-use meshdrift_ebpf::{PAYLOAD_CAPTURE_LEN, PayloadEvent, data_dir, flow_flags, kind, loss, role};
+use meshdrift_ebpf::{
+    Loss, PAYLOAD_CAPTURE_LEN, PayloadEvent, RecordKind, Role, data_dir, flow_flags,
+};
 
 use crate::state::{EVENTS, FLOWS, count_loss, emit_flow, update_interval_ns};
 
@@ -52,7 +54,7 @@ pub fn observe_flow(ctx: &SkBuffContext, egress: bool, cookie: u64) {
     } else {
         state.bytes_received += u64::from(payload_len);
     }
-    let from_client = (state.addrs.role == role::CLIENT) == egress;
+    let from_client = (state.addrs.role == Role::Client as u8) == egress;
     if from_client {
         let first_byte: u8 = ctx.load(payload_offset as usize).unwrap_or(0);
         if state.flags & flow_flags::PAYLOAD_CAPTURED == 0 {
@@ -75,7 +77,7 @@ pub fn observe_flow(ctx: &SkBuffContext, egress: bool, cookie: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(state.last_report_ns) >= update_interval_ns() {
         state.last_report_ns = now;
-        emit_flow(kind::UPDATE, cookie, state, now);
+        emit_flow(RecordKind::Update, cookie, state, now);
     }
 }
 
@@ -131,7 +133,7 @@ fn tcp_payload(ctx: &SkBuffContext) -> Option<(u32, u32)> {
 )]
 fn capture(ctx: &SkBuffContext, cookie: u64, flow_role: u8, offset: u32, payload_len: u32) {
     let Some(mut entry) = EVENTS.reserve::<PayloadEvent>(0) else {
-        count_loss(loss::PAYLOAD_RINGBUF_FULL);
+        count_loss(Loss::PayloadRingbufFull);
         return;
     };
     let event = entry.as_mut_ptr();
@@ -145,7 +147,7 @@ fn capture(ctx: &SkBuffContext, cookie: u64, flow_role: u8, offset: u32, payload
     // SAFETY: `event` points at reserved ring-buffer memory of size_of::<PayloadEvent>();
     // every write below stays inside `data` by the explicit bounds checks.
     unsafe {
-        (*event).kind = kind::PAYLOAD;
+        (*event).kind = RecordKind::Payload as u8;
         (*event).role = flow_role;
         (*event)._pad = [0; 2];
         (*event).cookie = cookie;

@@ -11,7 +11,7 @@ use aya_ebpf::{
     macros::{cgroup_skb, sock_ops},
     programs::{SkBuffContext, SockOpsContext},
 };
-use meshdrift_ebpf::{FlowAddrs, FlowState, data_dir, kind, loss, role};
+use meshdrift_ebpf::{FlowAddrs, FlowState, Loss, RecordKind, Role, data_dir};
 
 use crate::{
     packet,
@@ -28,8 +28,8 @@ pub fn meshdrift_sockops(ctx: SockOpsContext) -> u32 {
     // with their declared width, as the verifier requires.
     let op = unsafe { read_volatile(&raw const (*ops).op) };
     match op {
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => on_established(ops, role::CLIENT),
-        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => on_established(ops, role::SERVER),
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => on_established(ops, Role::Client),
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => on_established(ops, Role::Server),
         BPF_SOCK_OPS_STATE_CB => {
             // SAFETY: as above; args[1] is the new state for STATE_CB.
             let new_state = unsafe { read_volatile(&raw const (*ops).__bindgen_anon_1.args[1]) };
@@ -43,7 +43,7 @@ pub fn meshdrift_sockops(ctx: SockOpsContext) -> u32 {
 }
 
 #[inline(always)]
-fn on_established(ops: *mut bpf_sock_ops, flow_role: u8) {
+fn on_established(ops: *mut bpf_sock_ops, flow_role: Role) {
     let Some(addrs) = read_addrs(ops, flow_role) else {
         return;
     };
@@ -67,7 +67,7 @@ fn on_established(ops: *mut bpf_sock_ops, flow_role: u8) {
         _pad: [0; 2],
     };
     if FLOWS.insert(cookie, state, 0).is_err() {
-        count_loss(loss::FLOW_MAP_INSERT);
+        count_loss(Loss::FlowMapInsert);
         return;
     }
     // SAFETY: as above.
@@ -88,26 +88,26 @@ fn on_close(ops: *mut bpf_sock_ops) {
     let Some(state) = FLOWS.get_ptr(cookie) else {
         // State callbacks are only switched on for flows we recorded, so a missing
         // entry was evicted.
-        count_loss(loss::FLOW_EVICTED);
+        count_loss(Loss::FlowEvicted);
         return;
     };
     // SAFETY: the map value stays valid until removed below.
     let state = unsafe { *state };
-    emit_flow(kind::CLOSE, cookie, &state, now);
+    emit_flow(RecordKind::Close, cookie, &state, now);
     let _ = FLOWS.remove(cookie);
 }
 
 /// Addresses of the socket, IPv4-mapped IPv6 folded to IPv4 so both ends of a
 /// dual-stack connection look alike.
 #[inline(always)]
-fn read_addrs(ops: *mut bpf_sock_ops, flow_role: u8) -> Option<FlowAddrs> {
+fn read_addrs(ops: *mut bpf_sock_ops, flow_role: Role) -> Option<FlowAddrs> {
     let mut addrs = FlowAddrs {
         local_addr: [0; 16],
         remote_addr: [0; 16],
         local_port: 0,
         remote_port: 0,
         family: 4,
-        role: flow_role,
+        role: flow_role as u8,
         _pad: [0; 2],
     };
     // SAFETY: context field reads, each at its declared width.

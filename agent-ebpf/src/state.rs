@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
 use meshdrift_ebpf::{
-    DEFAULT_RING_BUFFER_BYTES, DEFAULT_UPDATE_INTERVAL_NS, FlowEvent, FlowState, loss,
+    DEFAULT_RING_BUFFER_BYTES, DEFAULT_UPDATE_INTERVAL_NS, FlowEvent, FlowState, Loss, RecordKind,
 };
 
 /// Records for user space: [`FlowEvent`] and `PayloadEvent`. The loader may resize it.
@@ -17,9 +17,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUFFER_BYTES, 
 #[map]
 pub static FLOWS: LruHashMap<u64, FlowState> = LruHashMap::with_max_entries(262_144, 0);
 
-/// Per-CPU loss counters, indexed by `meshdrift_ebpf::loss`.
+/// Per-CPU loss counters, indexed by [`Loss`].
 #[map]
-pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::COUNT, 0);
+pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(Loss::COUNT, 0);
 
 /// Interval between cumulative updates of a long-lived flow; set by the loader.
 #[unsafe(no_mangle)]
@@ -33,8 +33,8 @@ pub fn update_interval_ns() -> u64 {
 }
 
 #[inline(always)]
-pub fn count_loss(index: u32) {
-    if let Some(counter) = LOSSES.get_ptr_mut(index) {
+pub fn count_loss(loss: Loss) {
+    if let Some(counter) = LOSSES.get_ptr_mut(loss as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *counter += 1 };
     }
@@ -42,11 +42,11 @@ pub fn count_loss(index: u32) {
 
 /// Sends the flow's cumulative counters to user space, or counts the loss.
 #[inline(always)]
-pub fn emit_flow(kind: u8, cookie: u64, state: &FlowState, now_ns: u64) {
+pub fn emit_flow(kind: RecordKind, cookie: u64, state: &FlowState, now_ns: u64) {
     match EVENTS.reserve::<FlowEvent>(0) {
         Some(mut entry) => {
             entry.write(FlowEvent {
-                kind,
+                kind: kind as u8,
                 _pad: [0; 7],
                 cookie,
                 cgroup_id: state.cgroup_id,
@@ -60,6 +60,6 @@ pub fn emit_flow(kind: u8, cookie: u64, state: &FlowState, now_ns: u64) {
             });
             entry.submit(0);
         }
-        None => count_loss(loss::RINGBUF_FULL),
+        None => count_loss(Loss::RingbufFull),
     }
 }

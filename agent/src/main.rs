@@ -1,3 +1,8 @@
+//! The `meshdrift` command: parses the command line and hands it to the library.
+
+// The binary is a thin shell over the library, which uses the dependencies.
+#![allow(unused_crate_dependencies)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::sys::signal::{Signal, kill};
+
 use crate::error::{LabError, Result};
+use crate::process::pid_of;
 
 /// The `meshdrift` binary: `$MESHDRIFT_BIN`, else `target/debug/meshdrift` in the workspace.
 pub fn meshdrift_bin() -> PathBuf {
@@ -99,15 +102,15 @@ impl AgentProcess {
         self.child.id()
     }
 
-    /// Sends `signal` (e.g. `libc::SIGSTOP`) to the process.
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+    /// Sends `signal` (e.g. `Signal::SIGSTOP`) to the process.
+    pub fn signal(&self, signal: Signal) {
+        // The child is not reaped before `stop`, so its pid still names it.
+        let _ = kill(pid_of(&self.child), signal);
     }
 
     /// SIGINT, then waits up to `timeout` for the process to exit and returns its output.
     pub fn stop(mut self, timeout: Duration) -> Result<AgentOutput> {
-        self.signal(libc::SIGINT);
+        self.signal(Signal::SIGINT);
         let deadline = Instant::now() + timeout;
         loop {
             match self.child.try_wait() {

@@ -6,51 +6,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use crate::error::{LabError, Result};
 
-/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on most
-/// machines, `/sys/fs/cgroup/unified` on hybrid ones), read from
-/// `/proc/self/mountinfo` rather than guessed.
+/// Where the cgroup v2 hierarchy is mounted, as the agent finds it.
 pub fn cgroup2_root() -> Result<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| LabError::io("reading", "/proc/self/mountinfo", e))?;
-    parse_mountinfo(&text).ok_or(LabError::NoCgroup2)
-}
-
-fn parse_mountinfo(text: &str) -> Option<PathBuf> {
-    text.lines().find_map(|line| {
-        // Fields before " - " are variable in number (optional tags); the
-        // filesystem type is the first field after the separator.
-        let (left, right) = line.split_once(" - ")?;
-        if right.split_whitespace().next()? != "cgroup2" {
-            return None;
-        }
-        let mount_point = left.split_whitespace().nth(4)?;
-        Some(PathBuf::from(unescape_octal(mount_point)))
-    })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(meshdrift_host::cgroup2_root()?)
 }
 
 /// The kernel's cgroup id is the inode number of the group's directory; this
@@ -121,8 +85,7 @@ pub(crate) fn kill_all(path: &Path, timeout: Duration) -> Result<()> {
             let mut pids = Vec::new();
             pids_recursive(path, &mut pids);
             for pid in pids {
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
         if Instant::now() >= deadline {
@@ -158,40 +121,12 @@ fn rmdir_recursive(path: &Path, deadline: Instant) -> Result<()> {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             // EBUSY lingers for a moment after the last task exits.
-            Err(e) if Instant::now() < deadline && e.raw_os_error() == Some(libc::EBUSY) => {
+            Err(e)
+                if Instant::now() < deadline && e.raw_os_error() == Some(Errno::EBUSY as i32) =>
+            {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => return Err(LabError::io("removing cgroup", path, e)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_cgroup2_among_v1_mounts() {
-        let text = "\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw
-";
-        assert_eq!(
-            parse_mountinfo(text),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-    }
-
-    #[test]
-    fn unescapes_mount_points() {
-        assert_eq!(unescape_octal(r"/mnt/with\040space"), "/mnt/with space");
-        assert_eq!(unescape_octal(r"/plain"), "/plain");
-        assert_eq!(unescape_octal(r"/trailing\04"), r"/trailing\04");
-    }
-
-    #[test]
-    fn no_cgroup2_is_none() {
-        assert_eq!(parse_mountinfo("1 2 0:1 / / rw - ext4 /dev/sda rw\n"), None);
     }
 }

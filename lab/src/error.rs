@@ -11,8 +11,8 @@ pub enum LabError {
     )]
     NotRoot { uid: u32 },
 
-    #[error("no cgroup v2 hierarchy is mounted (no `cgroup2` entry in /proc/self/mountinfo)")]
-    NoCgroup2,
+    #[error(transparent)]
+    Cgroup(#[from] meshdrift_host::CgroupError),
 
     #[error("`{command}` failed ({status}): {stderr}")]
     Command {

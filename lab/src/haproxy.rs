@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+
 use crate::cmd;
 use crate::error::{LabError, Result};
 use crate::pod::Pod;
@@ -339,17 +341,11 @@ impl HaproxyBuilder {
 /// HAProxy needs about two descriptors per connection and refuses to start
 /// when it cannot raise its limit that far, so stay under the hard limit.
 fn effective_maxconn(wanted: u32) -> u32 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let hard = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((_, hard)) if hard != RLIM_INFINITY => hard,
+        _ => return wanted,
     };
-    // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
-        || limit.rlim_max == libc::RLIM_INFINITY
-    {
-        return wanted;
-    }
-    let fit = (limit.rlim_max.saturating_sub(100) / 2).min(u64::from(u32::MAX)) as u32;
+    let fit = u32::try_from(hard.saturating_sub(100) / 2).unwrap_or(u32::MAX);
     wanted.min(fit.max(1))
 }
 

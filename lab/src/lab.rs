@@ -2,68 +2,34 @@
 //! pods built on them. Dropping it removes everything it created.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
-use std::time::Duration;
+use std::path::Path;
+use std::sync::{Arc, Mutex, Once};
 
 use crate::certs::{CertAuthority, Identity};
 use crate::cgroup;
 use crate::error::{LabError, Result};
+use crate::live;
 use crate::netns::{self, PodLink};
 use crate::pod::{Pod, PodParts};
+use crate::shared::{
+    CGROUP_PREFIX, DIR_PREFIX, KILL_TIMEOUT, LabShared, PodRecord, lock, require_root,
+};
 use crate::stale;
 
 /// Lab ids are the third octet of the IPv4 subnet.
 pub const MAX_LAB_ID: u8 = 250;
-/// Prefix of the lab's cgroup (`<cgroup2 root>/meshdrift-lab-<id>`).
-pub const CGROUP_PREFIX: &str = "meshdrift-lab-";
-/// Prefix of the lab's work directory (`<tmp>/mdlab-<id>-<pid>`).
-pub const DIR_PREFIX: &str = "mdlab-";
-/// Set to `1` to keep the work directory (configs, certs, logs) after drop.
-pub const KEEP_ENV: &str = "MESHDRIFT_LAB_KEEP";
 
 const FIRST_HOST: u8 = 10;
-const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A set of pods on one bridge. See the crate docs for an example.
 #[derive(Debug)]
 pub struct Lab {
     shared: Arc<LabShared>,
+    /// Handles of the pods, by name; the shared state records what teardown removes.
+    pods: Mutex<BTreeMap<String, Pod>>,
 }
 
-#[derive(Debug)]
-pub(crate) struct LabShared {
-    pub(crate) id: u8,
-    pub(crate) name: String,
-    pub(crate) bridge: String,
-    pub(crate) dir: PathBuf,
-    pub(crate) cgroup: PathBuf,
-    state: Mutex<LabState>,
-    seq: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct LabState {
-    pods: BTreeMap<String, Pod>,
-    torn_down: bool,
-    ca: Option<CertAuthority>,
-    clients: BTreeMap<String, Identity>,
-    servers: BTreeMap<String, Identity>,
-}
-
-/// Labs alive in this process, for the signal hook.
-static LIVE: Mutex<Vec<Weak<LabShared>>> = Mutex::new(Vec::new());
 static STALE_SWEEP: Once = Once::new();
-
-pub(crate) fn require_root() -> Result<()> {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let uid = unsafe { libc::geteuid() };
-    if uid != 0 {
-        return Err(LabError::NotRoot { uid });
-    }
-    Ok(())
-}
 
 impl Lab {
     /// Claims a free lab id (first bridge name `mdl<id>br` not yet taken) and
@@ -108,21 +74,16 @@ impl Lab {
                 }
             }
             let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{id}-{}", std::process::id()));
-            let shared = Arc::new(LabShared {
-                id,
-                name: name.to_owned(),
-                bridge: netns::bridge_name(id),
-                dir: dir.clone(),
-                cgroup: cgroup_path,
-                state: Mutex::new(LabState::default()),
-                seq: AtomicU64::new(0),
-            });
+            let shared = Arc::new(LabShared::new(id, name, dir.clone(), cgroup_path));
             // From here on Drop cleans up whatever exists.
-            let lab = Lab { shared };
+            let lab = Lab {
+                shared,
+                pods: Mutex::new(BTreeMap::new()),
+            };
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(dir.join("logs"))
                 .map_err(|e| LabError::io("creating", &dir, e))?;
-            lock(&LIVE).push(Arc::downgrade(&lab.shared));
+            live::register(&lab.shared);
             tracing::info!(lab = name, id, dir = %dir.display(), "lab created");
             return Ok(lab);
         }
@@ -164,13 +125,10 @@ impl Lab {
 
     /// Adds a pod at the next free host number (from .10 up).
     pub fn add_pod(&self, name: &str) -> Result<Pod> {
-        let host = {
-            let state = self.shared.lock_live()?;
-            let used: Vec<u8> = state.pods.values().map(|p| p.host()).collect();
-            (FIRST_HOST..=254)
-                .find(|h| !used.contains(h))
-                .ok_or_else(|| LabError::invalid("pod", "no host numbers left in the lab's /24"))?
-        };
+        let used = self.shared.used_hosts()?;
+        let host = (FIRST_HOST..=254)
+            .find(|h| !used.contains(h))
+            .ok_or_else(|| LabError::invalid("pod", "no host numbers left in the lab's /24"))?;
         self.add_pod_at(name, host)
     }
 
@@ -184,21 +142,16 @@ impl Lab {
             ));
         }
         let id = self.shared.id;
-        let mut state = self.shared.lock_live()?;
-        if state.pods.contains_key(name) {
-            return Err(LabError::invalid(
-                "pod name",
-                format!("{name} already exists in lab {id}"),
-            ));
-        }
-        if state.pods.values().any(|p| p.host() == host) {
-            return Err(LabError::invalid(
-                "pod host number",
-                format!("{host} already used in lab {id}"),
-            ));
-        }
         let netns_name = netns::netns_name(id, name);
         let host_veth = netns::host_veth_name(id, host);
+        self.shared.claim_pod(
+            name,
+            PodRecord {
+                host,
+                netns: netns_name.clone(),
+                host_veth: host_veth.clone(),
+            },
+        )?;
         let cgroup_path = self.shared.cgroup.join(name);
         let ipv4 = netns::ipv4_of(id, host);
         let ipv6 = netns::ipv6_of(id, host);
@@ -220,6 +173,7 @@ impl Lab {
                 let _ = netns::delete_netns(&netns_name);
                 let _ = netns::delete_link(&host_veth);
                 let _ = cgroup::remove_tree(&cgroup_path, KILL_TIMEOUT);
+                self.shared.release_pod(name);
                 return Err(e);
             }
         };
@@ -235,19 +189,19 @@ impl Lab {
             lab_id: id,
             lab: Arc::downgrade(&self.shared),
         });
-        state.pods.insert(name.to_owned(), pod.clone());
+        lock(&self.pods).insert(name.to_owned(), pod.clone());
         tracing::debug!(lab = id, pod = name, %ipv4, %ipv6, cgroup_id, "pod created");
         Ok(pod)
     }
 
     /// The pod called `name`, if any.
     pub fn pod(&self, name: &str) -> Option<Pod> {
-        lock(&self.shared.state).pods.get(name).cloned()
+        lock(&self.pods).get(name).cloned()
     }
 
     /// All pods, by name.
     pub fn pods(&self) -> Vec<Pod> {
-        lock(&self.shared.state).pods.values().cloned().collect()
+        lock(&self.pods).values().cloned().collect()
     }
 
     /// The lab's CA, created on first use.
@@ -264,7 +218,7 @@ impl Lab {
     /// The server identity of `pod` (SANs: its IPs, its name, `extra_dns`),
     /// created on first use and reused afterwards.
     pub fn server_identity(&self, pod: &Pod, extra_dns: &[&str]) -> Result<Identity> {
-        self.shared.server_identity(pod, extra_dns)
+        pod.server_identity(extra_dns)
     }
 
     /// Removes everything now and reports the first failure (Drop does the
@@ -296,154 +250,5 @@ fn validate_pod_name(name: &str) -> Result<()> {
             "pod name",
             format!("{name:?} (use 1-40 of a-z, 0-9 and '-', not starting with '-')"),
         ))
-    }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere must not stop cleanup.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Tears down every lab of this process (the signal hook's job).
-pub(crate) fn teardown_all_live() {
-    let labs: Vec<Arc<LabShared>> = lock(&LIVE).iter().filter_map(Weak::upgrade).collect();
-    for lab in labs {
-        if let Err(e) = lab.teardown() {
-            tracing::error!(lab = lab.id, error = %e, "lab teardown incomplete");
-        }
-    }
-}
-
-/// Ids of labs alive in this process (never swept as stale).
-pub(crate) fn live_ids() -> Vec<u8> {
-    lock(&LIVE)
-        .iter()
-        .filter_map(Weak::upgrade)
-        .map(|l| l.id)
-        .collect()
-}
-
-impl LabShared {
-    fn lock_live(&self) -> Result<MutexGuard<'_, LabState>> {
-        let state = lock(&self.state);
-        if state.torn_down {
-            return Err(LabError::TornDown { id: self.id });
-        }
-        Ok(state)
-    }
-
-    /// Held while forking a pod process so teardown waits for it.
-    pub(crate) fn spawn_guard(&self) -> Result<MutexGuard<'_, LabState>> {
-        self.lock_live()
-    }
-
-    /// Fresh stdout/stderr file paths for a process.
-    pub(crate) fn log_paths(&self, pod: &str, program: &str) -> (PathBuf, PathBuf) {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let base = self.dir.join("logs").join(format!("{pod}.{program}.{n}"));
-        (
-            base.with_extension(format!("{n}.out")),
-            base.with_extension(format!("{n}.err")),
-        )
-    }
-
-    /// A fresh directory for one server's files (`nginx-<pod>-<n>` …).
-    pub(crate) fn instance_dir(&self, kind: &str, pod: &str) -> Result<PathBuf> {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let dir = self.dir.join(format!("{kind}-{pod}-{n}"));
-        std::fs::create_dir_all(&dir).map_err(|e| LabError::io("creating", &dir, e))?;
-        Ok(dir)
-    }
-
-    pub(crate) fn ca(&self) -> Result<CertAuthority> {
-        let mut state = self.lock_live()?;
-        if let Some(ca) = &state.ca {
-            return Ok(ca.clone());
-        }
-        let ca = CertAuthority::create(
-            &self.dir.join("certs"),
-            &format!("meshdrift lab {} CA", self.id),
-        )?;
-        state.ca = Some(ca.clone());
-        Ok(ca)
-    }
-
-    pub(crate) fn client_identity(&self, name: &str) -> Result<Identity> {
-        let ca = self.ca()?;
-        let mut state = self.lock_live()?;
-        if let Some(id) = state.clients.get(name) {
-            return Ok(id.clone());
-        }
-        let identity = ca.issue_client(&format!("client-{name}"), "default", name)?;
-        state.clients.insert(name.to_owned(), identity.clone());
-        Ok(identity)
-    }
-
-    pub(crate) fn server_identity(&self, pod: &Pod, extra_dns: &[&str]) -> Result<Identity> {
-        let ca = self.ca()?;
-        let mut state = self.lock_live()?;
-        if let Some(id) = state.servers.get(pod.name()) {
-            return Ok(id.clone());
-        }
-        let mut dns = vec![pod.name().to_owned()];
-        dns.extend(extra_dns.iter().map(|d| d.to_string()));
-        let identity = ca.issue_server(
-            &format!("server-{}", pod.name()),
-            &dns,
-            &[pod.ip(false), pod.ip(true)],
-        )?;
-        state
-            .servers
-            .insert(pod.name().to_owned(), identity.clone());
-        Ok(identity)
-    }
-
-    /// Idempotent: kills every process in the lab's cgroups, then removes
-    /// namespaces, veths, cgroups and the work dir, and the bridge last (it is
-    /// what holds the id, so the id is free only once everything is gone).
-    pub(crate) fn teardown(&self) -> Result<()> {
-        let pods: Vec<Pod> = {
-            let mut state = lock(&self.state);
-            if state.torn_down {
-                return Ok(());
-            }
-            state.torn_down = true;
-            std::mem::take(&mut state.pods).into_values().collect()
-        };
-        tracing::info!(lab = self.id, "tearing down lab");
-        let mut first_error: Option<LabError> = None;
-        let mut note = |r: Result<()>| {
-            if let Err(e) = r {
-                tracing::warn!(lab = self.id, error = %e, "teardown step failed");
-                first_error.get_or_insert(e);
-            }
-        };
-        note(cgroup::kill_all(&self.cgroup, KILL_TIMEOUT));
-        for pod in &pods {
-            note(netns::delete_netns(pod.netns()));
-            note(netns::delete_link(pod.host_veth()));
-        }
-        note(cgroup::remove_tree(&self.cgroup, KILL_TIMEOUT));
-        if std::env::var(KEEP_ENV).as_deref() == Ok("1") {
-            tracing::info!(dir = %self.dir.display(), "keeping lab directory ({KEEP_ENV}=1)");
-        } else {
-            note(
-                std::fs::remove_dir_all(&self.dir)
-                    .or_else(|e| {
-                        if e.kind() == std::io::ErrorKind::NotFound {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    })
-                    .map_err(|e| LabError::io("removing", &self.dir, e)),
-            );
-        }
-        note(netns::delete_link(&self.bridge));
-        lock(&LIVE).retain(|w| w.upgrade().is_some_and(|l| l.id != self.id));
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
     }
 }

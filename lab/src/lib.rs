@@ -55,10 +55,12 @@ mod cgroup;
 mod cmd;
 mod error;
 mod lab;
+mod live;
 mod netns;
 mod pod;
 mod process;
 mod ready;
+mod shared;
 mod signals;
 mod stale;
 
@@ -77,11 +79,12 @@ pub use error::{LabError, Result};
 pub use haproxy::{
     Haproxy, HaproxyBuilder, HaproxyStats, ProxyMode, ServerStats, Upstream, UpstreamTls,
 };
-pub use lab::{CGROUP_PREFIX, KEEP_ENV, Lab};
+pub use lab::Lab;
 pub use load::{Curl, CurlReport, CurlRun, CurlTls, Response, Wrk, WrkReport};
 pub use netns::NAME_PREFIX;
 pub use nginx::{Nginx, NginxBuilder};
 pub use pod::{DEFAULT_RUN_TIMEOUT, Pod};
 pub use process::{Output, Process};
+pub use shared::{CGROUP_PREFIX, KEEP_ENV};
 pub use signals::{install_signal_cleanup, wait_for_signal, wait_for_signal_timeout};
 pub use stale::{CleanupReport, cleanup_all, cleanup_stale};

@@ -162,12 +162,8 @@ fn disable_dad(netns: &str) -> Result<()> {
     let path = netns_path(netns);
     let file = std::fs::File::open(&path).map_err(|e| LabError::io("opening netns", &path, e))?;
     let handle = std::thread::spawn(move || -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: setns(2) on an open netns fd; it only changes this thread,
-        // which ends right after.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // Changes only this thread, which ends right after.
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
         for dev in ["default", "all", "eth0"] {
             std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/accept_dad"), "0")?;
         }

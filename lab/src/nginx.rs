@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use crate::cmd;
 use crate::error::{LabError, Result};
 use crate::pod::Pod;
@@ -120,7 +122,7 @@ impl Nginx {
 
     /// Graceful stop (SIGQUIT lets workers finish open requests).
     pub fn stop(mut self) {
-        self.process.signal(libc::SIGQUIT);
+        self.process.signal(Signal::SIGQUIT);
         let _ = self.process.wait_timeout(Duration::from_secs(5));
     }
 }
@@ -196,7 +198,7 @@ impl NginxBuilder {
             None
         } else {
             let dns: Vec<&str> = self.dns_names.iter().map(String::as_str).collect();
-            let identity = lab.server_identity(pod, &dns)?;
+            let identity = pod.server_identity(&dns)?;
             Some((identity, lab.ca()?.cert))
         };
         if let Some(bytes) = self.bulk_bytes {

@@ -5,17 +5,18 @@
 
 use std::fs::{File, OpenOptions};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::certs::Identity;
 use crate::cmd::describe;
 use crate::error::{LabError, Result};
-use crate::lab::LabShared;
 use crate::process::{Output, Process};
+use crate::shared::LabShared;
 
 /// How long [`Pod::exec`] lets a command run.
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -131,6 +132,16 @@ impl Pod {
         })
     }
 
+    /// The pod's server identity (SANs: its IPs, its name, `extra_dns`),
+    /// created on first use and reused afterwards.
+    pub fn server_identity(&self, extra_dns: &[&str]) -> Result<Identity> {
+        self.lab()?.server_identity(
+            &self.inner.name,
+            &[self.ip(false), self.ip(true)],
+            extra_dns,
+        )
+    }
+
     /// `http://<ip>:<port>/` with IPv6 in brackets.
     pub fn url(&self, scheme: &str, v6: bool, port: u16) -> String {
         if v6 {
@@ -172,14 +183,15 @@ impl Pod {
         // (they are O_CLOEXEC, so the new program does not inherit them).
         unsafe {
             cmd.pre_exec(move || {
+                // The descriptors outlive the fork; the child only borrows them.
+                let procs = BorrowedFd::borrow_raw(procs_fd);
+                let netns = BorrowedFd::borrow_raw(netns_fd);
                 // Writing "0" moves the writing process itself; doing it before
                 // exec means not one instruction of the program runs elsewhere.
-                if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
+                if nix::unistd::write(procs, b"0")? != 1 {
+                    return Err(std::io::Error::other("short write to cgroup.procs"));
                 }
-                if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
                 Ok(())
             });
         }

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use crate::error::{LabError, Result};
 
 /// What a finished command printed.
@@ -114,13 +117,11 @@ impl Process {
         self.try_status().is_none()
     }
 
-    /// Sends a signal (e.g. `libc::SIGTERM`) unless the process was reaped.
-    pub fn signal(&mut self, signal: i32) {
+    /// Sends a signal (e.g. `Signal::SIGTERM`) unless the process was reaped.
+    pub fn signal(&mut self, signal: Signal) {
         if self.try_status().is_none() {
-            let pid = self.child.id() as libc::pid_t;
-            // SAFETY: kill(2) has no memory-safety preconditions; the child is
-            // not reaped yet, so the pid still names it.
-            unsafe { libc::kill(pid, signal) };
+            // Not reaped yet, so the pid still names the child.
+            let _ = kill(pid_of(&self.child), signal);
         }
     }
 
@@ -158,7 +159,7 @@ impl Process {
         if self.try_status().is_some() {
             return;
         }
-        self.signal(libc::SIGTERM);
+        self.signal(Signal::SIGTERM);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if self.try_status().is_some() {
@@ -191,4 +192,9 @@ pub(crate) fn read_lossy(path: &Path) -> String {
     std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
+}
+
+/// The pid of a child process, as nix names it. Linux pids fit an i32.
+pub(crate) fn pid_of(child: &Child) -> Pid {
+    Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX))
 }

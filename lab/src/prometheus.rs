@@ -8,9 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::sys::signal::{Signal, kill};
 use serde_json::Value;
 
 use crate::error::{LabError, Result};
+use crate::process::pid_of;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -198,8 +200,7 @@ pub fn get_json(url: &str, what: &'static str) -> Result<Value> {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = kill(pid_of(&self.child), Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {

@@ -4,12 +4,19 @@
 //! then drop their labs normally, or, when nobody waits, tears down every
 //! lab of the process and exits with 128 + signal.
 
+use std::ffi::c_int;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
 use crate::error::{LabError, Result};
-use crate::lab::{lock, teardown_all_live};
+use crate::live;
+use crate::shared::lock;
 
 static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
@@ -25,12 +32,13 @@ static WAITERS: Mutex<Waiters> = Mutex::new(Waiters {
 });
 static WAKE: Condvar = Condvar::new();
 
-extern "C" fn on_signal(signal: libc::c_int) {
+extern "C" fn on_signal(signal: c_int) {
     let fd = PIPE_WRITE.load(Ordering::Relaxed);
     if fd >= 0 {
-        let byte = signal as u8;
-        // SAFETY: write(2) is async-signal-safe; the buffer is on our stack.
-        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+        // SAFETY: the pipe's write end is never closed once installed.
+        let pipe = unsafe { BorrowedFd::borrow_raw(fd) };
+        // write(2) is async-signal-safe; signal numbers fit a byte.
+        let _ = nix::unistd::write(pipe, &[signal as u8]);
     }
 }
 
@@ -43,44 +51,36 @@ pub fn install_signal_cleanup() -> Result<()> {
 }
 
 fn install() -> Result<(), String> {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe2: {}", std::io::Error::last_os_error()));
-    }
-    let (read_fd, write_fd) = (fds[0], fds[1]);
-    PIPE_WRITE.store(write_fd, Ordering::Relaxed);
+    let (read_end, write_end) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
+    // The write end lives as long as the process: the handler may run at any time.
+    PIPE_WRITE.store(write_end.as_raw_fd(), Ordering::Relaxed);
+    std::mem::forget(write_end);
     std::thread::Builder::new()
         .name("lab-signals".into())
-        .spawn(move || signal_thread(read_fd))
+        .spawn(move || signal_thread(read_end))
         .map_err(|e| format!("spawning signal thread: {e}"))?;
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction is valid; the handler only calls write(2).
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as *const () as usize;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
-                return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
-            }
-        }
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only calls write(2), which is async-signal-safe.
+        unsafe { sigaction(signal, &action) }.map_err(|e| format!("sigaction: {e}"))?;
     }
     Ok(())
 }
 
-fn signal_thread(read_fd: i32) {
+fn signal_thread(read_end: OwnedFd) {
     loop {
-        let mut byte = 0u8;
-        // SAFETY: reads one byte into a live stack variable.
-        let n = unsafe { libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) };
-        if n != 1 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
+        let mut byte = [0u8];
+        match nix::unistd::read(&read_end, &mut byte) {
+            Ok(1) => {}
+            Err(Errno::EINTR) => continue,
+            _ => return,
         }
-        let signal = i32::from(byte);
+        let signal = i32::from(byte[0]);
         let mut waiters = lock(&WAITERS);
         if waiters.waiting > 0 {
             waiters.received = Some(signal);
@@ -89,7 +89,7 @@ fn signal_thread(read_fd: i32) {
         }
         drop(waiters);
         tracing::warn!(signal, "signal received: tearing down labs");
-        teardown_all_live();
+        live::teardown_all();
         std::process::exit(128 + signal);
     }
 }

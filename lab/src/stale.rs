@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use crate::cgroup;
 use crate::error::Result;
-use crate::lab::{self, CGROUP_PREFIX, DIR_PREFIX, KEEP_ENV};
+use crate::live;
 use crate::netns;
+use crate::shared::{CGROUP_PREFIX, DIR_PREFIX, KEEP_ENV, require_root};
 
 const ALIAS_PREFIX: &str = "meshdrift-lab";
 
@@ -121,9 +122,9 @@ fn find() -> Result<Found> {
 }
 
 fn sweep(include_live: bool) -> Result<CleanupReport> {
-    lab::require_root()?;
+    require_root()?;
     let mut report = CleanupReport::default();
-    let ours: BTreeSet<u8> = lab::live_ids().into_iter().collect();
+    let ours: BTreeSet<u8> = live::live_ids().into_iter().collect();
     let mut found = find()?;
     // A bridge without an owner alias is either a crash between creating the
     // bridge and naming its owner, or a lab being created this instant; look

@@ -15,17 +15,36 @@ pub fn workspace_root() -> PathBuf {
         .map_or(manifest_dir.clone(), PathBuf::from)
 }
 
+/// `program` run in the eBPF crate's directory, where rustup picks the nightly
+/// its rust-toolchain.toml pins. Cargo tells the programs it runs (xtask among
+/// them) which toolchain it is in `RUSTUP_TOOLCHAIN`, which would override
+/// the file: it is removed.
+pub fn in_ebpf_dir(program: &str) -> Command {
+    let mut command = Command::new(program);
+    command
+        .current_dir(workspace_root().join("agent-ebpf"))
+        .env_remove("RUSTUP_TOOLCHAIN");
+    command
+}
+
+/// Makes a missing eBPF tool an error in `agent/build.rs` rather than a
+/// build without the kernel programs: everything xtask builds runs them.
+pub const REQUIRE_EBPF: (&str, &str) = ("MESHDRIFT_REQUIRE_EBPF", "1");
+
 /// Builds the `meshdrift` binary (debug profile) and returns its path.
 pub fn build_meshdrift() -> anyhow::Result<PathBuf> {
     let root = workspace_root();
-    run(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--quiet",
-        "-p",
-        "meshdrift-agent",
-        "--bin",
-        "meshdrift",
-    ]))?;
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .env(REQUIRE_EBPF.0, REQUIRE_EBPF.1)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "meshdrift-agent",
+            "--bin",
+            "meshdrift",
+        ]))?;
     Ok(root.join("target/debug/meshdrift"))
 }
 

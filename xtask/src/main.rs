@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Task {
     /// Check and install every prerequisite (needs root): LLVM 22, bpf-linker,
-    /// rust-src for nightly, and the Debian packages the lab uses.
+    /// the eBPF crate's pinned nightly with rust-src, and the Debian packages the lab uses.
     Setup,
     /// Run the demo: the lab with the frontend v1/v2 example, real traffic through
     /// HAProxy, and what the agent observed per subset.

@@ -23,14 +23,16 @@ const DEBIAN_PACKAGES: &[&str] = &[
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
-const EBPF_TOOLCHAIN: &str = "nightly";
 
 pub fn run() -> anyhow::Result<()> {
     step("running as root", check_root)?;
     step("cgroup v2 is mounted", check_cgroup2)?;
     step("the kernel offers BPF with BTF", check_bpf)?;
     step("Debian packages", install_debian_packages)?;
-    step("nightly toolchain with rust-src", install_rust_src)?;
+    step(
+        "the pinned nightly with rust-src (agent-ebpf/rust-toolchain.toml)",
+        install_ebpf_toolchain,
+    )?;
     step("bpf-linker built against LLVM 22", install_bpf_linker)?;
     eprintln!("[setup] all prerequisites are in place");
     Ok(())
@@ -55,17 +57,7 @@ fn check_root() -> anyhow::Result<()> {
 }
 
 fn check_cgroup2() -> anyhow::Result<()> {
-    let mountinfo =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let mounted = mountinfo.lines().any(|line| {
-        line.split_once(" - ")
-            .is_some_and(|(_, right)| right.starts_with("cgroup2 "))
-    });
-    if !mounted {
-        bail!(
-            "no cgroup v2 hierarchy is mounted; mount one with `mount -t cgroup2 none /sys/fs/cgroup`"
-        );
-    }
+    meshdrift_host::cgroup2_root()?;
     Ok(())
 }
 
@@ -122,19 +114,12 @@ fn install_debian_packages() -> anyhow::Result<()> {
     .context("installing Debian packages (is the Debian archive reachable?)")
 }
 
-fn install_rust_src() -> anyhow::Result<()> {
-    let installed = cmd::output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN]))
-        .context("the `nightly` Rust toolchain is missing; install it with `rustup toolchain install nightly`")?;
-    if installed.lines().any(|line| line.starts_with("rust-src")) {
-        return Ok(());
-    }
-    cmd::run(Command::new("rustup").args([
-        "component",
-        "add",
-        "rust-src",
-        "--toolchain",
-        EBPF_TOOLCHAIN,
-    ]))
+/// `rustup toolchain install` without a name, run in `agent-ebpf/`, installs
+/// the nightly its rust-toolchain.toml pins, with rust-src; it does nothing
+/// when that toolchain is already there.
+fn install_ebpf_toolchain() -> anyhow::Result<()> {
+    cmd::run(cmd::in_ebpf_dir("rustup").args(["toolchain", "install"]))
+        .context("installing the eBPF crate's pinned nightly (agent-ebpf/rust-toolchain.toml)")
 }
 
 fn install_bpf_linker() -> anyhow::Result<()> {

@@ -30,8 +30,8 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             "-D",
             "warnings",
         ]))?;
-        cmd::run(Command::new("cargo").current_dir(&root).args([
-            "+nightly",
+        // Run in agent-ebpf/ so rustup picks the pinned nightly.
+        cmd::run(cmd::in_ebpf_dir("cargo").args([
             "clippy",
             "-p",
             "meshdrift-ebpf",
@@ -52,6 +52,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             .current_dir(&root)
             .args(["test", "--workspace", "--"])
             .args(&args.test_args)
+            .env(cmd::REQUIRE_EBPF.0, cmd::REQUIRE_EBPF.1)
             .env("MESHDRIFT_BIN", &binary),
     )
 }

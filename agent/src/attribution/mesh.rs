@@ -7,9 +7,10 @@ use std::{
 };
 
 use crate::{
-    inventory::{Index, Objects},
+    findings::Finding,
+    inventory::Index,
+    model::Objects,
     policy::{self, Policies},
-    report::Finding,
 };
 
 pub struct Mesh {
@@ -33,15 +34,7 @@ impl Mesh {
     pub fn build(objects: &Objects) -> Self {
         let index = Index::build(objects);
         let policies = Policies::build(objects);
-        let findings = policy::check(&index, &policies)
-            .into_iter()
-            .map(|finding| Finding {
-                code: finding.code,
-                severity: finding.severity.to_string(),
-                resource: finding.resource,
-                message: finding.message,
-            })
-            .collect();
+        let findings = policy::check(&index, &policies);
         let mut endpoints = HashMap::new();
         let mut service_vips = HashSet::new();
         let mut services: Vec<_> = index.services().iter().collect();

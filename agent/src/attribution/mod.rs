@@ -14,17 +14,15 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 pub use mesh::Mesh;
 
 use crate::{
+    findings::{Finding, Severity, codes},
     inventory::{PodId, PodInfo},
     observation::{
-        DeclaredSplit, DeclaredSubset, Destination, ExpectedTransport, Observation, SplitKey, Unit,
+        DeclaredSplit, DeclaredSubset, Destination, ExpectedTransport, Observation, SplitKey,
         Workload,
     },
     pipeline::ObservedFlow,
-    policy::{
-        DestinationExpectation, Expectation, ExpectedTls, SplitUnit, Transport as PolicyTransport,
-    },
+    policy::{DestinationExpectation, Expectation},
     probe::Role,
-    report::Finding,
 };
 
 /// Ports of Istio's own plumbing (ISTIO.md): sidecar admin, inbound/outbound
@@ -281,8 +279,8 @@ impl Attributor {
         let subset = declared.subset.as_deref().unwrap_or("-");
         let id = format!("{}#{subset}", pod.key());
         self.findings.entry(id).or_insert_with(|| Finding {
-            code: "MD2001".to_owned(),
-            severity: "warning".to_owned(),
+            code: codes::SNI_SUBSET_LABEL_MISMATCH.to_owned(),
+            severity: Severity::Warning,
             resource: format!("Pod {}", pod.key()),
             message: format!(
                 "connections named subset {subset} of {} in their SNI reached this pod, whose labels do not match the subset's ({})",
@@ -343,25 +341,13 @@ fn expected_transport(
         .endpoints
         .iter()
         .find(|endpoint| endpoint.ip == server.ip())
-        .map(|endpoint| match endpoint.expect {
-            PolicyTransport::Mtls => ExpectedTransport::Mtls,
-            PolicyTransport::Plaintext => ExpectedTransport::Plaintext,
-            PolicyTransport::Tls => ExpectedTransport::Tls,
-        });
-    per_endpoint.or(match declared.tls.mode {
-        ExpectedTls::IstioMutual => Some(ExpectedTransport::Mtls),
-        ExpectedTls::Disable => Some(ExpectedTransport::Plaintext),
-        ExpectedTls::Simple | ExpectedTls::Mutual => Some(ExpectedTransport::Tls),
-        ExpectedTls::Auto => None,
-    })
+        .map(|endpoint| endpoint.expect);
+    per_endpoint.or_else(|| declared.tls.mode.explicit_transport())
 }
 
 fn declared_split(expectation: &Expectation) -> DeclaredSplit {
     DeclaredSplit {
-        unit: match expectation.unit {
-            SplitUnit::Request => Unit::Request,
-            SplitUnit::Connection => Unit::Connection,
-        },
+        unit: expectation.unit,
         determinable: expectation.determinable,
         reason: expectation.reason.clone(),
         subsets: expectation

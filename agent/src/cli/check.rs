@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::OutputFormat;
+use crate::findings::{Finding, Severity, codes};
 use crate::inventory::{Index, files};
-use crate::policy::check::codes;
-use crate::policy::{Finding, Policies, Severity, check};
+use crate::policy::{Policies, check};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {

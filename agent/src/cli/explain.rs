@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 
 use super::OutputFormat;
 use crate::inventory::{Index, PodInfo, files};
-use crate::policy::{DestinationExpectation, Expectation, Policies, SplitUnit, TlsSource};
+use crate::observation::Unit;
+use crate::policy::{DestinationExpectation, Expectation, Policies, TlsSource};
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
@@ -93,8 +94,8 @@ fn split_host_port(to: &str) -> anyhow::Result<(&str, Option<u16>)> {
 pub fn render_text(e: &Expectation) -> String {
     let mut out = String::new();
     let unit = match e.unit {
-        SplitUnit::Request => "per request",
-        SplitUnit::Connection => "per connection",
+        Unit::Request => "per request",
+        Unit::Connection => "per connection",
     };
     let _ = writeln!(
         out,

@@ -10,7 +10,6 @@ pub mod explain;
 pub mod observe;
 pub mod report;
 pub mod run;
-mod source;
 
 /// Output formats shared by the commands that print results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

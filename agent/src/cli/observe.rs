@@ -12,9 +12,11 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
+    cli::duration::parse_duration,
     inventory::{self, Index},
-    pipeline::{FlowJoiner, ObservedFlow},
-    probe::{FlowKind, LossCounters, Probe, ProbeConfig},
+    pipeline::ObservedFlow,
+    probe::{FlowKind, LossCounters, ProbeConfig},
+    runtime::{ProbeLoop, Shutdown},
 };
 
 #[derive(Debug, clap::Args)]
@@ -35,15 +37,15 @@ pub struct ObserveArgs {
     /// cgroup v2 directory to attach to [default: the hierarchy's root, from /proc/self/mountinfo].
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
-    /// Interval between cumulative updates of a long-lived flow, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-    pub update_interval: f64,
+    /// Interval between cumulative updates of a long-lived flow (`10s`, `500ms`, `1m`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub update_interval: Duration,
     /// Kernel ring-buffer size in bytes (a power of two, at least 4096).
     #[arg(long, value_name = "BYTES", default_value_t = meshdrift_ebpf::DEFAULT_RING_BUFFER_BYTES)]
     pub ring_buffer_bytes: u32,
-    /// Stop after this many seconds [default: run until Ctrl-C or SIGTERM].
-    #[arg(long, value_name = "SECONDS")]
-    pub duration: Option<f64>,
+    /// Stop after this long (`30s`, `5m`) [default: run until Ctrl-C or SIGTERM].
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -57,28 +59,16 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => Some(load_index(dir)?),
         None => None,
     };
-    let update_interval = positive_seconds(args.update_interval, "--update-interval")?;
-    let duration = args
-        .duration
-        .map(|seconds| positive_seconds(seconds, "--duration"))
-        .transpose()?;
     let config = ProbeConfig {
         cgroup: args.cgroup.clone(),
-        update_interval,
+        update_interval: args.update_interval,
         ring_buffer_bytes: args.ring_buffer_bytes,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(observe(config, args.output, index, duration))
-}
-
-fn positive_seconds(seconds: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(seconds)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("{flag} must be a positive number of seconds, got {seconds}"))
+    runtime.block_on(observe(config, args.output, index, args.duration))
 }
 
 fn load_index(dir: &std::path::Path) -> anyhow::Result<Index> {
@@ -96,16 +86,11 @@ async fn observe(
     index: Option<Index>,
     duration: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
-    // Signal streams created once buffer a signal that arrives while events are
-    // being processed; a fresh `ctrl_c()` future per loop turn could miss it.
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("installing the SIGINT handler")?;
-    let mut probe = Probe::attach(&config)?;
+    let mut shutdown = Shutdown::install().context("installing the signal handlers")?;
+    let mut probe_loop = ProbeLoop::attach(&config)?;
     eprintln!(
         "meshdrift: observing TCP flows under cgroup {} (Ctrl-C to stop)",
-        probe.cgroup().display()
+        probe_loop.probe().cgroup().display()
     );
     let deadline = async {
         match duration {
@@ -115,36 +100,33 @@ async fn observe(
     };
     tokio::pin!(deadline);
 
-    let mut joiner = FlowJoiner::new(1 << 20);
     let mut printer = Printer::new(format, index);
-    let mut events = Vec::with_capacity(1024);
+    let mut flows = Vec::with_capacity(1024);
     let mut flows_seen: u64 = 0;
     let outcome: anyhow::Result<()> = loop {
         tokio::select! {
-            read = probe.read_events(&mut events) => {
+            read = probe_loop.read(&mut flows) => {
                 if let Err(err) = read {
                     break Err(err.into());
                 }
-                for event in events.drain(..) {
-                    if let Some(flow) = joiner.push(event) {
-                        if flow.record.kind == FlowKind::Close {
-                            flows_seen += 1;
-                        }
-                        printer.record(&flow);
+                for flow in flows.drain(..) {
+                    if flow.record.kind == FlowKind::Close {
+                        flows_seen += 1;
                     }
+                    printer.record(&flow);
                 }
                 if let Err(err) = printer.flush() {
                     break if err.kind() == io::ErrorKind::BrokenPipe { Ok(()) } else { Err(err.into()) };
                 }
             }
-            _ = sigint.recv() => break Ok(()),
-            _ = sigterm.recv() => break Ok(()),
+            () = shutdown.requested() => break Ok(()),
             () = &mut deadline => break Ok(()),
         }
     };
-    let losses = probe.losses()?;
-    drop(probe);
-    printer.summary(&losses, flows_seen, joiner.evicted());
+    let losses = probe_loop.losses()?;
+    let evicted = probe_loop.joiner_evicted();
+    drop(probe_loop);
+    printer.summary(&losses, flows_seen, evicted);
     outcome?;
     Ok(ExitCode::SUCCESS)
 }
@@ -309,16 +291,6 @@ impl Printer {
                 let _ = self.out.flush();
             }
         }
-        eprintln!(
-            "meshdrift: {flows_closed} flows closed; lost records: ring buffer full {}, \
-             payload ring buffer full {}, flow map insert {}, flow evicted {}, malformed {} \
-             (total {})",
-            losses.ringbuf_full,
-            losses.payload_ringbuf_full,
-            losses.flow_map_insert,
-            losses.flow_evicted,
-            losses.malformed,
-            losses.total()
-        );
+        eprintln!("meshdrift: {flows_closed} flows closed; lost records: {losses}");
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::http::page::format;
+use crate::report::format;
 use crate::report::{Report, SplitVerdict};
 use crate::wire::Transport;
 
@@ -189,7 +189,7 @@ fn findings(out: &mut String, report: &Report) {
     let mut table = Table::new(["SEVERITY", "CODE", "RESOURCE", "MESSAGE"]);
     for f in &report.findings {
         table.row([
-            f.severity.clone(),
+            f.severity.to_string(),
             f.code.clone(),
             f.resource.clone(),
             f.message.clone(),

@@ -50,7 +50,7 @@ pub(super) struct TransportLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct FindingLabels {
     pub code: String,
-    pub severity: String,
+    pub severity: &'static str,
 }
 
 /// A single free-form dimension of agent health (`kind`, `version`).

@@ -278,17 +278,17 @@ impl Metrics {
         self.drift_detected.replace(detected);
         self.samples.replace(samples);
 
-        let mut findings: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        let mut findings: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
         for finding in &report.findings {
             *findings
-                .entry((&finding.code, &finding.severity))
+                .entry((&finding.code, finding.severity.as_str()))
                 .or_default() += 1;
         }
         self.findings
             .replace(findings.into_iter().map(|((code, severity), n)| {
                 let labels = FindingLabels {
                     code: code.to_owned(),
-                    severity: severity.to_owned(),
+                    severity,
                 };
                 (labels, n as f64)
             }));

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use tracing::debug;
 
-use super::Objects;
+use crate::model::Objects;
 
 /// Why nothing could be loaded at all.
 #[derive(Debug, thiserror::Error)]

@@ -9,9 +9,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tracing::debug;
 
-use super::labels::{Labels, selector_matches};
+use super::CLUSTER_DOMAIN;
 use super::protocol::PortProtocol;
-use super::{CLUSTER_DOMAIN, Objects};
+use crate::model::{Labels, Objects, selector_matches};
 
 /// Label that sidecar injection sets on pods that run an Istio proxy.
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";

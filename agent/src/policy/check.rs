@@ -2,75 +2,14 @@
 //! (KIA) codes where one exists and meshdrift's own (MD) otherwise.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
-
-use serde::Serialize;
 
 use super::destination_rule::DestinationRuleEntry;
 use super::host;
-use super::model::{PeerMode, RouteDestination, TlsMode, TrafficPolicy};
 use super::policies::{Policies, VirtualServiceEntry};
-use crate::inventory::{Index, selector_matches};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Error,
-    Warning,
-    Info,
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub code: String,
-    pub severity: Severity,
-    /// `Kind namespace/name`, or a file for load problems.
-    pub resource: String,
-    pub message: String,
-}
-
-impl Finding {
-    pub fn new(code: &str, severity: Severity, resource: String, message: String) -> Self {
-        Finding {
-            code: code.to_owned(),
-            severity,
-            resource,
-            message,
-        }
-    }
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} [{}] {}: {}",
-            self.severity, self.code, self.resource, self.message
-        )
-    }
-}
-
-/// meshdrift's own codes.
-pub mod codes {
-    /// A manifest could not be loaded.
-    pub const LOAD_PROBLEM: &str = "MD0001";
-    /// Two pods claim one IP.
-    pub const DUPLICATE_POD_IP: &str = "MD0002";
-    /// Every destination of a multi-destination route has weight 0.
-    pub const ALL_ZERO_WEIGHTS: &str = "MD0101";
-    /// A referenced subset selects pods, but none of the host's Service.
-    pub const SUBSET_OF_ANOTHER_SERVICE: &str = "MD0102";
-}
+use crate::findings::{Finding, Severity, codes};
+use crate::inventory::Index;
+use crate::model::istio::{PeerMode, RouteDestination, TlsMode, TrafficPolicy};
+use crate::model::selector_matches;
 
 /// Every finding on the configuration, sorted by severity, code and resource.
 pub fn check(index: &Index, policies: &Policies) -> Vec<Finding> {
@@ -127,7 +66,7 @@ fn check_conflicting_hosts(virtual_services: &[VirtualServiceEntry], findings: &
                 .find(|older| older.visibility.overlaps(&later.visibility))
             {
                 findings.push(Finding::new(
-                    "IST0109",
+                    codes::CONFLICTING_HOSTS,
                     Severity::Error,
                     vs_resource(later),
                     format!(
@@ -188,7 +127,7 @@ fn route_shapes(vs: &VirtualServiceEntry) -> Vec<Vec<RouteShape<'_>>> {
     vec![http, tcp, tls]
 }
 
-fn is_empty_http_match(m: &super::model::HttpMatchRequest) -> bool {
+fn is_empty_http_match(m: &crate::model::istio::HttpMatchRequest) -> bool {
     m.uri.is_none()
         && m.scheme.is_none()
         && m.method.is_none()
@@ -213,7 +152,7 @@ fn check_virtual_service(
         for route in &routes {
             if let Some(earlier) = catch_all {
                 findings.push(Finding::new(
-                    "IST0130",
+                    codes::UNREACHABLE_ROUTE,
                     Severity::Warning,
                     vs_resource(vs),
                     format!(
@@ -242,7 +181,7 @@ fn check_route_destinations(
         && weight < 100
     {
         findings.push(Finding::new(
-            "KIA1104",
+            codes::SINGLE_DESTINATION_WEIGHT,
             Severity::Warning,
             vs_resource(vs),
             format!(
@@ -268,7 +207,7 @@ fn check_route_destinations(
         let subset = d.destination.subset.clone();
         if !seen.insert((fqdn.clone(), subset.clone())) {
             findings.push(Finding::new(
-                "KIA1105",
+                codes::REPEATED_DESTINATION,
                 Severity::Warning,
                 vs_resource(vs),
                 format!(
@@ -284,7 +223,7 @@ fn check_route_destinations(
         let service = index.service(&fqdn);
         if service.is_none() && !host::is_wildcard(&fqdn) {
             findings.push(Finding::new(
-                "IST0101",
+                codes::UNKNOWN_HOST_OR_SUBSET,
                 Severity::Error,
                 vs_resource(vs),
                 format!(
@@ -308,7 +247,7 @@ fn check_route_destinations(
         });
         let Some((rule, definition)) = defining else {
             findings.push(Finding::new(
-                "IST0101",
+                codes::UNKNOWN_HOST_OR_SUBSET,
                 Severity::Error,
                 vs_resource(vs),
                 format!(
@@ -351,7 +290,7 @@ fn check_route_destinations(
 }
 
 fn disables_tls(policy: &TrafficPolicy) -> bool {
-    let off = |t: &Option<super::model::ClientTlsSettings>| {
+    let off = |t: &Option<crate::model::istio::ClientTlsSettings>| {
         t.as_ref().is_some_and(|t| t.mode == TlsMode::Disable)
     };
     off(&policy.tls) || policy.port_level_settings.iter().any(|p| off(&p.tls))
@@ -376,7 +315,7 @@ fn check_destination_rule(
     let service = index.service(&rule.host);
     if service.is_none() && !host::is_wildcard(&rule.host) {
         findings.push(Finding::new(
-            "IST0174",
+            codes::RULE_HOST_MATCHES_NOTHING,
             Severity::Warning,
             dr_resource(rule),
             format!("host {} matches no Service", rule.host),
@@ -385,7 +324,7 @@ fn check_destination_rule(
     for subset in &rule.subsets {
         if subset.labels.is_empty() {
             findings.push(Finding::new(
-                "KIA0209",
+                codes::SUBSET_WITHOUT_LABELS,
                 Severity::Warning,
                 dr_resource(rule),
                 format!(
@@ -403,7 +342,7 @@ fn check_destination_rule(
         });
         if !selects {
             findings.push(Finding::new(
-                "IST0173",
+                codes::SUBSET_SELECTS_NOTHING,
                 Severity::Warning,
                 dr_resource(rule),
                 format!(
@@ -419,7 +358,7 @@ fn check_destination_rule(
             .is_empty()
         {
             findings.push(Finding::new(
-                "KIA0203",
+                codes::SUBSET_MATCHES_NO_WORKLOAD,
                 Severity::Warning,
                 dr_resource(rule),
                 format!(
@@ -455,7 +394,7 @@ fn check_mtls_disabled(
     let namespace_mode = namespace.as_deref().and_then(|ns| pa.namespace_mode(ns));
     if namespace_mode == Some(PeerMode::Strict) {
         findings.push(Finding::new(
-            "KIA0207",
+            codes::MTLS_DISABLED_NAMESPACE_STRICT,
             Severity::Error,
             dr_resource(rule),
             format!(
@@ -468,7 +407,7 @@ fn check_mtls_disabled(
         && pa.mesh_mode() == Some(PeerMode::Strict)
     {
         findings.push(Finding::new(
-            "KIA0208",
+            codes::MTLS_DISABLED_MESH_STRICT,
             Severity::Error,
             dr_resource(rule),
             format!(
@@ -479,7 +418,7 @@ fn check_mtls_disabled(
     }
 }
 
-fn show_labels(labels: &crate::inventory::Labels) -> String {
+fn show_labels(labels: &crate::model::Labels) -> String {
     labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))

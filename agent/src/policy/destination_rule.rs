@@ -9,10 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::ROOT_NAMESPACE;
 use super::host;
-use super::model::{ClientTlsSettings, DestinationRule, Labels, Subset, TlsMode, TrafficPolicy};
-use super::policies::{config_order, namespace_of};
 use super::visibility::Visibility;
-use crate::inventory::selector_matches;
+use crate::model::istio::{ClientTlsSettings, Subset, TlsMode, TrafficPolicy};
+use crate::model::{DestinationRule, Labels, config_order, namespace_of, selector_matches};
 
 /// One DestinationRule with its host expanded.
 #[derive(Debug, Clone)]

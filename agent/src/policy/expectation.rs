@@ -9,9 +9,11 @@ use serde::Serialize;
 use super::destination_rule::{MergedRule, effective_tls};
 use super::host;
 use super::matching::{self, ClientFacts, Truth};
-use super::model::{Labels, PeerMode, RouteDestination, Subset, TlsMode};
 use super::policies::{Policies, VirtualServiceEntry};
-use crate::inventory::{CLUSTER_DOMAIN, Index, PodInfo, RouteKind, ServiceInfo, selector_matches};
+use crate::inventory::{CLUSTER_DOMAIN, Index, PodInfo, RouteKind, ServiceInfo};
+use crate::model::istio::{PeerMode, RouteDestination, Subset, TlsMode};
+use crate::model::{Labels, selector_matches};
+use crate::observation::{ExpectedTransport, Unit};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ExpectError {
@@ -39,15 +41,6 @@ fn list_ports(ports: &[u16]) -> String {
         .map(u16::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// How a route splits traffic: per request for http routes (connections are
-/// pooled and reused), per connection for tcp and tls routes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SplitUnit {
-    Request,
-    Connection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,6 +72,17 @@ impl ExpectedTls {
             ExpectedTls::Auto => "AUTO",
         }
     }
+
+    /// What a DestinationRule's explicit mode puts on the wire; `None` for
+    /// auto mTLS, which decides per endpoint.
+    pub fn explicit_transport(self) -> Option<ExpectedTransport> {
+        match self {
+            ExpectedTls::IstioMutual => Some(ExpectedTransport::Mtls),
+            ExpectedTls::Mutual | ExpectedTls::Simple => Some(ExpectedTransport::Tls),
+            ExpectedTls::Disable => Some(ExpectedTransport::Plaintext),
+            ExpectedTls::Auto => None,
+        }
+    }
 }
 
 impl From<TlsMode> for ExpectedTls {
@@ -108,25 +112,6 @@ pub struct TlsExpectation {
     pub detail: Option<String>,
 }
 
-/// What the kernel should see on a connection to one endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Mtls,
-    Plaintext,
-    Tls,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Mtls => "mtls",
-            Transport::Plaintext => "plaintext",
-            Transport::Tls => "tls",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EndpointExpectation {
     /// `namespace/name`, or null when the endpoint is not a known pod.
@@ -134,7 +119,7 @@ pub struct EndpointExpectation {
     pub ip: IpAddr,
     /// The port the client sidecar connects to (the target port).
     pub port: Option<u16>,
-    pub expect: Transport,
+    pub expect: ExpectedTransport,
     pub peer_authentication: PeerMode,
     /// Why this combination fails or is risky, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,7 +162,7 @@ pub struct Expectation {
     pub determinable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    pub unit: SplitUnit,
+    pub unit: Unit,
     pub destinations: Vec<DestinationExpectation>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<Candidate>,
@@ -356,8 +341,8 @@ impl Policies {
             determinable: true,
             reason: None,
             unit: match kind {
-                RouteKind::Http => SplitUnit::Request,
-                RouteKind::Tcp | RouteKind::Tls => SplitUnit::Connection,
+                RouteKind::Http => Unit::Request,
+                RouteKind::Tcp | RouteKind::Tls => Unit::Connection,
             },
             destinations: Vec::new(),
             candidates: Vec::new(),
@@ -575,24 +560,24 @@ impl Policies {
                 }
                 let target_port = endpoint.target_port(port);
                 let has_sidecar = pod.is_some_and(PodInfo::has_istio_tls_mode);
-                let expect = match tls.mode {
-                    ExpectedTls::IstioMutual => Transport::Mtls,
-                    ExpectedTls::Mutual | ExpectedTls::Simple => Transport::Tls,
-                    ExpectedTls::Disable => Transport::Plaintext,
-                    ExpectedTls::Auto if !auto_disabled && has_sidecar => Transport::Mtls,
-                    ExpectedTls::Auto => Transport::Plaintext,
-                };
+                let expect = tls.mode.explicit_transport().unwrap_or(
+                    if !auto_disabled && has_sidecar {
+                        ExpectedTransport::Mtls
+                    } else {
+                        ExpectedTransport::Plaintext
+                    },
+                );
                 let peer = self
                     .peer_authentications
                     .server_mode(pod, &service.namespace, target_port);
                 let conflict = match (expect, peer) {
-                    (Transport::Plaintext, PeerMode::Strict) => {
+                    (ExpectedTransport::Plaintext, PeerMode::Strict) => {
                         Some("the server is STRICT: plaintext connections are refused".to_owned())
                     }
-                    (Transport::Mtls, PeerMode::Disable) => Some(
+                    (ExpectedTransport::Mtls, PeerMode::Disable) => Some(
                         "the server's PeerAuthentication is DISABLE: Istio mTLS is not terminated".to_owned(),
                     ),
-                    (Transport::Mtls, _) if pod.is_some() && !has_sidecar => Some(
+                    (ExpectedTransport::Mtls, _) if pod.is_some() && !has_sidecar => Some(
                         "the pod has no sidecar (no security.istio.io/tlsMode=istio): Istio mTLS fails".to_owned(),
                     ),
                     _ => None,

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use super::MESH_GATEWAY;
 use super::cidr;
-use super::model::{HttpMatchRequest, L4MatchAttributes, Labels, TlsMatchAttributes};
-use crate::inventory::selector_matches;
+use crate::model::istio::{HttpMatchRequest, L4MatchAttributes, TlsMatchAttributes};
+use crate::model::{Labels, selector_matches};
 
 /// Outcome of a match for one client.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! The Istio policy model: what the mesh configuration declares.
 //!
-//! Pure: manifests in ([`crate::inventory::Objects`] and the
+//! Pure: manifests in ([`crate::model::Objects`] and the
 //! [`crate::inventory::Index`]), expectation out. The semantics follow Istio's
 //! own code, not intuition; each module names the behaviour it reproduces.
 
@@ -10,17 +10,15 @@ mod destination_rule;
 mod expectation;
 pub mod host;
 mod matching;
-pub mod model;
 mod peer_authentication;
 mod policies;
 mod visibility;
 
-pub use check::{Finding, Severity, check};
+pub use check::check;
 pub use destination_rule::{MergedRule, effective_tls};
 pub use expectation::{
     Candidate, DestinationExpectation, EndpointExpectation, ExpectError, Expectation, ExpectedTls,
-    RouteRef, SplitUnit, TlsExpectation, TlsSource, Transport, normalised_weights,
-    resolve_client_host,
+    RouteRef, TlsExpectation, TlsSource, normalised_weights, resolve_client_host,
 };
 pub use policies::{Policies, VirtualServiceEntry};
 

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::ROOT_NAMESPACE;
-use super::model::{Labels, PeerAuthentication, PeerMode};
-use super::policies::{config_order, namespace_of};
-use crate::inventory::{PodInfo, selector_matches};
+use crate::inventory::PodInfo;
+use crate::model::istio::PeerMode;
+use crate::model::{Labels, PeerAuthentication, config_order, namespace_of, selector_matches};
 
 #[derive(Debug, Clone)]
 pub struct PeerAuthenticationEntry {

@@ -1,18 +1,17 @@
 //! The policy resources of a mesh, indexed for lookups by host and namespace.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tracing::debug;
 
 use super::MESH_GATEWAY;
 use super::destination_rule::{DestinationRuleEntry, DestinationRuleIndex};
 use super::host;
-use super::model::{VirtualService, VirtualServiceSpec};
 use super::peer_authentication::PeerAuthenticationIndex;
 use super::visibility::Visibility;
-use crate::inventory::Objects;
+use crate::model::istio::VirtualServiceSpec;
+use crate::model::{Objects, VirtualService, config_order, namespace_of};
 
 /// A VirtualService with its hosts expanded.
 #[derive(Debug, Clone)]
@@ -33,27 +32,6 @@ impl VirtualServiceEntry {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
-}
-
-/// Istio's config order: creation time, then name, then namespace.
-pub(crate) fn config_order(
-    a: (&Option<Time>, &str, &str),
-    b: (&Option<Time>, &str, &str),
-) -> Ordering {
-    // A resource without a timestamp (typical of files) counts as the oldest,
-    // like Go's zero time.
-    let time = |t: &Option<Time>| t.as_ref().map(|t| t.0);
-    time(a.0)
-        .cmp(&time(b.0))
-        .then_with(|| a.1.cmp(b.1))
-        .then_with(|| a.2.cmp(b.2))
-}
-
-pub(crate) fn namespace_of(meta: &ObjectMeta) -> String {
-    meta.namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "default".to_owned())
 }
 
 #[derive(Debug, Default)]

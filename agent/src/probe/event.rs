@@ -3,27 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
-use meshdrift_ebpf::{FlowAddrs, FlowEvent, PayloadEvent, kind, role};
+pub use meshdrift_ebpf::Role;
+use meshdrift_ebpf::{FlowAddrs, FlowEvent, PayloadEvent, RecordKind};
 use serde::Serialize;
-
-/// Which end of the TCP connection the observed socket is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// The socket called `connect()`.
-    Client,
-    /// The socket was returned by `accept()`.
-    Server,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Client => "client",
-            Role::Server => "server",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -102,15 +84,17 @@ pub enum DecodeError {
     UnknownRole(u8),
 }
 
-/// Decodes one ring-buffer record.
+/// Decodes one ring-buffer record: the one place where the kernel's record
+/// bytes become typed events.
 pub fn decode(record: &[u8]) -> Result<ProbeEvent, DecodeError> {
-    let record_kind = *record.first().ok_or(DecodeError::Empty)?;
+    let first = *record.first().ok_or(DecodeError::Empty)?;
+    let record_kind = RecordKind::from_u8(first).ok_or(DecodeError::UnknownKind(first))?;
     match record_kind {
-        kind::UPDATE | kind::CLOSE => {
-            let event: FlowEvent = read_record(record, record_kind)?;
+        RecordKind::Update | RecordKind::Close => {
+            let event: FlowEvent = read_record(record, first)?;
             let (local, remote) = socket_addrs(&event.addrs);
             Ok(ProbeEvent::Flow(FlowRecord {
-                kind: if record_kind == kind::CLOSE {
+                kind: if record_kind == RecordKind::Close {
                     FlowKind::Close
                 } else {
                     FlowKind::Update
@@ -127,8 +111,8 @@ pub fn decode(record: &[u8]) -> Result<ProbeEvent, DecodeError> {
                 exchanges: event.exchanges,
             }))
         }
-        kind::PAYLOAD => {
-            let event: PayloadEvent = read_record(record, record_kind)?;
+        RecordKind::Payload => {
+            let event: PayloadEvent = read_record(record, first)?;
             let len = usize::try_from(event.len)
                 .unwrap_or(usize::MAX)
                 .min(event.data.len());
@@ -138,7 +122,6 @@ pub fn decode(record: &[u8]) -> Result<ProbeEvent, DecodeError> {
                 bytes: Bytes::copy_from_slice(&event.data[..len]),
             }))
         }
-        other => Err(DecodeError::UnknownKind(other)),
     }
 }
 
@@ -157,11 +140,7 @@ fn read_record<T: aya::Pod>(record: &[u8], record_kind: u8) -> Result<T, DecodeE
 }
 
 fn decode_role(value: u8) -> Result<Role, DecodeError> {
-    match value {
-        role::CLIENT => Ok(Role::Client),
-        role::SERVER => Ok(Role::Server),
-        other => Err(DecodeError::UnknownRole(other)),
-    }
+    Role::from_u8(value).ok_or(DecodeError::UnknownRole(value))
 }
 
 fn socket_addrs(addrs: &FlowAddrs) -> (SocketAddr, SocketAddr) {
@@ -206,7 +185,7 @@ mod tests {
             local_port: 40000,
             remote_port: 8443,
             family,
-            role: role::CLIENT,
+            role: Role::Client as u8,
             _pad: [0; 2],
         }
     }
@@ -229,7 +208,7 @@ mod tests {
 
     #[test]
     fn decodes_an_ipv4_close_record() {
-        let event = decode(&as_bytes(&flow_event(kind::CLOSE, 4))).unwrap();
+        let event = decode(&as_bytes(&flow_event(RecordKind::Close as u8, 4))).unwrap();
         let ProbeEvent::Flow(flow) = event else {
             panic!("expected a flow record");
         };
@@ -244,7 +223,8 @@ mod tests {
 
     #[test]
     fn decodes_an_ipv6_update_record() {
-        let ProbeEvent::Flow(flow) = decode(&as_bytes(&flow_event(kind::UPDATE, 6))).unwrap()
+        let ProbeEvent::Flow(flow) =
+            decode(&as_bytes(&flow_event(RecordKind::Update as u8, 6))).unwrap()
         else {
             panic!("expected a flow record");
         };
@@ -255,8 +235,8 @@ mod tests {
     #[test]
     fn payload_length_is_clamped_to_the_buffer() {
         let event = PayloadEvent {
-            kind: kind::PAYLOAD,
-            role: role::SERVER,
+            kind: RecordKind::Payload as u8,
+            role: Role::Server as u8,
             _pad: [0; 2],
             len: u32::MAX,
             cookie: 5,
@@ -273,11 +253,11 @@ mod tests {
     fn short_and_unknown_records_are_errors_not_panics() {
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
         assert!(matches!(
-            decode(&[kind::CLOSE, 0, 0]),
+            decode(&[RecordKind::Close as u8, 0, 0]),
             Err(DecodeError::Short { .. })
         ));
         assert_eq!(decode(&[99]), Err(DecodeError::UnknownKind(99)));
-        let mut bad_role = flow_event(kind::CLOSE, 4);
+        let mut bad_role = flow_event(RecordKind::Close as u8, 4);
         bad_role.addrs.role = 7;
         assert_eq!(
             decode(&as_bytes(&bad_role)),

@@ -2,6 +2,7 @@
 //! its ring buffer. Dropping the [`Probe`] detaches everything.
 
 use std::{
+    collections::BTreeMap,
     fs::File,
     io,
     path::{Path, PathBuf},
@@ -13,11 +14,11 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SockOps},
 };
-use meshdrift_ebpf::{DEFAULT_RING_BUFFER_BYTES, DEFAULT_UPDATE_INTERVAL_NS, loss, names};
+use meshdrift_ebpf::{DEFAULT_RING_BUFFER_BYTES, DEFAULT_UPDATE_INTERVAL_NS, Loss, names};
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 
-use super::{CgroupError, ProbeEvent, decode, find_cgroup2_root};
+use super::{CgroupError, ProbeEvent, decode};
 
 /// The kernel programs, built by `build.rs` from `agent-ebpf`.
 static EBPF_OBJECT: &[u8] =
@@ -88,23 +89,37 @@ pub enum ProbeError {
     Poll(io::Error),
 }
 
+/// The operating-system error at the root of `err`'s source chain, if any.
+fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut current = Some(err);
+    while let Some(error) = current {
+        if let Some(code) = error
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+        {
+            return Some(code);
+        }
+        current = error.source();
+    }
+    None
+}
+
 fn permission_hint(err: &aya::EbpfError) -> &'static str {
-    let text = err.to_string();
-    if text.contains("Operation not permitted") || text.contains("EPERM") {
-        " (loading eBPF needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
-    } else {
-        ""
+    match os_error(err) {
+        Some(libc::EPERM | libc::EACCES) => {
+            " (loading eBPF needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
+        }
+        _ => "",
     }
 }
 
 fn program_hint(err: &aya::programs::ProgramError) -> &'static str {
-    let text = format!("{err:?}");
-    if text.contains("EEXIST") || text.contains("File exists") || text.contains("os error 17") {
-        " (another program is already attached to this cgroup in exclusive mode: is another meshdrift running?)"
-    } else if text.contains("EPERM") || text.contains("os error 1)") {
-        " (attaching to a cgroup needs root or CAP_NET_ADMIN)"
-    } else {
-        ""
+    match os_error(err) {
+        Some(libc::EEXIST) => {
+            " (another program is already attached to this cgroup in exclusive mode: is another meshdrift running?)"
+        }
+        Some(libc::EPERM | libc::EACCES) => " (attaching to a cgroup needs root or CAP_NET_ADMIN)",
+        _ => "",
     }
 }
 
@@ -124,12 +139,37 @@ pub struct LossCounters {
 }
 
 impl LossCounters {
+    /// Every counter with its `reason` label, zeros included.
+    pub fn reasons(&self) -> [(&'static str, u64); 5] {
+        [
+            ("ringbuf_full", self.ringbuf_full),
+            ("payload_ringbuf_full", self.payload_ringbuf_full),
+            ("flow_map_insert", self.flow_map_insert),
+            ("flow_evicted", self.flow_evicted),
+            ("malformed", self.malformed),
+        ]
+    }
+
+    /// The counters by reason, as the report shows them.
+    pub fn by_reason(&self) -> BTreeMap<String, u64> {
+        self.reasons()
+            .into_iter()
+            .map(|(reason, count)| (reason.to_owned(), count))
+            .collect()
+    }
+
     pub fn total(&self) -> u64 {
-        self.ringbuf_full
-            + self.payload_ringbuf_full
-            + self.flow_map_insert
-            + self.flow_evicted
-            + self.malformed
+        self.reasons().iter().map(|(_, count)| count).sum()
+    }
+}
+
+impl std::fmt::Display for LossCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (reason, count)) in self.reasons().into_iter().enumerate() {
+            let separator = if i == 0 { "" } else { ", " };
+            write!(f, "{separator}{} {count}", reason.replace('_', " "))?;
+        }
+        write!(f, " (total {})", self.total())
     }
 }
 
@@ -155,7 +195,7 @@ impl Probe {
         }
         let cgroup = match &config.cgroup {
             Some(path) => path.clone(),
-            None => find_cgroup2_root()?,
+            None => meshdrift_host::cgroup2_root()?,
         };
         let interval_ns = u64::try_from(config.update_interval.as_nanos())
             .unwrap_or(u64::MAX)
@@ -233,10 +273,10 @@ impl Probe {
 
     /// Reads the per-CPU loss counters, summed over CPUs.
     pub fn losses(&self) -> Result<LossCounters, ProbeError> {
-        let read = |index: u32| -> Result<u64, ProbeError> {
+        let read = |loss: Loss| -> Result<u64, ProbeError> {
             let values = self
                 .losses
-                .get(&index, 0)
+                .get(&(loss as u32), 0)
                 .map_err(|source| ProbeError::Map {
                     name: names::LOSSES,
                     source,
@@ -244,10 +284,10 @@ impl Probe {
             Ok(values.iter().sum())
         };
         Ok(LossCounters {
-            ringbuf_full: read(loss::RINGBUF_FULL)?,
-            payload_ringbuf_full: read(loss::PAYLOAD_RINGBUF_FULL)?,
-            flow_map_insert: read(loss::FLOW_MAP_INSERT)?,
-            flow_evicted: read(loss::FLOW_EVICTED)?,
+            ringbuf_full: read(Loss::RingbufFull)?,
+            payload_ringbuf_full: read(Loss::PayloadRingbufFull)?,
+            flow_map_insert: read(Loss::FlowMapInsert)?,
+            flow_evicted: read(Loss::FlowEvicted)?,
             malformed: self.malformed,
         })
     }
@@ -298,4 +338,28 @@ fn attach_skb(
         .attach(cgroup, attach_type, CgroupAttachMode::Single)
         .map_err(|source| ProbeError::Program { name, source })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use aya::{programs::ProgramError, sys::SyscallError};
+
+    use super::program_hint;
+
+    fn attach_failure(errno: i32) -> ProgramError {
+        ProgramError::SyscallError(SyscallError {
+            call: "bpf_prog_attach",
+            io_error: io::Error::from_raw_os_error(errno),
+        })
+    }
+
+    #[test]
+    fn hints_follow_the_errno_not_the_message() {
+        assert!(program_hint(&attach_failure(libc::EEXIST)).contains("another meshdrift"));
+        assert!(program_hint(&attach_failure(libc::EPERM)).contains("CAP_NET_ADMIN"));
+        assert!(program_hint(&attach_failure(libc::EACCES)).contains("CAP_NET_ADMIN"));
+        assert_eq!(program_hint(&attach_failure(libc::EINVAL)), "");
+    }
 }

@@ -2,10 +2,9 @@
 //! load and attach the eBPF programs, and turn ring-buffer records into typed events.
 //! Knows nothing of Kubernetes or Istio.
 
-mod cgroup;
 mod event;
 mod loader;
 
-pub use cgroup::{CgroupError, find_cgroup2_root};
 pub use event::{DecodeError, FlowKind, FlowRecord, PayloadRecord, ProbeEvent, Role, decode};
 pub use loader::{LossCounters, Probe, ProbeConfig, ProbeError, ebpf_object};
+pub use meshdrift_host::CgroupError;

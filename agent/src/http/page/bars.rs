@@ -6,8 +6,8 @@
 use std::fmt::Write as _;
 
 use super::escape::Esc;
-use super::format::percent;
 use crate::report::SubsetShare;
+use crate::report::format::percent;
 
 const WIDTH: f64 = 400.0;
 

@@ -7,11 +7,12 @@ use std::fmt::Write as _;
 
 mod bars;
 mod escape;
-pub mod format;
 
 pub use escape::Esc;
 
+use crate::findings::Severity;
 use crate::observation::{TransportOutcome, judge_transport};
+use crate::report::format;
 use crate::report::{
     AgentHealth, Finding, Report, SplitVerdict, TransportVerdict, UnexpectedDestination,
 };
@@ -56,7 +57,7 @@ fn header(out: &mut String, report: &Report) {
     let errors = report
         .findings
         .iter()
-        .filter(|f| f.severity == "error")
+        .filter(|f| f.severity == Severity::Error)
         .count();
     let lost: u64 = report.agent.lost_events.values().sum();
     let _ = write!(
@@ -320,23 +321,15 @@ fn findings(out: &mut String, findings: &[Finding]) {
     out.push_str(
         "<table><thead><tr><th>severity</th><th>code</th><th>resource</th><th>message</th></tr></thead><tbody>",
     );
-    let rank = |f: &&Finding| match f.severity.as_str() {
-        "error" => 0,
-        "warning" => 1,
-        _ => 2,
-    };
     let mut ordered: Vec<&Finding> = findings.iter().collect();
-    ordered.sort_by_key(rank);
+    // Severity orders error, warning, info: the worst first.
+    ordered.sort_by_key(|f| f.severity);
     for f in ordered {
-        let class = match f.severity.as_str() {
-            "error" => "error",
-            "warning" => "warning",
-            _ => "info",
-        };
+        let class = f.severity.as_str();
         let _ = write!(
             out,
             "<tr><td><span class=\"badge {class}\">{}</span></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-            Esc(&f.severity.to_uppercase()),
+            Esc(&class.to_uppercase()),
             Esc(&f.code),
             Esc(&f.resource),
             Esc(&f.message),

@@ -109,7 +109,7 @@ fn names_from_user_yaml_are_escaped_everywhere() {
     r.transport[0].source.name = evil.into();
     r.findings.push(Finding {
         code: evil.into(),
-        severity: "error".into(),
+        severity: Severity::Error,
         resource: evil.into(),
         message: evil.into(),
     });

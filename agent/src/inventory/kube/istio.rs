@@ -135,7 +135,7 @@ pub(crate) const PEER_AUTHENTICATION: IstioKind = IstioKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::model::VirtualService;
+    use crate::model::VirtualService;
 
     #[test]
     fn an_object_that_does_not_fit_the_model_keeps_its_identity() {

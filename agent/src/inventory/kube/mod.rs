@@ -33,8 +33,7 @@ use kube::api::Api;
 use kube::runtime::reflector::store::Writer;
 use tokio::task::JoinHandle;
 
-use super::Objects;
-use crate::policy::model::{DestinationRule, PeerAuthentication, VirtualService};
+use crate::model::{DestinationRule, Objects, PeerAuthentication, VirtualService};
 use istio::{DESTINATION_RULE, IstioKind, PEER_AUTHENTICATION, Typed, VIRTUAL_SERVICE};
 use progress::{Kind, Progress, Reporter};
 use snapshot::Stores;

@@ -3,7 +3,7 @@
 
 use tokio::sync::watch;
 
-/// The kinds an [`Objects`](crate::inventory::Objects) snapshot holds.
+/// The kinds an [`Objects`](crate::model::Objects) snapshot holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Pod,

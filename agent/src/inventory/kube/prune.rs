@@ -91,7 +91,8 @@ pub(crate) fn namespace(namespace: &mut Namespace) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{Index, Objects};
+    use crate::inventory::Index;
+    use crate::model::Objects;
 
     const POD: &str = r#"{
         "apiVersion": "v1", "kind": "Pod",

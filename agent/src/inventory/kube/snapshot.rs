@@ -15,8 +15,7 @@ use tracing::debug;
 
 use super::istio::Typed;
 use super::progress::Progress;
-use crate::inventory::Objects;
-use crate::policy::model::{DestinationRule, PeerAuthentication, VirtualService};
+use crate::model::{DestinationRule, Objects, PeerAuthentication, VirtualService};
 
 /// Read sides of the reflector stores.
 pub(crate) struct Stores {

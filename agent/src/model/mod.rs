@@ -1,0 +1,45 @@
+//! The Kubernetes and Istio objects meshdrift reads, as typed data: the leaf
+//! that both the inventory (who is who) and the policy engine (what is
+//! declared) build on. Sources (manifest files, the Kubernetes API) produce
+//! [`Objects`]; nothing here knows where they came from or what they mean for
+//! traffic.
+
+pub mod istio;
+mod labels;
+mod meta;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+pub use istio::{DestinationRule, PeerAuthentication, VirtualService};
+pub use labels::{Labels, selector_matches};
+pub use meta::{config_order, namespace_of};
+
+/// Everything a source loaded, typed, before indexing.
+#[derive(Debug, Clone, Default)]
+pub struct Objects {
+    pub pods: Vec<Pod>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub namespaces: Vec<Namespace>,
+    pub virtual_services: Vec<VirtualService>,
+    pub destination_rules: Vec<DestinationRule>,
+    pub peer_authentications: Vec<PeerAuthentication>,
+}
+
+impl Objects {
+    /// How many objects of the kinds meshdrift understands were loaded.
+    pub fn len(&self) -> usize {
+        self.pods.len()
+            + self.services.len()
+            + self.endpoint_slices.len()
+            + self.namespaces.len()
+            + self.virtual_services.len()
+            + self.destination_rules.len()
+            + self.peer_authentications.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,98 @@
+//! The report: what `GET /report` returns and `meshdrift report` renders. Plain,
+//! versioned-by-field data; `drift` fills the verdicts, `cli` adds the rest.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub mod format;
+
+pub use crate::findings::Finding;
+use crate::observation::{ExpectedTransport, Unit, Workload};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// RFC 3339 UTC time of the report.
+    pub generated_at: String,
+    pub node: String,
+    pub window_seconds: u64,
+    pub splits: Vec<SplitVerdict>,
+    pub transport: Vec<TransportVerdict>,
+    pub unexpected: Vec<UnexpectedDestination>,
+    pub findings: Vec<Finding>,
+    pub agent: AgentHealth,
+}
+
+/// The split verdict for one source workload, host and port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitVerdict {
+    pub source: Workload,
+    pub host: String,
+    pub port: u16,
+    pub unit: Unit,
+    /// Observations in the current window and policy generation.
+    pub samples: u64,
+    /// Goodness-of-fit p-value; `None` when not tested (too few samples, one subset,
+    /// or not determinable).
+    pub p_value: Option<f64>,
+    pub drift: bool,
+    /// Why the verdict is what it is, in words.
+    pub reason: String,
+    pub subsets: Vec<SubsetShare>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubsetShare {
+    /// Subset name, `None` for the whole host.
+    pub subset: Option<String>,
+    /// Declared share (0..1).
+    pub declared: f64,
+    /// Observed share (0..1) in the window.
+    pub observed: f64,
+    pub count: u64,
+    /// Wilson interval of the observed share.
+    pub ci_low: f64,
+    pub ci_high: f64,
+}
+
+/// Expected against observed transport for one source workload, host and subset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransportVerdict {
+    pub source: Workload,
+    pub host: String,
+    pub subset: Option<String>,
+    pub expected: Option<ExpectedTransport>,
+    /// Connections in the window by observed transport (`istio_mtls`, `http`, ...).
+    pub observed: BTreeMap<String, u64>,
+    /// Plaintext where mTLS is expected.
+    pub violation: bool,
+    /// TLS where plaintext (DISABLE) is expected, or other mismatches that are not violations.
+    pub mismatch: bool,
+    pub violations: u64,
+    pub mismatches: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnexpectedDestination {
+    pub source: Workload,
+    pub host: String,
+    pub port: u16,
+    /// `namespace/pod`, or an address when the pod is unknown.
+    pub destination: String,
+    pub reason: String,
+    pub connections: u64,
+    pub requests: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentHealth {
+    pub version: String,
+    pub uptime_seconds: u64,
+    /// Lost records by reason (kernel ring buffer full, flow map, ...).
+    pub lost_events: BTreeMap<String, u64>,
+    pub flows_tracked: u64,
+    /// Inventory objects by kind (Pod, Service, VirtualService, ...).
+    pub inventory: BTreeMap<String, u64>,
+    /// Flows left out of split accounting by reason (mesh-internal port, host traffic, ...).
+    pub excluded_flows: BTreeMap<String, u64>,
+}

@@ -1,0 +1,115 @@
+//! The agent's state between kernel events: attribution, the drift engine and
+//! the metrics, and the report assembled from them.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::declared::Declared;
+use crate::{
+    attribution::{Attribution, Attributor, Mesh},
+    drift::DriftEngine,
+    export::Metrics,
+    findings::Finding,
+    pipeline::ObservedFlow,
+    probe::LossCounters,
+    report::{AgentHealth, Report},
+};
+
+pub(super) struct Agent {
+    node: String,
+    started: Instant,
+    window: Duration,
+    engine: DriftEngine,
+    attributor: Attributor,
+    metrics: Arc<Metrics>,
+    load_findings: Vec<Finding>,
+    excluded: BTreeMap<String, u64>,
+}
+
+impl Agent {
+    pub(super) fn new(node: String, engine: DriftEngine, metrics: Arc<Metrics>) -> Self {
+        Self {
+            node,
+            started: Instant::now(),
+            window: engine.config().window,
+            engine,
+            attributor: Attributor::new(Arc::new(Mesh::empty())),
+            metrics,
+            load_findings: Vec::new(),
+            excluded: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub(super) fn use_declared(&mut self, declared: &Declared) {
+        self.attributor.set_mesh(Arc::clone(&declared.mesh));
+        self.load_findings = declared.load_findings.clone();
+    }
+
+    /// Seconds since the agent started: the drift engine's clock.
+    fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Attributes one observed flow and tallies what it carried.
+    pub(super) fn consume(&mut self, flow: &ObservedFlow) {
+        let now = self.now();
+        match self.attributor.attribute(flow, now) {
+            Attribution::Counted {
+                observation,
+                declared,
+            } => {
+                self.engine.declare(&observation.key, &declared, now);
+                self.engine.observe(&observation);
+                self.metrics.record(&observation);
+            }
+            Attribution::Excluded {
+                reason,
+                first: true,
+            } => {
+                *self.excluded.entry(reason.as_str().to_owned()).or_default() += 1;
+            }
+            Attribution::Excluded { .. } | Attribution::ServerSide => {}
+        }
+    }
+
+    /// The verdicts over the window ending now, with the agent's health.
+    pub(super) fn report(&mut self, losses: &LossCounters, flows_tracked: usize) -> Report {
+        let now = self.now();
+        self.engine.expire(now);
+        let snapshot = self.engine.snapshot(now);
+        let mesh = Arc::clone(self.attributor.mesh());
+        let mut findings = self.load_findings.clone();
+        findings.extend(mesh.findings.iter().cloned());
+        findings.extend(self.attributor.findings());
+        Report {
+            generated_at: rfc3339_now(),
+            node: self.node.clone(),
+            window_seconds: self.window.as_secs(),
+            splits: snapshot.splits,
+            transport: snapshot.transport,
+            unexpected: snapshot.unexpected,
+            findings,
+            agent: AgentHealth {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                uptime_seconds: self.started.elapsed().as_secs(),
+                lost_events: losses.by_reason(),
+                flows_tracked: flows_tracked as u64,
+                inventory: mesh.inventory.clone(),
+                excluded_flows: self.excluded.clone(),
+            },
+        }
+    }
+}
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "unknown".to_owned())
+}

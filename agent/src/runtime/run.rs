@@ -1,0 +1,116 @@
+//! The running agent: waits for the declared world, attaches the probe, and
+//! turns kernel events into verdicts served over HTTP until a signal stops it.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+
+use super::{Shutdown, agent::Agent, declared, probe_loop::ProbeLoop};
+use crate::{
+    drift::{DriftConfig, DriftEngine},
+    export::Metrics,
+    http::{self, AppState},
+    probe::{LossCounters, ProbeConfig},
+};
+
+/// Everything the agent needs to know; the CLI fills it from its flags.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// A directory of manifests, re-read when it changes; the Kubernetes API when `None`.
+    pub manifests: Option<PathBuf>,
+    /// How often the manifest directory is checked for changes.
+    pub reload_interval: Duration,
+    /// Address of the HTTP server.
+    pub listen: SocketAddr,
+    /// This node's name, shown in the report.
+    pub node: String,
+    pub drift: DriftConfig,
+    pub probe: ProbeConfig,
+}
+
+/// How often the report (and the gauges derived from it) is refreshed.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs the agent until SIGINT or SIGTERM; detaches everything before returning.
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let mut shutdown = Shutdown::install().context("installing the signal handlers")?;
+    let engine = DriftEngine::new(config.drift.clone()).context("invalid drift settings")?;
+    let (mut declared_feed, _source) = match &config.manifests {
+        Some(dir) => declared::files(dir.clone(), config.reload_interval)?,
+        None => declared::kubernetes().await?,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let mut agent = Agent::new(config.node.clone(), engine, Arc::clone(&metrics));
+    let (state, publisher) = AppState::new(
+        agent.report(&LossCounters::default(), 0),
+        Arc::clone(&metrics),
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, state.clone(), async {
+        let _ = http_stopped.await;
+    }));
+
+    if declared_feed.borrow().is_none() {
+        eprintln!(
+            "meshdrift: waiting for the first list of Pods, Services, EndpointSlices, Namespaces and Istio resources"
+        );
+    }
+    let first = tokio::select! {
+        first = declared_feed.wait_for(Option::is_some) => {
+            first.context("the inventory source stopped before its first load")?.clone()
+        }
+        () = shutdown.requested() => return Ok(()),
+    };
+    if let Some(declared) = first {
+        agent.use_declared(&declared);
+    }
+    let mut probe_loop = ProbeLoop::attach(&config.probe)?;
+    state.set_ready(true);
+    eprintln!(
+        "meshdrift: agent running on node {} — observing TCP flows under cgroup {}, serving http://{}/ (Ctrl-C to stop)",
+        agent.node(),
+        probe_loop.probe().cgroup().display(),
+        config.listen
+    );
+
+    let mut publish_tick = tokio::time::interval(PUBLISH_INTERVAL);
+    let mut flows = Vec::with_capacity(1024);
+    let outcome: anyhow::Result<()> = loop {
+        tokio::select! {
+            read = probe_loop.read(&mut flows) => {
+                if let Err(err) = read {
+                    break Err(err.into());
+                }
+                for flow in flows.drain(..) {
+                    agent.consume(&flow);
+                }
+            }
+            _ = publish_tick.tick() => {
+                let losses = probe_loop.losses().unwrap_or_default();
+                publisher.publish(agent.report(&losses, probe_loop.flows_tracked()));
+            }
+            changed = declared_feed.changed() => {
+                if changed.is_err() {
+                    break Err(anyhow::anyhow!("the inventory source stopped"));
+                }
+                let latest = declared_feed.borrow_and_update().clone();
+                if let Some(declared) = latest {
+                    agent.use_declared(&declared);
+                }
+            }
+            () = shutdown.requested() => break Ok(()),
+        }
+    };
+    state.set_ready(false);
+    let losses = probe_loop.losses().unwrap_or_default();
+    drop(probe_loop);
+    let _ = stop_http.send(());
+    if let Ok(Err(err)) = server.await {
+        tracing::warn!(%err, "HTTP server stopped with an error");
+    }
+    eprintln!("meshdrift: stopped; lost records: {losses}");
+    outcome
+}

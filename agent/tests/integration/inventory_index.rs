@@ -1,0 +1,186 @@
+//! The inventory index: pods by IP and labels, services by FQDN, port
+//! protocols, endpoints from EndpointSlices or derived from selectors.
+
+use std::collections::BTreeMap;
+
+use crate::support::policy::*;
+use meshdrift::inventory::{EndpointSource, Index, PortProtocol, RouteKind};
+
+fn index(yaml: &str) -> Index {
+    let out = load(yaml);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    Index::build(&out.objects)
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn pod_by_ip_names_namespace_name_and_labels() {
+    let idx = index(&base());
+    let pod = idx.pod_by_ip("10.0.0.2".parse().unwrap()).unwrap();
+    assert_eq!(
+        (pod.namespace.as_str(), pod.name.as_str()),
+        ("default", "reviews-v2")
+    );
+    assert_eq!(pod.labels.get("version").map(String::as_str), Some("v2"));
+    assert!(idx.pod_by_ip("10.9.9.9".parse().unwrap()).is_none());
+}
+
+#[test]
+fn pod_ips_include_every_family() {
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: dual, namespace: default}\nspec: {containers: [{name: c, image: i}]}\nstatus:\n  podIP: 10.0.0.7\n  podIPs: [{ip: 10.0.0.7}, {ip: 'fd00::7'}]\n";
+    let idx = index(yaml);
+    assert_eq!(
+        idx.pod_by_ip("fd00::7".parse().unwrap()).unwrap().name,
+        "dual"
+    );
+    assert_eq!(
+        idx.pod_by_ip("10.0.0.7".parse().unwrap()).unwrap().name,
+        "dual"
+    );
+}
+
+#[test]
+fn host_network_pods_are_not_found_by_ip() {
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: node-agent, namespace: kube-system}\nspec: {hostNetwork: true, containers: [{name: c, image: i}]}\nstatus: {podIP: 192.168.1.10}\n";
+    assert!(
+        index(yaml)
+            .pod_by_ip("192.168.1.10".parse().unwrap())
+            .is_none()
+    );
+}
+
+#[test]
+fn duplicate_pod_ips_keep_the_first_and_warn() {
+    let idx = index(&format!(
+        "{}---\n{}",
+        pod("a", "first", "10.0.0.1", "x: y"),
+        pod("b", "second", "10.0.0.1", "x: y")
+    ));
+    assert_eq!(
+        idx.pod_by_ip("10.0.0.1".parse().unwrap()).unwrap().name,
+        "first"
+    );
+    assert_eq!(idx.warnings().len(), 1);
+}
+
+#[test]
+fn pods_by_labels_within_a_namespace_or_all() {
+    let idx = index(&base());
+    let names = |ids: Vec<usize>| -> Vec<String> {
+        ids.into_iter()
+            .map(|id| idx.pod(id).unwrap().key())
+            .collect()
+    };
+    assert_eq!(
+        names(idx.pods_matching(
+            Some("default"),
+            &labels(&[("app", "reviews"), ("version", "v2")])
+        )),
+        vec!["default/reviews-v2"]
+    );
+    assert_eq!(
+        names(idx.pods_matching(None, &labels(&[("app", "client")]))).len(),
+        2
+    );
+    assert!(
+        idx.pods_matching(Some("default"), &labels(&[("app", "nope")]))
+            .is_empty()
+    );
+}
+
+#[test]
+fn workload_comes_from_the_owner() {
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-7d9f8c6b5-x2x7q\n  namespace: default\n  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-7d9f8c6b5, uid: u, controller: true}]\nspec: {containers: [{name: c, image: i}]}\nstatus: {podIP: 10.0.0.5}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: db-0\n  namespace: default\n  ownerReferences: [{apiVersion: apps/v1, kind: StatefulSet, name: db, uid: u, controller: true}]\nspec: {containers: [{name: c, image: i}]}\nstatus: {podIP: 10.0.0.6}\n";
+    let idx = index(yaml);
+    assert_eq!(
+        idx.pod_by_ip("10.0.0.5".parse().unwrap()).unwrap().workload,
+        "web"
+    );
+    assert_eq!(
+        idx.pod_by_ip("10.0.0.6".parse().unwrap()).unwrap().workload,
+        "db"
+    );
+}
+
+#[test]
+fn service_by_fqdn_with_port_protocols() {
+    let idx = index(&base());
+    let secure = idx.service("secure.default.svc.cluster.local").unwrap();
+    let table = [
+        (443, PortProtocol::Https, RouteKind::Tls),
+        (8443, PortProtocol::Tls, RouteKind::Tls),
+        (9000, PortProtocol::Http, RouteKind::Http),
+        (7000, PortProtocol::Unnamed, RouteKind::Tcp),
+        (7070, PortProtocol::Grpc, RouteKind::Http),
+    ];
+    for (port, protocol, kind) in table {
+        let p = secure.port(port).unwrap();
+        assert_eq!(
+            (p.protocol, p.protocol.route_kind()),
+            (protocol, kind),
+            "port {port}"
+        );
+    }
+    assert!(idx.service("secure.default").is_none());
+}
+
+#[test]
+fn endpoints_derived_from_selector_and_pod_ips() {
+    let idx = index(&base());
+    let reviews = idx.service("reviews.default.svc.cluster.local").unwrap();
+    assert_eq!(reviews.endpoints_from, EndpointSource::Selector);
+    let ips: Vec<String> = reviews.endpoints.iter().map(|e| e.ip.to_string()).collect();
+    assert_eq!(ips, vec!["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+}
+
+#[test]
+fn endpoints_skip_finished_pods_and_resolve_named_target_ports() {
+    let yaml = format!(
+        "{}---\n{}---\n{}",
+        service(
+            "default",
+            "web",
+            "app: web",
+            "    - {name: http, port: 80, targetPort: web}\n"
+        ),
+        pod("default", "web-1", "10.0.0.1", "app: web").replace(
+            "name: app, containerPort: 9080",
+            "name: web, containerPort: 8080"
+        ),
+        pod("default", "web-old", "10.0.0.2", "app: web")
+            .replace("  podIP: 10.0.0.2", "  phase: Succeeded\n  podIP: 10.0.0.2")
+    );
+    let idx = index(&yaml);
+    let web = idx.service("web.default.svc.cluster.local").unwrap();
+    assert_eq!(web.endpoints.len(), 1);
+    assert_eq!(web.endpoints[0].target_port(80), Some(8080));
+}
+
+#[test]
+fn endpoint_slices_win_over_selectors() {
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: reviews-abc\n  namespace: default\n  labels: {kubernetes.io/service-name: reviews}\naddressType: IPv4\nports: [{name: http, port: 9443}]\nendpoints:\n  - addresses: [10.0.0.2]\n    conditions: {ready: true}\n    targetRef: {kind: Pod, name: reviews-v2, namespace: default}\n  - addresses: [10.0.0.99]\n    conditions: {ready: false}\n";
+    let idx = index(&format!("{}---\n{slice}", base()));
+    let reviews = idx.service("reviews.default.svc.cluster.local").unwrap();
+    assert_eq!(reviews.endpoints_from, EndpointSource::EndpointSlices);
+    assert_eq!(reviews.endpoints.len(), 2);
+    let first = &reviews.endpoints[0];
+    assert_eq!(idx.pod(first.pod.unwrap()).unwrap().name, "reviews-v2");
+    assert_eq!(first.target_port(9080), Some(9443));
+    assert!(reviews.endpoints[1].pod.is_none());
+    assert!(!reviews.endpoints[1].ready);
+}
+
+#[test]
+fn service_without_selector_has_no_derived_endpoints() {
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: external, namespace: default}\nspec:\n  ports: [{port: 80}]\n";
+    let idx = index(yaml);
+    let svc = idx.service("external.default.svc.cluster.local").unwrap();
+    assert_eq!(svc.endpoints_from, EndpointSource::None);
+    assert!(svc.endpoints.is_empty());
+}

@@ -1,0 +1,5 @@
+//! Support only these tests use: a stand-in Kubernetes API server and small
+//! meshes written as manifests.
+
+pub mod kube;
+pub mod policy;
