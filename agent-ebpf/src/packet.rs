@@ -1,127 +1,362 @@
-//! Per-packet accounting for known flows: payload bytes, exchanges, the first
-//! client bytes, and periodic updates of long-lived flows.
+//! Per-packet accounting: payload bytes and write bursts per direction,
+//! request turns, client TLS records, the first client bytes, and flows that
+//! were open before the programs were attached.
+//!
+//! Nothing here waits for time to pass or wakes user space per packet: the
+//! counters live in the flow map, which user space sweeps.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_cgroup_id, bpf_skb_load_bytes},
+    bindings::BPF_TCP_ESTABLISHED,
+    helpers::{
+        bpf_get_socket_cookie, bpf_get_socket_uid, bpf_ktime_get_ns, bpf_sk_fullsock,
+        bpf_skb_cgroup_id, bpf_skb_load_bytes,
+    },
     programs::SkBuffContext,
 };
 use meshdrift_ebpf::{
-    Loss, PAYLOAD_CAPTURE_LEN, PayloadEvent, RecordKind, Role, data_dir, flow_flags,
+    FlowAddrs, FlowState, Loss, PAYLOAD_CAPTURE_LEN, PayloadEvent, RecordKind, Role, direction,
+    flow_flags,
 };
 
-use crate::state::{EVENTS, FLOWS, count_loss, emit_flow, update_interval_ns};
+use crate::state::{
+    EVENTS, FLOWS, atomic_add, atomic_set_flags, compare_and_swap, count_loss, emit_close,
+    ephemeral_ports, read_shared, submit_flags,
+};
+use crate::tls;
 
 const IPPROTO_TCP: u8 = 6;
-const TLS_CHANGE_CIPHER_SPEC: u8 = 0x14;
-const TLS_ALERT: u8 = 0x15;
-const TLS_HANDSHAKE: u8 = 0x16;
-const TLS_APPLICATION_DATA: u8 = 0x17;
-/// A TLS 1.3 alert (close_notify) travels as an application-data record of
-/// 2 alert bytes + 1 content-type byte + a 16-byte AEAD tag.
-const TLS13_ALERT_RECORD_LEN: u16 = 19;
-const TLS_RECORD_HEADER_LEN: u32 = 5;
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
+const TCP_PSH: u8 = 0x08;
+/// BPF_NOEXIST: another CPU may adopt the same flow at the same moment.
+const INSERT_IF_ABSENT: u64 = 1;
+
+/// What a TCP packet's headers say.
+struct Segment {
+    /// Offset of the TCP payload from the start of the IP header.
+    payload_offset: u32,
+    payload_len: u32,
+    tcp_flags: u8,
+    /// Source and destination of the packet, for adopting its flow.
+    family: u8,
+    src_addr: [u8; 16],
+    dst_addr: [u8; 16],
+    src_port: u16,
+    dst_port: u16,
+}
 
 #[inline(always)]
 pub fn observe(ctx: &SkBuffContext, egress: bool) {
+    let Some(segment) = parse(ctx) else {
+        return;
+    };
     // SAFETY: helper call on the context pointer the kernel gave us.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast::<c_void>()) };
-    observe_flow(ctx, egress, cookie);
+    let state = match FLOWS.get_ptr_mut(cookie) {
+        Some(state) => state,
+        None => match adopt(ctx, egress, cookie, &segment) {
+            Some(state) => state,
+            None => return,
+        },
+    };
+    account(ctx, egress, cookie, state, &segment);
 }
 
-/// Accounts one packet to the flow `cookie`, if that flow is known.
+/// The packet path of [`observe`] for the flow `cookie`, which must already
+/// be in the flow map: the self-tests drive it with synthetic frames.
 #[inline(always)]
-pub fn observe_flow(ctx: &SkBuffContext, egress: bool, cookie: u64) {
-    let skb = ctx.skb.skb;
-    let Some(state) = FLOWS.get_ptr_mut(cookie) else {
+pub fn observe_known(ctx: &SkBuffContext, egress: bool, cookie: u64) {
+    let Some(segment) = parse(ctx) else {
         return;
     };
-    // SAFETY: the map value stays valid for this program run.
-    let state = unsafe { &mut *state };
-    let Some((payload_offset, payload_len)) = tcp_payload(ctx) else {
-        return;
+    if let Some(state) = FLOWS.get_ptr_mut(cookie) {
+        account(ctx, egress, cookie, state, &segment);
+    }
+}
+
+#[inline(always)]
+fn account(
+    ctx: &SkBuffContext,
+    egress: bool,
+    cookie: u64,
+    state: *mut FlowState,
+    segment: &Segment,
+) {
+    // SAFETY: `state` points at a live map value for this program run; fields
+    // other CPUs write are only touched through the atomic helpers.
+    let (flags, client_socket) = unsafe {
+        (
+            read_shared(&raw const (*state).flags),
+            (*state).addrs.role == Role::Client as u8,
+        )
     };
-    if state.cgroup_id == 0 {
-        // SAFETY: helper call on our context.
-        state.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
-    }
-    if payload_len == 0 {
-        return;
-    }
-    if egress {
-        state.bytes_sent += u64::from(payload_len);
-    } else {
-        state.bytes_received += u64::from(payload_len);
-    }
-    let from_client = (state.addrs.role == Role::Client as u8) == egress;
-    if from_client {
-        let first_byte: u8 = ctx.load(payload_offset as usize).unwrap_or(0);
-        if state.flags & flow_flags::PAYLOAD_CAPTURED == 0 {
-            state.flags |= flow_flags::PAYLOAD_CAPTURED;
-            if first_byte == TLS_HANDSHAKE {
-                state.flags |= flow_flags::TLS;
+    let from_client = client_socket == egress;
+    if segment.payload_len > 0 {
+        let dir = if from_client {
+            direction::FROM_CLIENT
+        } else {
+            direction::FROM_SERVER
+        };
+        // SAFETY: as above; `dir` is 0 or 1.
+        unsafe {
+            atomic_add(&raw mut (*state).bytes[dir], u64::from(segment.payload_len));
+            if segment.tcp_flags & TCP_PSH != 0 {
+                atomic_add(&raw mut (*state).pushes[dir], 1);
             }
-            capture(ctx, cookie, state.addrs.role, payload_offset, payload_len);
         }
-        let not_a_request =
-            state.flags & flow_flags::TLS != 0 && tls_control(ctx, payload_offset, payload_len);
-        if state.last_data != data_dir::FROM_CLIENT && !not_a_request {
-            state.exchanges += 1;
-            state.last_data = data_dir::FROM_CLIENT;
+        if from_client {
+            client_data(ctx, cookie, state, segment, flags);
         }
+    }
+    if flags & flow_flags::ADOPTED != 0 && segment.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        end_of_adopted(cookie, state, segment.tcp_flags, from_client);
+    }
+}
+
+/// Client data: the first bytes, request turns and TLS records.
+#[inline(always)]
+fn client_data(
+    ctx: &SkBuffContext,
+    cookie: u64,
+    state: *mut FlowState,
+    segment: &Segment,
+    mut flags: u64,
+) {
+    if flags & flow_flags::PAYLOAD_CAPTURED == 0 {
+        flags |= first_client_bytes(ctx, cookie, state, segment, flags);
+    }
+    let is_tls = flags & flow_flags::TLS != 0;
+    let control =
+        is_tls && tls::starts_with_control(ctx, segment.payload_offset, segment.payload_len);
+    if !control {
+        count_turn(state);
+    }
+    if is_tls && flags & flow_flags::RECORDS_LOST == 0 {
+        tls::count_records(
+            ctx,
+            state,
+            segment.payload_offset,
+            segment.payload_len,
+            !control,
+        );
+    }
+}
+
+/// A request turn begins when client data follows server data. One CPU wins
+/// the compare-and-swap per turn, however many see it at once.
+#[inline(always)]
+fn count_turn(state: *mut FlowState) {
+    // SAFETY: live map value; shared fields go through the atomic helpers.
+    unsafe {
+        let server_bytes = read_shared(&raw const (*state).bytes[direction::FROM_SERVER]);
+        let mark = read_shared(&raw const (*state).turn_mark);
+        if server_bytes != mark && compare_and_swap(&raw mut (*state).turn_mark, mark, server_bytes)
+        {
+            atomic_add(&raw mut (*state).requests, 1);
+        }
+    }
+}
+
+/// Claims the flow's first client bytes: the CPU that sets the flag records
+/// the socket's cgroup and owner and hands the bytes to user space. Returns
+/// the flags it set.
+#[inline(always)]
+fn first_client_bytes(
+    ctx: &SkBuffContext,
+    cookie: u64,
+    state: *mut FlowState,
+    segment: &Segment,
+    flags: u64,
+) -> u64 {
+    // SAFETY: live map value.
+    let old = atomic_set_flags(
+        unsafe { &raw mut (*state).flags },
+        flow_flags::PAYLOAD_CAPTURED,
+    );
+    if old & flow_flags::PAYLOAD_CAPTURED != 0 {
+        return old;
+    }
+    let adopted = flags & flow_flags::ADOPTED != 0;
+    let mut set = flow_flags::PAYLOAD_CAPTURED;
+    if tls::is_record(ctx, segment.payload_offset, !adopted) {
+        set |= flow_flags::TLS;
+        // SAFETY: live map value.
+        atomic_set_flags(unsafe { &raw mut (*state).flags }, flow_flags::TLS);
+    }
+    let skb = ctx.skb.skb;
+    // SAFETY: helper calls on our context; only the CPU that claimed the
+    // capture writes these two fields, once.
+    unsafe {
+        (*state).cgroup_id = bpf_skb_cgroup_id(skb);
+        (*state).uid = bpf_get_socket_uid(skb);
+        capture(
+            ctx,
+            cookie,
+            (*state).addrs.role,
+            adopted,
+            segment.payload_offset,
+            segment.payload_len,
+        );
+    }
+    set
+}
+
+/// An adopted flow has no state callback: it ends on RST, or once both ends
+/// have sent FIN.
+#[inline(always)]
+fn end_of_adopted(cookie: u64, state: *mut FlowState, tcp_flags: u8, from_client: bool) {
+    let finished = if tcp_flags & TCP_RST != 0 {
+        true
     } else {
-        state.last_data = data_dir::FROM_SERVER;
-    }
-    // SAFETY: helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if now.wrapping_sub(state.last_report_ns) >= update_interval_ns() {
-        state.last_report_ns = now;
-        emit_flow(RecordKind::Update, cookie, state, now);
+        let fin = if from_client {
+            flow_flags::CLIENT_FIN
+        } else {
+            flow_flags::SERVER_FIN
+        };
+        let both = flow_flags::CLIENT_FIN | flow_flags::SERVER_FIN;
+        // SAFETY: live map value.
+        let old = atomic_set_flags(unsafe { &raw mut (*state).flags }, fin);
+        old & both != both && (old | fin) & both == both
+    };
+    if finished {
+        // SAFETY: helper call; the value is copied before the entry is removed.
+        let now = unsafe { bpf_ktime_get_ns() };
+        emit_close(cookie, unsafe { &*state }, now);
+        let _ = FLOWS.remove(cookie);
     }
 }
 
-/// Whether a TLS flow's packet carries only TLS's own control records, which are
-/// not requests: handshake, change-cipher-spec and alert records, and the
-/// encrypted close_notify a TLS 1.3 client sends when it closes an idle connection.
+/// A data packet of an established TCP socket the map does not know: the
+/// flow was open before the programs were attached. It is adopted with the
+/// packet's addresses and a role inferred from the ports; what it carried
+/// before is not invented.
 #[inline(always)]
-fn tls_control(ctx: &SkBuffContext, offset: u32, payload_len: u32) -> bool {
-    let Ok(header) = ctx.load::<[u8; 5]>(offset as usize) else {
-        return false;
-    };
-    let record_len = u16::from_be_bytes([header[3], header[4]]);
-    match header[0] {
-        TLS_HANDSHAKE | TLS_CHANGE_CIPHER_SPEC | TLS_ALERT => true,
-        TLS_APPLICATION_DATA => {
-            record_len == TLS13_ALERT_RECORD_LEN
-                && payload_len == TLS_RECORD_HEADER_LEN + u32::from(TLS13_ALERT_RECORD_LEN)
-        }
-        _ => false,
-    }
-}
-
-/// Offset and length of the TCP payload; `skb->data` starts at the IP header in
-/// cgroup_skb programs.
-#[inline(always)]
-fn tcp_payload(ctx: &SkBuffContext) -> Option<(u32, u32)> {
-    let version_ihl: u8 = ctx.load(0).ok()?;
-    let (l4_offset, protocol) = match version_ihl >> 4 {
-        4 => {
-            let protocol: u8 = ctx.load(9).ok()?;
-            (u32::from(version_ihl & 0x0f) * 4, protocol)
-        }
-        6 => {
-            let next_header: u8 = ctx.load(6).ok()?;
-            (40, next_header)
-        }
-        _ => return None,
-    };
-    if protocol != IPPROTO_TCP {
+fn adopt(
+    ctx: &SkBuffContext,
+    egress: bool,
+    cookie: u64,
+    segment: &Segment,
+) -> Option<*mut FlowState> {
+    if segment.payload_len == 0 || cookie == 0 {
         return None;
     }
-    let data_offset: u8 = ctx.load(l4_offset as usize + 12).ok()?;
-    let payload_offset = l4_offset + u32::from(data_offset >> 4) * 4;
-    Some((payload_offset, ctx.len().saturating_sub(payload_offset)))
+    // SAFETY: reading the context's socket pointer and asking the kernel for
+    // the full socket behind it; both may be null, which is checked.
+    let established = unsafe {
+        let sk = (*ctx.skb.skb).__bindgen_anon_2.sk;
+        if sk.is_null() {
+            return None;
+        }
+        let full = bpf_sk_fullsock(sk);
+        !full.is_null() && (*full).state == BPF_TCP_ESTABLISHED
+    };
+    if !established {
+        return None;
+    }
+    let (local_addr, remote_addr, local_port, remote_port) = if egress {
+        (
+            segment.src_addr,
+            segment.dst_addr,
+            segment.src_port,
+            segment.dst_port,
+        )
+    } else {
+        (
+            segment.dst_addr,
+            segment.src_addr,
+            segment.dst_port,
+            segment.src_port,
+        )
+    };
+    let role = if ephemeral_ports().local_is_client(local_port, remote_port) {
+        Role::Client
+    } else {
+        Role::Server
+    };
+    let addrs = FlowAddrs {
+        local_addr,
+        remote_addr,
+        local_port,
+        remote_port,
+        family: segment.family,
+        role: role as u8,
+        _pad: [0; 2],
+    };
+    // SAFETY: helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let state = FlowState::new(addrs, now, flow_flags::ADOPTED);
+    if FLOWS.insert(cookie, state, INSERT_IF_ABSENT).is_err() && FLOWS.get_ptr(cookie).is_none() {
+        count_loss(Loss::AdoptMapFull);
+        return None;
+    }
+    FLOWS.get_ptr_mut(cookie)
+}
+
+/// Reads the IP and TCP headers with direct packet access: `skb->data`
+/// starts at the IP header in cgroup_skb programs, and the headers are in the
+/// linear part. Anything but TCP is `None`.
+#[inline(always)]
+fn parse(ctx: &SkBuffContext) -> Option<Segment> {
+    let skb = ctx.skb.skb;
+    // SAFETY: reads of the context fields the kernel provides.
+    let (data, data_end, len) =
+        unsafe { ((*skb).data as usize, (*skb).data_end as usize, (*skb).len) };
+    let mut segment = Segment {
+        payload_offset: 0,
+        payload_len: 0,
+        tcp_flags: 0,
+        family: 4,
+        src_addr: [0; 16],
+        dst_addr: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+    };
+    if data + 40 > data_end {
+        return None;
+    }
+    // SAFETY: every read below is of bytes the bounds checks put before `data_end`.
+    let l4 = unsafe {
+        let version_ihl = *(data as *const u8);
+        match version_ihl >> 4 {
+            4 => {
+                if *((data + 9) as *const u8) != IPPROTO_TCP {
+                    return None;
+                }
+                let ip = &*(data as *const [u8; 20]);
+                segment.src_addr[..4].copy_from_slice(&ip[12..16]);
+                segment.dst_addr[..4].copy_from_slice(&ip[16..20]);
+                usize::from(version_ihl & 0x0f) * 4
+            }
+            6 => {
+                if *((data + 6) as *const u8) != IPPROTO_TCP {
+                    return None;
+                }
+                let ip = &*(data as *const [u8; 40]);
+                segment.family = 6;
+                segment.src_addr.copy_from_slice(&ip[8..24]);
+                segment.dst_addr.copy_from_slice(&ip[24..40]);
+                40
+            }
+            _ => return None,
+        }
+    };
+    let tcp = data + l4;
+    if tcp + 14 > data_end {
+        return None;
+    }
+    // SAFETY: within the bounds checked just above.
+    unsafe {
+        let ports = tcp as *const [u8; 4];
+        segment.src_port = u16::from_be_bytes([(*ports)[0], (*ports)[1]]);
+        segment.dst_port = u16::from_be_bytes([(*ports)[2], (*ports)[3]]);
+        let data_offset = *((tcp + 12) as *const u8);
+        segment.tcp_flags = *((tcp + 13) as *const u8);
+        segment.payload_offset = (l4 + usize::from(data_offset >> 4) * 4) as u32;
+    }
+    segment.payload_len = len.saturating_sub(segment.payload_offset);
+    Some(segment)
 }
 
 /// Copies up to `PAYLOAD_CAPTURE_LEN` payload bytes into a ring-buffer record with
@@ -131,7 +366,14 @@ fn tcp_payload(ctx: &SkBuffContext) -> Option<(u32, u32)> {
     clippy::int_plus_one,
     reason = "one bounds check written alike for every load size keeps the verifier's bound explicit"
 )]
-fn capture(ctx: &SkBuffContext, cookie: u64, flow_role: u8, offset: u32, payload_len: u32) {
+fn capture(
+    ctx: &SkBuffContext,
+    cookie: u64,
+    flow_role: u8,
+    mid_stream: bool,
+    offset: u32,
+    payload_len: u32,
+) {
     let Some(mut entry) = EVENTS.reserve::<PayloadEvent>(0) else {
         count_loss(Loss::PayloadRingbufFull);
         return;
@@ -149,7 +391,8 @@ fn capture(ctx: &SkBuffContext, cookie: u64, flow_role: u8, offset: u32, payload
     unsafe {
         (*event).kind = RecordKind::Payload as u8;
         (*event).role = flow_role;
-        (*event)._pad = [0; 2];
+        (*event).mid_stream = u8::from(mid_stream);
+        (*event)._pad = 0;
         (*event).cookie = cookie;
         let data = (&raw mut (*event).data).cast::<u8>();
         macro_rules! load_chunk {
@@ -178,5 +421,5 @@ fn capture(ctx: &SkBuffContext, cookie: u64, flow_role: u8, offset: u32, payload
         load_chunk!(1);
         (*event).len = copied;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }

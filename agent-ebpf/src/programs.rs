@@ -8,19 +8,21 @@ use aya_ebpf::{
         BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE, bpf_sock_ops,
     },
     helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_sock_ops_cb_flags_set},
-    macros::{cgroup_skb, sock_ops},
-    programs::{SkBuffContext, SockOpsContext},
+    macros::{cgroup_skb, cgroup_sock, sock_ops},
+    programs::{SkBuffContext, SockContext, SockOpsContext},
 };
-use meshdrift_ebpf::{FlowAddrs, FlowState, Loss, RecordKind, Role, data_dir};
+use meshdrift_ebpf::{FlowAddrs, FlowState, Loss, Role, flow_flags};
 
 use crate::{
     packet,
-    state::{FLOWS, count_loss, emit_flow},
+    state::{FLOWS, count_loss, emit_close, read_shared},
 };
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
+/// Arms only the state callback, and only for flows it records: every other
+/// operation returns at once.
 #[sock_ops]
 pub fn meshdrift_sockops(ctx: SockOpsContext) -> u32 {
     let ops = ctx.ops;
@@ -54,25 +56,17 @@ fn on_established(ops: *mut bpf_sock_ops, flow_role: Role) {
             bpf_ktime_get_ns(),
         )
     };
-    let state = FlowState {
-        addrs,
-        start_ns: now,
-        last_report_ns: now,
-        cgroup_id: 0,
-        bytes_sent: 0,
-        bytes_received: 0,
-        exchanges: 0,
-        last_data: data_dir::NONE,
-        flags: 0,
-        _pad: [0; 2],
-    };
-    if FLOWS.insert(cookie, state, 0).is_err() {
+    if FLOWS
+        .insert(cookie, FlowState::new(addrs, now, 0), 0)
+        .is_err()
+    {
         count_loss(Loss::FlowMapInsert);
         return;
     }
     // SAFETY: as above.
     let flags = unsafe { read_volatile(&raw const (*ops).bpf_sock_ops_cb_flags) };
-    // SAFETY: as above. Failure only means no close event; the LRU map forgets the flow.
+    // SAFETY: as above. Failure only means no close record; the sweep then
+    // finds the flow gone and user space says so.
     let _ = unsafe { bpf_sock_ops_cb_flags_set(ops, (flags | BPF_SOCK_OPS_STATE_CB_FLAG) as i32) };
 }
 
@@ -85,16 +79,13 @@ fn on_close(ops: *mut bpf_sock_ops) {
             bpf_ktime_get_ns(),
         )
     };
-    let Some(state) = FLOWS.get_ptr(cookie) else {
-        // State callbacks are only switched on for flows we recorded, so a missing
-        // entry was evicted.
-        count_loss(Loss::FlowEvicted);
-        return;
-    };
-    // SAFETY: the map value stays valid until removed below.
-    let state = unsafe { *state };
-    emit_flow(RecordKind::Close, cookie, &state, now);
-    let _ = FLOWS.remove(cookie);
+    // State callbacks are armed only for flows that were recorded, so a
+    // missing entry can only be a flow whose insert failed (already counted).
+    if let Some(state) = FLOWS.get_ptr(cookie) {
+        // SAFETY: the map value stays valid until removed below; it is copied first.
+        emit_close(cookie, unsafe { &*state }, now);
+        let _ = FLOWS.remove(cookie);
+    }
 }
 
 /// Addresses of the socket, IPv4-mapped IPv6 folded to IPv4 so both ends of a
@@ -172,17 +163,37 @@ pub fn meshdrift_ingress(ctx: SkBuffContext) -> i32 {
     1
 }
 
+/// A socket's last reference is gone. Flows with a state callback close
+/// there; an adopted flow whose end no packet showed (a connection timed out
+/// and then closed by its owner) closes here.
+#[cgroup_sock(sock_release)]
+pub fn meshdrift_release(ctx: SockContext) -> i32 {
+    // SAFETY: helper calls on the context pointer the kernel gave us.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast::<c_void>()) };
+    if let Some(state) = FLOWS.get_ptr(cookie) {
+        // SAFETY: the map value stays valid until removed below; it is copied first.
+        let adopted = read_shared(unsafe { &raw const (*state).flags }) & flow_flags::ADOPTED != 0;
+        if adopted {
+            // SAFETY: as above.
+            let now = unsafe { bpf_ktime_get_ns() };
+            emit_close(cookie, unsafe { &*state }, now);
+            let _ = FLOWS.remove(cookie);
+        }
+    }
+    1
+}
+
 /// Self-test entry points: the packet path of [`meshdrift_egress`] and
 /// [`meshdrift_ingress`] on the flow `SELFTEST_COOKIE`, so user space can drive it
 /// with `BPF_PROG_TEST_RUN` and synthetic frames. Never attached.
 #[cgroup_skb]
 pub fn meshdrift_selftest_egress(ctx: SkBuffContext) -> i32 {
-    packet::observe_flow(&ctx, true, meshdrift_ebpf::SELFTEST_COOKIE);
+    packet::observe_known(&ctx, true, meshdrift_ebpf::SELFTEST_COOKIE);
     1
 }
 
 #[cgroup_skb]
 pub fn meshdrift_selftest_ingress(ctx: SkBuffContext) -> i32 {
-    packet::observe_flow(&ctx, false, meshdrift_ebpf::SELFTEST_COOKIE);
+    packet::observe_known(&ctx, false, meshdrift_ebpf::SELFTEST_COOKIE);
     1
 }

@@ -1,35 +1,52 @@
-//! Maps shared by the programs, the loss counters, and record emission.
+//! Maps shared by the programs, the loss counters, record emission, and the
+//! atomic operations the flow state is changed with.
+
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_or, atomic_xadd};
 
 use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
 use meshdrift_ebpf::{
-    DEFAULT_RING_BUFFER_BYTES, DEFAULT_UPDATE_INTERVAL_NS, FlowEvent, FlowState, Loss, RecordKind,
+    DEFAULT_RING_BUFFER_BYTES, FlowEvent, FlowState, Loss, MAX_FLOWS, PortRange, RecordKind,
 };
 
-/// Records for user space: [`FlowEvent`] and `PayloadEvent`. The loader may resize it.
+/// Close and payload records for user space. The loader may resize it.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUFFER_BYTES, 0);
 
-/// Open flows by socket cookie. LRU so a missed close can never fill it for good;
-/// an eviction is counted when the evicted flow closes.
+/// Open flows by socket cookie. Entries are allocated as flows appear (no
+/// preallocation: memory follows the flows), removed when they close; user
+/// space sweeps the map for the counters of flows that stay open.
 #[map]
-pub static FLOWS: LruHashMap<u64, FlowState> = LruHashMap::with_max_entries(262_144, 0);
+pub static FLOWS: HashMap<u64, FlowState> = HashMap::with_max_entries(MAX_FLOWS, BPF_F_NO_PREALLOC);
 
 /// Per-CPU loss counters, indexed by [`Loss`].
 #[map]
 pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(Loss::COUNT, 0);
 
-/// Interval between cumulative updates of a long-lived flow; set by the loader.
+/// Queued bytes above which a record wakes user space; below it records wait
+/// for user space's next poll, so a busy node does not pay a wakeup per
+/// record. Set by the loader.
 #[unsafe(no_mangle)]
-pub static UPDATE_INTERVAL_NS: u64 = DEFAULT_UPDATE_INTERVAL_NS;
+pub static WAKEUP_BYTES: u64 = (DEFAULT_RING_BUFFER_BYTES / 4) as u64;
+
+/// The kernel's ephemeral port range, for the role of adopted flows. Set by the loader.
+#[unsafe(no_mangle)]
+pub static EPHEMERAL_PORTS: PortRange = PortRange::DEFAULT;
 
 #[inline(always)]
-pub fn update_interval_ns() -> u64 {
+fn wakeup_bytes() -> u64 {
     // SAFETY: a plain read of a global the loader may have rewritten; volatile so the
     // compiler does not fold the default value in.
-    unsafe { core::ptr::read_volatile(&raw const UPDATE_INTERVAL_NS) }
+    unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) }
+}
+
+#[inline(always)]
+pub fn ephemeral_ports() -> PortRange {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&raw const EPHEMERAL_PORTS) }
 }
 
 #[inline(always)]
@@ -40,26 +57,63 @@ pub fn count_loss(loss: Loss) {
     }
 }
 
-/// Sends the flow's cumulative counters to user space, or counts the loss.
+/// Submit flags for a record: wake user space only once enough has queued.
 #[inline(always)]
-pub fn emit_flow(kind: RecordKind, cookie: u64, state: &FlowState, now_ns: u64) {
+pub fn submit_flags() -> u64 {
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= wakeup_bytes() {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
+
+/// Sends the flow's final state to user space, or counts the loss.
+#[inline(always)]
+pub fn emit_close(cookie: u64, state: &FlowState, now_ns: u64) {
     match EVENTS.reserve::<FlowEvent>(0) {
         Some(mut entry) => {
             entry.write(FlowEvent {
-                kind: kind as u8,
+                kind: RecordKind::Close as u8,
                 _pad: [0; 7],
                 cookie,
-                cgroup_id: state.cgroup_id,
-                start_ns: state.start_ns,
                 time_ns: now_ns,
-                bytes_sent: state.bytes_sent,
-                bytes_received: state.bytes_received,
-                exchanges: state.exchanges,
-                _pad2: 0,
-                addrs: state.addrs,
+                state: *state,
             });
-            entry.submit(0);
+            entry.submit(submit_flags());
         }
         None => count_loss(Loss::RingbufFull),
     }
+}
+
+/// Adds `value` to a counter another CPU may be adding to at the same time.
+#[inline(always)]
+pub fn atomic_add(counter: *mut u64, value: u64) {
+    // SAFETY: `counter` points into a live map value; the add is atomic.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, value) };
+}
+
+/// Sets `bits` and returns the flags as they were before.
+#[inline(always)]
+pub fn atomic_set_flags(flags: *mut u64, bits: u64) -> u64 {
+    // SAFETY: as above.
+    unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(flags, bits) }
+}
+
+/// Replaces `current` with `new` if it still holds `expected`; true when it did.
+#[inline(always)]
+pub fn compare_and_swap(current: *mut u64, expected: u64, new: u64) -> bool {
+    // SAFETY: as above.
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+            current, expected, new,
+        )
+    }
+    .1
+}
+
+/// A field another CPU may be writing, read once.
+#[inline(always)]
+pub fn read_shared(field: *const u64) -> u64 {
+    // SAFETY: an aligned 64-bit load from a live map value never tears.
+    unsafe { core::ptr::read_volatile(field) }
 }

@@ -116,8 +116,12 @@ pub struct Observation {
     pub transport: Transport,
     /// What the policy expects for the endpoint the flow reached, when known.
     pub expected_transport: Option<ExpectedTransport>,
-    /// New requests (exchanges) in this increment.
+    /// New requests in this increment.
     pub requests: u64,
+    /// Whether `requests` is an estimate (multiplexed HTTP/2) rather than an
+    /// exact count of request turns.
+    #[serde(default)]
+    pub estimated: bool,
     /// 1 when this increment opens the flow's account (first update or close), else 0.
     pub connections: u64,
     /// New bytes, both directions.
@@ -154,6 +158,9 @@ pub fn judge_transport(
     );
     match (expected, observed) {
         (_, Transport::None) => TransportOutcome::Neutral,
+        // TLS whose handshake was not seen: surely encrypted, maybe Istio's.
+        (ExpectedTransport::Plaintext, Transport::Encrypted) => TransportOutcome::Mismatch,
+        (_, Transport::Encrypted) => TransportOutcome::Neutral,
         (ExpectedTransport::Mtls, Transport::IstioMtls) => TransportOutcome::Expected,
         (ExpectedTransport::Mtls, _) if plaintext => TransportOutcome::Violation,
         (ExpectedTransport::Plaintext, _) if plaintext => TransportOutcome::Expected,
@@ -199,6 +206,21 @@ mod tests {
         assert_eq!(
             judge_transport(None, Transport::Http),
             TransportOutcome::Neutral
+        );
+    }
+
+    #[test]
+    fn tls_whose_handshake_was_not_seen_is_judged_only_against_plaintext() {
+        for expected in [ExpectedTransport::Mtls, ExpectedTransport::Tls] {
+            assert_eq!(
+                judge_transport(Some(expected), Transport::Encrypted),
+                TransportOutcome::Neutral,
+                "{expected:?}"
+            );
+        }
+        assert_eq!(
+            judge_transport(Some(ExpectedTransport::Plaintext), Transport::Encrypted),
+            TransportOutcome::Mismatch
         );
     }
 

@@ -1,21 +1,40 @@
 //! Joins the kernel's per-flow records with the classification of each flow's
 //! first client bytes, so every update and close carries its transport, and
 //! turns the kernel's cumulative counters into increments.
+//!
+//! Records come two ways: close and payload records through the ring buffer
+//! as they happen, and the counters of open flows from sweeps of the kernel's
+//! flow map. A sweep is bracketed by [`FlowJoiner::begin_sweep`] and
+//! [`FlowJoiner::end_sweep`]; between the two, its updates go to
+//! [`FlowJoiner::sweep_update`] and the ring buffer is drained once more, so
+//! that a flow the sweep no longer finds either closed (its close record was
+//! drained) or lost its close record, which is then counted.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use crate::{
-    probe::{FlowKind, FlowRecord, ProbeEvent},
+    probe::{FlowCounters, FlowKind, FlowRecord, ProbeEvent},
     wire::{self, Classification},
 };
 
 /// What a flow did since its previous report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowDelta {
-    pub exchanges: u64,
-    pub bytes: u64,
-    /// True on the flow's first report: the connection is counted once.
+    /// Each counter's growth since the previous report; `client_records` is
+    /// `None` when the flow's record count is unknown.
+    pub counters: FlowCounters,
+    /// True on the flow's first report.
     pub first: bool,
+}
+
+impl FlowDelta {
+    /// Payload bytes in both directions.
+    pub fn bytes(&self) -> u64 {
+        self.counters.client_bytes + self.counters.server_bytes
+    }
 }
 
 /// A flow record with what its first client bytes said and what is new in it.
@@ -30,16 +49,33 @@ pub struct ObservedFlow {
 #[derive(Debug, Clone)]
 struct OpenFlow {
     classification: Arc<Classification>,
-    /// Counters of the last update, when there was one.
-    reported: Option<(u32, u64)>,
+    /// Counters of the last report, when there was one.
+    reported: Option<FlowCounters>,
+    /// The sweep during which the entry was made, and the last sweep that
+    /// found the flow in the kernel's map.
+    born: u64,
+    seen: u64,
+}
+
+/// Losses the joiner counts (see `probe::LossCounters`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JoinerLosses {
+    /// Flows not remembered because the table of open flows was full.
+    pub flow_table_full: u64,
+    /// Flows that left the kernel's map without a close record.
+    pub close_unseen: u64,
 }
 
 /// Remembers each open flow's classification and last counters until it closes.
 pub struct FlowJoiner {
     open: HashMap<u64, OpenFlow>,
+    /// Flows closed since the current sweep began: a sweep that read the map
+    /// a moment before the kernel removed such a flow must not revive it.
+    closed_recently: HashSet<u64>,
+    sweep: u64,
     unclassified: Arc<Classification>,
     capacity: usize,
-    evicted: u64,
+    losses: JoinerLosses,
 }
 
 impl FlowJoiner {
@@ -48,15 +84,16 @@ impl FlowJoiner {
     pub fn new(capacity: usize) -> Self {
         Self {
             open: HashMap::new(),
+            closed_recently: HashSet::new(),
+            sweep: 0,
             unclassified: Arc::new(wire::classify(&[])),
             capacity: capacity.max(1),
-            evicted: 0,
+            losses: JoinerLosses::default(),
         }
     }
 
-    /// Flows dropped because the table was full.
-    pub fn evicted(&self) -> u64 {
-        self.evicted
+    pub fn losses(&self) -> JoinerLosses {
+        self.losses
     }
 
     /// Open flows remembered.
@@ -64,61 +101,113 @@ impl FlowJoiner {
         self.open.len()
     }
 
-    /// Makes room for `cookie` when the table is full. Dropping everything is crude
-    /// but bounded; it only happens when closes were lost on a large scale, which
-    /// the loss counters show.
-    fn make_room(&mut self, cookie: u64) {
-        if self.open.len() >= self.capacity && !self.open.contains_key(&cookie) {
-            self.evicted += self.open.len() as u64;
-            self.open.clear();
+    /// The entry of `cookie`, made if there is room; `None` (and a loss) when
+    /// the table is full.
+    fn entry(&mut self, cookie: u64) -> Option<&mut OpenFlow> {
+        if !self.open.contains_key(&cookie) && self.open.len() >= self.capacity {
+            self.losses.flow_table_full += 1;
+            return None;
         }
+        let born = self.sweep;
+        let unclassified = &self.unclassified;
+        Some(self.open.entry(cookie).or_insert_with(|| OpenFlow {
+            classification: Arc::clone(unclassified),
+            reported: None,
+            born,
+            seen: born,
+        }))
     }
 
-    /// Consumes one probe event; returns the observed flow for updates and closes.
+    /// Consumes one ring-buffer record; returns the observed flow for closes.
     pub fn push(&mut self, event: ProbeEvent) -> Option<ObservedFlow> {
         match event {
             ProbeEvent::Payload(payload) => {
-                self.make_room(payload.cookie);
-                let classification = Arc::new(wire::classify(&payload.bytes));
-                self.open
-                    .entry(payload.cookie)
-                    .and_modify(|flow| flow.classification = Arc::clone(&classification))
-                    .or_insert(OpenFlow {
-                        classification,
-                        reported: None,
-                    });
+                let classification = Arc::new(if payload.mid_stream {
+                    wire::classify_mid_stream(&payload.bytes)
+                } else {
+                    wire::classify(&payload.bytes)
+                });
+                if let Some(flow) = self.entry(payload.cookie) {
+                    flow.classification = classification;
+                }
                 None
             }
-            ProbeEvent::Flow(record) => {
-                let bytes = record.bytes_sent + record.bytes_received;
-                let (classification, reported) = match record.kind {
-                    FlowKind::Close => match self.open.remove(&record.cookie) {
-                        Some(flow) => (flow.classification, flow.reported),
-                        None => (Arc::clone(&self.unclassified), None),
-                    },
-                    FlowKind::Update => {
-                        self.make_room(record.cookie);
-                        let flow = self.open.entry(record.cookie).or_insert_with(|| OpenFlow {
-                            classification: Arc::clone(&self.unclassified),
-                            reported: None,
-                        });
-                        let previous = flow.reported.replace((record.exchanges, bytes));
-                        (Arc::clone(&flow.classification), previous)
-                    }
-                };
-                let (seen_exchanges, seen_bytes) = reported.unwrap_or_default();
-                let delta = FlowDelta {
-                    exchanges: u64::from(record.exchanges.saturating_sub(seen_exchanges)),
-                    bytes: bytes.saturating_sub(seen_bytes),
-                    first: reported.is_none(),
-                };
-                Some(ObservedFlow {
-                    record,
-                    classification,
-                    delta,
-                })
-            }
+            ProbeEvent::Flow(record) => match record.kind {
+                FlowKind::Close => Some(self.close(record)),
+                FlowKind::Update => self.sweep_update(record),
+            },
         }
+    }
+
+    fn close(&mut self, record: FlowRecord) -> ObservedFlow {
+        self.closed_recently.insert(record.cookie);
+        let (classification, reported) = match self.open.remove(&record.cookie) {
+            Some(flow) => (flow.classification, flow.reported),
+            None => (Arc::clone(&self.unclassified), None),
+        };
+        let delta = delta(&record.counters, reported);
+        ObservedFlow {
+            record,
+            classification,
+            delta,
+        }
+    }
+
+    /// Starts a sweep of the kernel's flow map.
+    pub fn begin_sweep(&mut self) {
+        self.sweep += 1;
+    }
+
+    /// One open flow as the current sweep found it; `None` when nothing is new.
+    pub fn sweep_update(&mut self, record: FlowRecord) -> Option<ObservedFlow> {
+        if self.closed_recently.contains(&record.cookie) {
+            return None;
+        }
+        let sweep = self.sweep;
+        let flow = self.entry(record.cookie)?;
+        flow.seen = sweep;
+        let previous = flow.reported.replace(record.counters);
+        if previous == Some(record.counters) {
+            return None;
+        }
+        let classification = Arc::clone(&flow.classification);
+        let delta = delta(&record.counters, previous);
+        Some(ObservedFlow {
+            record,
+            classification,
+            delta,
+        })
+    }
+
+    /// Ends the sweep once the ring buffer has been drained after it: flows
+    /// known before the sweep that it did not find left without a close record.
+    pub fn end_sweep(&mut self) {
+        let sweep = self.sweep;
+        let before = self.open.len();
+        self.open
+            .retain(|_, flow| flow.born >= sweep || flow.seen == sweep);
+        self.losses.close_unseen += (before - self.open.len()) as u64;
+        self.closed_recently.clear();
+    }
+}
+
+fn delta(now: &FlowCounters, previous: Option<FlowCounters>) -> FlowDelta {
+    let before = previous.unwrap_or_default();
+    let records = match (now.client_records, before.client_records) {
+        (Some(now), Some(before)) => Some(now.saturating_sub(before)),
+        (Some(now), None) => Some(now),
+        (None, _) => None,
+    };
+    FlowDelta {
+        counters: FlowCounters {
+            client_bytes: now.client_bytes.saturating_sub(before.client_bytes),
+            server_bytes: now.server_bytes.saturating_sub(before.server_bytes),
+            requests: now.requests.saturating_sub(before.requests),
+            client_pushes: now.client_pushes.saturating_sub(before.client_pushes),
+            server_pushes: now.server_pushes.saturating_sub(before.server_pushes),
+            client_records: records,
+        },
+        first: previous.is_none(),
     }
 }
 
@@ -132,26 +221,35 @@ mod tests {
         wire::Transport,
     };
 
-    fn flow(kind: FlowKind, cookie: u64) -> ProbeEvent {
-        ProbeEvent::Flow(FlowRecord {
+    fn record(kind: FlowKind, cookie: u64, requests: u64, bytes: u64) -> FlowRecord {
+        FlowRecord {
             kind,
             cookie,
             cgroup_id: 1,
+            uid: 0,
             role: Role::Client,
             local: "10.0.0.1:40000".parse().unwrap(),
             remote: "10.0.0.2:80".parse().unwrap(),
             start_ns: 0,
             time_ns: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            exchanges: 1,
-        })
+            counters: FlowCounters {
+                client_bytes: bytes,
+                requests,
+                ..FlowCounters::default()
+            },
+            adopted: false,
+        }
+    }
+
+    fn flow(kind: FlowKind, cookie: u64) -> ProbeEvent {
+        ProbeEvent::Flow(record(kind, cookie, 1, 0))
     }
 
     fn payload(cookie: u64, bytes: &'static [u8]) -> ProbeEvent {
         ProbeEvent::Payload(PayloadRecord {
             cookie,
             role: Role::Client,
+            mid_stream: false,
             bytes: Bytes::from_static(bytes),
         })
     }
@@ -164,7 +262,9 @@ mod tests {
                 .push(payload(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
                 .is_none()
         );
+        joiner.begin_sweep();
         let update = joiner.push(flow(FlowKind::Update, 1)).unwrap();
+        joiner.end_sweep();
         assert_eq!(update.classification.transport, Transport::Http);
         let close = joiner.push(flow(FlowKind::Close, 1)).unwrap();
         assert_eq!(close.classification.transport, Transport::Http);
@@ -179,49 +279,97 @@ mod tests {
     }
 
     #[test]
-    fn the_table_stays_bounded() {
+    fn a_full_table_refuses_new_flows_and_counts_them() {
         let mut joiner = FlowJoiner::new(2);
         for cookie in 0..5 {
             joiner.push(payload(cookie, b"x"));
         }
-        assert!(joiner.tracked() <= 2);
-        assert!(joiner.evicted() > 0);
-    }
-
-    fn counted(kind: FlowKind, exchanges: u32, bytes: u64) -> ProbeEvent {
-        let ProbeEvent::Flow(mut record) = flow(kind, 42) else {
-            unreachable!("flow() builds a flow record")
-        };
-        record.exchanges = exchanges;
-        record.bytes_sent = bytes;
-        ProbeEvent::Flow(record)
+        assert_eq!(joiner.tracked(), 2);
+        assert_eq!(joiner.losses().flow_table_full, 3);
     }
 
     #[test]
-    fn updates_and_close_add_up_to_the_final_totals_and_count_the_connection_once() {
+    fn sweeps_and_close_add_up_to_the_final_totals_and_count_the_connection_once() {
         let mut joiner = FlowJoiner::new(8);
+        joiner.begin_sweep();
         let first = joiner
-            .push(counted(FlowKind::Update, 3, 300))
+            .sweep_update(record(FlowKind::Update, 42, 3, 300))
             .unwrap()
             .delta;
+        joiner.end_sweep();
+        joiner.begin_sweep();
+        assert!(
+            joiner
+                .sweep_update(record(FlowKind::Update, 42, 3, 300))
+                .is_none(),
+            "an unchanged flow reports nothing"
+        );
+        joiner.end_sweep();
+        joiner.begin_sweep();
         let second = joiner
-            .push(counted(FlowKind::Update, 5, 500))
+            .sweep_update(record(FlowKind::Update, 42, 5, 500))
             .unwrap()
             .delta;
-        let close = joiner.push(counted(FlowKind::Close, 9, 900)).unwrap().delta;
-        assert_eq!((first.exchanges, first.bytes, first.first), (3, 300, true));
+        joiner.end_sweep();
+        let close = joiner
+            .push(ProbeEvent::Flow(record(FlowKind::Close, 42, 9, 900)))
+            .unwrap()
+            .delta;
         assert_eq!(
-            (second.exchanges, second.bytes, second.first),
+            (first.counters.requests, first.bytes(), first.first),
+            (3, 300, true)
+        );
+        assert_eq!(
+            (second.counters.requests, second.bytes(), second.first),
             (2, 200, false)
         );
-        assert_eq!((close.exchanges, close.bytes, close.first), (4, 400, false));
+        assert_eq!(
+            (close.counters.requests, close.bytes(), close.first),
+            (4, 400, false)
+        );
         assert_eq!(joiner.tracked(), 0);
+        assert_eq!(joiner.losses(), JoinerLosses::default());
     }
 
     #[test]
     fn a_short_flow_is_one_close_with_everything() {
         let mut joiner = FlowJoiner::new(8);
-        let close = joiner.push(counted(FlowKind::Close, 1, 80)).unwrap().delta;
-        assert_eq!((close.exchanges, close.bytes, close.first), (1, 80, true));
+        let close = joiner
+            .push(ProbeEvent::Flow(record(FlowKind::Close, 7, 1, 80)))
+            .unwrap()
+            .delta;
+        assert_eq!(
+            (close.counters.requests, close.bytes(), close.first),
+            (1, 80, true)
+        );
+    }
+
+    #[test]
+    fn a_sweep_that_read_a_flow_just_before_its_removal_does_not_revive_it() {
+        let mut joiner = FlowJoiner::new(8);
+        joiner.push(payload(5, b"GET / HTTP/1.1\r\n\r\n"));
+        joiner.push(ProbeEvent::Flow(record(FlowKind::Close, 5, 2, 200)));
+        joiner.begin_sweep();
+        assert!(
+            joiner
+                .sweep_update(record(FlowKind::Update, 5, 2, 200))
+                .is_none()
+        );
+        joiner.end_sweep();
+        assert_eq!(joiner.tracked(), 0);
+    }
+
+    #[test]
+    fn a_flow_gone_from_the_map_without_a_close_is_a_counted_loss() {
+        let mut joiner = FlowJoiner::new(8);
+        joiner.begin_sweep();
+        joiner.sweep_update(record(FlowKind::Update, 9, 1, 10));
+        joiner.end_sweep();
+        // Born during the next sweep: not judged by it.
+        joiner.begin_sweep();
+        joiner.push(payload(10, b"x"));
+        joiner.end_sweep();
+        assert_eq!(joiner.losses().close_unseen, 1);
+        assert_eq!(joiner.tracked(), 1);
     }
 }

@@ -148,6 +148,7 @@ pub fn observation(source: &str, subset: Option<&str>, transport: Transport) -> 
         transport,
         expected_transport: Some(ExpectedTransport::Mtls),
         requests: 10,
+        estimated: false,
         connections: 1,
         bytes: 2048,
         at_seconds: 1.0,

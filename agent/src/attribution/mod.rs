@@ -8,6 +8,7 @@
 //! DestinationRule subsets' endpoints name the subset.
 
 mod mesh;
+pub mod requests;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
@@ -201,6 +202,7 @@ impl Attributor {
                     None,
                 ),
             };
+        let requests = requests::count(&flow.classification, &delta);
         let key = SplitKey {
             source: Workload {
                 namespace: client.namespace.clone(),
@@ -215,9 +217,11 @@ impl Attributor {
                 destination,
                 transport: flow.classification.transport,
                 expected_transport,
-                requests: delta.exchanges,
-                connections: u64::from(delta.first),
-                bytes: delta.bytes,
+                requests: requests.requests,
+                estimated: requests.estimated,
+                // A flow adopted mid-life was opened before the agent watched.
+                connections: u64::from(delta.first && !record.adopted),
+                bytes: delta.bytes(),
                 at_seconds,
             }),
             declared,

@@ -123,10 +123,9 @@ async fn observe(
             () = &mut deadline => break Ok(()),
         }
     };
-    let losses = probe_loop.losses()?;
-    let evicted = probe_loop.joiner_evicted();
+    let losses = probe_loop.losses();
     drop(probe_loop);
-    printer.summary(&losses, flows_seen, evicted);
+    printer.summary(&losses, flows_seen);
     outcome?;
     Ok(ExitCode::SUCCESS)
 }
@@ -149,12 +148,21 @@ struct FlowLine<'a> {
     sni_host: Option<&'a str>,
     sni_port: Option<u16>,
     sni_subset: Option<&'a str>,
-    exchanges: u32,
+    /// Request turns: client data that follows server data.
+    exchanges: u64,
     bytes_sent: u64,
     bytes_received: u64,
+    /// Write bursts (data segments with PSH) of each end.
+    client_pushes: u64,
+    server_pushes: u64,
+    /// TLS application-data records the client began, when known.
+    client_records: Option<u64>,
+    /// Open before the agent started: counted from then on, role inferred.
+    adopted: bool,
     duration_ms: u64,
     cookie: u64,
     cgroup_id: u64,
+    uid: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -163,7 +171,6 @@ struct SummaryLine {
     flows_closed: u64,
     lost: LossCounters,
     lost_total: u64,
-    unclassified_evictions: u64,
 }
 
 struct Printer {
@@ -206,12 +213,17 @@ impl Printer {
             sni_host: istio.map(|sni| sni.host.as_str()),
             sni_port: istio.map(|sni| sni.port),
             sni_subset: istio.and_then(|sni| sni.subset.as_deref()),
-            exchanges: record.exchanges,
-            bytes_sent: record.bytes_sent,
-            bytes_received: record.bytes_received,
+            exchanges: record.counters.requests,
+            bytes_sent: record.bytes_sent(),
+            bytes_received: record.bytes_received(),
+            client_pushes: record.counters.client_pushes,
+            server_pushes: record.counters.server_pushes,
+            client_records: record.counters.client_records,
+            adopted: record.adopted,
             duration_ms: record.duration_ms(),
             cookie: record.cookie,
             cgroup_id: record.cgroup_id,
+            uid: record.uid,
         };
         // Write errors surface at the next flush.
         let _ = match self.format {
@@ -273,7 +285,7 @@ impl Printer {
         self.out.flush()
     }
 
-    fn summary(&mut self, losses: &LossCounters, flows_closed: u64, evictions: u64) {
+    fn summary(&mut self, losses: &LossCounters, flows_closed: u64) {
         match self.format {
             ObserveFormat::Json => {
                 let line = SummaryLine {
@@ -281,7 +293,6 @@ impl Printer {
                     flows_closed,
                     lost: *losses,
                     lost_total: losses.total(),
-                    unclassified_evictions: evictions,
                 };
                 let _ = serde_json::to_writer(&mut self.out, &line);
                 let _ = self.out.write_all(b"\n");

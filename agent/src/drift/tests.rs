@@ -46,6 +46,7 @@ fn requests(destination: Destination, requests: u64, at: f64) -> Observation {
         transport: Transport::IstioMtls,
         expected_transport: Some(ExpectedTransport::Mtls),
         requests,
+        estimated: false,
         connections: 1,
         bytes: requests * 1_000,
         at_seconds: at,

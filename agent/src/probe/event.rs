@@ -4,35 +4,90 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 pub use meshdrift_ebpf::Role;
-use meshdrift_ebpf::{FlowAddrs, FlowEvent, PayloadEvent, RecordKind};
+use meshdrift_ebpf::{
+    FlowAddrs, FlowEvent, FlowState, PayloadEvent, RecordKind, direction, flow_flags,
+};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FlowKind {
-    /// Cumulative counters of a flow that is still open.
+    /// Cumulative counters of a flow that is still open, read by a sweep of
+    /// the kernel's flow map.
     Update,
     /// Final counters of a closed flow.
     Close,
 }
 
-/// Counters of one socket, cumulative since it was established.
+/// A flow's counters, cumulative since it was established (or adopted), from
+/// the connection's point of view: "client" is the end that connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowCounters {
+    pub client_bytes: u64,
+    pub server_bytes: u64,
+    /// Request turns: client data that follows server data.
+    pub requests: u64,
+    /// Client and server data segments sent with PSH: each end's write bursts.
+    pub client_pushes: u64,
+    pub server_pushes: u64,
+    /// TLS application-data records the client began; `None` for a flow that
+    /// is not TLS or whose record parser lost its place.
+    pub client_records: Option<u64>,
+}
+
+/// One socket's flow at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowRecord {
     pub kind: FlowKind,
     pub cookie: u64,
+    /// cgroup and owner uid of the socket (0 until its first client payload).
     pub cgroup_id: u64,
+    pub uid: u32,
     pub role: Role,
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// `CLOCK_MONOTONIC` nanoseconds at establishment (or adoption) and at this record.
     pub start_ns: u64,
     pub time_ns: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub exchanges: u32,
+    pub counters: FlowCounters,
+    /// Open before the programs were attached: counted from its first packet
+    /// after, its role inferred from the ports.
+    pub adopted: bool,
 }
 
 impl FlowRecord {
+    /// A record of `kind` from the kernel's state of flow `cookie` at `time_ns`.
+    pub fn from_state(
+        kind: FlowKind,
+        cookie: u64,
+        time_ns: u64,
+        state: &FlowState,
+    ) -> Result<Self, DecodeError> {
+        let (local, remote) = socket_addrs(&state.addrs);
+        let tls = state.flags & flow_flags::TLS != 0;
+        let records_lost = state.flags & flow_flags::RECORDS_LOST != 0;
+        Ok(FlowRecord {
+            kind,
+            cookie,
+            cgroup_id: state.cgroup_id,
+            uid: state.uid,
+            role: decode_role(state.addrs.role)?,
+            local,
+            remote,
+            start_ns: state.start_ns,
+            time_ns,
+            counters: FlowCounters {
+                client_bytes: state.bytes[direction::FROM_CLIENT],
+                server_bytes: state.bytes[direction::FROM_SERVER],
+                requests: state.requests,
+                client_pushes: state.pushes[direction::FROM_CLIENT],
+                server_pushes: state.pushes[direction::FROM_SERVER],
+                client_records: (tls && !records_lost).then_some(state.client_records),
+            },
+            adopted: state.flags & flow_flags::ADOPTED != 0,
+        })
+    }
+
     /// The client end of the connection, whichever end this socket is.
     pub fn client(&self) -> SocketAddr {
         match self.role {
@@ -49,6 +104,22 @@ impl FlowRecord {
         }
     }
 
+    /// TCP payload bytes this socket sent.
+    pub fn bytes_sent(&self) -> u64 {
+        match self.role {
+            Role::Client => self.counters.client_bytes,
+            Role::Server => self.counters.server_bytes,
+        }
+    }
+
+    /// TCP payload bytes this socket received.
+    pub fn bytes_received(&self) -> u64 {
+        match self.role {
+            Role::Client => self.counters.server_bytes,
+            Role::Server => self.counters.client_bytes,
+        }
+    }
+
     pub fn duration_ms(&self) -> u64 {
         self.time_ns.saturating_sub(self.start_ns) / 1_000_000
     }
@@ -59,6 +130,9 @@ impl FlowRecord {
 pub struct PayloadRecord {
     pub cookie: u64,
     pub role: Role,
+    /// Taken mid-stream from an adopted flow: the connection's start (TLS
+    /// handshake, HTTP/2 preface) was never seen.
+    pub mid_stream: bool,
     pub bytes: Bytes,
 }
 
@@ -90,26 +164,10 @@ pub fn decode(record: &[u8]) -> Result<ProbeEvent, DecodeError> {
     let first = *record.first().ok_or(DecodeError::Empty)?;
     let record_kind = RecordKind::from_u8(first).ok_or(DecodeError::UnknownKind(first))?;
     match record_kind {
-        RecordKind::Update | RecordKind::Close => {
+        RecordKind::Close => {
             let event: FlowEvent = read_record(record, first)?;
-            let (local, remote) = socket_addrs(&event.addrs);
-            Ok(ProbeEvent::Flow(FlowRecord {
-                kind: if record_kind == RecordKind::Close {
-                    FlowKind::Close
-                } else {
-                    FlowKind::Update
-                },
-                cookie: event.cookie,
-                cgroup_id: event.cgroup_id,
-                role: decode_role(event.addrs.role)?,
-                local,
-                remote,
-                start_ns: event.start_ns,
-                time_ns: event.time_ns,
-                bytes_sent: event.bytes_sent,
-                bytes_received: event.bytes_received,
-                exchanges: event.exchanges,
-            }))
+            FlowRecord::from_state(FlowKind::Close, event.cookie, event.time_ns, &event.state)
+                .map(ProbeEvent::Flow)
         }
         RecordKind::Payload => {
             let event: PayloadEvent = read_record(record, first)?;
@@ -119,6 +177,7 @@ pub fn decode(record: &[u8]) -> Result<ProbeEvent, DecodeError> {
             Ok(ProbeEvent::Payload(PayloadRecord {
                 cookie: event.cookie,
                 role: decode_role(event.role)?,
+                mid_stream: event.mid_stream != 0,
                 bytes: Bytes::copy_from_slice(&event.data[..len]),
             }))
         }
@@ -169,7 +228,7 @@ mod tests {
             .to_vec()
     }
 
-    fn addrs(family: u8) -> FlowAddrs {
+    fn addrs(family: u8, role: Role) -> FlowAddrs {
         let mut local = [0u8; 16];
         let mut remote = [0u8; 16];
         if family == 4 {
@@ -185,30 +244,33 @@ mod tests {
             local_port: 40000,
             remote_port: 8443,
             family,
-            role: Role::Client as u8,
+            role: role as u8,
             _pad: [0; 2],
         }
     }
 
-    fn flow_event(kind: u8, family: u8) -> FlowEvent {
+    fn state(family: u8, role: Role) -> FlowState {
+        let mut state = FlowState::new(addrs(family, role), 1_000_000, flow_flags::TLS);
+        state.bytes = [100, 200];
+        state.pushes = [2, 3];
+        state.requests = 3;
+        state.client_records = 4;
+        state
+    }
+
+    fn close_event(family: u8, role: Role) -> FlowEvent {
         FlowEvent {
-            kind,
+            kind: RecordKind::Close as u8,
             _pad: [0; 7],
             cookie: 7,
-            cgroup_id: 9,
-            start_ns: 1_000_000,
             time_ns: 31_000_000,
-            bytes_sent: 100,
-            bytes_received: 200,
-            exchanges: 3,
-            _pad2: 0,
-            addrs: addrs(family),
+            state: state(family, role),
         }
     }
 
     #[test]
     fn decodes_an_ipv4_close_record() {
-        let event = decode(&as_bytes(&flow_event(RecordKind::Close as u8, 4))).unwrap();
+        let event = decode(&as_bytes(&close_event(4, Role::Client))).unwrap();
         let ProbeEvent::Flow(flow) = event else {
             panic!("expected a flow record");
         };
@@ -218,18 +280,34 @@ mod tests {
         assert_eq!(flow.client(), flow.local);
         assert_eq!(flow.server(), flow.remote);
         assert_eq!(flow.duration_ms(), 30);
-        assert_eq!(flow.exchanges, 3);
+        assert_eq!(flow.counters.requests, 3);
+        assert_eq!(flow.counters.client_records, Some(4));
+        assert_eq!((flow.bytes_sent(), flow.bytes_received()), (100, 200));
+        assert!(!flow.adopted);
     }
 
     #[test]
-    fn decodes_an_ipv6_update_record() {
-        let ProbeEvent::Flow(flow) =
-            decode(&as_bytes(&flow_event(RecordKind::Update as u8, 6))).unwrap()
+    fn a_server_socket_sends_the_server_bytes() {
+        let ProbeEvent::Flow(flow) = decode(&as_bytes(&close_event(6, Role::Server))).unwrap()
         else {
             panic!("expected a flow record");
         };
-        assert_eq!(flow.kind, FlowKind::Update);
         assert_eq!(flow.remote, "[fd00::b]:8443".parse().unwrap());
+        assert_eq!(flow.client(), flow.remote);
+        assert_eq!((flow.bytes_sent(), flow.bytes_received()), (200, 100));
+    }
+
+    #[test]
+    fn records_are_unknown_when_the_parser_lost_its_place_or_the_flow_is_not_tls() {
+        let mut lost = state(4, Role::Client);
+        lost.flags |= flow_flags::RECORDS_LOST;
+        let flow = FlowRecord::from_state(FlowKind::Update, 1, 2, &lost).unwrap();
+        assert_eq!(flow.counters.client_records, None);
+        let mut plain = state(4, Role::Client);
+        plain.flags = flow_flags::ADOPTED;
+        let flow = FlowRecord::from_state(FlowKind::Update, 1, 2, &plain).unwrap();
+        assert_eq!(flow.counters.client_records, None);
+        assert!(flow.adopted);
     }
 
     #[test]
@@ -237,7 +315,8 @@ mod tests {
         let event = PayloadEvent {
             kind: RecordKind::Payload as u8,
             role: Role::Server as u8,
-            _pad: [0; 2],
+            mid_stream: 1,
+            _pad: 0,
             len: u32::MAX,
             cookie: 5,
             data: [b'x'; PAYLOAD_CAPTURE_LEN],
@@ -247,6 +326,7 @@ mod tests {
         };
         assert_eq!(payload.bytes.len(), PAYLOAD_CAPTURE_LEN);
         assert_eq!(payload.role, Role::Server);
+        assert!(payload.mid_stream);
     }
 
     #[test]
@@ -257,8 +337,8 @@ mod tests {
             Err(DecodeError::Short { .. })
         ));
         assert_eq!(decode(&[99]), Err(DecodeError::UnknownKind(99)));
-        let mut bad_role = flow_event(RecordKind::Close as u8, 4);
-        bad_role.addrs.role = 7;
+        let mut bad_role = close_event(4, Role::Client);
+        bad_role.state.addrs.role = 7;
         assert_eq!(
             decode(&as_bytes(&bad_role)),
             Err(DecodeError::UnknownRole(7))

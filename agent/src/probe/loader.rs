@@ -2,7 +2,6 @@
 //! its ring buffer. Dropping the [`Probe`] detaches everything.
 
 use std::{
-    collections::BTreeMap,
     fs::File,
     io,
     path::{Path, PathBuf},
@@ -11,14 +10,17 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SockOps},
+    maps::{Map, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSkbAttachType},
 };
-use meshdrift_ebpf::{DEFAULT_RING_BUFFER_BYTES, DEFAULT_UPDATE_INTERVAL_NS, Loss, names};
-use serde::Serialize;
+use meshdrift_ebpf::{
+    DEFAULT_RING_BUFFER_BYTES, DEFAULT_UPDATE_INTERVAL_NS, Loss, PortRange, names,
+};
 use tokio::io::unix::AsyncFd;
 
-use super::{CgroupError, ProbeEvent, decode};
+use super::{
+    CgroupError, FlowKind, FlowRecord, ProbeEvent, decode, losses::KernelLosses, sweep::Sweeper,
+};
 
 /// The kernel programs, built by `build.rs` from `agent-ebpf`.
 static EBPF_OBJECT: &[u8] =
@@ -34,7 +36,7 @@ pub fn ebpf_object() -> &'static [u8] {
 pub struct ProbeConfig {
     /// cgroup v2 directory to attach to; the hierarchy's root when `None`.
     pub cgroup: Option<PathBuf>,
-    /// How often a long-lived flow reports its cumulative counters.
+    /// How often the flow map is swept for the counters of open flows.
     pub update_interval: Duration,
     /// Ring-buffer size in bytes: a power of two and a multiple of the page size.
     pub ring_buffer_bytes: u32,
@@ -87,6 +89,8 @@ pub enum ProbeError {
     },
     #[error("waiting on the ring buffer: {0}")]
     Poll(io::Error),
+    #[error("sweeping the flow map: {0}")]
+    Sweep(io::Error),
 }
 
 /// The operating-system error at the root of `err`'s source chain, if any.
@@ -123,61 +127,13 @@ fn program_hint(err: &aya::programs::ProgramError) -> &'static str {
     }
 }
 
-/// Lost records, by reason. Every counter is reported, zeros included.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct LossCounters {
-    /// Flow updates/closes the kernel could not queue: the ring buffer was full.
-    pub ringbuf_full: u64,
-    /// First-payload records the kernel could not queue.
-    pub payload_ringbuf_full: u64,
-    /// Flows the kernel could not record in its flow map.
-    pub flow_map_insert: u64,
-    /// Flows whose state was evicted from the kernel flow map before they closed.
-    pub flow_evicted: u64,
-    /// Records user space could not decode.
-    pub malformed: u64,
-}
-
-impl LossCounters {
-    /// Every counter with its `reason` label, zeros included.
-    pub fn reasons(&self) -> [(&'static str, u64); 5] {
-        [
-            ("ringbuf_full", self.ringbuf_full),
-            ("payload_ringbuf_full", self.payload_ringbuf_full),
-            ("flow_map_insert", self.flow_map_insert),
-            ("flow_evicted", self.flow_evicted),
-            ("malformed", self.malformed),
-        ]
-    }
-
-    /// The counters by reason, as the report shows them.
-    pub fn by_reason(&self) -> BTreeMap<String, u64> {
-        self.reasons()
-            .into_iter()
-            .map(|(reason, count)| (reason.to_owned(), count))
-            .collect()
-    }
-
-    pub fn total(&self) -> u64 {
-        self.reasons().iter().map(|(_, count)| count).sum()
-    }
-}
-
-impl std::fmt::Display for LossCounters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (reason, count)) in self.reasons().into_iter().enumerate() {
-            let separator = if i == 0 { "" } else { ", " };
-            write!(f, "{separator}{} {count}", reason.replace('_', " "))?;
-        }
-        write!(f, " (total {})", self.total())
-    }
-}
-
-/// The attached kernel programs and their ring buffer.
+/// The attached kernel programs, their ring buffer and their flow map.
 pub struct Probe {
     // Keeps the programs loaded and their cgroup links alive; dropping it detaches them.
     _ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
+    flows: MapData,
+    sweeper: Sweeper,
     losses: PerCpuArray<MapData, u64>,
     malformed: u64,
     cgroup: PathBuf,
@@ -197,12 +153,14 @@ impl Probe {
             Some(path) => path.clone(),
             None => meshdrift_host::cgroup2_root()?,
         };
-        let interval_ns = u64::try_from(config.update_interval.as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        // A quarter full wakes user space at once; below that, records wait
+        // for its next poll.
+        let wakeup_bytes = u64::from(size / 4);
+        let ephemeral = ephemeral_port_range();
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, size)
-            .override_global(names::UPDATE_INTERVAL_NS, &interval_ns, true)
+            .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
+            .override_global(names::EPHEMERAL_PORTS, &ephemeral, true)
             .load(EBPF_OBJECT)
             .map_err(|source| ProbeError::Load { source })?;
 
@@ -210,19 +168,16 @@ impl Probe {
             path: cgroup.clone(),
             source,
         })?;
-        attach_sock_ops(&mut ebpf, &cgroup_file)?;
-        attach_skb(
-            &mut ebpf,
-            &cgroup_file,
-            names::SKB_EGRESS,
-            CgroupSkbAttachType::Egress,
-        )?;
-        attach_skb(
-            &mut ebpf,
-            &cgroup_file,
-            names::SKB_INGRESS,
-            CgroupSkbAttachType::Ingress,
-        )?;
+        // Every program is verified before any is attached, so attaching
+        // takes a moment. sock_ops first: every connection established from
+        // then on is recorded at establishment; the packet programs adopt
+        // the older ones on their first data packet.
+        for name in PROGRAMS {
+            load_program(&mut ebpf, name)?;
+        }
+        for name in PROGRAMS {
+            attach_program(&mut ebpf, name, &cgroup_file)?;
+        }
 
         let events = take_map(&mut ebpf, names::EVENTS)?;
         let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map {
@@ -234,6 +189,15 @@ impl Probe {
         let events =
             unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
                 .map_err(|err| ProbeError::Poll(err.into_parts().1))?;
+        let flows = match take_map(&mut ebpf, names::FLOWS)? {
+            Map::HashMap(data) => data,
+            _ => {
+                return Err(ProbeError::Missing {
+                    what: "hash map",
+                    name: names::FLOWS,
+                });
+            }
+        };
         let losses = take_map(&mut ebpf, names::LOSSES)?;
         let losses = PerCpuArray::try_from(losses).map_err(|source| ProbeError::Map {
             name: names::LOSSES,
@@ -243,6 +207,8 @@ impl Probe {
         Ok(Self {
             _ebpf: ebpf,
             events,
+            flows,
+            sweeper: Sweeper::default(),
             losses,
             malformed: 0,
             cgroup,
@@ -254,10 +220,18 @@ impl Probe {
         &self.cgroup
     }
 
-    /// Waits for records and appends every one available to `out`.
-    pub async fn read_events(&mut self, out: &mut Vec<ProbeEvent>) -> Result<(), ProbeError> {
+    /// Waits until the kernel wakes user space: the ring buffer filled past
+    /// its wakeup mark. Records below the mark are read by [`Probe::drain`]
+    /// on the caller's own schedule.
+    pub async fn wait_for_wakeup(&mut self) -> Result<(), ProbeError> {
         let mut guard = self.events.readable_mut().await.map_err(ProbeError::Poll)?;
-        let ring = guard.get_inner_mut();
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Appends every record queued in the ring buffer to `out`.
+    pub fn drain(&mut self, out: &mut Vec<ProbeEvent>) {
+        let ring = self.events.get_mut();
         while let Some(record) = ring.next() {
             match decode(&record) {
                 Ok(event) => out.push(event),
@@ -267,12 +241,28 @@ impl Probe {
                 }
             }
         }
-        guard.clear_ready();
-        Ok(())
     }
 
-    /// Reads the per-CPU loss counters, summed over CPUs.
-    pub fn losses(&self) -> Result<LossCounters, ProbeError> {
+    /// Reads every open flow's counters from the kernel's flow map, as update
+    /// records stamped with `time_ns` (`CLOCK_MONOTONIC`, the kernel's clock).
+    pub fn sweep(&mut self, time_ns: u64, out: &mut Vec<FlowRecord>) -> Result<(), ProbeError> {
+        let malformed = &mut self.malformed;
+        self.sweeper
+            .sweep(&self.flows, |cookie, state| {
+                match FlowRecord::from_state(FlowKind::Update, cookie, time_ns, state) {
+                    Ok(record) => out.push(record),
+                    Err(err) => {
+                        *malformed += 1;
+                        tracing::warn!(%err, cookie, "dropping a malformed flow-map entry");
+                    }
+                }
+            })
+            .map_err(ProbeError::Sweep)
+    }
+
+    /// The kernel's loss counters, summed over CPUs, and the records user
+    /// space could not decode.
+    pub fn losses(&self) -> Result<KernelLosses, ProbeError> {
         let read = |loss: Loss| -> Result<u64, ProbeError> {
             let values = self
                 .losses
@@ -283,14 +273,34 @@ impl Probe {
                 })?;
             Ok(values.iter().sum())
         };
-        Ok(LossCounters {
+        Ok(KernelLosses {
             ringbuf_full: read(Loss::RingbufFull)?,
             payload_ringbuf_full: read(Loss::PayloadRingbufFull)?,
             flow_map_insert: read(Loss::FlowMapInsert)?,
-            flow_evicted: read(Loss::FlowEvicted)?,
+            adopt_map_full: read(Loss::AdoptMapFull)?,
             malformed: self.malformed,
         })
     }
+}
+
+/// The kernel's ephemeral port range, from which adopted flows' roles are
+/// inferred; Linux's default when it cannot be read.
+fn ephemeral_port_range() -> PortRange {
+    let path = "/proc/sys/net/ipv4/ip_local_port_range";
+    let parsed = std::fs::read_to_string(path).ok().and_then(|text| {
+        let mut ports = text.split_whitespace().map(str::parse::<u16>);
+        match (ports.next(), ports.next()) {
+            (Some(Ok(low)), Some(Ok(high))) if low <= high => Some(PortRange { low, high }),
+            _ => None,
+        }
+    });
+    parsed.unwrap_or_else(|| {
+        tracing::warn!(
+            path,
+            "cannot read the ephemeral port range; assuming Linux's default"
+        );
+        PortRange::DEFAULT
+    })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
@@ -298,48 +308,59 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Probe
         .ok_or(ProbeError::Missing { what: "map", name })
 }
 
-fn attach_sock_ops(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), ProbeError> {
-    let name = names::SOCK_OPS;
-    let program: &mut SockOps = ebpf
-        .program_mut(name)
-        .ok_or(ProbeError::Missing {
-            what: "program",
-            name,
-        })?
-        .try_into()
-        .map_err(|source| ProbeError::Program { name, source })?;
-    program
-        .load()
-        .map_err(|source| ProbeError::Program { name, source })?;
-    program
-        .attach(cgroup, CgroupAttachMode::Single)
-        .map_err(|source| ProbeError::Program { name, source })?;
-    Ok(())
+/// The programs in attach order.
+const PROGRAMS: [&str; 4] = [
+    names::SOCK_OPS,
+    names::SKB_EGRESS,
+    names::SKB_INGRESS,
+    names::SOCK_RELEASE,
+];
+
+fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), ProbeError> {
+    let program = ebpf.program_mut(name).ok_or(ProbeError::Missing {
+        what: "program",
+        name,
+    })?;
+    let loaded = match program {
+        aya::programs::Program::SockOps(program) => program.load(),
+        aya::programs::Program::CgroupSkb(program) => program.load(),
+        aya::programs::Program::CgroupSock(program) => program.load(),
+        _ => {
+            return Err(ProbeError::Missing {
+                what: "cgroup program",
+                name,
+            });
+        }
+    };
+    loaded.map_err(|source| ProbeError::Program { name, source })
 }
 
-fn attach_skb(
-    ebpf: &mut Ebpf,
-    cgroup: &File,
-    name: &'static str,
-    attach_type: CgroupSkbAttachType,
-) -> Result<(), ProbeError> {
-    let program: &mut CgroupSkb = ebpf
-        .program_mut(name)
-        .ok_or(ProbeError::Missing {
-            what: "program",
-            name,
-        })?
-        .try_into()
-        .map_err(|source| ProbeError::Program { name, source })?;
-    program
-        .load()
-        .map_err(|source| ProbeError::Program { name, source })?;
-    program
-        .attach(cgroup, attach_type, CgroupAttachMode::Single)
-        .map_err(|source| ProbeError::Program { name, source })?;
-    Ok(())
+fn attach_program(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<(), ProbeError> {
+    let program = ebpf.program_mut(name).ok_or(ProbeError::Missing {
+        what: "program",
+        name,
+    })?;
+    let mode = CgroupAttachMode::Single;
+    let attached = match program {
+        aya::programs::Program::SockOps(program) => program.attach(cgroup, mode).map(drop),
+        aya::programs::Program::CgroupSkb(program) => {
+            let direction = if name == names::SKB_EGRESS {
+                CgroupSkbAttachType::Egress
+            } else {
+                CgroupSkbAttachType::Ingress
+            };
+            program.attach(cgroup, direction, mode).map(drop)
+        }
+        aya::programs::Program::CgroupSock(program) => program.attach(cgroup, mode).map(drop),
+        _ => {
+            return Err(ProbeError::Missing {
+                what: "cgroup program",
+                name,
+            });
+        }
+    };
+    attached.map_err(|source| ProbeError::Program { name, source })
 }
-
 #[cfg(test)]
 mod tests {
     use std::io;

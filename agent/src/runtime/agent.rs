@@ -80,7 +80,8 @@ impl Agent {
     }
 
     /// The verdicts over the window ending now, with the agent's health.
-    pub(super) fn report(&mut self, losses: &LossCounters, flows_tracked: usize) -> Report {
+    pub(super) fn report(&mut self, mut losses: LossCounters, flows_tracked: usize) -> Report {
+        losses.late = self.engine.late_dropped();
         let now = self.now();
         self.engine.expire(now);
         let snapshot = self.engine.snapshot(now);

@@ -1,28 +1,60 @@
 //! The probe loop `run` and `observe` share: the attached kernel programs,
-//! their records decoded and joined into observed flows.
+//! their records and sweeps of their flow map, joined into observed flows.
+//!
+//! Three things wake it: the kernel (only once its ring buffer fills past the
+//! wakeup mark, so a busy node does not pay a wakeup per record), a short
+//! poll that reads whatever queued below the mark, and the update interval,
+//! at which the whole flow map is swept so that every open flow's counters
+//! reach the tallies within one interval, also when the flow then idles.
+
+use std::time::Duration;
+
+use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::{
     pipeline::{FlowJoiner, ObservedFlow},
-    probe::{LossCounters, Probe, ProbeConfig, ProbeError, ProbeEvent},
+    probe::{FlowRecord, KernelLosses, LossCounters, Probe, ProbeConfig, ProbeError, ProbeEvent},
 };
 
 /// Open flows remembered at most by the joiner; closes lost on a large scale
 /// cannot grow memory beyond this.
 const MAX_OPEN_FLOWS: usize = 1 << 20;
 
+/// How often records queued below the wakeup mark are read: the delay of a
+/// close record on a quiet node.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
 pub struct ProbeLoop {
     probe: Probe,
     joiner: FlowJoiner,
     records: Vec<ProbeEvent>,
+    swept: Vec<FlowRecord>,
+    poll: Interval,
+    sweep: Interval,
+    /// The last loss counters read from the kernel, and failed reads.
+    kernel_losses: KernelLosses,
+    kernel_read_failed: u64,
 }
 
 impl ProbeLoop {
     /// Loads and attaches the kernel programs. Needs a tokio runtime.
     pub fn attach(config: &ProbeConfig) -> Result<Self, ProbeError> {
+        let probe = Probe::attach(config)?;
+        let mut sweep = tokio::time::interval(config.update_interval);
+        // A late sweep is not made up for: the next one reads the same counters.
+        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        sweep.reset();
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(Self {
-            probe: Probe::attach(config)?,
+            probe,
             joiner: FlowJoiner::new(MAX_OPEN_FLOWS),
-            records: Vec::with_capacity(1024),
+            records: Vec::with_capacity(4096),
+            swept: Vec::new(),
+            poll,
+            sweep,
+            kernel_losses: KernelLosses::default(),
+            kernel_read_failed: 0,
         })
     }
 
@@ -35,25 +67,84 @@ impl ProbeLoop {
         self.joiner.tracked()
     }
 
-    /// Flows the joiner forgot because its table was full.
-    pub fn joiner_evicted(&self) -> u64 {
-        self.joiner.evicted()
+    /// Every loss so far, kernel and user space (`late` is the drift
+    /// engine's to fill). A failed read of the kernel's counters is itself
+    /// counted, and the last values read stand.
+    pub fn losses(&mut self) -> LossCounters {
+        match self.probe.losses() {
+            Ok(kernel) => self.kernel_losses = kernel,
+            Err(err) => {
+                self.kernel_read_failed += 1;
+                tracing::warn!(%err, "reading the kernel's loss counters failed");
+            }
+        }
+        let joiner = self.joiner.losses();
+        LossCounters {
+            kernel: self.kernel_losses,
+            flow_table_full: joiner.flow_table_full,
+            close_unseen: joiner.close_unseen,
+            late: 0,
+            kernel_read_failed: self.kernel_read_failed,
+        }
     }
 
-    /// Lost records, kernel and user space.
-    pub fn losses(&self) -> Result<LossCounters, ProbeError> {
-        self.probe.losses()
-    }
-
-    /// Waits for kernel records and appends the flow updates and closes they
-    /// carry to `out`.
+    /// Waits for the next batch of kernel records, or the next sweep, and
+    /// appends the flow updates and closes they carry to `out`.
     pub async fn read(&mut self, out: &mut Vec<ObservedFlow>) -> Result<(), ProbeError> {
-        self.probe.read_events(&mut self.records).await?;
+        tokio::select! {
+            woken = self.probe.wait_for_wakeup() => woken?,
+            _ = self.poll.tick() => {}
+            _ = self.sweep.tick() => {
+                self.sweep_flows(out);
+                return Ok(());
+            }
+        }
+        self.drain(out);
+        Ok(())
+    }
+
+    fn drain(&mut self, out: &mut Vec<ObservedFlow>) {
+        self.probe.drain(&mut self.records);
         out.extend(
             self.records
                 .drain(..)
                 .filter_map(|record| self.joiner.push(record)),
         );
-        Ok(())
     }
+
+    /// Reads every open flow's counters, then drains the ring buffer, so a
+    /// flow the sweep did not find has either had its close record read or
+    /// lost it (see `FlowJoiner`).
+    fn sweep_flows(&mut self, out: &mut Vec<ObservedFlow>) {
+        self.joiner.begin_sweep();
+        let complete = match self.probe.sweep(monotonic_ns(), &mut self.swept) {
+            Ok(()) => true,
+            Err(err) => {
+                self.kernel_read_failed += 1;
+                tracing::warn!(%err, "sweeping the kernel's flow map failed; the next sweep tries again");
+                false
+            }
+        };
+        out.extend(
+            self.swept
+                .drain(..)
+                .filter_map(|record| self.joiner.sweep_update(record)),
+        );
+        self.drain(out);
+        if complete {
+            self.joiner.end_sweep();
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of the kernel's timestamps.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass; CLOCK_MONOTONIC
+    // always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
 }

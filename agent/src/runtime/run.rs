@@ -42,7 +42,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let mut agent = Agent::new(config.node.clone(), engine, Arc::clone(&metrics));
     let (state, publisher) = AppState::new(
-        agent.report(&LossCounters::default(), 0),
+        agent.report(LossCounters::default(), 0),
         Arc::clone(&metrics),
     );
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -89,8 +89,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 }
             }
             _ = publish_tick.tick() => {
-                let losses = probe_loop.losses().unwrap_or_default();
-                publisher.publish(agent.report(&losses, probe_loop.flows_tracked()));
+                let losses = probe_loop.losses();
+                publisher.publish(agent.report(losses, probe_loop.flows_tracked()));
             }
             changed = declared_feed.changed() => {
                 if changed.is_err() {
@@ -105,7 +105,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         }
     };
     state.set_ready(false);
-    let losses = probe_loop.losses().unwrap_or_default();
+    let losses = probe_loop.losses();
     drop(probe_loop);
     let _ = stop_http.send(());
     if let Ok(Err(err)) = server.await {

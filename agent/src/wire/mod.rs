@@ -88,6 +88,21 @@ pub fn classify(first_client_bytes: &[u8]) -> Classification {
     Classification::plain(transport)
 }
 
+/// Classifies client bytes taken mid-stream from a connection that was open
+/// before the agent started. Only what is certain counts: TLS records (whose
+/// handshake was not seen) and an HTTP/1 request line; anything else may be
+/// the middle of a record and says nothing.
+pub fn classify_mid_stream(client_bytes: &[u8]) -> Classification {
+    let transport = if tls::starts_with_record_header(client_bytes) {
+        Transport::Encrypted
+    } else if http::is_http1_request(client_bytes) {
+        Transport::Http
+    } else {
+        Transport::None
+    };
+    Classification::plain(transport)
+}
+
 /// Whether an ALPN protocol is one only Istio proxies offer.
 pub fn is_istio_alpn(protocol: &str) -> bool {
     ISTIO_ALPN_PROTOCOLS.contains(&protocol)

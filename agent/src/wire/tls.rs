@@ -48,7 +48,7 @@ pub(super) fn read_client_hello(bytes: &[u8]) -> Option<ClientHello> {
 /// A TLS record header: a content type a client can open with, protocol version 3.x
 /// (SSL 3.0 up to the TLS 1.3 wire value) and, when the length is captured, a length
 /// a record may have. Three bytes are enough to decide when the capture is that short.
-fn starts_with_record_header(bytes: &[u8]) -> bool {
+pub(super) fn starts_with_record_header(bytes: &[u8]) -> bool {
     let [content_type, major, minor, rest @ ..] = bytes else {
         return false;
     };

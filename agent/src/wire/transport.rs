@@ -18,18 +18,24 @@ pub enum Transport {
     Http2,
     /// Client bytes that are none of the above.
     Other,
-    /// The client sent no bytes before the flow was classified.
+    /// TLS records on a connection whose handshake was not seen (it was open
+    /// before the agent started): encrypted, but whether it is Istio mTLS is
+    /// not known.
+    Encrypted,
+    /// The client sent no bytes before the flow was classified, or bytes
+    /// taken mid-stream that say nothing certain.
     None,
 }
 
 impl Transport {
     /// Every transport, in the order reports list them.
-    pub const ALL: [Transport; 6] = [
+    pub const ALL: [Transport; 7] = [
         Transport::IstioMtls,
         Transport::Tls,
         Transport::Http,
         Transport::Http2,
         Transport::Other,
+        Transport::Encrypted,
         Transport::None,
     ];
 
@@ -41,13 +47,17 @@ impl Transport {
             Transport::Http => "http",
             Transport::Http2 => "http2",
             Transport::Other => "other",
+            Transport::Encrypted => "encrypted",
             Transport::None => "none",
         }
     }
 
     /// Whether the bytes on the wire were encrypted (any TLS).
     pub const fn is_tls(self) -> bool {
-        matches!(self, Transport::IstioMtls | Transport::Tls)
+        matches!(
+            self,
+            Transport::IstioMtls | Transport::Tls | Transport::Encrypted
+        )
     }
 }
 
@@ -59,7 +69,9 @@ impl fmt::Display for Transport {
 
 /// A transport name that is not one of [`Transport::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown transport {0:?}: expected one of istio_mtls, tls, http, http2, other, none")]
+#[error(
+    "unknown transport {0:?}: expected one of istio_mtls, tls, http, http2, other, encrypted, none"
+)]
 pub struct UnknownTransport(pub String);
 
 impl FromStr for Transport {
@@ -107,6 +119,9 @@ mod tests {
     #[test]
     fn only_tls_transports_are_encrypted() {
         let encrypted: Vec<_> = Transport::ALL.into_iter().filter(|t| t.is_tls()).collect();
-        assert_eq!(encrypted, [Transport::IstioMtls, Transport::Tls]);
+        assert_eq!(
+            encrypted,
+            [Transport::IstioMtls, Transport::Tls, Transport::Encrypted]
+        );
     }
 }

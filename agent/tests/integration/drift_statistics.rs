@@ -53,6 +53,7 @@ fn observation(subset: usize, requests: u64, at: f64) -> Observation {
         transport: Transport::IstioMtls,
         expected_transport: Some(ExpectedTransport::Mtls),
         requests,
+        estimated: false,
         connections: 1,
         bytes: requests * 512,
         at_seconds: at,

@@ -1,7 +1,9 @@
 //! The `wire` classifier as the rest of the agent uses it: first client bytes in,
 //! a serializable classification out.
 
-use meshdrift::wire::{Classification, IstioSni, Transport, classify, parse_istio_sni};
+use meshdrift::wire::{
+    Classification, IstioSni, Transport, classify, classify_mid_stream, parse_istio_sni,
+};
 
 /// Decodes a hex fixture: `#` starts a comment line, whitespace is ignored.
 fn hex_fixture(text: &str) -> Vec<u8> {
@@ -73,6 +75,21 @@ fn every_transport_is_reachable_from_bytes() {
     for (bytes, transport) in cases {
         assert_eq!(classify(bytes).transport, transport, "{transport}");
     }
+    // Mid-stream bytes of a connection open before the agent started.
+    let app_data = [0x17, 0x03, 0x03, 0x00, 0x20, 0xaa];
+    assert_eq!(
+        classify_mid_stream(&app_data).transport,
+        Transport::Encrypted
+    );
+    assert_eq!(
+        classify_mid_stream(b"GET / HTTP/1.1\r\n").transport,
+        Transport::Http
+    );
+    assert_eq!(
+        classify_mid_stream(&[0x9c, 0x41, 0x07, 0xfe]).transport,
+        Transport::None,
+        "the middle of a record says nothing"
+    );
 }
 
 #[test]
@@ -83,7 +100,15 @@ fn plaintext_classifications_carry_no_tls_details() {
 
 #[test]
 fn transport_names_round_trip_through_strings() {
-    for name in ["istio_mtls", "tls", "http", "http2", "other", "none"] {
+    for name in [
+        "istio_mtls",
+        "tls",
+        "http",
+        "http2",
+        "other",
+        "encrypted",
+        "none",
+    ] {
         let transport: Transport = name.parse().expect("known transport");
         assert_eq!(transport.to_string(), name);
     }

@@ -1,6 +1,8 @@
 //! The kernel packet path driven with `BPF_PROG_TEST_RUN` on synthetic IPv4 and
-//! IPv6 frames: payload offsets, byte counts, exchange counting with TLS
-//! handshake records skipped, and the first-bytes capture. Needs root.
+//! IPv6 frames: payload offsets, byte counts, request turns with TLS control
+//! records skipped, TLS record counting across packet boundaries, the
+//! first-bytes capture, and no lost counts when both CPUs drive one flow at
+//! once. Needs root.
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -9,7 +11,9 @@ use aya::{
 };
 use meshdrift::probe::{ProbeEvent, decode, ebpf_object};
 use meshdrift_ebpf::{
-    FlowAddrs, FlowState, PAYLOAD_CAPTURE_LEN, Role, SELFTEST_COOKIE, data_dir, flow_flags, names,
+    FlowAddrs, FlowState, PAYLOAD_CAPTURE_LEN, Role, SELFTEST_COOKIE,
+    direction::{FROM_CLIENT, FROM_SERVER},
+    flow_flags, names,
 };
 
 fn require_root() {
@@ -46,26 +50,16 @@ impl Kernel {
     fn start_flow(&mut self, flow_role: Role) {
         let mut flows: HashMap<&mut MapData, u64, FlowState> =
             HashMap::try_from(self.ebpf.map_mut(names::FLOWS).unwrap()).unwrap();
-        let state = FlowState {
-            addrs: FlowAddrs {
-                local_addr: [0; 16],
-                remote_addr: [0; 16],
-                local_port: 40000,
-                remote_port: 8443,
-                family: 4,
-                role: flow_role as u8,
-                _pad: [0; 2],
-            },
-            start_ns: 0,
-            last_report_ns: u64::MAX / 2,
-            cgroup_id: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            exchanges: 0,
-            last_data: data_dir::NONE,
-            flags: 0,
+        let addrs = FlowAddrs {
+            local_addr: [0; 16],
+            remote_addr: [0; 16],
+            local_port: 40000,
+            remote_port: 8443,
+            family: 4,
+            role: flow_role as u8,
             _pad: [0; 2],
         };
+        let state = FlowState::new(addrs, 0, 0);
         flows.insert(SELFTEST_COOKIE, state, 0).unwrap();
     }
 
@@ -76,6 +70,11 @@ impl Kernel {
     }
 
     fn send(&self, egress: bool, frame: &[u8]) {
+        self.send_repeated(egress, frame, 1);
+    }
+
+    /// Runs the program `repeat` times on `frame`, on the calling thread's CPU.
+    fn send_repeated(&self, egress: bool, frame: &[u8], repeat: u32) {
         let name = if egress {
             names::SELFTEST_EGRESS
         } else {
@@ -85,7 +84,7 @@ impl Kernel {
         let result = program
             .test_run(TestRunOptions {
                 data_in: Some(frame),
-                repeat: 1,
+                repeat,
                 ..Default::default()
             })
             .unwrap();
@@ -154,33 +153,48 @@ fn tls_record(content_type: u8, len: usize) -> Vec<u8> {
     record
 }
 
+fn tls_records(sizes: &[(u8, usize)]) -> Vec<u8> {
+    sizes
+        .iter()
+        .flat_map(|&(content_type, len)| tls_record(content_type, len))
+        .collect()
+}
+
 #[test]
-fn ipv4_tls_flow_counts_bytes_and_exchanges_and_captures_the_hello_prefix() {
+fn ipv4_tls_flow_counts_bytes_turns_and_records_and_captures_the_hello_prefix() {
     let mut kernel = Kernel::load();
     kernel.start_flow(Role::Client);
     let hello = tls_record(0x16, 700);
     kernel.send(true, &ipv4_frame(&hello, 0, 12));
     let state = kernel.flow();
-    assert_eq!(state.bytes_sent, hello.len() as u64);
-    assert_eq!(state.exchanges, 0, "a ClientHello is not a request");
+    assert_eq!(state.bytes[FROM_CLIENT], hello.len() as u64);
+    assert_eq!(state.pushes[FROM_CLIENT], 1);
+    assert_eq!(state.requests, 0, "a ClientHello is not a request");
     assert_ne!(state.flags & flow_flags::TLS, 0);
     let captured = kernel.payload_records();
     assert_eq!(captured, vec![hello[..PAYLOAD_CAPTURE_LEN].to_vec()]);
 
-    // Server handshake, client Finished (handshake record), then the first request.
+    // Server handshake, client CCS + Finished, then the first request.
     kernel.send(false, &ipv4_frame(&tls_record(0x16, 90), 0, 12));
-    kernel.send(true, &ipv4_frame(&tls_record(0x14, 1), 0, 12));
-    assert_eq!(kernel.flow().exchanges, 0);
+    kernel.send(
+        true,
+        &ipv4_frame(&tls_records(&[(0x14, 1), (0x17, 53)]), 0, 12),
+    );
+    let state = kernel.flow();
+    assert_eq!(state.requests, 0);
+    assert_eq!(state.client_records, 0, "the Finished travels behind a CCS");
     kernel.send(true, &ipv4_frame(&tls_record(0x17, 120), 0, 12));
-    assert_eq!(kernel.flow().exchanges, 1);
-    // More request data without a response in between is the same exchange.
+    assert_eq!(kernel.flow().requests, 1);
+    // More request data without a response in between is the same turn,
+    // but its own record.
     kernel.send(true, &ipv4_frame(&tls_record(0x17, 40), 0, 12));
-    assert_eq!(kernel.flow().exchanges, 1);
+    assert_eq!(kernel.flow().requests, 1);
     kernel.send(false, &ipv4_frame(&tls_record(0x17, 300), 0, 12));
     kernel.send(true, &ipv4_frame(&tls_record(0x17, 120), 0, 12));
     let state = kernel.flow();
-    assert_eq!(state.exchanges, 2);
-    assert_eq!(state.bytes_received, (95 + 305) as u64);
+    assert_eq!(state.requests, 2);
+    assert_eq!(state.client_records, 3);
+    assert_eq!(state.bytes[FROM_SERVER], (95 + 305) as u64);
     assert!(
         kernel.payload_records().is_empty(),
         "the first bytes are captured once per flow"
@@ -191,12 +205,109 @@ fn ipv4_tls_flow_counts_bytes_and_exchanges_and_captures_the_hello_prefix() {
     kernel.send(false, &ipv4_frame(&tls_record(0x17, 300), 0, 12));
     kernel.send(true, &ipv4_frame(&tls_record(0x17, 19), 0, 12));
     kernel.send(true, &ipv4_frame(&tls_record(0x15, 26), 0, 12));
-    assert_eq!(kernel.flow().exchanges, 2, "alerts are not requests");
+    let state = kernel.flow();
+    assert_eq!(state.requests, 2, "alerts are not requests");
+    assert_eq!(state.client_records, 3, "nor records of requests");
     // A 19-byte record with more data behind it is a request.
-    let mut request = tls_record(0x17, 19);
-    request.extend(tls_record(0x17, 100));
-    kernel.send(true, &ipv4_frame(&request, 0, 12));
-    assert_eq!(kernel.flow().exchanges, 3);
+    kernel.send(
+        true,
+        &ipv4_frame(&tls_records(&[(0x17, 19), (0x17, 100)]), 0, 12),
+    );
+    let state = kernel.flow();
+    assert_eq!(state.requests, 3);
+    assert_eq!(state.client_records, 5);
+}
+
+#[test]
+fn records_are_counted_across_packet_boundaries() {
+    let mut kernel = Kernel::load();
+    kernel.start_flow(Role::Client);
+    kernel.send(true, &ipv4_frame(&tls_record(0x16, 200), 0, 0));
+    kernel.send(false, &ipv4_frame(&tls_record(0x16, 90), 0, 0));
+    // Three records (one of 3000 bytes) and the first 3 bytes of a fourth's
+    // header, cut over three packets; then the rest of that header and record.
+    let stream = tls_records(&[(0x17, 100), (0x17, 3000), (0x17, 50), (0x17, 80)]);
+    let cut = 105 + 3005 + 55 + 3;
+    let (first, rest) = stream.split_at(1400);
+    let (second, third) = rest.split_at(cut - 1400 - 20);
+    let (third, fourth) = third.split_at(20);
+    for chunk in [first, second, third, fourth] {
+        kernel.send(true, &ipv4_frame(chunk, 0, 0));
+    }
+    let state = kernel.flow();
+    assert_eq!(state.client_records, 4, "{state:?}");
+    assert_eq!(state.record_left, 0);
+    assert_eq!(state.record_partial, 0);
+    assert_eq!(state.flags & flow_flags::RECORDS_LOST, 0);
+    assert_eq!(state.bytes[FROM_CLIENT], 205 + stream.len() as u64);
+}
+
+#[test]
+fn a_packet_of_more_records_than_the_parser_walks_marks_them_lost() {
+    let mut kernel = Kernel::load();
+    kernel.start_flow(Role::Client);
+    kernel.send(true, &ipv4_frame(&tls_record(0x16, 200), 0, 0));
+    let many: Vec<(u8, usize)> = (0..40).map(|_| (0x17, 10)).collect();
+    kernel.send(true, &ipv4_frame(&tls_records(&many), 0, 0));
+    let state = kernel.flow();
+    assert_ne!(state.flags & flow_flags::RECORDS_LOST, 0);
+    assert_eq!(state.bytes[FROM_CLIENT], 205 + 40 * 15);
+}
+
+/// Both directions of one flow driven from both CPUs at once, and the same
+/// direction from both CPUs: every byte and burst is counted, and a turn is
+/// counted once however many CPUs see it.
+#[test]
+fn concurrent_runs_on_both_cpus_lose_no_counts() {
+    const REPEAT: u32 = 1_000_000;
+    let mut kernel = Kernel::load();
+    kernel.start_flow(Role::Client);
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    let response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+    let run_on = |cpu: usize, egress: bool, frame: &[u8], kernel: &Kernel| {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(cpu).expect("cpu index");
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+            .expect("pinning the thread to one CPU");
+        kernel.send_repeated(egress, frame, REPEAT);
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(
+        cpus >= 2,
+        "the concurrency self-test needs two CPUs, this machine has {cpus}"
+    );
+    let client_frame = ipv4_frame(&request, 0, 0);
+    let server_frame = ipv4_frame(&response, 0, 0);
+    // Opposite directions at once.
+    std::thread::scope(|scope| {
+        scope.spawn(|| run_on(0, true, &client_frame, &kernel));
+        scope.spawn(|| run_on(1, false, &server_frame, &kernel));
+    });
+    let state = kernel.flow();
+    let repeat = u64::from(REPEAT);
+    assert_eq!(state.bytes[FROM_CLIENT], repeat * request.len() as u64);
+    assert_eq!(state.bytes[FROM_SERVER], repeat * response.len() as u64);
+    assert_eq!(state.pushes, [repeat, repeat]);
+    assert!(
+        (1..=repeat).contains(&state.requests),
+        "turns are at most the client packets: {}",
+        state.requests
+    );
+    let turns_before = state.requests;
+    // The same direction from both CPUs, with no server data in between:
+    // twice the bytes, and not one new turn.
+    std::thread::scope(|scope| {
+        scope.spawn(|| run_on(0, true, &client_frame, &kernel));
+        scope.spawn(|| run_on(1, true, &client_frame, &kernel));
+    });
+    let state = kernel.flow();
+    assert_eq!(state.bytes[FROM_CLIENT], 3 * repeat * request.len() as u64);
+    assert_eq!(state.pushes[FROM_CLIENT], 3 * repeat);
+    assert!(
+        state.requests <= turns_before + 1,
+        "client data with no server data between is one turn at most: {} after {turns_before}",
+        state.requests
+    );
 }
 
 #[test]
@@ -211,8 +322,8 @@ fn ipv4_options_and_short_payloads_are_parsed_exactly() {
     let request = request.as_slice();
     kernel.send(true, &ipv4_frame(request, 8, 0));
     let state = kernel.flow();
-    assert_eq!(state.bytes_sent, request.len() as u64);
-    assert_eq!(state.exchanges, 1, "plaintext data starts an exchange");
+    assert_eq!(state.bytes[FROM_CLIENT], request.len() as u64);
+    assert_eq!(state.requests, 1, "plaintext data starts a turn");
     assert_eq!(state.flags & flow_flags::TLS, 0);
     assert_eq!(kernel.payload_records(), vec![request.to_vec()]);
 }
@@ -227,8 +338,8 @@ fn pure_acks_and_non_tcp_packets_change_nothing() {
     kernel.send(true, &udp);
     let state = kernel.flow();
     assert_eq!(
-        (state.bytes_sent, state.exchanges, state.last_data),
-        (0, 0, data_dir::NONE)
+        (state.bytes, state.pushes, state.requests),
+        ([0, 0], [0, 0], 0)
     );
     assert!(kernel.payload_records().is_empty());
 }
@@ -240,10 +351,10 @@ fn ipv6_server_side_sees_client_bytes_on_ingress() {
     let request = b"POST /api HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
     kernel.send(false, &ipv6_frame(request));
     let state = kernel.flow();
-    assert_eq!(state.bytes_received, request.len() as u64);
-    assert_eq!(state.exchanges, 1);
+    assert_eq!(state.bytes[FROM_CLIENT], request.len() as u64);
+    assert_eq!(state.requests, 1);
     assert_eq!(kernel.payload_records(), vec![request.to_vec()]);
     kernel.send(true, &ipv6_frame(b"HTTP/1.1 200 OK\r\n\r\n"));
     kernel.send(false, &ipv6_frame(request));
-    assert_eq!(kernel.flow().exchanges, 2);
+    assert_eq!(kernel.flow().requests, 2);
 }
