@@ -69,6 +69,15 @@ impl UpstreamTls {
         }
     }
 
+    /// What an Istio sidecar sends for an HTTP/2 (or gRPC) service: ALPN
+    /// `istio-h2, istio, h2`.
+    pub fn istio_h2(port: u16, subset: &str, host: &str, client_identity: &str) -> Self {
+        UpstreamTls {
+            alpn: ["istio-h2", "istio", "h2"].map(String::from).to_vec(),
+            ..Self::istio_http(port, subset, host, client_identity)
+        }
+    }
+
     pub fn tls13_only(mut self, on: bool) -> Self {
         self.tls13_only = on;
         self
@@ -82,6 +91,9 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub weight: u32,
     pub tls: Option<UpstreamTls>,
+    /// Speak h2c (HTTP/2 with prior knowledge) to a plaintext upstream.
+    /// Over TLS the protocol follows the ALPN the server picks.
+    pub h2c: bool,
 }
 
 impl Upstream {
@@ -91,7 +103,13 @@ impl Upstream {
             addr,
             weight,
             tls: None,
+            h2c: false,
         }
+    }
+
+    pub fn h2c(mut self, on: bool) -> Self {
+        self.h2c = on;
+        self
     }
 
     pub fn tls(mut self, tls: UpstreamTls) -> Self {
@@ -331,6 +349,8 @@ impl HaproxyBuilder {
                 if tls.tls13_only {
                     let _ = write!(c, " ssl-min-ver TLSv1.3");
                 }
+            } else if s.h2c {
+                let _ = write!(c, " proto h2");
             }
             let _ = writeln!(c);
         }

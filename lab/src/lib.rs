@@ -80,9 +80,11 @@ pub use haproxy::{
     Haproxy, HaproxyBuilder, HaproxyStats, ProxyMode, ServerStats, Upstream, UpstreamTls,
 };
 pub use lab::Lab;
-pub use load::{Curl, CurlReport, CurlRun, CurlTls, Response, Wrk, WrkReport};
+pub use load::{
+    Curl, CurlReport, CurlRun, CurlTls, H2load, H2loadReport, Response, Wrk, WrkReport, WrkRun,
+};
 pub use netns::NAME_PREFIX;
-pub use nginx::{Nginx, NginxBuilder};
+pub use nginx::{Nginx, NginxBuilder, SlowResponses};
 pub use pod::{DEFAULT_RUN_TIMEOUT, Pod};
 pub use process::{Output, Process};
 pub use shared::{CGROUP_PREFIX, KEEP_ENV};

@@ -358,6 +358,11 @@ impl Wrk {
     }
 
     pub fn run(&self, pod: &Pod) -> Result<WrkReport> {
+        self.spawn(pod)?.wait()
+    }
+
+    /// Starts wrk in `pod` and returns at once; see [`WrkRun::wait`].
+    pub fn spawn(&self, pod: &Pod) -> Result<WrkRun> {
         let mut cmd = Command::new("wrk");
         let connections = self.connections.max(self.threads);
         cmd.arg(format!("-t{}", self.threads))
@@ -370,9 +375,124 @@ impl Wrk {
             cmd.args(["--header", "Connection: close"]);
         }
         cmd.arg(&self.url);
-        let output = pod.run_ok(cmd, self.duration + Duration::from_secs(20))?;
+        Ok(WrkRun {
+            process: pod.spawn(cmd)?,
+            bound: self.duration + Duration::from_secs(20),
+        })
+    }
+}
+
+/// A wrk run in progress.
+#[derive(Debug)]
+pub struct WrkRun {
+    process: Process,
+    bound: Duration,
+}
+
+impl WrkRun {
+    /// Waits for wrk (killing it past its time bound) and parses its report.
+    pub fn wait(self) -> Result<WrkReport> {
+        let output = self.process.wait_output(self.bound)?.ok()?;
         parse_wrk(&output.stdout)
     }
+}
+
+/// A bounded h2load run: `h2load -n<requests> -c<clients> -m<streams> URL`,
+/// HTTP/2 (h2c with prior knowledge for `http://` URLs) with several
+/// concurrent streams per connection.
+#[derive(Debug, Clone)]
+pub struct H2load {
+    url: String,
+    requests: u64,
+    clients: u32,
+    streams: u32,
+    timeout: Duration,
+}
+
+/// What h2load reported.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct H2loadReport {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub requests_per_sec: f64,
+}
+
+impl H2load {
+    /// 1 000 requests over 1 client with 1 stream, within 60 s.
+    pub fn new(url: &str) -> H2load {
+        H2load {
+            url: url.to_owned(),
+            requests: 1_000,
+            clients: 1,
+            streams: 1,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Capped at [`MAX_REQUESTS`] times 10.
+    pub fn requests(mut self, n: u64) -> Self {
+        self.requests = n.clamp(1, 10 * MAX_REQUESTS as u64);
+        self
+    }
+
+    pub fn clients(mut self, n: u32) -> Self {
+        self.clients = n.clamp(1, 1_000);
+        self
+    }
+
+    /// Concurrent streams per client connection.
+    pub fn streams(mut self, n: u32) -> Self {
+        self.streams = n.clamp(1, 1_000);
+        self
+    }
+
+    /// The run is killed (and fails) past this; capped at [`MAX_WRK_DURATION`].
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t.min(MAX_WRK_DURATION);
+        self
+    }
+
+    pub fn run(&self, pod: &Pod) -> Result<H2loadReport> {
+        let mut cmd = Command::new("h2load");
+        cmd.arg(format!("-n{}", self.requests))
+            .arg(format!("-c{}", self.clients))
+            .arg(format!("-m{}", self.streams))
+            .arg(&self.url);
+        let output = pod.run_ok(cmd, self.timeout)?;
+        parse_h2load(&output.stdout)
+    }
+}
+
+pub(crate) fn parse_h2load(text: &str) -> Result<H2loadReport> {
+    let mut report = H2loadReport::default();
+    let mut saw_requests = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("requests:") {
+            saw_requests = true;
+            for part in rest.split(',') {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                    let n = n.parse().unwrap_or(0);
+                    match what {
+                        "succeeded" => report.succeeded = n,
+                        "failed" => report.failed = n,
+                        _ => {}
+                    }
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("finished in") {
+            report.requests_per_sec = rest
+                .split(',')
+                .nth(1)
+                .and_then(|part| part.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    if !saw_requests {
+        return Err(LabError::parse("h2load output", text.to_owned()));
+    }
+    Ok(report)
 }
 
 fn parse_duration(s: &str) -> Option<Duration> {
@@ -448,6 +568,19 @@ mod tests {
         );
         assert_eq!((r[1].body.as_str(), r[1].new_connections), ("v2\n", 0));
         assert_eq!((r[2].status, r[2].exit_code), (0, 7));
+    }
+
+    #[test]
+    fn parses_h2load() {
+        let text = "starting benchmark...
+finished in 1.02s, 980.39 req/s, 40.21KB/s
+requests: 1000 total, 1000 started, 1000 done, 998 succeeded, 2 failed, 0 errored, 0 timeout
+status codes: 998 2xx, 0 3xx, 0 4xx, 0 5xx
+";
+        let r = parse_h2load(text).expect("parses");
+        assert_eq!((r.succeeded, r.failed), (998, 2));
+        assert!((r.requests_per_sec - 980.39).abs() < 1e-6);
+        assert!(parse_h2load("nothing").is_err());
     }
 
     #[test]

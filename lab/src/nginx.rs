@@ -30,6 +30,17 @@ pub struct NginxBuilder {
     dns_names: Vec<String>,
     access_log: bool,
     bulk_bytes: Option<u64>,
+    http2: bool,
+    slow: Option<SlowResponses>,
+}
+
+/// Responses padded to `bytes` and sent at `bytes_per_sec`: a backend that
+/// takes longer to answer, so a multiplexing client keeps more requests in
+/// flight on its connections to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowResponses {
+    pub bytes: u64,
+    pub bytes_per_sec: u64,
 }
 
 /// A running nginx in a pod; stopped on drop.
@@ -55,6 +66,8 @@ impl Nginx {
             dns_names: Vec::new(),
             access_log: false,
             bulk_bytes: None,
+            http2: false,
+            slow: None,
         }
     }
 
@@ -86,7 +99,8 @@ impl Nginx {
 
     /// Access log lines (with [`NginxBuilder::access_log`]): `client-ip
     /// client-port server-port tls-version sni=… alpn=… client="subject DN"
-    /// connection-serial request-number-on-connection "request" status`.
+    /// connection-serial request-number-on-connection "request" status
+    /// log-time request-time` (times in seconds, millisecond resolution).
     pub fn access_log(&self) -> Vec<String> {
         crate::process::read_lossy(&self.dir.join("access.log"))
             .lines()
@@ -110,6 +124,24 @@ impl Nginx {
             *by_connection.entry(addr).or_default() += 1;
         }
         Ok(by_connection)
+    }
+
+    /// When each logged request began, in Unix milliseconds: the log time
+    /// less the request time (nginx counts it from the request's first byte).
+    /// Needs [`NginxBuilder::access_log`].
+    pub fn request_starts_ms(&self) -> Result<Vec<u64>> {
+        self.access_log()
+            .iter()
+            .map(|line| {
+                let mut fields = line.rsplit(' ');
+                let request_time = fields.next().and_then(|t| t.parse::<f64>().ok());
+                let logged = fields.next().and_then(|t| t.parse::<f64>().ok());
+                match (logged, request_time) {
+                    (Some(logged), Some(took)) => Ok(((logged - took) * 1000.0).round() as u64),
+                    _ => Err(LabError::parse("nginx access log line", line.clone())),
+                }
+            })
+            .collect()
     }
 
     pub fn error_log(&self) -> String {
@@ -172,6 +204,19 @@ impl NginxBuilder {
         self
     }
 
+    /// Speak HTTP/2 on every port: h2 over TLS (ALPN), h2c with prior
+    /// knowledge on plaintext ports.
+    pub fn http2(mut self, on: bool) -> Self {
+        self.http2 = on;
+        self
+    }
+
+    /// Answer slowly (see [`SlowResponses`]).
+    pub fn slow(mut self, slow: SlowResponses) -> Self {
+        self.slow = Some(slow);
+        self
+    }
+
     /// Writes the configuration, checks it with `nginx -t`, starts nginx in
     /// the foreground inside `pod` and waits until every port listens.
     pub fn start(self, pod: &Pod) -> Result<Nginx> {
@@ -201,6 +246,19 @@ impl NginxBuilder {
             let identity = pod.server_identity(&dns)?;
             Some((identity, lab.ca()?.cert))
         };
+        if let Some(slow) = self.slow {
+            let www = dir.join("www");
+            std::fs::create_dir_all(&www).map_err(|e| LabError::io("creating", &www, e))?;
+            let file = www.join("slow");
+            let mut body = format!("{}\n", self.name).into_bytes();
+            body.resize(
+                usize::try_from(slow.bytes)
+                    .unwrap_or(usize::MAX)
+                    .max(body.len()),
+                b'.',
+            );
+            std::fs::write(&file, body).map_err(|e| LabError::io("writing", &file, e))?;
+        }
         if let Some(bytes) = self.bulk_bytes {
             let www = dir.join("www");
             std::fs::create_dir_all(&www).map_err(|e| LabError::io("creating", &www, e))?;
@@ -284,7 +342,7 @@ impl NginxBuilder {
             // proxy chose and the client identity it presented.
             let _ = writeln!(
                 c,
-                "    log_format lab '$remote_addr $remote_port $server_port $ssl_protocol sni=$ssl_server_name alpn=$ssl_alpn_protocol client=\"$ssl_client_s_dn\" $connection $connection_requests \"$request\" $status';"
+                "    log_format lab '$remote_addr $remote_port $server_port $ssl_protocol sni=$ssl_server_name alpn=$ssl_alpn_protocol client=\"$ssl_client_s_dn\" $connection $connection_requests \"$request\" $status $msec $request_time';"
             );
             let _ = writeln!(c, "    access_log {d}/access.log lab;");
         } else {
@@ -300,14 +358,18 @@ impl NginxBuilder {
             "    sendfile on;\n    keepalive_requests 1000000;\n    keepalive_timeout 300s;\n    default_type text/plain;"
         );
         let _ = writeln!(c, "    server {{");
+        let h2 = if self.http2 { " http2" } else { "" };
         for port in &self.http_ports {
-            let _ = writeln!(c, "        listen {port};\n        listen [::]:{port};");
+            let _ = writeln!(
+                c,
+                "        listen {port}{h2};\n        listen [::]:{port}{h2};"
+            );
         }
         if let Some((cert, key, ca)) = tls {
             for port in &self.tls_ports {
                 let _ = writeln!(
                     c,
-                    "        listen {port} ssl;\n        listen [::]:{port} ssl;"
+                    "        listen {port} ssl{h2};\n        listen [::]:{port} ssl{h2};"
                 );
             }
             let _ = writeln!(
@@ -326,11 +388,24 @@ impl NginxBuilder {
                 );
             }
         }
-        let _ = writeln!(
-            c,
-            "        location / {{\n            return 200 \"{}\\n\";\n        }}",
-            self.name
-        );
+        match self.slow {
+            None => {
+                let _ = writeln!(
+                    c,
+                    "        location / {{\n            return 200 \"{}\\n\";\n        }}",
+                    self.name
+                );
+            }
+            // The padded body is a file; limit_rate paces it (per request,
+            // also per HTTP/2 stream).
+            Some(slow) => {
+                let _ = writeln!(
+                    c,
+                    "        location / {{\n            root {d}/www;\n            try_files /slow =404;\n            limit_rate {};\n        }}",
+                    slow.bytes_per_sec.max(1)
+                );
+            }
+        }
         if self.bulk_bytes.is_some() {
             let _ = writeln!(
                 c,

@@ -13,7 +13,8 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    AgentOutput, AgentProcess, Curl, Haproxy, Lab, Nginx, Pod, ProxyMode, Upstream, UpstreamTls,
+    AgentOutput, AgentProcess, Curl, Haproxy, Lab, Nginx, Pod, ProxyMode, SlowResponses, Upstream,
+    UpstreamTls,
     error::{LabError, Result},
     prometheus::{free_loopback_port, get_json},
 };
@@ -25,6 +26,8 @@ pub const MTLS_PORT: u16 = 8443;
 pub const PROXY_PORT: u16 = 15001;
 /// The example's manifests place the pods in this /24; the lab moves them into its own.
 const EXAMPLE_PREFIX: &str = "10.213.0.";
+/// The example's Service target port, as its manifest writes it.
+const EXAMPLE_TARGET_PORT: &str = "targetPort: 8080";
 /// Requests per curl run: small batches keep the progress moving.
 const BATCH: usize = 50;
 
@@ -42,6 +45,50 @@ pub struct FrontendConfig {
     pub legacy_plaintext: bool,
     /// More arguments for `meshdrift run`.
     pub agent_args: Vec<String>,
+    /// Start `meshdrift run` with the scenario (else [`Frontend::start_agent`] does).
+    pub agent_at_start: bool,
+    /// How the client's proxy speaks to v1 and v2.
+    pub protocol: Protocol,
+    /// Make v2 answer slowly, so a multiplexing proxy keeps more requests in
+    /// flight on its connections to v2.
+    pub slow_v2: Option<SlowResponses>,
+    /// The target port the Service declares. The example's is the plaintext
+    /// port, which the `legacy` pod dials; the proxy's flows name theirs in
+    /// the SNI. Flows whose SNI was not seen (opened before the agent
+    /// started) are attributed by endpoint, so tests of those declare the
+    /// port the proxy dials.
+    pub service_target_port: u16,
+}
+
+impl FrontendConfig {
+    /// The proxy at `proxy_weights`, the example's declared weights, no
+    /// legacy traffic, HTTP/1.1 over mTLS, the agent started at once.
+    pub fn new(example: PathBuf, meshdrift: PathBuf, proxy_weights: (u32, u32)) -> Self {
+        Self {
+            example,
+            meshdrift,
+            proxy_weights,
+            declared_weights: None,
+            legacy_plaintext: false,
+            agent_args: Vec::new(),
+            agent_at_start: true,
+            protocol: Protocol::Http1,
+            slow_v2: None,
+            service_target_port: PLAIN_PORT,
+        }
+    }
+}
+
+/// The protocol between the client's proxy and the frontends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 over Istio-style mTLS (ALPN `istio-http/1.1`): one request
+    /// at a time per connection.
+    Http1,
+    /// HTTP/2 over Istio-style mTLS (ALPN `istio-h2`): requests multiplexed.
+    Http2,
+    /// HTTP/2 in plaintext with prior knowledge (h2c), to port 8080.
+    H2c,
 }
 
 pub struct Frontend {
@@ -57,7 +104,7 @@ pub struct Frontend {
     config: FrontendConfig,
     proxy: Option<Haproxy>,
     agent: Option<AgentProcess>,
-    _servers: Vec<Nginx>,
+    servers: Vec<Nginx>,
 }
 
 impl Frontend {
@@ -70,16 +117,26 @@ impl Frontend {
         let servers = [("v1", &v1), ("v2", &v2)]
             .into_iter()
             .map(|(name, pod)| {
-                Nginx::builder(name)
+                let mut nginx = Nginx::builder(name)
                     .http(PLAIN_PORT)
                     .tls(MTLS_PORT)
                     .verify_client(true)
                     .dns_name(HOST)
-                    .start(pod)
+                    .access_log(true)
+                    .http2(config.protocol != Protocol::Http1);
+                if let (Some(slow), "v2") = (config.slow_v2, name) {
+                    nginx = nginx.slow(slow);
+                }
+                nginx.start(pod)
             })
             .collect::<Result<Vec<_>>>()?;
         let manifests = lab.dir().join("manifests");
-        write_manifests(&config.example, &manifests, lab.id())?;
+        write_manifests(
+            &config.example,
+            &manifests,
+            lab.id(),
+            config.service_target_port,
+        )?;
         if let Some((w1, w2)) = config.declared_weights {
             write_virtual_service(&manifests, w1, w2)?;
         }
@@ -96,15 +153,20 @@ impl Frontend {
             config,
             proxy: None,
             agent: None,
-            _servers: servers,
+            servers,
         };
-        frontend.start_agent()?;
+        if frontend.config.agent_at_start {
+            frontend.start_agent()?;
+        }
         let weights = frontend.config.proxy_weights;
         frontend.restart_proxy(weights)?;
         Ok(frontend)
     }
 
-    fn start_agent(&mut self) -> Result<()> {
+    /// Starts `meshdrift run` on the scenario's manifests (stopping the one
+    /// running, if any).
+    pub fn start_agent(&mut self) -> Result<()> {
+        self.stop_agent()?;
         let manifests = self.manifests.display().to_string();
         let listen = self.agent_listen.to_string();
         let mut args: Vec<&str> = vec![
@@ -132,8 +194,9 @@ impl Frontend {
     /// when it receives new configuration. Its pooled connections close.
     pub fn restart_proxy(&mut self, (w1, w2): (u32, u32)) -> Result<()> {
         self.proxy = None;
-        let upstream = |subset: &str, pod: &Pod, weight: u32| {
-            Upstream::new(
+        let protocol = self.config.protocol;
+        let upstream = |subset: &str, pod: &Pod, weight: u32| match protocol {
+            Protocol::Http1 => Upstream::new(
                 subset,
                 SocketAddr::new(pod.ipv4().into(), MTLS_PORT),
                 weight,
@@ -143,7 +206,19 @@ impl Frontend {
                 subset,
                 HOST,
                 "client",
-            ))
+            )),
+            Protocol::Http2 => Upstream::new(
+                subset,
+                SocketAddr::new(pod.ipv4().into(), MTLS_PORT),
+                weight,
+            )
+            .tls(UpstreamTls::istio_h2(SERVICE_PORT, subset, HOST, "client")),
+            Protocol::H2c => Upstream::new(
+                subset,
+                SocketAddr::new(pod.ipv4().into(), PLAIN_PORT),
+                weight,
+            )
+            .h2c(true),
         };
         self.proxy = Some(
             Haproxy::builder(PROXY_PORT, ProxyMode::Http)
@@ -161,6 +236,11 @@ impl Frontend {
 
     pub fn proxy(&self) -> Option<&Haproxy> {
         self.proxy.as_ref()
+    }
+
+    /// The v1 and v2 servers (their access logs are the requests they served).
+    pub fn servers(&self) -> &[Nginx] {
+        &self.servers
     }
 
     /// Sends `requests` through the client's proxy in batches (and, when
@@ -239,9 +319,10 @@ impl Frontend {
     }
 }
 
-/// The example's manifests with its pod IPs moved into lab `id`'s subnet, plus
-/// the `legacy` pod (no sidecar).
-fn write_manifests(example: &Path, dir: &Path, id: u8) -> Result<()> {
+/// The example's manifests with its pod IPs moved into lab `id`'s subnet, the
+/// Service's target port where the proxy really connects, plus the `legacy`
+/// pod (no sidecar).
+fn write_manifests(example: &Path, dir: &Path, id: u8, target_port: u16) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| LabError::io("creating", dir, e))?;
     let prefix = format!("10.213.{id}.");
     let entries = std::fs::read_dir(example).map_err(|e| LabError::io("reading", example, e))?;
@@ -257,8 +338,10 @@ fn write_manifests(example: &Path, dir: &Path, id: u8) -> Result<()> {
         };
         let text = std::fs::read_to_string(&path).map_err(|e| LabError::io("reading", &path, e))?;
         let target = dir.join(name);
-        std::fs::write(&target, text.replace(EXAMPLE_PREFIX, &prefix))
-            .map_err(|e| LabError::io("writing", &target, e))?;
+        let text = text
+            .replace(EXAMPLE_PREFIX, &prefix)
+            .replace(EXAMPLE_TARGET_PORT, &format!("targetPort: {target_port}"));
+        std::fs::write(&target, text).map_err(|e| LabError::io("writing", &target, e))?;
     }
     let legacy = format!(
         "# A pod without an Istio sidecar: no security.istio.io/tlsMode label.\n\

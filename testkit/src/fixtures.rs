@@ -127,6 +127,7 @@ pub fn drift_report() -> Report {
         agent: AgentHealth {
             version: "0.1.0".into(),
             uptime_seconds: 3_725,
+            counting_since: None,
             lost_events: BTreeMap::from([("ringbuf_full".to_owned(), 0)]),
             flows_tracked: 42,
             inventory: BTreeMap::from([("Pod".to_owned(), 6), ("Service".to_owned(), 2)]),

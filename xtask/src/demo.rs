@@ -59,12 +59,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         "building the lab (pods client, frontend-v1, frontend-v2, legacy) and starting `meshdrift run`",
     );
     let frontend = Frontend::start(FrontendConfig {
-        example: root.join(EXAMPLE),
-        meshdrift: binary.clone(),
-        proxy_weights: if args.healthy { (50, 50) } else { (80, 20) },
-        declared_weights: None,
         legacy_plaintext: !args.healthy,
-        agent_args: Vec::new(),
+        ..FrontendConfig::new(
+            root.join(EXAMPLE),
+            binary.clone(),
+            if args.healthy { (50, 50) } else { (80, 20) },
+        )
     })?;
     step(&format!("agent serving {}", frontend.agent_url));
 

@@ -137,6 +137,7 @@ pub struct Probe {
     losses: PerCpuArray<MapData, u64>,
     malformed: u64,
     cgroup: PathBuf,
+    attached_at: std::time::SystemTime,
 }
 
 impl Probe {
@@ -178,6 +179,7 @@ impl Probe {
         for name in PROGRAMS {
             attach_program(&mut ebpf, name, &cgroup_file)?;
         }
+        let attached_at = std::time::SystemTime::now();
 
         let events = take_map(&mut ebpf, names::EVENTS)?;
         let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map {
@@ -212,7 +214,14 @@ impl Probe {
             losses,
             malformed: 0,
             cgroup,
+            attached_at,
         })
+    }
+
+    /// When the last program was attached: traffic from then on is counted
+    /// (a flow opened before is counted from its first packet after).
+    pub fn attached_at(&self) -> std::time::SystemTime {
+        self.attached_at
     }
 
     /// The cgroup the programs are attached to.

@@ -88,6 +88,10 @@ pub struct UnexpectedDestination {
 pub struct AgentHealth {
     pub version: String,
     pub uptime_seconds: u64,
+    /// RFC 3339 UTC time, to the millisecond, since which the kernel programs
+    /// count: traffic before it is not in any tally.
+    #[serde(default)]
+    pub counting_since: Option<String>,
     /// Lost records by reason (kernel ring buffer full, flow map, ...).
     pub lost_events: BTreeMap<String, u64>,
     pub flows_tracked: u64,

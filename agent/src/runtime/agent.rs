@@ -27,6 +27,7 @@ pub(super) struct Agent {
     metrics: Arc<Metrics>,
     load_findings: Vec<Finding>,
     excluded: BTreeMap<String, u64>,
+    counting_since: Option<String>,
 }
 
 impl Agent {
@@ -40,6 +41,7 @@ impl Agent {
             metrics,
             load_findings: Vec::new(),
             excluded: BTreeMap::new(),
+            counting_since: None,
         }
     }
 
@@ -80,6 +82,11 @@ impl Agent {
     }
 
     /// The verdicts over the window ending now, with the agent's health.
+    /// Records when the kernel programs began to count.
+    pub(super) fn counting_since(&mut self, attached_at: std::time::SystemTime) {
+        self.counting_since = Some(rfc3339_millis(attached_at));
+    }
+
     pub(super) fn report(&mut self, mut losses: LossCounters, flows_tracked: usize) -> Report {
         losses.late = self.engine.late_dropped();
         let now = self.now();
@@ -100,6 +107,7 @@ impl Agent {
             agent: AgentHealth {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 uptime_seconds: self.started.elapsed().as_secs(),
+                counting_since: self.counting_since.clone(),
                 lost_events: losses.by_reason(),
                 flows_tracked: flows_tracked as u64,
                 inventory: mesh.inventory.clone(),
@@ -113,4 +121,13 @@ fn rfc3339_now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// RFC 3339 in UTC with milliseconds: `2026-12-01T21:04:05.123Z`.
+fn rfc3339_millis(at: std::time::SystemTime) -> String {
+    let at = time::OffsetDateTime::from(at);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    at.format(&format).unwrap_or_else(|_| "unknown".to_owned())
 }

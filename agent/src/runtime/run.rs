@@ -68,6 +68,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         agent.use_declared(&declared);
     }
     let mut probe_loop = ProbeLoop::attach(&config.probe)?;
+    agent.counting_since(probe_loop.probe().attached_at());
     state.set_ready(true);
     eprintln!(
         "meshdrift: agent running on node {} — observing TCP flows under cgroup {}, serving http://{}/ (Ctrl-C to stop)",

@@ -25,12 +25,14 @@ fn frontend(
     agent_args: &[&str],
 ) -> Frontend {
     Frontend::start(FrontendConfig {
-        example: workspace().join("deploy/examples/frontend"),
-        meshdrift: meshdrift_bin(),
-        proxy_weights,
         declared_weights: declared,
         legacy_plaintext,
         agent_args: agent_args.iter().map(|arg| (*arg).to_owned()).collect(),
+        ..FrontendConfig::new(
+            workspace().join("deploy/examples/frontend"),
+            meshdrift_bin(),
+            proxy_weights,
+        )
     })
     .expect("starting the frontend scenario")
 }
@@ -242,8 +244,14 @@ fn canary_step_from_90_10_to_50_50_mid_run_raises_no_false_alarm() {
         .expect("proxy with new weights");
     // Traffic after the grace period is compared with the new weights; until
     // then nothing may be flagged either.
+    // Bounded in rounds and time: the first whole 10 s bucket after the
+    // grace period must fill with enough requests, however busy the machine.
     let mut after = Value::Null;
-    for _ in 0..12 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    for _ in 0..40 {
+        if std::time::Instant::now() > deadline {
+            break;
+        }
         frontend
             .send(150, no_progress)
             .expect("traffic after the step");

@@ -8,6 +8,7 @@
 // A panic is a test's failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod counting;
 mod drift;
 mod kernel_selftest;
 mod lab;
