@@ -136,9 +136,12 @@ pub mod flow_flags {
     pub const CLIENT_FIN: u64 = 1 << 3;
     /// An adopted flow's server sent FIN.
     pub const SERVER_FIN: u64 = 1 << 4;
-    /// The client TLS record parser lost its place (a packet held more records
+    /// The client's record walker lost its place (a packet held more units
     /// than it walks): `client_records` stops growing and is not to be trusted.
     pub const RECORDS_LOST: u64 = 1 << 5;
+    /// The first client bytes were the h2c connection preface: the walker
+    /// counts the client's HTTP/2 HEADERS frames, one per request.
+    pub const H2C: u64 = 1 << 6;
 }
 
 /// Which way a data packet went, as an index into the per-direction counters.
@@ -188,13 +191,17 @@ pub struct FlowState {
     pub requests: u64,
     /// `bytes[FROM_SERVER]` when the last turn was counted; `u64::MAX` before the first.
     pub turn_mark: u64,
-    /// TLS application-data records the client began (TLS flows only).
+    /// TLS application-data records the client began (TLS flows), or its
+    /// HEADERS frames (h2c flows).
     pub client_records: u64,
-    /// Bytes of the client's current TLS record still to come in later packets.
+    /// Bytes of the client's current record or frame still to come in later packets.
     pub record_left: u64,
     /// A record header cut by a packet boundary: its first bytes (low 32
     /// bits) and how many there are (bits 32..40).
     pub record_partial: u64,
+    /// The TCP sequence number the walker expects next from the client (low
+    /// 32 bits; bit 32 set once known): retransmitted bytes are not walked twice.
+    pub client_next_seq: u64,
     /// Bits of [`flow_flags`].
     pub flags: u64,
     /// `bpf_ktime_get_ns` when the flow was established (or adopted).
@@ -217,6 +224,7 @@ impl FlowState {
             client_records: 0,
             record_left: 0,
             record_partial: 0,
+            client_next_seq: 0,
             flags,
             start_ns,
             cgroup_id: 0,

@@ -20,6 +20,8 @@ mod packet;
 #[cfg(target_arch = "bpf")]
 mod programs;
 #[cfg(target_arch = "bpf")]
+mod records;
+#[cfg(target_arch = "bpf")]
 mod state;
 #[cfg(target_arch = "bpf")]
 mod tls;

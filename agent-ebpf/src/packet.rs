@@ -24,7 +24,7 @@ use crate::state::{
     EVENTS, FLOWS, atomic_add, atomic_set_flags, compare_and_swap, count_loss, emit_close,
     ephemeral_ports, read_shared, submit_flags,
 };
-use crate::tls;
+use crate::{records, tls};
 
 const IPPROTO_TCP: u8 = 6;
 const TCP_FIN: u8 = 0x01;
@@ -39,6 +39,8 @@ struct Segment {
     payload_offset: u32,
     payload_len: u32,
     tcp_flags: u8,
+    /// TCP sequence number of the first payload byte.
+    seq: u32,
     /// Source and destination of the packet, for adopting its flow.
     family: u8,
     src_addr: [u8; 16],
@@ -128,20 +130,47 @@ fn client_data(
         flags |= first_client_bytes(ctx, cookie, state, segment, flags);
     }
     let is_tls = flags & flow_flags::TLS != 0;
+    let is_h2c = flags & flow_flags::H2C != 0;
     let control =
         is_tls && tls::starts_with_control(ctx, segment.payload_offset, segment.payload_len);
     if !control {
         count_turn(state);
     }
-    if is_tls && flags & flow_flags::RECORDS_LOST == 0 {
-        tls::count_records(
-            ctx,
-            state,
-            segment.payload_offset,
-            segment.payload_len,
-            !control,
-        );
+    if (is_tls || is_h2c)
+        && flags & flow_flags::RECORDS_LOST == 0
+        && let Some((offset, len)) = new_client_bytes(state, segment)
+    {
+        records::count_units(ctx, state, offset, len, is_h2c, !control);
     }
+}
+
+/// The part of a client segment the walker has not seen (offset and length),
+/// by the TCP sequence number: a retransmission walks nothing twice. A gap
+/// (bytes that never passed here) loses the walker its place.
+#[inline(always)]
+fn new_client_bytes(state: *mut FlowState, segment: &Segment) -> Option<(u32, u32)> {
+    const KNOWN: u64 = 1 << 32;
+    // SAFETY: live map value; the client direction's own field.
+    let expected = unsafe { (*state).client_next_seq };
+    let end = segment.seq.wrapping_add(segment.payload_len);
+    let skip = if expected & KNOWN == 0 {
+        0
+    } else {
+        // Distance from what the walker expects, in sequence space.
+        let ahead = segment.seq.wrapping_sub(expected as u32) as i32;
+        if ahead > 0 {
+            // SAFETY: live map value.
+            atomic_set_flags(unsafe { &raw mut (*state).flags }, flow_flags::RECORDS_LOST);
+            return None;
+        }
+        ahead.unsigned_abs()
+    };
+    if skip >= segment.payload_len {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { (*state).client_next_seq = KNOWN | u64::from(end) };
+    Some((segment.payload_offset + skip, segment.payload_len - skip))
 }
 
 /// A request turn begins when client data follows server data. One CPU wins
@@ -184,6 +213,11 @@ fn first_client_bytes(
         set |= flow_flags::TLS;
         // SAFETY: live map value.
         atomic_set_flags(unsafe { &raw mut (*state).flags }, flow_flags::TLS);
+    } else if !adopted && tls::is_h2c_preface(ctx, segment.payload_offset) {
+        set |= flow_flags::H2C;
+        // SAFETY: live map value; the walker (this CPU, next) starts after the preface.
+        unsafe { (*state).record_left = tls::H2_PREFACE_LEN };
+        atomic_set_flags(unsafe { &raw mut (*state).flags }, flow_flags::H2C);
     }
     let skb = ctx.skb.skb;
     // SAFETY: helper calls on our context; only the CPU that claimed the
@@ -307,6 +341,7 @@ fn parse(ctx: &SkBuffContext) -> Option<Segment> {
         payload_offset: 0,
         payload_len: 0,
         tcp_flags: 0,
+        seq: 0,
         family: 4,
         src_addr: [0; 16],
         dst_addr: [0; 16],
@@ -351,6 +386,8 @@ fn parse(ctx: &SkBuffContext) -> Option<Segment> {
         let ports = tcp as *const [u8; 4];
         segment.src_port = u16::from_be_bytes([(*ports)[0], (*ports)[1]]);
         segment.dst_port = u16::from_be_bytes([(*ports)[2], (*ports)[3]]);
+        let seq = (tcp + 4) as *const [u8; 4];
+        segment.seq = u32::from_be_bytes(*seq);
         let data_offset = *((tcp + 12) as *const u8);
         segment.tcp_flags = *((tcp + 13) as *const u8);
         segment.payload_offset = (l4 + usize::from(data_offset >> 4) * 4) as u32;

@@ -106,6 +106,14 @@ pub enum Destination {
     },
 }
 
+/// How far the share of a subset counted in estimated requests (encrypted,
+/// multiplexed HTTP/2) can be from the true share: the largest error measured
+/// in BENCHMARKS.md (`cargo xtask bench`: 4.3 points) doubled for the
+/// estimator's run-to-run variation. A split counted in estimates is flagged
+/// only when it is off by more than the tolerance plus this, so an
+/// estimator's bias never reads as drift.
+pub const ESTIMATED_SHARE_ERROR: f64 = 0.10;
+
 /// One attributed increment of traffic: a closed flow, or the growth of a
 /// long-lived flow since its last update.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

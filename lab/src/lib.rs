@@ -66,6 +66,7 @@ mod stale;
 
 pub mod browser;
 pub mod certs;
+pub mod h2_error;
 pub mod haproxy;
 pub mod load;
 pub mod nginx;

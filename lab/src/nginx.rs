@@ -34,13 +34,14 @@ pub struct NginxBuilder {
     slow: Option<SlowResponses>,
 }
 
-/// Responses padded to `bytes` and sent at `bytes_per_sec`: a backend that
-/// takes longer to answer, so a multiplexing client keeps more requests in
-/// flight on its connections to it.
+/// Responses padded to `bytes`, sent at `bytes_per_sec` when set: a backend
+/// that takes longer to answer, so a multiplexing client keeps more requests
+/// in flight on its connections to it. The same padding without a rate is
+/// its fast twin, so the two differ in latency only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlowResponses {
     pub bytes: u64,
-    pub bytes_per_sec: u64,
+    pub bytes_per_sec: Option<u64>,
 }
 
 /// A running nginx in a pod; stopped on drop.
@@ -399,10 +400,13 @@ impl NginxBuilder {
             // The padded body is a file; limit_rate paces it (per request,
             // also per HTTP/2 stream).
             Some(slow) => {
+                let rate = slow
+                    .bytes_per_sec
+                    .map(|rate| format!("\n            limit_rate {};", rate.max(1)))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     c,
-                    "        location / {{\n            root {d}/www;\n            try_files /slow =404;\n            limit_rate {};\n        }}",
-                    slow.bytes_per_sec.max(1)
+                    "        location / {{\n            root {d}/www;\n            try_files /slow =404;{rate}\n        }}"
                 );
             }
         }

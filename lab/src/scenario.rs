@@ -49,8 +49,9 @@ pub struct FrontendConfig {
     pub agent_at_start: bool,
     /// How the client's proxy speaks to v1 and v2.
     pub protocol: Protocol,
-    /// Make v2 answer slowly, so a multiplexing proxy keeps more requests in
-    /// flight on its connections to v2.
+    /// Padded responses from both frontends, v2's paced: v2 answers slowly,
+    /// so a multiplexing proxy keeps more requests in flight on its
+    /// connections to v2.
     pub slow_v2: Option<SlowResponses>,
     /// The target port the Service declares. The example's is the plaintext
     /// port, which the `legacy` pod dials; the proxy's flows name theirs in
@@ -124,8 +125,15 @@ impl Frontend {
                     .dns_name(HOST)
                     .access_log(true)
                     .http2(config.protocol != Protocol::Http1);
-                if let (Some(slow), "v2") = (config.slow_v2, name) {
-                    nginx = nginx.slow(slow);
+                if let Some(slow) = config.slow_v2 {
+                    nginx = nginx.slow(if name == "v2" {
+                        slow
+                    } else {
+                        SlowResponses {
+                            bytes_per_sec: None,
+                            ..slow
+                        }
+                    });
                 }
                 nginx.start(pod)
             })

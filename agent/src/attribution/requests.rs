@@ -2,9 +2,11 @@
 //! at a time on a connection, so request turns (client data that follows
 //! server data) count them exactly. HTTP/2 multiplexes concurrent requests
 //! on one connection, so turns undercount them, and more so the more
-//! concurrent the streams; there the count is estimated from what the kernel
-//! sees without decrypting: the client's TLS application-data records, else
-//! its write bursts. The measured error of each estimator is in BENCHMARKS.md.
+//! concurrent the streams. On h2c the kernel counts the client's HEADERS
+//! frames, one per request: exact again. Encrypted HTTP/2 can only be
+//! estimated from what the kernel sees without decrypting: the client's TLS
+//! application-data records, else its write bursts. The measured error of
+//! each estimator is in BENCHMARKS.md.
 
 use crate::{
     pipeline::FlowDelta,
@@ -45,12 +47,16 @@ pub fn count(classification: &Classification, delta: &FlowDelta) -> RequestCount
             estimated: false,
         };
     }
-    RequestCount {
-        requests: delta
-            .counters
-            .client_records
-            .unwrap_or(delta.counters.client_pushes),
-        estimated: true,
+    let h2c = classification.transport == Transport::Http2;
+    match delta.counters.client_records {
+        Some(frames) if h2c => RequestCount {
+            requests: frames,
+            estimated: false,
+        },
+        records => RequestCount {
+            requests: records.unwrap_or(delta.counters.client_pushes),
+            estimated: true,
+        },
     }
 }
 
@@ -110,8 +116,25 @@ mod tests {
                 estimated: true
             }
         );
+    }
+
+    #[test]
+    fn h2c_counts_headers_frames_exactly_unless_the_walker_lost_them() {
         let h2c = Classification::plain(Transport::Http2);
-        assert!(count(&h2c, &delta(2, 9, None)).estimated);
+        assert_eq!(
+            count(&h2c, &delta(2, 9, Some(11))),
+            RequestCount {
+                requests: 11,
+                estimated: false
+            }
+        );
+        assert_eq!(
+            count(&h2c, &delta(2, 9, None)),
+            RequestCount {
+                requests: 9,
+                estimated: true
+            }
+        );
     }
 
     #[test]

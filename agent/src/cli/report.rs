@@ -103,7 +103,7 @@ fn splits(out: &mut String, splits: &[SplitVerdict]) {
         table.row([
             split.source.to_string(),
             format!("{}:{}", split.host, split.port),
-            format::unit(split.unit).to_owned(),
+            format::split_unit(split.unit, split.estimated),
             split.samples.to_string(),
             format::p_value(split.p_value),
             format!("{verdict}: {}", split.reason),
@@ -325,6 +325,7 @@ mod tests {
                 port: 80,
                 unit: Unit::Request,
                 samples: 4000,
+                estimated: false,
                 p_value: Some(1e-200),
                 drift: true,
                 reason: "v2 gets 20.0%, declared 50.0%".into(),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::observation::{DeclaredSplit, SplitKey, Unit};
+use crate::observation::{DeclaredSplit, ESTIMATED_SHARE_ERROR, SplitKey, Unit};
 use crate::report::{SplitVerdict, SubsetShare};
 
 use super::DriftConfig;
@@ -46,6 +46,24 @@ pub(crate) fn verdict(
         .chain(counts.unexpected.values())
         .map(in_unit)
         .fold(0u64, u64::saturating_add);
+    // Requests estimated rather than counted widen what counts as drift by
+    // the estimator's measured share error.
+    let estimated = unit == Unit::Request
+        && counts
+            .by_subset
+            .values()
+            .chain(counts.unexpected.values())
+            .any(|c| c.estimated > 0);
+    let widened;
+    let config = if estimated {
+        widened = DriftConfig {
+            tolerance: config.tolerance + ESTIMATED_SHARE_ERROR,
+            ..config.clone()
+        };
+        &widened
+    } else {
+        config
+    };
 
     let mut weights = declared_weights(declared);
     let total_weight: f64 = weights.iter().map(|(_, w)| w).sum();
@@ -130,6 +148,7 @@ pub(crate) fn verdict(
         port: key.port,
         unit,
         samples,
+        estimated,
         p_value: None,
         drift: false,
         reason: String::new(),
@@ -173,6 +192,12 @@ pub(crate) fn verdict(
         parts.push(statistical);
     }
     parts.extend(immediate);
+    if estimated {
+        parts.push(format!(
+            "requests are estimated (multiplexed HTTP/2 over TLS), so the tolerance includes their {:.0}-point share error",
+            ESTIMATED_SHARE_ERROR * 100.0
+        ));
+    }
     verdict.reason = parts.join("; ");
     verdict
 }

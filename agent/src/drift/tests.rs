@@ -106,6 +106,39 @@ fn clear_drift_is_flagged_with_a_readable_reason() {
 }
 
 #[test]
+fn estimated_requests_are_flagged_only_beyond_the_estimators_share_error() {
+    let estimated_traffic = |v1: u64, v2: u64| {
+        let mut engine = engine();
+        engine.declare(
+            &key(),
+            &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+            0.0,
+        );
+        for (subset, count) in [("v1", v1), ("v2", v2)] {
+            let mut observation = requests(to(subset), count, 10.0);
+            observation.estimated = true;
+            engine.observe(&observation);
+        }
+        only_split(&engine.snapshot(20.0)).clone()
+    };
+    // 58/42 on 10 000: drift when counted, within the estimator's error when estimated.
+    let mut exact = engine();
+    exact.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
+    traffic(&mut exact, 5_800, 4_200, 10.0);
+    assert!(only_split(&exact.snapshot(20.0)).drift);
+    let near = estimated_traffic(5_800, 4_200);
+    assert!(near.estimated && !near.drift, "{near:#?}");
+    assert!(near.reason.contains("estimated"), "{}", near.reason);
+    // 70/30 is beyond tolerance and error together.
+    let far = estimated_traffic(7_000, 3_000);
+    assert!(far.estimated && far.drift, "{far:#?}");
+}
+
+#[test]
 fn matching_traffic_is_not_flagged() {
     let mut engine = engine();
     engine.declare(

@@ -61,6 +61,8 @@ pub(crate) struct Cell {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Counts {
     pub requests: u64,
+    /// The part of `requests` that is estimated rather than counted.
+    pub estimated: u64,
     pub connections: u64,
     pub bytes: u64,
 }
@@ -69,6 +71,11 @@ impl Counts {
     pub fn of(observation: &Observation) -> Self {
         Self {
             requests: observation.requests,
+            estimated: if observation.estimated {
+                observation.requests
+            } else {
+                0
+            },
             connections: observation.connections,
             bytes: observation.bytes,
         }
@@ -76,6 +83,7 @@ impl Counts {
 
     pub fn add(&mut self, other: Counts) {
         self.requests = self.requests.saturating_add(other.requests);
+        self.estimated = self.estimated.saturating_add(other.estimated);
         self.connections = self.connections.saturating_add(other.connections);
         self.bytes = self.bytes.saturating_add(other.bytes);
     }
@@ -181,6 +189,7 @@ mod tests {
 
     const ONE: Counts = Counts {
         requests: 1,
+        estimated: 0,
         connections: 1,
         bytes: 10,
     };

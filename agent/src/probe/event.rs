@@ -30,8 +30,9 @@ pub struct FlowCounters {
     /// Client and server data segments sent with PSH: each end's write bursts.
     pub client_pushes: u64,
     pub server_pushes: u64,
-    /// TLS application-data records the client began; `None` for a flow that
-    /// is not TLS or whose record parser lost its place.
+    /// TLS application-data records the client began, or on h2c its HTTP/2
+    /// HEADERS frames (one per request); `None` for a flow that is neither, or
+    /// whose walker lost its place.
     pub client_records: Option<u64>,
 }
 
@@ -64,7 +65,7 @@ impl FlowRecord {
         state: &FlowState,
     ) -> Result<Self, DecodeError> {
         let (local, remote) = socket_addrs(&state.addrs);
-        let tls = state.flags & flow_flags::TLS != 0;
+        let framed = state.flags & (flow_flags::TLS | flow_flags::H2C) != 0;
         let records_lost = state.flags & flow_flags::RECORDS_LOST != 0;
         Ok(FlowRecord {
             kind,
@@ -82,7 +83,7 @@ impl FlowRecord {
                 requests: state.requests,
                 client_pushes: state.pushes[direction::FROM_CLIENT],
                 server_pushes: state.pushes[direction::FROM_SERVER],
-                client_records: (tls && !records_lost).then_some(state.client_records),
+                client_records: (framed && !records_lost).then_some(state.client_records),
             },
             adopted: state.flags & flow_flags::ADOPTED != 0,
         })

@@ -41,6 +41,16 @@ pub fn duration(seconds: u64) -> String {
     }
 }
 
+/// The unit of a split as a reader should take it: `requests (estimated)`
+/// when they are.
+pub fn split_unit(unit: Unit, estimated: bool) -> String {
+    if estimated {
+        format!("{} (estimated)", self::unit(unit))
+    } else {
+        self::unit(unit).to_owned()
+    }
+}
+
 /// The plural noun for a route's unit (`requests`, `connections`).
 pub fn unit(unit: Unit) -> &'static str {
     match unit {

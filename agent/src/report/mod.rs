@@ -32,6 +32,10 @@ pub struct SplitVerdict {
     pub unit: Unit,
     /// Observations in the current window and policy generation.
     pub samples: u64,
+    /// Whether the requests are estimated rather than counted (multiplexed
+    /// HTTP/2 over TLS): the verdict then allows for the estimator's error.
+    #[serde(default)]
+    pub estimated: bool,
     /// Goodness-of-fit p-value; `None` when not tested (too few samples, one subset,
     /// or not determinable).
     pub p_value: Option<f64>,

@@ -29,6 +29,8 @@ fn require_root() {
 
 struct Kernel {
     ebpf: Ebpf,
+    /// The next TCP sequence number of each direction (egress, ingress).
+    next_seq: std::sync::Mutex<[u32; 2]>,
 }
 
 impl Kernel {
@@ -44,7 +46,10 @@ impl Kernel {
                 .load()
                 .unwrap_or_else(|err| panic!("verifier refused {name}: {err:?}"));
         }
-        Self { ebpf }
+        Self {
+            ebpf,
+            next_seq: std::sync::Mutex::new([1_000, 9_000]),
+        }
     }
 
     fn start_flow(&mut self, flow_role: Role) {
@@ -69,8 +74,27 @@ impl Kernel {
         flows.get(&SELFTEST_COOKIE, 0).unwrap()
     }
 
+    /// Sends `frame` as the next segment of its direction: its sequence
+    /// number follows the previous segment's.
     fn send(&self, egress: bool, frame: &[u8]) {
-        self.send_repeated(egress, frame, 1);
+        let direction = usize::from(!egress);
+        let frame = {
+            let mut seqs = self.next_seq.lock().unwrap();
+            let (frame, payload_len) = with_seq(frame, seqs[direction]);
+            seqs[direction] = seqs[direction].wrapping_add(payload_len);
+            frame
+        };
+        self.send_repeated(egress, &frame, 1);
+    }
+
+    /// Sends `frame` again with the sequence number it went with: a
+    /// retransmission.
+    fn resend(&self, egress: bool, frame: &[u8]) {
+        let seqs = *self.next_seq.lock().unwrap();
+        let direction = usize::from(!egress);
+        let (_, payload_len) = with_seq(frame, 0);
+        let (frame, _) = with_seq(frame, seqs[direction].wrapping_sub(payload_len));
+        self.send_repeated(egress, &frame, 1);
     }
 
     /// Runs the program `repeat` times on `frame`, on the calling thread's CPU.
@@ -104,6 +128,26 @@ impl Kernel {
         }
         out
     }
+}
+
+/// `frame` with its TCP sequence number set to `seq`, and its payload length.
+fn with_seq(frame: &[u8], seq: u32) -> (Vec<u8>, u32) {
+    let mut frame = frame.to_vec();
+    let ip = 14;
+    let (tcp, ip_len) = if frame[ip] >> 4 == 4 {
+        (
+            ip + usize::from(frame[ip] & 0x0f) * 4,
+            usize::from(u16::from_be_bytes([frame[ip + 2], frame[ip + 3]])),
+        )
+    } else {
+        (
+            ip + 40,
+            40 + usize::from(u16::from_be_bytes([frame[ip + 4], frame[ip + 5]])),
+        )
+    };
+    frame[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
+    let payload = ip + ip_len - (tcp + usize::from(frame[tcp + 12] >> 4) * 4);
+    (frame, payload as u32)
 }
 
 const ETH_HEADER: [u8; 14] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0x08, 0x00];
@@ -231,15 +275,23 @@ fn records_are_counted_across_packet_boundaries() {
     let (first, rest) = stream.split_at(1400);
     let (second, third) = rest.split_at(cut - 1400 - 20);
     let (third, fourth) = third.split_at(20);
-    for chunk in [first, second, third, fourth] {
+    for (i, chunk) in [first, second, third, fourth].into_iter().enumerate() {
         kernel.send(true, &ipv4_frame(chunk, 0, 0));
+        if i == 1 {
+            // A retransmission of the segment just sent is not walked again.
+            kernel.resend(true, &ipv4_frame(chunk, 0, 0));
+        }
     }
     let state = kernel.flow();
     assert_eq!(state.client_records, 4, "{state:?}");
     assert_eq!(state.record_left, 0);
     assert_eq!(state.record_partial, 0);
     assert_eq!(state.flags & flow_flags::RECORDS_LOST, 0);
-    assert_eq!(state.bytes[FROM_CLIENT], 205 + stream.len() as u64);
+    assert_eq!(
+        state.bytes[FROM_CLIENT],
+        205 + stream.len() as u64 + second.len() as u64,
+        "bytes on the wire include the retransmission"
+    );
 }
 
 #[test]
@@ -247,11 +299,12 @@ fn a_packet_of_more_records_than_the_parser_walks_marks_them_lost() {
     let mut kernel = Kernel::load();
     kernel.start_flow(Role::Client);
     kernel.send(true, &ipv4_frame(&tls_record(0x16, 200), 0, 0));
-    let many: Vec<(u8, usize)> = (0..40).map(|_| (0x17, 10)).collect();
+    // Beyond the 256 units the walker follows in one packet.
+    let many: Vec<(u8, usize)> = (0..260).map(|_| (0x17, 4)).collect();
     kernel.send(true, &ipv4_frame(&tls_records(&many), 0, 0));
     let state = kernel.flow();
     assert_ne!(state.flags & flow_flags::RECORDS_LOST, 0);
-    assert_eq!(state.bytes[FROM_CLIENT], 205 + 40 * 15);
+    assert_eq!(state.bytes[FROM_CLIENT], 205 + 260 * 9);
 }
 
 /// Both directions of one flow driven from both CPUs at once, and the same

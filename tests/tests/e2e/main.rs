@@ -10,6 +10,7 @@
 
 mod counting;
 mod drift;
+mod http2;
 mod kernel_selftest;
 mod lab;
 mod observe;

@@ -171,7 +171,7 @@ fn split_card(out: &mut String, split: &SplitVerdict) {
     let _ = write!(
         out,
         "<div class=\"stats\">unit <b>{}</b> · samples <b>{}</b> · p-value <b>{}</b></div>",
-        format::unit(split.unit),
+        format::split_unit(split.unit, split.estimated),
         split.samples,
         Esc(&format::p_value(split.p_value)),
     );

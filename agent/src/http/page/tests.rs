@@ -22,6 +22,7 @@ fn report() -> Report {
             port: 80,
             unit: Unit::Request,
             samples: 1000,
+            estimated: false,
             p_value: Some(1e-40),
             drift: true,
             reason: "v2 gets 20.0% of requests, declared 50.0%".into(),
