@@ -74,8 +74,10 @@ impl Metrics {
             inventory: ReplacedGauges::new(),
             lost_events: Arc::new(CumulativeCounters::new(
                 "meshdrift_lost_events",
-                "Kernel events lost since the agent started, by reason (ring buffer full, flow map \
-                 full, ...). Any increase means the split and transport counts are incomplete.",
+                "Records lost on the way from the kernel to the tallies since the agent started, by \
+                 reason: in the kernel (ring buffer full, flow map full) or in user space (open-flow \
+                 table full, a close never seen, observations older than the window, failed reads \
+                 of the kernel's counters). Any increase means the counts are incomplete.",
                 "reason",
             )),
             excluded_flows: Arc::new(CumulativeCounters::new(
