@@ -197,6 +197,14 @@ fn synthetic_mesh() -> Objects {
     objects
 }
 
+/// A figure for `cargo xtask bench` (which collects these lines) and for people.
+fn report(what: &str, value: String) {
+    println!(
+        "BENCH {}",
+        serde_json::json!({ "what": what, "value": value })
+    );
+}
+
 fn bench_policy(c: &mut Criterion) {
     let objects = synthetic_mesh();
 
@@ -210,17 +218,27 @@ fn bench_policy(c: &mut Criterion) {
     let policies = Policies::build(&objects);
     let policies_time = start.elapsed();
     let after_policies = LIVE.load(Ordering::Relaxed);
-    println!(
-        "synthetic mesh: {} pods, {} services, {} VirtualServices, {} DestinationRules",
-        objects.pods.len(),
-        objects.services.len(),
-        objects.virtual_services.len(),
-        objects.destination_rules.len()
+    report(
+        "synthetic mesh",
+        format!(
+            "{} pods, {} services, {} VirtualServices, {} DestinationRules",
+            objects.pods.len(),
+            objects.services.len(),
+            objects.virtual_services.len(),
+            objects.destination_rules.len()
+        ),
     );
-    println!(
-        "cold build: inventory index {index_time:.2?}, policies {policies_time:.2?}; heap held: index {:.1} MiB, policies {:.1} MiB",
-        (after_index - before) as f64 / 1_048_576.0,
-        (after_policies - after_index) as f64 / 1_048_576.0
+    report(
+        "cold build at 150 k pods (inventory index, policies)",
+        format!("{index_time:.2?}, {policies_time:.2?}"),
+    );
+    report(
+        "heap held at 150 k pods (inventory index, policies)",
+        format!(
+            "{:.1} MiB, {:.1} MiB",
+            (after_index - before) as f64 / 1_048_576.0,
+            (after_policies - after_index) as f64 / 1_048_576.0
+        ),
     );
 
     let mut group = c.benchmark_group("build");
@@ -241,14 +259,17 @@ fn bench_policy(c: &mut Criterion) {
         .expect(&index, client, host, Some(80))
         .expect("synthetic host resolves");
     assert_eq!(sample.destinations.len(), 2);
-    println!(
-        "lookup sample: {} destinations, {} endpoints",
-        sample.destinations.len(),
-        sample
-            .destinations
-            .iter()
-            .map(|d| d.endpoints.len())
-            .sum::<usize>()
+    report(
+        "expectation lookup sample",
+        format!(
+            "{} destinations, {} endpoints",
+            sample.destinations.len(),
+            sample
+                .destinations
+                .iter()
+                .map(|d| d.endpoints.len())
+                .sum::<usize>()
+        ),
     );
     c.bench_function("expectation_lookup", |b| {
         b.iter(|| black_box(policies.expect(&index, client, black_box(host), Some(80))))

@@ -10,13 +10,12 @@
 //! that a flow the sweep no longer finds either closed (its close record was
 //! drained) or lost its close record, which is then counted.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::{
-    probe::{FlowCounters, FlowKind, FlowRecord, ProbeEvent},
+    probe::{FlowCounters, FlowKind, FlowRecord, ProbeEvent, Role},
     wire::{self, Classification},
 };
 
@@ -67,6 +66,9 @@ pub struct JoinerLosses {
 }
 
 /// Remembers each open flow's classification and last counters until it closes.
+///
+/// Keyed by socket cookie with a fast non-cryptographic hash: cookies come
+/// from the kernel, not from anyone who could aim collisions at the table.
 pub struct FlowJoiner {
     open: HashMap<u64, OpenFlow>,
     /// Flows closed since the current sweep began: a sweep that read the map
@@ -75,6 +77,9 @@ pub struct FlowJoiner {
     sweep: u64,
     unclassified: Arc<Classification>,
     capacity: usize,
+    /// Whether server sockets' first bytes are classified too (`observe`
+    /// shows them; the agent judges client sockets only).
+    classify_servers: bool,
     losses: JoinerLosses,
 }
 
@@ -88,8 +93,16 @@ impl FlowJoiner {
             sweep: 0,
             unclassified: Arc::new(wire::classify(&[])),
             capacity: capacity.max(1),
+            classify_servers: true,
             losses: JoinerLosses::default(),
         }
+    }
+
+    /// Leaves server sockets' first bytes unclassified: nothing judges them,
+    /// and classifying a ClientHello is most of a flow's cost in user space.
+    pub fn client_classification_only(mut self) -> Self {
+        self.classify_servers = false;
+        self
     }
 
     pub fn losses(&self) -> JoinerLosses {
@@ -122,6 +135,9 @@ impl FlowJoiner {
     pub fn push(&mut self, event: ProbeEvent) -> Option<ObservedFlow> {
         match event {
             ProbeEvent::Payload(payload) => {
+                if payload.role == Role::Server && !self.classify_servers {
+                    return None;
+                }
                 let classification = Arc::new(if payload.mid_stream {
                     wire::classify_mid_stream(&payload.bytes)
                 } else {
@@ -216,10 +232,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::{
-        probe::{PayloadRecord, Role},
-        wire::Transport,
-    };
+    use crate::{probe::PayloadRecord, wire::Transport};
 
     fn record(kind: FlowKind, cookie: u64, requests: u64, bytes: u64) -> FlowRecord {
         FlowRecord {

@@ -126,6 +126,7 @@ pub struct HaproxyBuilder {
     servers: Vec<Upstream>,
     threads: u32,
     maxconn: u32,
+    reuse: bool,
 }
 
 /// A running HAProxy in a pod; stopped on drop.
@@ -152,6 +153,7 @@ impl Haproxy {
             servers: Vec::new(),
             threads: 1,
             maxconn: 10_000,
+            reuse: true,
         }
     }
 
@@ -220,6 +222,14 @@ impl HaproxyBuilder {
     /// more threads means more upstream connections).
     pub fn threads(mut self, n: u32) -> Self {
         self.threads = n.max(1);
+        self
+    }
+
+    /// In HTTP mode, pool server connections (the default, like Envoy) or
+    /// open a new one for every request (`reuse(false)`), so each request
+    /// pays a new upstream handshake.
+    pub fn reuse(mut self, on: bool) -> Self {
+        self.reuse = on;
         self
     }
 
@@ -323,10 +333,12 @@ impl HaproxyBuilder {
             port = self.port
         );
         let _ = writeln!(c, "backend be\n    balance roundrobin");
-        if self.mode == ProxyMode::Http {
+        if self.mode == ProxyMode::Http && self.reuse {
             // Like Envoy: any idle pooled connection to the chosen server may
             // carry the next request, whichever client sent it.
             let _ = writeln!(c, "    http-reuse always");
+        } else if self.mode == ProxyMode::Http {
+            let _ = writeln!(c, "    http-reuse never\n    option http-server-close");
         }
         // No `check`: health probes would be connections the agent counts.
         for (s, cert) in self.servers.iter().zip(certs) {

@@ -68,6 +68,7 @@ pub mod browser;
 pub mod certs;
 pub mod h2_error;
 pub mod haproxy;
+pub mod iperf;
 pub mod load;
 pub mod nginx;
 pub mod prometheus;

@@ -317,6 +317,8 @@ pub struct WrkReport {
     pub non_2xx_3xx: u64,
     /// Socket errors (connect + read + write + timeout).
     pub socket_errors: u64,
+    /// Response bytes per second.
+    pub bytes_per_sec: f64,
 }
 
 /// Longest wrk run allowed.
@@ -407,6 +409,8 @@ pub struct H2load {
     clients: u32,
     streams: u32,
     timeout: Duration,
+    http1: bool,
+    connection_rate: Option<u32>,
 }
 
 /// What h2load reported.
@@ -426,7 +430,23 @@ impl H2load {
             clients: 1,
             streams: 1,
             timeout: Duration::from_secs(60),
+            http1: false,
+            connection_rate: None,
         }
+    }
+
+    /// Speak HTTP/1.1 instead of HTTP/2.
+    pub fn http1(mut self, on: bool) -> Self {
+        self.http1 = on;
+        self
+    }
+
+    /// Open `per_second` new connections per second (each client is one
+    /// connection; `clients` is then how many are opened in all), in steps
+    /// of a hundredth of a second so the rate is even.
+    pub fn connection_rate(mut self, per_second: u32) -> Self {
+        self.connection_rate = Some(per_second.clamp(100, 1_000_000));
+        self
     }
 
     /// Capped at [`MAX_REQUESTS`] times 10.
@@ -456,8 +476,15 @@ impl H2load {
         let mut cmd = Command::new("h2load");
         cmd.arg(format!("-n{}", self.requests))
             .arg(format!("-c{}", self.clients))
-            .arg(format!("-m{}", self.streams))
-            .arg(&self.url);
+            .arg(format!("-m{}", self.streams));
+        if self.http1 {
+            cmd.arg("--h1");
+        }
+        if let Some(rate) = self.connection_rate {
+            cmd.arg(format!("-r{}", rate / 100))
+                .arg("--rate-period=0.01");
+        }
+        cmd.arg(&self.url);
         let output = pod.run_ok(cmd, self.timeout)?;
         parse_h2load(&output.stdout)
     }
@@ -510,12 +537,30 @@ fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
+/// wrk's sizes: `4.00MB`, `512.10KB`, `830B` (binary multiples).
+fn parse_size(s: &str) -> Option<f64> {
+    let split = s.find(|c: char| c.is_ascii_alphabetic())?;
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num.parse().ok()?;
+    let scale = match unit {
+        "B" => 1.0,
+        "KB" => 1024.0,
+        "MB" => 1024.0 * 1024.0,
+        "GB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(value * scale)
+}
+
 pub(crate) fn parse_wrk(text: &str) -> Result<WrkReport> {
     let mut report = WrkReport::default();
     let mut saw_rate = false;
     for line in text.lines().map(str::trim) {
         let mut words = line.split_whitespace();
         match (words.next(), words.next()) {
+            (Some("Transfer/sec:"), Some(v)) => {
+                report.bytes_per_sec = parse_size(v).unwrap_or(0.0);
+            }
             (Some("Requests/sec:"), Some(v)) => {
                 report.requests_per_sec = v.parse().unwrap_or(0.0);
                 saw_rate = true;
@@ -608,5 +653,6 @@ Transfer/sec:      4.00MB
         assert_eq!(r.latency_p99, Duration::from_micros(1200));
         assert_eq!(r.socket_errors, 6);
         assert_eq!(r.non_2xx_3xx, 4);
+        assert!((r.bytes_per_sec - 4.0 * 1024.0 * 1024.0).abs() < 1e-6);
     }
 }

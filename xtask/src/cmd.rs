@@ -48,6 +48,24 @@ pub fn build_meshdrift() -> anyhow::Result<PathBuf> {
     Ok(root.join("target/debug/meshdrift"))
 }
 
+/// Builds the `meshdrift` binary (release profile, as it ships) and returns its path.
+pub fn build_meshdrift_release() -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .env(REQUIRE_EBPF.0, REQUIRE_EBPF.1)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "meshdrift-agent",
+            "--bin",
+            "meshdrift",
+        ]))?;
+    Ok(root.join("target/release/meshdrift"))
+}
+
 /// Runs a command inheriting stdio, failing with its command line when it fails.
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
     eprintln!("[xtask] $ {}", render(command));

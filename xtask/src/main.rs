@@ -32,8 +32,9 @@ enum Task {
     Demo(demo::DemoArgs),
     /// Run every test: lint, unit, property and the privileged end-to-end suite.
     Test(test::TestArgs),
-    /// Run the benchmarks and print their results.
-    Bench,
+    /// Measure what meshdrift costs against the no-agent limit, and how far
+    /// its HTTP/2 estimates are from the truth; rewrites BENCHMARKS.md (needs root).
+    Bench(bench::BenchArgs),
     /// Build or tear down a lab by hand.
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Demo(args) => setup::run().and_then(|()| demo::run(&args)),
         Task::Test(args) => setup::run().and_then(|()| test::run(&args)),
-        Task::Bench => setup::run().and_then(|()| bench::run()),
+        Task::Bench(args) => setup::run().and_then(|()| bench::run(&args)),
         Task::Lab(command) => lab::run(command),
     };
     match result {

@@ -6,8 +6,10 @@ use anyhow::{Context as _, bail};
 
 use crate::cmd;
 
-/// Debian packages: LLVM 22 for bpf-linker, the lab's real software, Prometheus
-/// (server and promtool) and Chromium for the report page's browser test.
+/// Debian packages: LLVM 22 for bpf-linker, the lab's real software (h2load
+/// from nghttp2-client, iperf3 for the benchmark), Prometheus (server and
+/// promtool), Chromium for the report page's browser test, and bpftool for
+/// the kernel's per-program statistics.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -20,6 +22,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "openssl",
     "prometheus",
     "chromium",
+    "iperf3",
+    "nghttp2-client",
+    "bpftool",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -87,7 +87,7 @@ async fn observe(
     duration: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
     let mut shutdown = Shutdown::install().context("installing the signal handlers")?;
-    let mut probe_loop = ProbeLoop::attach(&config)?;
+    let mut probe_loop = ProbeLoop::attach(&config, true)?;
     eprintln!(
         "meshdrift: observing TCP flows under cgroup {} (Ctrl-C to stop)",
         probe_loop.probe().cgroup().display()

@@ -13,3 +13,4 @@ pub use event::{
 pub use loader::{Probe, ProbeConfig, ProbeError, ebpf_object};
 pub use losses::{KernelLosses, LossCounters};
 pub use meshdrift_host::CgroupError;
+pub use sweep::Sweeper;

@@ -18,7 +18,9 @@ use crate::{
     report::{AgentHealth, Report},
 };
 
-pub(super) struct Agent {
+/// What the agent keeps between kernel events. The event loop drives it; the
+/// pipeline benchmark drives it with synthetic records.
+pub struct Agent {
     node: String,
     started: Instant,
     window: Duration,
@@ -31,7 +33,7 @@ pub(super) struct Agent {
 }
 
 impl Agent {
-    pub(super) fn new(node: String, engine: DriftEngine, metrics: Arc<Metrics>) -> Self {
+    pub fn new(node: String, engine: DriftEngine, metrics: Arc<Metrics>) -> Self {
         Self {
             node,
             started: Instant::now(),
@@ -45,11 +47,11 @@ impl Agent {
         }
     }
 
-    pub(super) fn node(&self) -> &str {
+    pub fn node(&self) -> &str {
         &self.node
     }
 
-    pub(super) fn use_declared(&mut self, declared: &Declared) {
+    pub fn use_declared(&mut self, declared: &Declared) {
         self.attributor.set_mesh(Arc::clone(&declared.mesh));
         self.load_findings = declared.load_findings.clone();
     }
@@ -60,7 +62,7 @@ impl Agent {
     }
 
     /// Attributes one observed flow and tallies what it carried.
-    pub(super) fn consume(&mut self, flow: &ObservedFlow) {
+    pub fn consume(&mut self, flow: &ObservedFlow) {
         let now = self.now();
         match self.attributor.attribute(flow, now) {
             Attribution::Counted {
@@ -83,11 +85,11 @@ impl Agent {
 
     /// The verdicts over the window ending now, with the agent's health.
     /// Records when the kernel programs began to count.
-    pub(super) fn counting_since(&mut self, attached_at: std::time::SystemTime) {
+    pub fn counting_since(&mut self, attached_at: std::time::SystemTime) {
         self.counting_since = Some(rfc3339_millis(attached_at));
     }
 
-    pub(super) fn report(&mut self, mut losses: LossCounters, flows_tracked: usize) -> Report {
+    pub fn report(&mut self, mut losses: LossCounters, flows_tracked: usize) -> Report {
         losses.late = self.engine.late_dropped();
         let now = self.now();
         self.engine.expire(now);

@@ -9,6 +9,8 @@ mod probe_loop;
 mod run;
 mod shutdown;
 
+pub use agent::Agent;
+pub use declared::Declared;
 pub use probe_loop::ProbeLoop;
 pub use run::{AgentConfig, run};
 pub use shutdown::Shutdown;

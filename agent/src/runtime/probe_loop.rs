@@ -37,8 +37,10 @@ pub struct ProbeLoop {
 }
 
 impl ProbeLoop {
-    /// Loads and attaches the kernel programs. Needs a tokio runtime.
-    pub fn attach(config: &ProbeConfig) -> Result<Self, ProbeError> {
+    /// Loads and attaches the kernel programs. Needs a tokio runtime. With
+    /// `classify_servers` false, server sockets' first bytes are not
+    /// classified (their flows are not judged).
+    pub fn attach(config: &ProbeConfig, classify_servers: bool) -> Result<Self, ProbeError> {
         let probe = Probe::attach(config)?;
         let mut sweep = tokio::time::interval(config.update_interval);
         // A late sweep is not made up for: the next one reads the same counters.
@@ -48,7 +50,11 @@ impl ProbeLoop {
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(Self {
             probe,
-            joiner: FlowJoiner::new(MAX_OPEN_FLOWS),
+            joiner: if classify_servers {
+                FlowJoiner::new(MAX_OPEN_FLOWS)
+            } else {
+                FlowJoiner::new(MAX_OPEN_FLOWS).client_classification_only()
+            },
             records: Vec::with_capacity(4096),
             swept: Vec::new(),
             poll,

@@ -67,7 +67,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     if let Some(declared) = first {
         agent.use_declared(&declared);
     }
-    let mut probe_loop = ProbeLoop::attach(&config.probe)?;
+    let mut probe_loop = ProbeLoop::attach(&config.probe, false)?;
     agent.counting_since(probe_loop.probe().attached_at());
     state.set_ready(true);
     eprintln!(

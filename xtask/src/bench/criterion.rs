@@ -1,0 +1,74 @@
+//! The criterion benchmarks of the agent crate: the user-space pipeline and
+//! the policy engine. Figures are read back from criterion's own estimates
+//! and from the lines the benchmarks print (`BENCH {json}`).
+
+use std::{collections::BTreeMap, path::Path, process::Command};
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::cmd;
+
+#[derive(Debug, Default)]
+pub struct CriterionResults {
+    /// Median nanoseconds per iteration, by benchmark id (`pipeline/record_to_tally`).
+    pub median_ns: BTreeMap<String, f64>,
+    /// What the benchmarks printed as `BENCH {json}` lines.
+    pub printed: Vec<Value>,
+}
+
+const BENCHES: [&str; 5] = [
+    "pipeline/record_to_tally",
+    "build/inventory_index_150k_pods_20k_services",
+    "build/policies_20k_vs_20k_dr",
+    "expectation_lookup",
+    "pod_by_ip",
+];
+
+pub fn run(root: &Path, quick: bool) -> anyhow::Result<CriterionResults> {
+    let mut command = Command::new("cargo");
+    command
+        .current_dir(root)
+        .env(cmd::REQUIRE_EBPF.0, cmd::REQUIRE_EBPF.1)
+        .args([
+            "bench",
+            "--quiet",
+            "-p",
+            "meshdrift-agent",
+            "--bench",
+            "pipeline",
+            "--bench",
+            "policy",
+            "--",
+        ]);
+    if quick {
+        command.arg("--quick");
+    }
+    eprintln!("[xtask] $ {}", cmd::render(&command));
+    let output = command.output().context("running cargo bench")?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "cargo bench failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let printed = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("BENCH "))
+        .filter_map(|json| serde_json::from_str(json).ok())
+        .collect();
+    let mut median_ns = BTreeMap::new();
+    for id in BENCHES {
+        let path = root
+            .join("target/criterion")
+            .join(id)
+            .join("new/estimates.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let estimates: Value = serde_json::from_str(&text)?;
+        if let Some(ns) = estimates["median"]["point_estimate"].as_f64() {
+            median_ns.insert(id.to_owned(), ns);
+        }
+    }
+    Ok(CriterionResults { median_ns, printed })
+}
