@@ -54,6 +54,11 @@ pub fn observe(ctx: &SkBuffContext, egress: bool) {
     let Some(segment) = parse(ctx) else {
         return;
     };
+    // A pure ACK changes nothing: no bytes, no turn, no end of a flow. About
+    // half of all packets stop here, before the socket's cookie and lookup.
+    if segment.payload_len == 0 && segment.tcp_flags & (TCP_FIN | TCP_RST) == 0 {
+        return;
+    }
     // SAFETY: helper call on the context pointer the kernel gave us.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast::<c_void>()) };
     let state = match FLOWS.get_ptr_mut(cookie) {

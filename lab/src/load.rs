@@ -456,7 +456,7 @@ impl H2load {
     }
 
     pub fn clients(mut self, n: u32) -> Self {
-        self.clients = n.clamp(1, 1_000);
+        self.clients = n.clamp(1, 10_000_000);
         self
     }
 
@@ -482,7 +482,8 @@ impl H2load {
         }
         if let Some(rate) = self.connection_rate {
             cmd.arg(format!("-r{}", rate / 100))
-                .arg("--rate-period=0.01");
+                .arg("--rate-period=10ms")
+                .arg("-t2");
         }
         cmd.arg(&self.url);
         let output = pod.run_ok(cmd, self.timeout)?;

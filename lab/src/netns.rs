@@ -155,22 +155,33 @@ pub(crate) fn create_pod_network(link: &PodLink<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Writes the pod's IPv6 `accept_dad` sysctls. /proc/sys/net shows the
-/// namespace of the thread that opens it, so a short-lived thread enters the
-/// pod's namespace instead of forking `ip netns exec … sysctl`.
+/// Writes the pod's IPv6 `accept_dad` sysctls, so addresses are usable at once.
 fn disable_dad(netns: &str) -> Result<()> {
+    let settings: Vec<(String, String)> = ["default", "all", "eth0"]
+        .iter()
+        .map(|dev| (format!("net/ipv6/conf/{dev}/accept_dad"), "0".to_owned()))
+        .collect();
+    write_sysctls(netns, &settings)
+}
+
+/// Writes sysctls (`net/ipv4/tcp_tw_reuse` = `1`, …) inside a namespace.
+/// /proc/sys/net shows the namespace of the thread that opens it, so a
+/// short-lived thread enters the pod's namespace instead of forking
+/// `ip netns exec … sysctl`.
+pub(crate) fn write_sysctls(netns: &str, settings: &[(String, String)]) -> Result<()> {
     let path = netns_path(netns);
     let file = std::fs::File::open(&path).map_err(|e| LabError::io("opening netns", &path, e))?;
+    let settings = settings.to_vec();
     let handle = std::thread::spawn(move || -> std::io::Result<()> {
         // Changes only this thread, which ends right after.
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        for dev in ["default", "all", "eth0"] {
-            std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/accept_dad"), "0")?;
+        for (key, value) in &settings {
+            std::fs::write(format!("/proc/sys/{key}"), value)?;
         }
         Ok(())
     });
     match handle.join() {
-        Ok(result) => result.map_err(|e| LabError::io("disabling IPv6 DAD in", path, e)),
+        Ok(result) => result.map_err(|e| LabError::io("writing sysctls in", path, e)),
         Err(_) => Err(LabError::invalid(
             "netns",
             format!("thread entering {netns} panicked"),

@@ -142,6 +142,16 @@ impl Pod {
         )
     }
 
+    /// Sets network sysctls in the pod's namespace, e.g.
+    /// `("net/ipv4/tcp_tw_reuse", "1")`.
+    pub fn sysctl(&self, settings: &[(&str, &str)]) -> Result<()> {
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect();
+        crate::netns::write_sysctls(&self.inner.netns, &settings)
+    }
+
     /// `http://<ip>:<port>/` with IPv6 in brackets.
     pub fn url(&self, scheme: &str, v6: bool, port: u16) -> String {
         if v6 {

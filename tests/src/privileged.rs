@@ -1,5 +1,6 @@
 //! The privileged suite: it fails (never skips) without root, and runs one
-//! agent at a time because the programs attach to the cgroup root exclusively.
+//! agent at a time: every agent's programs see every socket on the node, so
+//! two at once would double the kernel's work under the tests' timing.
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -2,9 +2,11 @@
 //! Istio policies, and the reverse maps attribution needs.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
 };
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::{
     findings::Finding,

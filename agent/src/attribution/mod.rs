@@ -10,7 +10,9 @@
 mod mesh;
 pub mod requests;
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
+
+use foldhash::{HashMap, HashMapExt};
 
 pub use mesh::Mesh;
 

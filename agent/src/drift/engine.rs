@@ -1,7 +1,9 @@
 //! The engine: keeps each key's buckets and declared split, moves the policy
 //! generation when the declaration changes, and assembles the snapshot.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 
 use tracing::{debug, info, warn};
 

@@ -1,7 +1,9 @@
 //! Transport verdicts: what the policy expects on the wire for an endpoint
 //! against what the first client bytes showed, counted per connection.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use crate::observation::{
     ExpectedTransport, SplitKey, TransportOutcome, Workload, judge_transport,

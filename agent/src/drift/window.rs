@@ -3,7 +3,9 @@
 //! window are dropped, and the distinct unexpected destinations a key remembers
 //! are capped, so memory stays bounded by workloads × hosts × subsets.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use crate::observation::{Destination, ExpectedTransport, Observation};
 use crate::wire::Transport;

@@ -86,6 +86,17 @@ impl SplitLabels {
 }
 
 impl TrafficLabels {
+    /// Whether these labels are the ones `of(observation, subset)` would make,
+    /// compared without building them.
+    pub fn describe(&self, observation: &Observation, subset: Option<&str>) -> bool {
+        self.destination_port == observation.key.port
+            && self.transport == observation.transport.as_str()
+            && self.destination_host == observation.key.host
+            && self.destination_subset == subset.unwrap_or_default()
+            && self.source_workload == observation.key.source.name
+            && self.source_namespace == observation.key.source.namespace
+    }
+
     pub fn of(observation: &Observation, subset: Option<&str>) -> Self {
         TrafficLabels {
             source_namespace: observation.key.source.namespace.clone(),

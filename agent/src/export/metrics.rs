@@ -2,7 +2,10 @@
 //! reports turn into samples.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use foldhash::HashMap;
 
 use prometheus_client::encoding::text;
 use prometheus_client::metrics::counter::Counter;
@@ -45,6 +48,20 @@ pub struct Metrics {
     inventory: ReplacedGauges<KindLabels>,
     lost_events: Arc<CumulativeCounters>,
     excluded_flows: Arc<CumulativeCounters>,
+    /// Counter handles of each traffic line seen, by a hash of its labels:
+    /// an observation finds its counters without building labels or
+    /// locking the families. As bounded as the families themselves.
+    traffic: Mutex<HashMap<u64, Vec<TrafficHandles>>>,
+    hasher: foldhash::fast::RandomState,
+}
+
+/// The three traffic counters of one label set (clones share the families' values).
+#[derive(Debug)]
+struct TrafficHandles {
+    labels: TrafficLabels,
+    requests: Counter,
+    connections: Counter,
+    bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -80,6 +97,8 @@ impl Metrics {
                  of the kernel's counters). Any increase means the counts are incomplete.",
                 "reason",
             )),
+            traffic: Mutex::new(HashMap::default()),
+            hasher: foldhash::fast::RandomState::default(),
             excluded_flows: Arc::new(CumulativeCounters::new(
                 "meshdrift_excluded_flows",
                 "Flows left out of split accounting since the agent started, by reason \
@@ -210,14 +229,7 @@ impl Metrics {
             Destination::Subset { subset } => subset.as_deref(),
             Destination::Unexpected { .. } => None,
         };
-        let labels = TrafficLabels::of(observation, subset);
-        self.requests
-            .get_or_create(&labels)
-            .inc_by(observation.requests);
-        self.connections
-            .get_or_create(&labels)
-            .inc_by(observation.connections);
-        self.bytes.get_or_create(&labels).inc_by(observation.bytes);
+        self.count_traffic(observation, subset);
 
         if matches!(observation.destination, Destination::Unexpected { .. }) {
             let key = &observation.key;
@@ -238,16 +250,51 @@ impl Metrics {
             TransportOutcome::Mismatch => &self.tls_mismatches,
         };
         let labels = TransportLabels {
-            source_namespace: labels.source_namespace,
-            source_workload: labels.source_workload,
-            destination_host: labels.destination_host,
-            destination_subset: labels.destination_subset,
+            source_namespace: observation.key.source.namespace.clone(),
+            source_workload: observation.key.source.name.clone(),
+            destination_host: observation.key.host.clone(),
+            destination_subset: subset.unwrap_or_default().to_owned(),
             expected: expected.as_str(),
             observed: observation.transport.as_str(),
         };
         family
             .get_or_create(&labels)
             .inc_by(observation.connections);
+    }
+
+    fn count_traffic(&self, observation: &Observation, subset: Option<&str>) {
+        let mut hasher = self.hasher.build_hasher();
+        observation.key.hash(&mut hasher);
+        subset.hash(&mut hasher);
+        observation.transport.hash(&mut hasher);
+        let hash = hasher.finish();
+        // A poisoned lock only means a panic elsewhere mid-insert; the map is still sound.
+        let mut cache = self
+            .traffic
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let line = cache.entry(hash).or_default();
+        let index = match line
+            .iter()
+            .position(|handles| handles.labels.describe(observation, subset))
+        {
+            Some(index) => index,
+            None => {
+                let labels = TrafficLabels::of(observation, subset);
+                line.push(TrafficHandles {
+                    requests: self.requests.get_or_create(&labels).clone(),
+                    connections: self.connections.get_or_create(&labels).clone(),
+                    bytes: self.bytes.get_or_create(&labels).clone(),
+                    labels,
+                });
+                line.len() - 1
+            }
+        };
+        if let Some(handles) = line.get(index) {
+            handles.requests.inc_by(observation.requests);
+            handles.connections.inc_by(observation.connections);
+            handles.bytes.inc_by(observation.bytes);
+        }
     }
 
     /// Refreshes every verdict and health series from a report. Series for splits,

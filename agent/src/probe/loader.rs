@@ -120,7 +120,7 @@ fn permission_hint(err: &aya::EbpfError) -> &'static str {
 fn program_hint(err: &aya::programs::ProgramError) -> &'static str {
     match os_error(err) {
         Some(libc::EEXIST) => {
-            " (another program is already attached to this cgroup in exclusive mode: is another meshdrift running?)"
+            " (a program is already attached to this cgroup in exclusive mode)"
         }
         Some(libc::EPERM | libc::EACCES) => " (attaching to a cgroup needs root or CAP_NET_ADMIN)",
         _ => "",
@@ -349,7 +349,10 @@ fn attach_program(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<
         what: "program",
         name,
     })?;
-    let mode = CgroupAttachMode::Single;
+    // Alongside whatever else the node runs (CNI agents attach cgroup
+    // programs too); an exclusive attach would fail next to theirs, or make
+    // theirs fail.
+    let mode = CgroupAttachMode::AllowMultiple;
     let attached = match program {
         aya::programs::Program::SockOps(program) => program.attach(cgroup, mode).map(drop),
         aya::programs::Program::CgroupSkb(program) => {
@@ -387,7 +390,7 @@ mod tests {
 
     #[test]
     fn hints_follow_the_errno_not_the_message() {
-        assert!(program_hint(&attach_failure(libc::EEXIST)).contains("another meshdrift"));
+        assert!(program_hint(&attach_failure(libc::EEXIST)).contains("exclusive mode"));
         assert!(program_hint(&attach_failure(libc::EPERM)).contains("CAP_NET_ADMIN"));
         assert!(program_hint(&attach_failure(libc::EACCES)).contains("CAP_NET_ADMIN"));
         assert_eq!(program_hint(&attach_failure(libc::EINVAL)), "");

@@ -133,6 +133,12 @@ impl AbLab {
     pub fn start() -> anyhow::Result<Self> {
         let lab = Lab::new("bench").context("creating the lab")?;
         let client = lab.add_pod_at("client", 10)?;
+        // Thousands of new connections a second from one client: reuse ports
+        // in TIME_WAIT, and have all of them.
+        client.sysctl(&[
+            ("net/ipv4/tcp_tw_reuse", "1"),
+            ("net/ipv4/ip_local_port_range", "1024 65535"),
+        ])?;
         let server = lab.add_pod_at("server", 11)?;
         let nginx = Nginx::builder("server")
             .http(PLAIN_PORT)
