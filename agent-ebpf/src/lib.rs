@@ -152,13 +152,15 @@ pub mod direction {
     pub const FROM_SERVER: usize = 1;
 }
 
-/// Addresses and ports of a socket. IPv4 addresses take the first four bytes of
-/// the address arrays; ports are in host byte order.
+/// Addresses and ports of a socket. Addresses are their network-order bytes
+/// held as native-endian words, the way the kernel hands them to programs (so
+/// the programs store whole words, never byte loops); IPv4 takes the first
+/// word. Ports are in host byte order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowAddrs {
-    pub local_addr: [u8; 16],
-    pub remote_addr: [u8; 16],
+    pub local_addr: [u32; 4],
+    pub remote_addr: [u32; 4],
     pub local_port: u16,
     pub remote_port: u16,
     /// 4 or 6.
@@ -166,6 +168,37 @@ pub struct FlowAddrs {
     /// A [`Role`] as its byte.
     pub role: u8,
     pub _pad: [u8; 2],
+}
+
+/// The words of [`FlowAddrs`] for an address's network-order bytes.
+pub const fn addr_words(bytes: [u8; 16]) -> [u32; 4] {
+    let mut words = [0u32; 4];
+    let mut i = 0;
+    while i < 4 {
+        words[i] = u32::from_ne_bytes([
+            bytes[i * 4],
+            bytes[i * 4 + 1],
+            bytes[i * 4 + 2],
+            bytes[i * 4 + 3],
+        ]);
+        i += 1;
+    }
+    words
+}
+
+/// The network-order bytes of an address held as [`FlowAddrs`] words.
+pub const fn addr_bytes(words: [u32; 4]) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let word = words[i].to_ne_bytes();
+        bytes[i * 4] = word[0];
+        bytes[i * 4 + 1] = word[1];
+        bytes[i * 4 + 2] = word[2];
+        bytes[i * 4 + 3] = word[3];
+        i += 1;
+    }
+    bytes
 }
 
 /// Per-flow state in the flow map, keyed by socket cookie.
@@ -204,7 +237,8 @@ pub struct FlowState {
     pub client_next_seq: u64,
     /// Bits of [`flow_flags`].
     pub flags: u64,
-    /// `bpf_ktime_get_ns` when the flow was established (or adopted).
+    /// `CLOCK_MONOTONIC` to the kernel's tick (`bpf_ktime_get_coarse_ns`) when
+    /// the flow was established (or adopted).
     pub start_ns: u64,
     /// cgroup and owner uid of the socket, from its first client payload packet.
     pub cgroup_id: u64,
@@ -212,6 +246,9 @@ pub struct FlowState {
     pub _pad: u32,
     pub addrs: FlowAddrs,
 }
+
+// The programs copy flow states a word at a time.
+const _: () = assert!(size_of::<FlowState>().is_multiple_of(8) && align_of::<FlowState>() == 8);
 
 impl FlowState {
     /// A flow seen for the first time at `start_ns`.
@@ -241,9 +278,10 @@ impl FlowState {
 pub struct FlowEvent {
     /// [`RecordKind::Close`] as its byte.
     pub kind: u8,
+    /// Never written by the programs, never read.
     pub _pad: [u8; 7],
     pub cookie: u64,
-    /// `bpf_ktime_get_ns` at the close.
+    /// `CLOCK_MONOTONIC` to the kernel's tick at the close.
     pub time_ns: u64,
     pub state: FlowState,
 }

@@ -10,8 +10,8 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::BPF_TCP_ESTABLISHED,
     helpers::{
-        bpf_get_socket_cookie, bpf_get_socket_uid, bpf_ktime_get_ns, bpf_sk_fullsock,
-        bpf_skb_cgroup_id, bpf_skb_load_bytes,
+        bpf_get_socket_cookie, bpf_get_socket_uid, bpf_sk_fullsock, bpf_skb_cgroup_id,
+        bpf_skb_load_bytes,
     },
     programs::SkBuffContext,
 };
@@ -22,7 +22,7 @@ use meshdrift_ebpf::{
 
 use crate::state::{
     EVENTS, FLOWS, atomic_add, atomic_set_flags, compare_and_swap, count_loss, emit_close,
-    ephemeral_ports, read_shared, submit_flags,
+    ephemeral_ports, now_ns, read_shared, submit_flags,
 };
 use crate::{records, tls};
 
@@ -41,10 +41,13 @@ struct Segment {
     tcp_flags: u8,
     /// TCP sequence number of the first payload byte.
     seq: u32,
-    /// Source and destination of the packet, for adopting its flow.
+}
+
+/// Source and destination of a packet, read only to adopt its flow.
+struct Endpoints {
     family: u8,
-    src_addr: [u8; 16],
-    dst_addr: [u8; 16],
+    src_addr: [u32; 4],
+    dst_addr: [u32; 4],
     src_port: u16,
     dst_port: u16,
 }
@@ -260,9 +263,8 @@ fn end_of_adopted(cookie: u64, state: *mut FlowState, tcp_flags: u8, from_client
         old & both != both && (old | fin) & both == both
     };
     if finished {
-        // SAFETY: helper call; the value is copied before the entry is removed.
-        let now = unsafe { bpf_ktime_get_ns() };
-        emit_close(cookie, unsafe { &*state }, now);
+        // The value is copied before the entry is removed.
+        emit_close(cookie, state, now_ns());
         let _ = FLOWS.remove(cookie);
     }
 }
@@ -294,19 +296,20 @@ fn adopt(
     if !established {
         return None;
     }
+    let packet = endpoints(ctx)?;
     let (local_addr, remote_addr, local_port, remote_port) = if egress {
         (
-            segment.src_addr,
-            segment.dst_addr,
-            segment.src_port,
-            segment.dst_port,
+            packet.src_addr,
+            packet.dst_addr,
+            packet.src_port,
+            packet.dst_port,
         )
     } else {
         (
-            segment.dst_addr,
-            segment.src_addr,
-            segment.dst_port,
-            segment.src_port,
+            packet.dst_addr,
+            packet.src_addr,
+            packet.dst_port,
+            packet.src_port,
         )
     };
     let role = if ephemeral_ports().local_is_client(local_port, remote_port) {
@@ -319,13 +322,11 @@ fn adopt(
         remote_addr,
         local_port,
         remote_port,
-        family: segment.family,
+        family: packet.family,
         role: role as u8,
         _pad: [0; 2],
     };
-    // SAFETY: helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let state = FlowState::new(addrs, now, flow_flags::ADOPTED);
+    let state = FlowState::new(addrs, now_ns(), flow_flags::ADOPTED);
     if FLOWS.insert(cookie, state, INSERT_IF_ABSENT).is_err() && FLOWS.get_ptr(cookie).is_none() {
         count_loss(Loss::AdoptMapFull);
         return None;
@@ -342,17 +343,6 @@ fn parse(ctx: &SkBuffContext) -> Option<Segment> {
     // SAFETY: reads of the context fields the kernel provides.
     let (data, data_end, len) =
         unsafe { ((*skb).data as usize, (*skb).data_end as usize, (*skb).len) };
-    let mut segment = Segment {
-        payload_offset: 0,
-        payload_len: 0,
-        tcp_flags: 0,
-        seq: 0,
-        family: 4,
-        src_addr: [0; 16],
-        dst_addr: [0; 16],
-        src_port: 0,
-        dst_port: 0,
-    };
     if data + 40 > data_end {
         return None;
     }
@@ -360,25 +350,8 @@ fn parse(ctx: &SkBuffContext) -> Option<Segment> {
     let l4 = unsafe {
         let version_ihl = *(data as *const u8);
         match version_ihl >> 4 {
-            4 => {
-                if *((data + 9) as *const u8) != IPPROTO_TCP {
-                    return None;
-                }
-                let ip = &*(data as *const [u8; 20]);
-                segment.src_addr[..4].copy_from_slice(&ip[12..16]);
-                segment.dst_addr[..4].copy_from_slice(&ip[16..20]);
-                usize::from(version_ihl & 0x0f) * 4
-            }
-            6 => {
-                if *((data + 6) as *const u8) != IPPROTO_TCP {
-                    return None;
-                }
-                let ip = &*(data as *const [u8; 40]);
-                segment.family = 6;
-                segment.src_addr.copy_from_slice(&ip[8..24]);
-                segment.dst_addr.copy_from_slice(&ip[24..40]);
-                40
-            }
+            4 if *((data + 9) as *const u8) == IPPROTO_TCP => usize::from(version_ihl & 0x0f) * 4,
+            6 if *((data + 6) as *const u8) == IPPROTO_TCP => 40,
             _ => return None,
         }
     };
@@ -387,18 +360,59 @@ fn parse(ctx: &SkBuffContext) -> Option<Segment> {
         return None;
     }
     // SAFETY: within the bounds checked just above.
-    unsafe {
-        let ports = tcp as *const [u8; 4];
-        segment.src_port = u16::from_be_bytes([(*ports)[0], (*ports)[1]]);
-        segment.dst_port = u16::from_be_bytes([(*ports)[2], (*ports)[3]]);
-        let seq = (tcp + 4) as *const [u8; 4];
-        segment.seq = u32::from_be_bytes(*seq);
-        let data_offset = *((tcp + 12) as *const u8);
-        segment.tcp_flags = *((tcp + 13) as *const u8);
-        segment.payload_offset = (l4 + usize::from(data_offset >> 4) * 4) as u32;
+    let (seq, data_offset, tcp_flags) = unsafe {
+        (
+            u32::from_be_bytes(*((tcp + 4) as *const [u8; 4])),
+            *((tcp + 12) as *const u8),
+            *((tcp + 13) as *const u8),
+        )
+    };
+    let payload_offset = (l4 + usize::from(data_offset >> 4) * 4) as u32;
+    Some(Segment {
+        payload_offset,
+        payload_len: len.saturating_sub(payload_offset),
+        tcp_flags,
+        seq,
+    })
+}
+
+/// The packet's addresses and ports, for the rare packet whose flow is adopted.
+#[inline(always)]
+fn endpoints(ctx: &SkBuffContext) -> Option<Endpoints> {
+    let skb = ctx.skb.skb;
+    // SAFETY: reads of the context fields the kernel provides.
+    let (data, data_end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    if data + 40 > data_end {
+        return None;
     }
-    segment.payload_len = len.saturating_sub(segment.payload_offset);
-    Some(segment)
+    // SAFETY: every read below is of bytes the bounds checks put before `data_end`.
+    unsafe {
+        let version_ihl = *(data as *const u8);
+        let word = |offset: usize| core::ptr::read_unaligned((data + offset) as *const u32);
+        let (family, src_addr, dst_addr, l4) = if version_ihl >> 4 == 4 {
+            let l4 = usize::from(version_ihl & 0x0f) * 4;
+            (4, [word(12), 0, 0, 0], [word(16), 0, 0, 0], l4)
+        } else {
+            (
+                6,
+                [word(8), word(12), word(16), word(20)],
+                [word(24), word(28), word(32), word(36)],
+                40,
+            )
+        };
+        let tcp = data + l4;
+        if tcp + 4 > data_end {
+            return None;
+        }
+        let ports = *(tcp as *const [u8; 4]);
+        Some(Endpoints {
+            family,
+            src_addr,
+            dst_addr,
+            src_port: u16::from_be_bytes([ports[0], ports[1]]),
+            dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+        })
+    }
 }
 
 /// Copies up to `PAYLOAD_CAPTURE_LEN` payload bytes into a ring-buffer record with

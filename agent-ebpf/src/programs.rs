@@ -7,7 +7,7 @@ use aya_ebpf::{
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
         BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE, bpf_sock_ops,
     },
-    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_sock_ops_cb_flags_set},
+    helpers::{bpf_get_socket_cookie, bpf_sock_ops_cb_flags_set},
     macros::{cgroup_skb, cgroup_sock, sock_ops},
     programs::{SkBuffContext, SockContext, SockOpsContext},
 };
@@ -15,7 +15,7 @@ use meshdrift_ebpf::{FlowAddrs, FlowState, Loss, Role, flow_flags};
 
 use crate::{
     packet,
-    state::{FLOWS, count_loss, emit_close, read_shared},
+    state::{FLOWS, count_loss, emit_close, now_ns, read_shared},
 };
 
 const AF_INET: u32 = 2;
@@ -49,15 +49,10 @@ fn on_established(ops: *mut bpf_sock_ops, flow_role: Role) {
     let Some(addrs) = read_addrs(ops, flow_role) else {
         return;
     };
-    // SAFETY: helper calls on the context pointer the kernel gave us.
-    let (cookie, now) = unsafe {
-        (
-            bpf_get_socket_cookie(ops.cast::<c_void>()),
-            bpf_ktime_get_ns(),
-        )
-    };
+    // SAFETY: helper call on the context pointer the kernel gave us.
+    let cookie = unsafe { bpf_get_socket_cookie(ops.cast::<c_void>()) };
     if FLOWS
-        .insert(cookie, FlowState::new(addrs, now, 0), 0)
+        .insert(cookie, FlowState::new(addrs, now_ns(), 0), 0)
         .is_err()
     {
         count_loss(Loss::FlowMapInsert);
@@ -72,18 +67,13 @@ fn on_established(ops: *mut bpf_sock_ops, flow_role: Role) {
 
 #[inline(always)]
 fn on_close(ops: *mut bpf_sock_ops) {
-    // SAFETY: helper calls on the context pointer the kernel gave us.
-    let (cookie, now) = unsafe {
-        (
-            bpf_get_socket_cookie(ops.cast::<c_void>()),
-            bpf_ktime_get_ns(),
-        )
-    };
+    // SAFETY: helper call on the context pointer the kernel gave us.
+    let cookie = unsafe { bpf_get_socket_cookie(ops.cast::<c_void>()) };
     // State callbacks are armed only for flows that were recorded, so a
     // missing entry can only be a flow whose insert failed (already counted).
     if let Some(state) = FLOWS.get_ptr(cookie) {
-        // SAFETY: the map value stays valid until removed below; it is copied first.
-        emit_close(cookie, unsafe { &*state }, now);
+        // The map value stays valid until removed below; it is copied first.
+        emit_close(cookie, state, now_ns());
         let _ = FLOWS.remove(cookie);
     }
 }
@@ -92,29 +82,18 @@ fn on_close(ops: *mut bpf_sock_ops) {
 /// dual-stack connection look alike.
 #[inline(always)]
 fn read_addrs(ops: *mut bpf_sock_ops, flow_role: Role) -> Option<FlowAddrs> {
-    let mut addrs = FlowAddrs {
-        local_addr: [0; 16],
-        remote_addr: [0; 16],
-        local_port: 0,
-        remote_port: 0,
-        family: 4,
-        role: flow_role as u8,
-        _pad: [0; 2],
-    };
     // SAFETY: context field reads, each at its declared width.
     unsafe {
         let family = read_volatile(&raw const (*ops).family);
         // local_port is host order; remote_port holds the network-order port in its upper 16 bits.
-        addrs.local_port = read_volatile(&raw const (*ops).local_port) as u16;
-        addrs.remote_port =
-            u16::from_be((read_volatile(&raw const (*ops).remote_port) >> 16) as u16);
-        match family {
-            AF_INET => {
-                let local = read_volatile(&raw const (*ops).local_ip4).to_ne_bytes();
-                let remote = read_volatile(&raw const (*ops).remote_ip4).to_ne_bytes();
-                addrs.local_addr[..4].copy_from_slice(&local);
-                addrs.remote_addr[..4].copy_from_slice(&remote);
-            }
+        let local_port = read_volatile(&raw const (*ops).local_port) as u16;
+        let remote_port = u16::from_be((read_volatile(&raw const (*ops).remote_port) >> 16) as u16);
+        let (local_addr, remote_addr, family) = match family {
+            AF_INET => (
+                [read_volatile(&raw const (*ops).local_ip4), 0, 0, 0],
+                [read_volatile(&raw const (*ops).remote_ip4), 0, 0, 0],
+                4,
+            ),
             AF_INET6 => {
                 let local = [
                     read_volatile(&raw const (*ops).local_ip6[0]),
@@ -129,21 +108,23 @@ fn read_addrs(ops: *mut bpf_sock_ops, flow_role: Role) -> Option<FlowAddrs> {
                     read_volatile(&raw const (*ops).remote_ip6[3]),
                 ];
                 if is_v4_mapped(&local) && is_v4_mapped(&remote) {
-                    addrs.local_addr[..4].copy_from_slice(&local[3].to_ne_bytes());
-                    addrs.remote_addr[..4].copy_from_slice(&remote[3].to_ne_bytes());
+                    ([local[3], 0, 0, 0], [remote[3], 0, 0, 0], 4)
                 } else {
-                    addrs.family = 6;
-                    for i in 0..4 {
-                        addrs.local_addr[i * 4..i * 4 + 4].copy_from_slice(&local[i].to_ne_bytes());
-                        addrs.remote_addr[i * 4..i * 4 + 4]
-                            .copy_from_slice(&remote[i].to_ne_bytes());
-                    }
+                    (local, remote, 6)
                 }
             }
             _ => return None,
-        }
+        };
+        Some(FlowAddrs {
+            local_addr,
+            remote_addr,
+            local_port,
+            remote_port,
+            family,
+            role: flow_role as u8,
+            _pad: [0; 2],
+        })
     }
-    Some(addrs)
 }
 
 #[inline(always)]
@@ -174,9 +155,7 @@ pub fn meshdrift_release(ctx: SockContext) -> i32 {
         // SAFETY: the map value stays valid until removed below; it is copied first.
         let adopted = read_shared(unsafe { &raw const (*state).flags }) & flow_flags::ADOPTED != 0;
         if adopted {
-            // SAFETY: as above.
-            let now = unsafe { bpf_ktime_get_ns() };
-            emit_close(cookie, unsafe { &*state }, now);
+            emit_close(cookie, state, now_ns());
             let _ = FLOWS.remove(cookie);
         }
     }

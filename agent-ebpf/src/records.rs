@@ -111,9 +111,7 @@ fn walk<F: Framing>(
         };
         // Little-endian: the bytes seen first are the low ones.
         let seen = partial & 0xffff_ffff;
-        let mut tail_bytes = [0u8; 8];
-        tail_bytes[..5].copy_from_slice(&tail);
-        let first = seen | (u64::from_le_bytes(tail_bytes) << (8 * have));
+        let first = seen | (tail << (8 * have));
         let (kind, unit_len) = F::parse(first);
         units += is(kind, F::COUNTED);
         pos = (F::HEADER_LEN - have) + unit_len;
@@ -131,9 +129,7 @@ fn walk<F: Framing>(
             readable = false;
             break;
         };
-        let mut bytes = [0u8; 8];
-        bytes[..5].copy_from_slice(&header);
-        let (kind, unit_len) = F::parse(u64::from_le_bytes(bytes));
+        let (kind, unit_len) = F::parse(header);
         units += is(kind, F::COUNTED);
         pos += F::HEADER_LEN + unit_len;
         walked += 1;

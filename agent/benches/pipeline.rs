@@ -54,18 +54,16 @@ fn addrs(role: Role, client_port: u16) -> FlowAddrs {
         Role::Client => (client, server, client_port, 8443),
         Role::Server => (server, client, 8443, client_port),
     };
-    let mut addrs = FlowAddrs {
-        local_addr: [0; 16],
-        remote_addr: [0; 16],
+    let v4 = |ip: [u8; 4]| [u32::from_ne_bytes(ip), 0, 0, 0];
+    FlowAddrs {
+        local_addr: v4(local),
+        remote_addr: v4(remote),
         local_port,
         remote_port,
         family: 4,
         role: role as u8,
         _pad: [0; 2],
-    };
-    addrs.local_addr[..4].copy_from_slice(&local);
-    addrs.remote_addr[..4].copy_from_slice(&remote);
-    addrs
+    }
 }
 
 /// The records of `CONNECTIONS` short mTLS connections, cookies from `first`.

@@ -20,24 +20,25 @@ use meshdrift::{
     pipeline::FlowJoiner,
     probe::{FlowKind, FlowRecord, Sweeper, ebpf_object},
 };
-use meshdrift_ebpf::{FlowAddrs, FlowState, Role, SELFTEST_COOKIE, flow_flags, names};
+use meshdrift_ebpf::{FlowAddrs, FlowState, Role, SELFTEST_COOKIE, addr_words, flow_flags, names};
 
 const SIZES: [u64; 3] = [1_000, 10_000, 100_000];
 const REPEAT: u32 = 1_000_000;
 
 fn addrs(i: u64) -> FlowAddrs {
-    let mut addrs = FlowAddrs {
-        local_addr: [0; 16],
-        remote_addr: [0; 16],
+    let mut local = [0u8; 16];
+    local[..4].copy_from_slice(&[10, 213, (i >> 8) as u8, i as u8]);
+    let mut remote = [0u8; 16];
+    remote[..4].copy_from_slice(&[10, 213, 0, 11]);
+    FlowAddrs {
+        local_addr: addr_words(local),
+        remote_addr: addr_words(remote),
         local_port: 30_000 + (i % 30_000) as u16,
         remote_port: 8443,
         family: 4,
         role: Role::Client as u8,
         _pad: [0; 2],
-    };
-    addrs.local_addr[..4].copy_from_slice(&[10, 213, (i >> 8) as u8, i as u8]);
-    addrs.remote_addr[..4].copy_from_slice(&[10, 213, 0, 11]);
-    addrs
+    }
 }
 
 /// An IPv4 TCP segment (behind an Ethernet header) carrying one TLS

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::Bytes;
 pub use meshdrift_ebpf::Role;
 use meshdrift_ebpf::{
-    FlowAddrs, FlowEvent, FlowState, PayloadEvent, RecordKind, direction, flow_flags,
+    FlowAddrs, FlowEvent, FlowState, PayloadEvent, RecordKind, addr_bytes, direction, flow_flags,
 };
 use serde::Serialize;
 
@@ -204,9 +204,10 @@ fn decode_role(value: u8) -> Result<Role, DecodeError> {
 }
 
 fn socket_addrs(addrs: &FlowAddrs) -> (SocketAddr, SocketAddr) {
-    let ip = |bytes: &[u8; 16]| -> IpAddr {
+    let ip = |words: &[u32; 4]| -> IpAddr {
+        let bytes = addr_bytes(*words);
         if addrs.family == 6 {
-            IpAddr::V6(Ipv6Addr::from(*bytes))
+            IpAddr::V6(Ipv6Addr::from(bytes))
         } else {
             IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
         }
@@ -219,7 +220,7 @@ fn socket_addrs(addrs: &FlowAddrs) -> (SocketAddr, SocketAddr) {
 
 #[cfg(test)]
 mod tests {
-    use meshdrift_ebpf::PAYLOAD_CAPTURE_LEN;
+    use meshdrift_ebpf::{PAYLOAD_CAPTURE_LEN, addr_words};
 
     use super::*;
 
@@ -240,8 +241,8 @@ mod tests {
             remote = "fd00::b".parse::<Ipv6Addr>().unwrap().octets();
         }
         FlowAddrs {
-            local_addr: local,
-            remote_addr: remote,
+            local_addr: addr_words(local),
+            remote_addr: addr_words(remote),
             local_port: 40000,
             remote_port: 8443,
             family,

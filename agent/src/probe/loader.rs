@@ -119,9 +119,7 @@ fn permission_hint(err: &aya::EbpfError) -> &'static str {
 
 fn program_hint(err: &aya::programs::ProgramError) -> &'static str {
     match os_error(err) {
-        Some(libc::EEXIST) => {
-            " (a program is already attached to this cgroup in exclusive mode)"
-        }
+        Some(libc::EEXIST) => " (a program is already attached to this cgroup in exclusive mode)",
         Some(libc::EPERM | libc::EACCES) => " (attaching to a cgroup needs root or CAP_NET_ADMIN)",
         _ => "",
     }
@@ -349,10 +347,11 @@ fn attach_program(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<
         what: "program",
         name,
     })?;
-    // Alongside whatever else the node runs (CNI agents attach cgroup
-    // programs too); an exclusive attach would fail next to theirs, or make
-    // theirs fail.
-    let mode = CgroupAttachMode::AllowMultiple;
+    // The programs attach through BPF links (the ring buffer they need came
+    // after links), and the kernel runs a cgroup's links alongside every other
+    // program there, CNI agents' included. A link takes no mode flag: the
+    // kernel refuses `AllowMultiple` on one (EINVAL), so the default is asked for.
+    let mode = CgroupAttachMode::Single;
     let attached = match program {
         aya::programs::Program::SockOps(program) => program.attach(cgroup, mode).map(drop),
         aya::programs::Program::CgroupSkb(program) => {

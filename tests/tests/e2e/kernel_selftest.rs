@@ -56,8 +56,8 @@ impl Kernel {
         let mut flows: HashMap<&mut MapData, u64, FlowState> =
             HashMap::try_from(self.ebpf.map_mut(names::FLOWS).unwrap()).unwrap();
         let addrs = FlowAddrs {
-            local_addr: [0; 16],
-            remote_addr: [0; 16],
+            local_addr: [0; 4],
+            remote_addr: [0; 4],
             local_port: 40000,
             remote_port: 8443,
             family: 4,

@@ -80,13 +80,16 @@ pub struct Sample {
     pub p99_ms: Option<f64>,
 }
 
-/// Per workload: the rounds without and with the agent, and each program's
-/// nanoseconds per run while the agent was attached.
+/// Per workload: the rounds without and with the agent (the kernel's
+/// statistics off, so they cost the agent nothing), then one pass with the
+/// agent and the statistics on: each program's run time and count, and the
+/// traffic of that pass.
 #[derive(Debug, Default)]
 pub struct AbResults {
     pub without: BTreeMap<Workload, Vec<Sample>>,
     pub with: BTreeMap<Workload, Vec<Sample>>,
     pub ns_per_run: BTreeMap<Workload, BTreeMap<String, (u64, u64)>>,
+    pub stats_pass: BTreeMap<Workload, Sample>,
 }
 
 impl AbResults {

@@ -5,6 +5,7 @@
 
 mod ab;
 mod criterion;
+mod empty_program;
 mod markdown;
 mod rate;
 mod stats;
@@ -20,6 +21,7 @@ use serde_json::Value;
 
 use crate::cmd;
 use ab::{AbLab, AbResults, BpfStats, Workload, program_stats, start_agent};
+use empty_program::EmptyProgram;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -119,7 +121,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 fn ab_rounds(lab: &AbLab, meshdrift: &Path, plan: Plan) -> anyhow::Result<AbResults> {
-    let _stats = BpfStats::enable()?;
     let duration = Duration::from_secs(plan.seconds);
     let mut results = AbResults::default();
     for round in 0..plan.rounds {
@@ -136,22 +137,7 @@ fn ab_rounds(lab: &AbLab, meshdrift: &Path, plan: Plan) -> anyhow::Result<AbResu
                 None
             };
             for workload in Workload::ALL {
-                let before = if with_agent {
-                    Some(program_stats()?)
-                } else {
-                    None
-                };
                 let sample = lab.run(workload, duration)?;
-                if let Some(before) = before {
-                    let after = program_stats()?;
-                    let per_program = results.ns_per_run.entry(workload).or_default();
-                    for (name, (time, count)) in after {
-                        let (t0, c0) = before.get(&name).copied().unwrap_or((0, 0));
-                        let entry = per_program.entry(name).or_insert((0, 0));
-                        entry.0 += time.saturating_sub(t0);
-                        entry.1 += count.saturating_sub(c0);
-                    }
-                }
                 let runs = if with_agent {
                     &mut results.with
                 } else {
@@ -165,7 +151,37 @@ fn ab_rounds(lab: &AbLab, meshdrift: &Path, plan: Plan) -> anyhow::Result<AbResu
         }
         eprintln!("[bench]   round {}/{} done", round + 1, plan.rounds);
     }
+    eprintln!("[bench]   kernel statistics pass (the agent and an empty program attached)");
+    statistics_pass(lab, meshdrift, duration, &mut results)?;
     Ok(results)
+}
+
+/// Every workload once more with the agent, the kernel's per-program
+/// statistics on and the empty comparison program attached beside it.
+fn statistics_pass(
+    lab: &AbLab,
+    meshdrift: &Path,
+    duration: Duration,
+    results: &mut AbResults,
+) -> anyhow::Result<()> {
+    let _stats = BpfStats::enable()?;
+    let (agent, _) = start_agent(meshdrift, lab.manifests())?;
+    let cgroup = meshdrift_host::cgroup2_root().context("finding the cgroup v2 hierarchy")?;
+    let empty = EmptyProgram::attach(&cgroup)?;
+    for workload in Workload::ALL {
+        let before = program_stats()?;
+        let sample = lab.run(workload, duration)?;
+        let after = program_stats()?;
+        let per_program = results.ns_per_run.entry(workload).or_default();
+        for (name, (time, count)) in after {
+            let (t0, c0) = before.get(&name).copied().unwrap_or((0, 0));
+            per_program.insert(name, (time.saturating_sub(t0), count.saturating_sub(c0)));
+        }
+        results.stats_pass.insert(workload, sample);
+    }
+    drop(empty);
+    agent.stop(Duration::from_secs(30))?;
+    Ok(())
 }
 
 fn kernel_scaling(root: &Path) -> anyhow::Result<Vec<Value>> {
