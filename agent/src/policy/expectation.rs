@@ -287,6 +287,19 @@ pub fn resolve_client_host(
         })
 }
 
+/// The Service port a route destination reaches (R3, `route.go`
+/// GetDestinationCluster): its own port, else the only port of its Service,
+/// else the port the client dialled.
+fn destination_port(index: &Index, d: &RouteDestination, fqdn: &str, dialled: u16) -> u16 {
+    if let Some(number) = d.destination.port.as_ref().and_then(|p| p.number) {
+        return u16::try_from(number).unwrap_or(dialled);
+    }
+    match index.service(fqdn).map(|s| s.ports.as_slice()) {
+        Some([only]) => only.port,
+        _ => dialled,
+    }
+}
+
 /// Namespace of a service FQDN (`name.ns.svc.cluster.local`).
 fn namespace_in_fqdn(fqdn: &str) -> Option<&str> {
     let rest = fqdn.strip_suffix(&format!(".svc.{CLUSTER_DOMAIN}"))?;
@@ -420,13 +433,18 @@ impl Policies {
             return Ok(out);
         }
         let Some(view) = chosen else {
-            out.reason = Some(match kind {
-                RouteKind::Http => {
-                    "no route matches this client: requests get 404 (no route)".to_owned()
-                }
-                _ => "no route matches this client: connections are not forwarded to this host"
-                    .to_owned(),
-            });
+            // The VirtualService yields nothing for this client, so the sidecar
+            // keeps the Service's own default route (R1, R2).
+            let default = match kind {
+                RouteKind::Http => "the sidecar's default route",
+                RouteKind::Tcp | RouteKind::Tls => "the default filter chain (the default route)",
+            };
+            out.reason = Some(format!(
+                "no {} route of VirtualService {} applies to this client: {default} sends to every endpoint of the Service",
+                kind.as_str(),
+                vs.key()
+            ));
+            out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0)];
             return Ok(out);
         };
         out.route = Some(view.reference.clone());
@@ -468,13 +486,7 @@ impl Policies {
             .zip(weights)
             .map(|(d, weight)| {
                 let fqdn = host::resolve(&d.destination.host, &vs.namespace);
-                let port = d
-                    .destination
-                    .port
-                    .as_ref()
-                    .and_then(|p| p.number)
-                    .and_then(|n| u16::try_from(n).ok())
-                    .unwrap_or(port);
+                let port = destination_port(index, d, &fqdn, port);
                 self.destination(
                     index,
                     client,

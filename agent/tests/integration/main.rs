@@ -20,6 +20,7 @@ mod kube_source;
 mod metrics_exposition;
 mod policy_check;
 mod policy_cli;
+mod policy_default_route;
 mod policy_destination_rule;
 mod policy_mtls;
 mod policy_properties;

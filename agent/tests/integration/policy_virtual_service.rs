@@ -577,19 +577,6 @@ fn no_virtual_service_means_the_whole_host() {
 }
 
 #[test]
-fn no_route_matching_the_client_is_reported() {
-    let m = mesh(&vs(
-        "default",
-        "v",
-        "  hosts: [reviews]\n  http:\n    - match: [{sourceLabels: {app: tester}}]\n      route: [{destination: {host: reviews}}]\n",
-    ));
-    let e = m.expect("default/client", "reviews", 9080);
-    assert!(e.determinable);
-    assert!(e.destinations.is_empty());
-    assert!(e.reason.unwrap().contains("no route"));
-}
-
-#[test]
 fn destination_port_overrides_the_dialled_port() {
     let m = mesh(&vs(
         "default",
