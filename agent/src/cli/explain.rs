@@ -177,7 +177,7 @@ fn render_destination(out: &mut String, d: &DestinationExpectation, indent: &str
     let source = match (&d.tls.detail, d.tls.source) {
         (Some(detail), _) => format!(" ({detail})"),
         (None, TlsSource::AutoMtls) => {
-            " (auto mTLS: mTLS to pods with a sidecar, plaintext to the others)".to_owned()
+            " (auto mTLS: mTLS to pods with a sidecar whose own PeerAuthentication is not DISABLE, plaintext to the others)".to_owned()
         }
         (None, TlsSource::DestinationRule) => String::new(),
     };

@@ -124,6 +124,12 @@ pub struct ServiceInfo {
     pub ports: Vec<ServicePortInfo>,
     pub endpoints: Vec<EndpointInfo>,
     pub endpoints_from: EndpointSource,
+    /// No virtual IP (`clusterIP: None`): clients connect to the pods
+    /// directly, and Istio decides auto mTLS for the Service as a whole.
+    pub headless: bool,
+    /// Outside the mesh (a ServiceEntry with `location: MESH_EXTERNAL`):
+    /// clients never use auto mTLS toward it.
+    pub mesh_external: bool,
 }
 
 impl ServiceInfo {
@@ -361,6 +367,7 @@ impl Index {
         {
             cluster_ips.push(ip);
         }
+        let headless = spec.cluster_ip.as_deref() == Some("None");
         let selector = spec.selector.filter(|s| !s.is_empty());
         let (endpoints, endpoints_from) = match slices.get(&(namespace.clone(), name.clone())) {
             Some(slices) => (
@@ -384,6 +391,8 @@ impl Index {
             ports,
             endpoints,
             endpoints_from,
+            headless,
+            mesh_external: false,
         })
     }
 

@@ -10,12 +10,13 @@ mod destination_rule;
 mod expectation;
 pub mod host;
 mod matching;
+mod mtls;
 mod peer_authentication;
 mod policies;
 mod visibility;
 
 pub use check::check;
-pub use destination_rule::{MergedRule, effective_tls};
+pub use destination_rule::{MergedRule, TlsLevel, cluster_tls, endpoint_tls_mode};
 pub use expectation::{
     Candidate, DestinationExpectation, EndpointExpectation, ExpectError, Expectation, ExpectedTls,
     RouteRef, TlsExpectation, TlsSource, normalised_weights, resolve_client_host,

@@ -82,19 +82,6 @@ fn namespace_peer_authentication_unset_inherits_mesh() {
 }
 
 #[test]
-fn workload_peer_authentication_is_never_consulted_by_clients() {
-    let m = mesh(&pa(
-        "default",
-        "v1-off",
-        "  selector: {matchLabels: {version: v1}}\n  mtls: {mode: DISABLE}\n",
-    ));
-    // The client still sends mTLS (auto mTLS ignores workload policy); the server is DISABLE.
-    let v1 = &m.expect("default/client", "reviews", 9080).destinations[0].endpoints[0];
-    assert_eq!((v1.expect, v1.peer_authentication), (Mtls, Disable));
-    assert!(v1.conflict.is_some());
-}
-
-#[test]
 fn explicit_destination_rule_tls_wins_over_auto_mtls() {
     let m = mesh(&format!(
         "{}---\n{}",
