@@ -1,5 +1,6 @@
 //! Static findings on a mesh configuration, with Istio's (IST) and Kiali's
-//! (KIA) codes where one exists and meshdrift's own (MD) otherwise.
+//! (KIA) codes where one exists and meshdrift's own (MD) otherwise; the table
+//! is in docs/istio-semantics.md, with the CHK rules.
 
 use std::collections::{BTreeSet, HashMap};
 

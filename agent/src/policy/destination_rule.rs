@@ -1,6 +1,5 @@
 //! DestinationRule lookup, merging and TLS precedence
-//! (`pilot/pkg/model/push_context.go` destinationRule,
-//! `pilot/pkg/model/destination_rule.go` mergeDestinationRule).
+//! (docs/istio-semantics.md, DR-1 to DR-7).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -267,7 +266,7 @@ fn port_entry(policy: &TrafficPolicy, port: u16) -> Option<&PortTrafficPolicy> {
 }
 
 /// The TLS settings of the client's cluster for a subset and Service port, as
-/// Istio merges them (docs/istio-semantics.md, R4): the rule's
+/// Istio merges them (docs/istio-semantics.md, DR-7): the rule's
 /// `portLevelSettings` entry for the port replaces the rule's policy
 /// wholesale, `tls` included even when the entry has none; the subset's policy
 /// (after the same step) then overrides `tls` only when it sets it — or
@@ -308,7 +307,8 @@ pub fn cluster_tls(
 }
 
 /// The DestinationRule's TLS mode for a subset and Service port as the
-/// endpoint builder reads it to label endpoints for auto mTLS (R5): the
+/// endpoint builder reads it to label endpoints for auto mTLS
+/// (docs/istio-semantics.md, MTLS-3): the
 /// subset's policy, else the rule's; within one policy a `portLevelSettings`
 /// entry for the port counts only when it sets `tls`.
 pub fn endpoint_tls_mode(

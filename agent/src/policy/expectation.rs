@@ -288,8 +288,8 @@ pub fn resolve_client_host(
         })
 }
 
-/// The Service port a route destination reaches (R3, `route.go`
-/// GetDestinationCluster): its own port, else the only port of its Service,
+/// The Service port a route destination reaches (docs/istio-semantics.md,
+/// VS-14): its own port, else the only port of its Service,
 /// else the port the client dialled.
 fn destination_port(index: &Index, d: &RouteDestination, fqdn: &str, dialled: u16) -> u16 {
     if let Some(number) = d.destination.port.as_ref().and_then(|p| p.number) {
@@ -435,7 +435,8 @@ impl Policies {
         }
         let Some(view) = chosen else {
             // The VirtualService yields nothing for this client, so the sidecar
-            // keeps the Service's own default route (R1, R2).
+            // keeps the Service's own default route (docs/istio-semantics.md, VS-12
+            // and VS-13).
             let default = match kind {
                 RouteKind::Http => "the sidecar's default route",
                 RouteKind::Tcp | RouteKind::Tls => "the default filter chain (the default route)",

@@ -2,7 +2,8 @@
 //!
 //! Pure: manifests in ([`crate::model::Objects`] and the
 //! [`crate::inventory::Index`]), expectation out. The semantics follow Istio's
-//! own code, not intuition; each module names the behaviour it reproduces.
+//! own code, not intuition: `docs/istio-semantics.md` states each rule with
+//! its source, and each module cites the rules it reproduces.
 
 pub mod check;
 mod cidr;

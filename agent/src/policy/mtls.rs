@@ -1,5 +1,5 @@
 //! Auto mTLS: what a client sidecar sends to each endpoint when the cluster
-//! has no TLS setting of its own (docs/istio-semantics.md, R5 and R6).
+//! has no TLS setting of its own (docs/istio-semantics.md, MTLS-2 to MTLS-4).
 //!
 //! Istio decides in two places. The cluster builder first infers a mode for
 //! the Service as a whole (`push_context.go` BestEffortInferServiceMTLSMode):

@@ -1,5 +1,6 @@
 //! When no route of a VirtualService applies to a client, and which port a
-//! destination without one uses: rules R1–R3 of `docs/istio-semantics.md`.
+//! destination without one uses: rules VS-12 to VS-14 of
+//! `docs/istio-semantics.md`.
 
 use crate::support::policy::*;
 use meshdrift::observation::ExpectedTransport::{Mtls, Plaintext};
@@ -21,10 +22,10 @@ fn reviews_dr() -> String {
     )
 }
 
-/// R1: an http VirtualService none of whose routes applies to the client does
+/// VS-12: an http VirtualService none of whose routes applies to the client does
 /// not black-hole: the Service's default route sends to every endpoint.
 #[test]
-fn r1_http_without_an_applicable_route_uses_the_default_route() {
+fn vs12_http_without_an_applicable_route_uses_the_default_route() {
     let route = "      route: [{destination: {host: reviews, subset: v2}}]\n";
     let table = [
         (
@@ -84,10 +85,10 @@ fn r1_http_without_an_applicable_route_uses_the_default_route() {
     }
 }
 
-/// R2: the same for tcp and tls routes: no static match, the default chain
+/// VS-13: the same for tcp and tls routes: no static match, the default chain
 /// to the Service.
 #[test]
-fn r2_tcp_and_tls_without_an_applicable_route_use_the_default_chain() {
+fn vs13_tcp_and_tls_without_an_applicable_route_use_the_default_chain() {
     // (why, host, port, routes, the endpoint and its target port)
     let table = [
         (
@@ -179,10 +180,10 @@ fn single_port_services() -> String {
     .join("---\n")
 }
 
-/// R3: a destination without a port, to a Service with a single port, uses
+/// VS-14: a destination without a port, to a Service with a single port, uses
 /// that port (and its target port); with several ports, the dialled one.
 #[test]
-fn r3_destination_without_a_port_uses_the_single_service_port() {
+fn vs14_destination_without_a_port_uses_the_single_service_port() {
     // (why, dialled host, port, route list, destination, want port, want target port)
     let table = [
         (

@@ -1,5 +1,6 @@
-//! DestinationRule rules of ISTIO.md: host expansion, lookup order, wildcard
-//! shadowing, workloadSelector, merging, subsets and TLS precedence.
+//! DestinationRule rules DR-1 to DR-7 of `docs/istio-semantics.md`: host
+//! expansion, lookup order, wildcard shadowing, workloadSelector, merging,
+//! subsets and TLS precedence.
 
 use crate::support::policy::*;
 use meshdrift::observation::ExpectedTransport;

@@ -1,6 +1,7 @@
-//! Which endpoints a client sidecar sends Istio mTLS to: rules R5 (the
+//! Which endpoints a client sidecar sends Istio mTLS to: rules MTLS-3 (the
 //! DestinationRule's mode for the subset and port, else the endpoint's own
-//! PeerAuthentication) and R6 (headless Services) of `docs/istio-semantics.md`.
+//! PeerAuthentication) and MTLS-4 (headless Services) of
+//! `docs/istio-semantics.md`.
 
 use crate::support::policy::*;
 use meshdrift::observation::ExpectedTransport::{self, Mtls, Plaintext};
@@ -37,7 +38,7 @@ fn reviews_rule(policy: &str) -> String {
 }
 
 #[test]
-fn r5_endpoint_mtls_follows_the_rule_mode_else_the_endpoint_peer_authentication() {
+fn mtls3_endpoint_mtls_follows_the_rule_mode_else_the_endpoint_peer_authentication() {
     const PORT_9080_LB: &str = "    portLevelSettings:\n      - port: {number: 9080}\n        loadBalancer: {simple: LEAST_REQUEST}\n";
     // (why, extra manifests, reviews-v1, reviews-v2, reviews-v3)
     let table = [
@@ -127,7 +128,7 @@ fn r5_endpoint_mtls_follows_the_rule_mode_else_the_endpoint_peer_authentication(
 }
 
 #[test]
-fn r5_endpoint_peer_authentication_is_keyed_by_the_target_port() {
+fn mtls3_endpoint_peer_authentication_is_keyed_by_the_target_port() {
     // db: Service port 5432 → container port 15432.
     let table = [
         (
@@ -186,7 +187,7 @@ fn peers(with_plain_pod: bool) -> String {
 }
 
 #[test]
-fn r6_headless_service_gets_mtls_only_when_every_pod_has_a_sidecar() {
+fn mtls4_headless_service_gets_mtls_only_when_every_pod_has_a_sidecar() {
     // (why, a pod without sidecar?, extra manifests, what each pod receives)
     let table = [
         ("every pod has a sidecar", false, String::new(), Mtls),

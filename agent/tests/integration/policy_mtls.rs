@@ -1,4 +1,5 @@
-//! Auto mTLS and PeerAuthentication rules of ISTIO.md.
+//! Auto mTLS and PeerAuthentication: rules MTLS-1, MTLS-2 and PA-1 to PA-3 of
+//! `docs/istio-semantics.md`.
 
 use crate::support::policy::*;
 use meshdrift::model::istio::PeerMode;
@@ -180,4 +181,28 @@ fn oldest_namespace_peer_authentication_wins() {
         pa("default", "a", "  mtls: {mode: DISABLE}\n")
     ));
     assert_eq!(endpoints(&m)[0].2, Disable);
+}
+
+#[test]
+fn pa1_selector_policy_in_the_root_namespace_selects_nothing() {
+    let m = mesh(&format!(
+        "{}---\n{}",
+        service(
+            "istio-system",
+            "ingress",
+            "app: istio-ingressgateway",
+            "    - {name: http, port: 80}\n"
+        ),
+        pa(
+            "istio-system",
+            "gw",
+            "  selector: {matchLabels: {app: istio-ingressgateway}}\n  mtls: {mode: DISABLE}\n"
+        )
+    ));
+    let e = m.expect("default/client", "ingress.istio-system", 80);
+    let ingress = &e.destinations[0].endpoints[0];
+    assert_eq!(
+        (ingress.expect, ingress.peer_authentication),
+        (Mtls, Permissive)
+    );
 }

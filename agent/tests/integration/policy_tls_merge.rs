@@ -1,5 +1,5 @@
-//! How a subset's `trafficPolicy` combines with its DestinationRule's: rule R4
-//! of `docs/istio-semantics.md` (field-by-field merge, port-level entries
+//! How a subset's `trafficPolicy` combines with its DestinationRule's: rule
+//! DR-7 of `docs/istio-semantics.md` (field-by-field merge, port-level entries
 //! replacing their own level wholesale).
 
 use crate::support::policy::*;
@@ -37,7 +37,7 @@ fn v3_tls(rule_policy: &str, subset_policy: &str) -> (ExpectedTls, ExpectedTrans
 }
 
 #[test]
-fn r4_subset_policy_merges_field_by_field_over_the_rule() {
+fn dr7_subset_policy_merges_field_by_field_over_the_rule() {
     const ISTIO: &str = "{tls: {mode: ISTIO_MUTUAL}}";
     const LB_9080: &str = "[{port: {number: 9080}, loadBalancer: {simple: LEAST_REQUEST}}]";
     // (why, rule policy, subset policy, cluster TLS, what the pod receives)
@@ -82,7 +82,7 @@ fn r4_subset_policy_merges_field_by_field_over_the_rule() {
             &format!("{{tls: {{mode: ISTIO_MUTUAL}}, portLevelSettings: {LB_9080}}}"),
             "{loadBalancer: {simple: ROUND_ROBIN}}",
             Auto,
-            // Auto mTLS labels the endpoints from the rule's own tls (R5).
+            // Auto mTLS labels the endpoints from the rule's own tls (MTLS-3).
             Mtls,
         ),
         (

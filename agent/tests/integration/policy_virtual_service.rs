@@ -1,5 +1,6 @@
-//! VirtualService rules of ISTIO.md: host names, gateways, exportTo, duplicates,
-//! route lists by protocol, first match, L4-decidable matches, weights, unit.
+//! VirtualService rules VS-1 to VS-11 of `docs/istio-semantics.md`: host names,
+//! gateways, exportTo, duplicates, route lists by protocol, first match,
+//! L4-decidable matches, weights, unit.
 
 use crate::support::policy::*;
 use meshdrift::inventory::RouteKind;
