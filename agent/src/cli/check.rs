@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::OutputFormat;
+use super::{OutputFormat, output};
 use crate::findings::{Finding, Severity, codes};
 use crate::inventory::{Index, files};
 use crate::policy::{Policies, check};
@@ -52,10 +52,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         skipped: &outcome.skipped,
         findings: &findings,
     };
-    match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Text | OutputFormat::Table => print!("{}", render_text(&report)),
-    }
+    let text = match args.output {
+        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text | OutputFormat::Table => render_text(&report),
+    };
+    output::print(&text)?;
     let failed = findings.iter().any(|f| f.severity == Severity::Error);
     Ok(if failed {
         ExitCode::from(1)

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use super::OutputFormat;
+use super::{OutputFormat, output};
 use crate::inventory::{Index, PodInfo, files};
 use crate::observation::Unit;
 use crate::policy::{DestinationExpectation, Expectation, Policies, TlsSource};
@@ -31,7 +31,7 @@ pub struct ExplainArgs {
 pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let outcome = files::load_dir(&args.manifests)?;
     for problem in &outcome.problems {
-        eprintln!("warning: {problem}");
+        output::warn(&format!("warning: {problem}"));
     }
     let index = Index::build(&outcome.objects);
     let policies = Policies::build(&outcome.objects);
@@ -40,10 +40,11 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let expectation = policies
         .expect(&index, client, host, port)
         .with_context(|| format!("cannot explain {} → {}", client.key(), args.to))?;
-    match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&expectation)?),
-        OutputFormat::Text | OutputFormat::Table => print!("{}", render_text(&expectation)),
-    }
+    let text = match args.output {
+        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&expectation)?),
+        OutputFormat::Text | OutputFormat::Table => render_text(&expectation),
+    };
+    output::print(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use super::output;
 use crate::report::format;
 use crate::report::{Report, SplitVerdict};
 use crate::wire::Transport;
@@ -30,10 +31,11 @@ pub struct ReportArgs {
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let report = fetch(&args.url)?;
-    match args.output {
-        ReportOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        ReportOutput::Table => print!("{}", render_table(&report)),
-    }
+    let text = match args.output {
+        ReportOutput::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+        ReportOutput::Table => render_table(&report),
+    };
+    output::print(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 

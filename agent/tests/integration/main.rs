@@ -10,6 +10,7 @@
 
 mod support;
 
+mod cli_output;
 mod drift_statistics;
 mod http_manifests;
 mod http_report_cli;
