@@ -91,6 +91,8 @@ pub mod codes {
     pub const LOAD_PROBLEM: &str = "MD0001";
     /// Two pods claim one IP.
     pub const DUPLICATE_POD_IP: &str = "MD0002";
+    /// Nothing to check: no manifest file, or none holding an object meshdrift reads.
+    pub const NO_MANIFESTS: &str = "MD0003";
     /// Every destination of a multi-destination route has weight 0.
     pub const ALL_ZERO_WEIGHTS: &str = "MD0101";
     /// A referenced subset selects pods, but none of the host's Service.

@@ -1,12 +1,13 @@
 //! `meshdrift check`: static findings on a set of manifests.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{OutputFormat, output};
 use crate::findings::{Finding, Severity, codes};
-use crate::inventory::{Index, files};
+use crate::inventory::Index;
+use crate::inventory::files::{self, LoadOutcome};
 use crate::policy::{Policies, check};
 
 #[derive(Debug, clap::Args)]
@@ -44,6 +45,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             )
         })
         .collect();
+    findings.extend(nothing_loaded(&args.manifests, &outcome));
     findings.extend(check(&index, &policies));
     let report = Report {
         files: outcome.files,
@@ -63,6 +65,27 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A wrong path must not pass: no manifest, or none with an object meshdrift
+/// reads, is an error.
+fn nothing_loaded(path: &Path, outcome: &LoadOutcome) -> Option<Finding> {
+    let message = if outcome.files == 0 {
+        "no manifest files (*.yaml, *.yml, *.json) found: nothing was checked".to_owned()
+    } else if outcome.objects.is_empty() && outcome.problems.is_empty() {
+        format!(
+            "{} manifest files hold no Pod, Service, EndpointSlice, Namespace, ServiceEntry, VirtualService, DestinationRule or PeerAuthentication: nothing was checked",
+            outcome.files
+        )
+    } else {
+        return None;
+    };
+    Some(Finding::new(
+        codes::NO_MANIFESTS,
+        Severity::Error,
+        path.display().to_string(),
+        message,
+    ))
 }
 
 fn render_text(report: &Report<'_>) -> String {

@@ -67,8 +67,7 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn load_index(dir: &std::path::Path) -> anyhow::Result<Index> {
-    let outcome = inventory::files::load_dir(dir)
-        .with_context(|| format!("loading manifests from {}", dir.display()))?;
+    let outcome = inventory::files::load_dir(dir)?;
     for problem in &outcome.problems {
         output::warn(&format!("warning: {problem}"));
     }

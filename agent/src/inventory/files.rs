@@ -4,10 +4,14 @@
 //! ConfigMap mount's `..data` are skipped), multi-document YAML and `kind: List`.
 //! A broken file or document never stops the load: it becomes a
 //! [`LoadProblem`] naming the file, the document and, where the parser gives
-//! it, the line.
+//! it, the line. Only regular files are read, and none larger than
+//! [`MAX_MANIFEST_BYTES`]: a FIFO or a device never blocks or floods the load.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -15,15 +19,21 @@ use tracing::debug;
 
 use crate::model::Objects;
 
+/// The largest manifest file that is read (64 MiB); a larger one is a
+/// [`LoadProblem`].
+pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Why nothing could be loaded at all.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read manifests at {path}: {source}")]
+    #[error("cannot read manifests at {path}")]
     Unreadable {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("manifests must be a directory or a regular file; {path} is {kind}")]
+    NotFileOrDirectory { path: PathBuf, kind: &'static str },
 }
 
 /// One document (or file) that could not be used.
@@ -91,8 +101,13 @@ pub fn load_dir(dir: &Path) -> Result<LoadOutcome, LoadError> {
                 source,
             }
         })?;
-    } else {
+    } else if metadata.is_file() {
         files.push(dir.to_owned());
+    } else {
+        return Err(LoadError::NotFileOrDirectory {
+            path: dir.to_owned(),
+            kind: file_kind(&metadata),
+        });
     }
     load_files(&files, &mut outcome);
     Ok(outcome)
@@ -132,21 +147,16 @@ pub fn load_str(file: &Path, text: &str, outcome: &mut LoadOutcome) {
 
 fn load_files(files: &[PathBuf], outcome: &mut LoadOutcome) {
     for file in files {
-        match std::fs::read(file) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => load_str(file, &text, outcome),
-                Err(err) => outcome.problems.push(LoadProblem {
-                    file: file.clone(),
-                    document: None,
-                    line: None,
-                    message: format!("not UTF-8 text: {err}"),
-                }),
-            },
-            Err(err) => outcome.problems.push(LoadProblem {
+        let text = read_manifest(file).and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|err| format!("not UTF-8 text: {err}"))
+        });
+        match text {
+            Ok(text) => load_str(file, &text, outcome),
+            Err(message) => outcome.problems.push(LoadProblem {
                 file: file.clone(),
                 document: None,
                 line: None,
-                message: format!("cannot read: {err}"),
+                message,
             }),
         }
     }
@@ -159,6 +169,70 @@ fn load_files(files: &[PathBuf], outcome: &mut LoadOutcome) {
         objects = outcome.objects.len(),
         "manifests loaded"
     );
+}
+
+/// The bytes of one manifest file, or why it cannot be used.
+fn read_manifest(path: &Path) -> Result<Vec<u8>, String> {
+    // Non-blocking: a FIFO put in the file's place since it was listed must
+    // not wait for a writer. Regular files read as usual.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|err| format!("cannot read: {err}"))?;
+    let metadata = file
+        .metadata()
+        .map_err(|err| format!("cannot read: {err}"))?;
+    if !metadata.is_file() {
+        return Err(format!("not a regular file ({})", file_kind(&metadata)));
+    }
+    if metadata.len() > MAX_MANIFEST_BYTES {
+        return Err(too_large(Some(metadata.len())));
+    }
+    read_capped(file, metadata.len())
+}
+
+/// Reads at most one byte past the limit, so a file that grows (or reports
+/// no size, as procfs does) cannot exhaust memory.
+fn read_capped(file: File, expected: u64) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    file.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| format!("cannot read: {err}"))?;
+    match u64::try_from(bytes.len()) {
+        Ok(len) if len <= MAX_MANIFEST_BYTES => Ok(bytes),
+        _ => Err(too_large(None)),
+    }
+}
+
+fn too_large(size: Option<u64>) -> String {
+    let limit = MAX_MANIFEST_BYTES / (1024 * 1024);
+    match size {
+        Some(size) => {
+            format!("{size} bytes, larger than the {limit} MiB limit for one manifest file")
+        }
+        None => format!("larger than the {limit} MiB limit for one manifest file"),
+    }
+}
+
+/// What kind of file something that is neither a directory nor a regular file is.
+fn file_kind(metadata: &Metadata) -> &'static str {
+    let kind = metadata.file_type();
+    if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_file() {
+        "a regular file"
+    } else {
+        "neither a directory nor a regular file"
+    }
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -202,6 +276,12 @@ fn collect_files(
                 }
             }
             Ok(meta) if meta.is_file() && is_manifest(&path) => files.push(path),
+            Ok(meta) if is_manifest(&path) => problems.push(LoadProblem {
+                message: format!("not a regular file ({}); skipped", file_kind(&meta)),
+                file: path,
+                document: None,
+                line: None,
+            }),
             Ok(_) => {}
             Err(err) => problems.push(LoadProblem {
                 file: path.clone(),

@@ -10,6 +10,7 @@
 
 mod support;
 
+mod cli_manifests;
 mod cli_output;
 mod drift_statistics;
 mod http_manifests;
