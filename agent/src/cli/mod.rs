@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, error::ErrorKind};
 
+mod agent_url;
 pub mod check;
 mod duration;
 pub mod explain;

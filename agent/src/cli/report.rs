@@ -4,12 +4,17 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow, bail};
 
+use super::agent_url::AgentUrl;
+use super::duration::parse_duration;
 use super::output;
 use crate::report::format;
 use crate::report::{Report, SplitVerdict};
 use crate::wire::Transport;
+
+/// The largest report body read from an agent.
+const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportOutput {
@@ -21,16 +26,19 @@ pub enum ReportOutput {
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// Base URL of the agent (its --listen address).
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477")]
-    pub url: String,
+    /// Base URL of the agent (its --listen address): http://HOST:PORT[/PREFIX], or HOST:PORT.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477", value_parser = AgentUrl::parse)]
+    pub url: AgentUrl,
+    /// How long to wait for the agent's whole answer.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: ReportOutput,
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let report = fetch(&args.url)?;
+    let report = fetch(&args.url, args.timeout)?;
     let text = match args.output {
         ReportOutput::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
         ReportOutput::Table => render_table(&report),
@@ -39,28 +47,55 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn fetch(base: &str) -> anyhow::Result<Report> {
-    let url = format!("{}/report", base.trim_end_matches('/'));
+/// Decodes the body of an agent's `GET /report`.
+pub fn decode(body: &str) -> Result<Report, serde_json::Error> {
+    serde_json::from_str(body)
+}
+
+fn fetch(base: &AgentUrl, timeout: Duration) -> anyhow::Result<Report> {
+    let url = base.endpoint("/report");
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(15)))
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
         .build()
         .into();
-    let mut response = agent.get(&url).call().with_context(|| {
-        format!(
-            "cannot fetch {url}: is `meshdrift run` running and listening there? \
-             Check --url, the agent's --listen address, and (in a cluster) \
-             `kubectl -n meshdrift port-forward ds/meshdrift 9477`"
-        )
-    })?;
+    let mut response = agent
+        .get(&url)
+        .call()
+        .map_err(|err| request_failed(&url, err, timeout))?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("GET {url}: the agent answered {status}");
+    }
     let body = response
         .body_mut()
+        .with_config()
+        .limit(MAX_REPORT_BYTES)
         .read_to_string()
-        .with_context(|| format!("reading the response from {url}"))?;
-    serde_json::from_str(&body).with_context(|| {
-        format!(
-            "{url} did not return a meshdrift report (is the URL an agent of the same version?)"
-        )
+        .map_err(|err| request_failed(&url, err, timeout))?;
+    decode(&body).with_context(|| {
+        format!("GET {url}: the answer ({status}) is not a meshdrift report of this version")
     })
+}
+
+/// What went wrong before an answer arrived, in words that say which.
+fn request_failed(url: &str, err: ureq::Error, timeout: Duration) -> anyhow::Error {
+    match err {
+        ureq::Error::Timeout(_) => anyhow!("GET {url}: no answer within {timeout:?} (timed out)"),
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => connect_failed(url, err),
+        ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            connect_failed(url, err)
+        }
+        err => anyhow::Error::new(err).context(format!("GET {url} failed")),
+    }
+}
+
+fn connect_failed(url: &str, err: ureq::Error) -> anyhow::Error {
+    anyhow::Error::new(err).context(format!(
+        "cannot connect to {url}: is `meshdrift run` listening there? Check --url, the \
+         agent's --listen address, and (in a cluster) `kubectl -n meshdrift port-forward \
+         ds/meshdrift 9477`"
+    ))
 }
 
 /// The whole report as aligned plain-text tables.
