@@ -67,6 +67,8 @@ impl fmt::Display for Finding {
 pub mod codes {
     /// A route references a host or subset that no resource defines.
     pub const UNKNOWN_HOST_OR_SUBSET: &str = "IST0101";
+    /// A field Istio's schema validation rejects (a weight outside int32 ≥ 0).
+    pub const SCHEMA_VALIDATION: &str = "IST0106";
     /// Several mesh VirtualServices claim the same host.
     pub const CONFLICTING_HOSTS: &str = "IST0109";
     /// A route can never match (it follows a catch-all).

@@ -363,6 +363,7 @@ enum Known {
     Service,
     Namespace,
     EndpointSlice,
+    ServiceEntry,
     VirtualService,
     DestinationRule,
     PeerAuthentication,
@@ -375,6 +376,7 @@ fn classify(api_version: &str, kind: &str) -> Option<Known> {
         ("", "Service") => Known::Service,
         ("", "Namespace") => Known::Namespace,
         ("discovery.k8s.io", "EndpointSlice") => Known::EndpointSlice,
+        ("networking.istio.io", "ServiceEntry") => Known::ServiceEntry,
         ("networking.istio.io", "VirtualService") => Known::VirtualService,
         ("networking.istio.io", "DestinationRule") => Known::DestinationRule,
         ("security.istio.io", "PeerAuthentication") => Known::PeerAuthentication,
@@ -453,6 +455,7 @@ impl Document<'_> {
             Known::Service => parse.typed().map(|o| objects.services.push(o)),
             Known::Namespace => parse.typed().map(|o| objects.namespaces.push(o)),
             Known::EndpointSlice => parse.typed().map(|o| objects.endpoint_slices.push(o)),
+            Known::ServiceEntry => parse.typed().map(|o| objects.service_entries.push(o)),
             Known::VirtualService => parse.typed().map(|o| objects.virtual_services.push(o)),
             Known::DestinationRule => parse.typed().map(|o| objects.destination_rules.push(o)),
             Known::PeerAuthentication => {
@@ -496,6 +499,7 @@ impl Document<'_> {
                 Known::Service => typed_value(item).map(|o| objects.services.push(o)),
                 Known::Namespace => typed_value(item).map(|o| objects.namespaces.push(o)),
                 Known::EndpointSlice => typed_value(item).map(|o| objects.endpoint_slices.push(o)),
+                Known::ServiceEntry => typed_value(item).map(|o| objects.service_entries.push(o)),
                 Known::VirtualService => {
                     typed_value(item).map(|o| objects.virtual_services.push(o))
                 }

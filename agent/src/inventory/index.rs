@@ -11,6 +11,7 @@ use tracing::debug;
 
 use super::CLUSTER_DOMAIN;
 use super::protocol::PortProtocol;
+use super::service_entry;
 use crate::model::{Labels, Objects, selector_matches};
 
 /// Label that sidecar injection sets on pods that run an Istio proxy.
@@ -85,7 +86,18 @@ pub enum EndpointSource {
     EndpointSlices,
     /// Derived from the selector and pod labels, as the endpoints controller would.
     Selector,
+    /// Listed in a ServiceEntry's `endpoints`: addresses, not pods.
+    ServiceEntry,
     None,
+}
+
+/// What declared a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceOrigin {
+    /// A Kubernetes Service.
+    Service,
+    /// One host of an Istio ServiceEntry.
+    ServiceEntry,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,9 +126,12 @@ impl EndpointInfo {
 
 #[derive(Debug, Clone)]
 pub struct ServiceInfo {
+    pub origin: ServiceOrigin,
     pub namespace: String,
+    /// The Service's name, or the ServiceEntry's.
     pub name: String,
-    /// `<name>.<namespace>.svc.cluster.local`.
+    /// `<name>.<namespace>.svc.cluster.local`, or the ServiceEntry host (a
+    /// wildcard host keeps its `*.`).
     pub fqdn: String,
     /// `None` for a Service without selector.
     pub selector: Option<Labels>,
@@ -130,6 +145,8 @@ pub struct ServiceInfo {
     /// Outside the mesh (a ServiceEntry with `location: MESH_EXTERNAL`):
     /// clients never use auto mTLS toward it.
     pub mesh_external: bool,
+    /// A ServiceEntry's `exportTo`, as written (empty: everywhere).
+    pub export_to: Vec<String>,
 }
 
 impl ServiceInfo {
@@ -140,6 +157,14 @@ impl ServiceInfo {
     /// `namespace/name`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// `Service namespace/name` or `ServiceEntry namespace/name`.
+    pub fn describe(&self) -> String {
+        match self.origin {
+            ServiceOrigin::Service => format!("Service {}", self.key()),
+            ServiceOrigin::ServiceEntry => format!("ServiceEntry {}", self.key()),
+        }
     }
 }
 
@@ -155,6 +180,8 @@ pub struct Index {
     postings: HashMap<String, LabelPostings>,
     services: Vec<ServiceInfo>,
     service_by_fqdn: HashMap<String, usize>,
+    /// ServiceEntry hosts that start with `*`.
+    wildcard_services: Vec<usize>,
     namespaces: BTreeSet<String>,
     warnings: Vec<String>,
 }
@@ -175,6 +202,12 @@ impl Index {
         let slices = slices_by_service(&objects.endpoint_slices);
         for service in &objects.services {
             if let Some(info) = index.service_info(service, &slices) {
+                index.add_service(info);
+            }
+        }
+        // After the Services: a Service keeps its name if an entry repeats it.
+        for entry in &objects.service_entries {
+            for info in service_entry::service_infos(&index, entry) {
                 index.add_service(info);
             }
         }
@@ -228,8 +261,14 @@ impl Index {
 
     fn add_service(&mut self, info: ServiceInfo) {
         self.namespaces.insert(info.namespace.clone());
-        self.service_by_fqdn
-            .insert(info.fqdn.clone(), self.services.len());
+        let id = self.services.len();
+        if info.fqdn.starts_with('*') {
+            self.wildcard_services.push(id);
+        } else if self.service_by_fqdn.contains_key(&info.fqdn) {
+            return;
+        } else {
+            self.service_by_fqdn.insert(info.fqdn.clone(), id);
+        }
         self.services.push(info);
     }
 
@@ -310,6 +349,12 @@ impl Index {
         &self.services
     }
 
+    /// ServiceEntry hosts with a wildcard (`*.example.com`), which
+    /// [`Index::service`] does not find by name.
+    pub fn wildcard_services(&self) -> impl Iterator<Item = &ServiceInfo> {
+        self.wildcard_services.iter().map(|&i| &self.services[i])
+    }
+
     /// Namespaces seen in Namespace objects, pods or services.
     pub fn namespaces(&self) -> impl Iterator<Item = &str> {
         self.namespaces.iter().map(String::as_str)
@@ -383,6 +428,7 @@ impl Index {
             },
         };
         Some(ServiceInfo {
+            origin: ServiceOrigin::Service,
             fqdn: format!("{name}.{namespace}.svc.{CLUSTER_DOMAIN}"),
             namespace,
             name,
@@ -393,10 +439,11 @@ impl Index {
             endpoints_from,
             headless,
             mesh_external: false,
+            export_to: Vec::new(),
         })
     }
 
-    fn endpoints_from_selector(
+    pub(super) fn endpoints_from_selector(
         &self,
         namespace: &str,
         ports: &[ServicePortInfo],

@@ -11,7 +11,7 @@ mod meta;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-pub use istio::{DestinationRule, PeerAuthentication, VirtualService};
+pub use istio::{DestinationRule, PeerAuthentication, ServiceEntry, VirtualService};
 pub use labels::{Labels, selector_matches};
 pub use meta::{config_order, namespace_of};
 
@@ -22,6 +22,7 @@ pub struct Objects {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub namespaces: Vec<Namespace>,
+    pub service_entries: Vec<ServiceEntry>,
     pub virtual_services: Vec<VirtualService>,
     pub destination_rules: Vec<DestinationRule>,
     pub peer_authentications: Vec<PeerAuthentication>,
@@ -34,6 +35,7 @@ impl Objects {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.namespaces.len()
+            + self.service_entries.len()
             + self.virtual_services.len()
             + self.destination_rules.len()
             + self.peer_authentications.len()

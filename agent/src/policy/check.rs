@@ -7,8 +7,9 @@ use std::collections::{BTreeSet, HashMap};
 use super::destination_rule::DestinationRuleEntry;
 use super::host;
 use super::policies::{Policies, VirtualServiceEntry};
+use super::visibility::Visibility;
 use crate::findings::{Finding, Severity, codes};
-use crate::inventory::Index;
+use crate::inventory::{EndpointSource, Index, ServiceInfo};
 use crate::model::istio::{PeerMode, RouteDestination, TlsMode, TrafficPolicy};
 use crate::model::selector_matches;
 
@@ -177,9 +178,10 @@ fn check_route_destinations(
     findings: &mut Vec<Finding>,
 ) {
     let destinations = route.destinations;
+    check_weights(vs, route, findings);
     if let [only] = destinations
         && let Some(weight) = only.weight
-        && weight < 100
+        && (0..100).contains(&weight)
     {
         findings.push(Finding::new(
             codes::SINGLE_DESTINATION_WEIGHT,
@@ -221,19 +223,36 @@ fn check_route_destinations(
                 ),
             ));
         }
-        let service = index.service(&fqdn);
-        if service.is_none() && !host::is_wildcard(&fqdn) {
-            findings.push(Finding::new(
-                codes::UNKNOWN_HOST_OR_SUBSET,
-                Severity::Error,
-                vs_resource(vs),
-                format!(
-                    "{}: destination host {fqdn} matches no Service",
-                    route.label
-                ),
-            ));
-            continue;
-        }
+        let service = match destination_service(index, &fqdn, &vs.namespace) {
+            Lookup::Found(service) => Some(service),
+            Lookup::Missing if host::is_wildcard(&fqdn) => None,
+            Lookup::Missing => {
+                findings.push(Finding::new(
+                    codes::UNKNOWN_HOST_OR_SUBSET,
+                    Severity::Error,
+                    vs_resource(vs),
+                    format!(
+                        "{}: destination host {fqdn} matches no Service or ServiceEntry",
+                        route.label
+                    ),
+                ));
+                continue;
+            }
+            Lookup::Hidden(service) => {
+                findings.push(Finding::new(
+                    codes::UNKNOWN_HOST_OR_SUBSET,
+                    Severity::Error,
+                    vs_resource(vs),
+                    format!(
+                        "{}: destination host {fqdn} is declared by {}, which is not exported to namespace {}",
+                        route.label,
+                        service.describe(),
+                        vs.namespace
+                    ),
+                ));
+                continue;
+            }
+        };
         let Some(subset) = subset else { continue };
         let defining = rules.iter().find_map(|r| {
             let visible = r.visibility.visible_to(&vs.namespace) || r.namespace == vs.namespace;
@@ -259,6 +278,7 @@ fn check_route_destinations(
             continue;
         };
         if let Some(service) = service
+            && selects_pods(service)
             && !definition.labels.is_empty()
         {
             let endpoints_match = service.endpoints.iter().any(|e| {
@@ -290,6 +310,64 @@ fn check_route_destinations(
     }
 }
 
+/// CHK-1: a route weight is an int32 that Istio's validation wants ≥ 0.
+fn check_weights(vs: &VirtualServiceEntry, route: &RouteShape<'_>, findings: &mut Vec<Finding>) {
+    for d in route.destinations {
+        let Some(weight) = d.weight else { continue };
+        let problem = if weight < 0 {
+            "is negative"
+        } else if weight > i64::from(i32::MAX) {
+            "does not fit Istio's int32 weight (at most 2147483647)"
+        } else {
+            continue;
+        };
+        findings.push(Finding::new(
+            codes::SCHEMA_VALIDATION,
+            Severity::Error,
+            vs_resource(vs),
+            format!(
+                "{}: weight {weight} of destination {} {problem}: Istio rejects this VirtualService",
+                route.label, d.destination.host
+            ),
+        ));
+    }
+}
+
+/// What a destination host names, as seen from one namespace.
+enum Lookup<'a> {
+    Found(&'a ServiceInfo),
+    /// Declared, but not exported to that namespace.
+    Hidden(&'a ServiceInfo),
+    Missing,
+}
+
+/// CHK-2: a Service or a ServiceEntry host visible from `namespace`; a
+/// wildcard ServiceEntry host covers the names under it, the most specific first.
+fn destination_service<'a>(index: &'a Index, fqdn: &str, namespace: &str) -> Lookup<'a> {
+    let visible = |service: &ServiceInfo| {
+        Visibility::parse(&service.export_to, &service.namespace).visible_to(namespace)
+    };
+    let exact = index.service(fqdn);
+    if let Some(service) = exact.filter(|s| visible(s)) {
+        return Lookup::Found(service);
+    }
+    let wildcard = index
+        .wildcard_services()
+        .filter(|s| visible(s) && host::covers(&s.fqdn, fqdn))
+        .max_by_key(|s| host::specificity(&s.fqdn));
+    match (wildcard, exact) {
+        (Some(service), _) => Lookup::Found(service),
+        (None, Some(hidden)) => Lookup::Hidden(hidden),
+        (None, None) => Lookup::Missing,
+    }
+}
+
+/// Pod-based subset checks apply to services whose endpoints are pods, not
+/// to a ServiceEntry's listed addresses.
+fn selects_pods(service: &ServiceInfo) -> bool {
+    service.endpoints_from != EndpointSource::ServiceEntry
+}
+
 fn disables_tls(policy: &TrafficPolicy) -> bool {
     let off = |t: &Option<crate::model::istio::ClientTlsSettings>| {
         t.as_ref().is_some_and(|t| t.mode == TlsMode::Disable)
@@ -313,13 +391,16 @@ fn check_destination_rule(
     policies: &Policies,
     findings: &mut Vec<Finding>,
 ) {
-    let service = index.service(&rule.host);
+    let service = match destination_service(index, &rule.host, &rule.namespace) {
+        Lookup::Found(service) | Lookup::Hidden(service) => Some(service),
+        Lookup::Missing => None,
+    };
     if service.is_none() && !host::is_wildcard(&rule.host) {
         findings.push(Finding::new(
             codes::RULE_HOST_MATCHES_NOTHING,
             Severity::Warning,
             dr_resource(rule),
-            format!("host {} matches no Service", rule.host),
+            format!("host {} matches no Service or ServiceEntry", rule.host),
         ));
     }
     for subset in &rule.subsets {
@@ -335,7 +416,9 @@ fn check_destination_rule(
             ));
             continue;
         }
-        let Some(service) = service else { continue };
+        let Some(service) = service.filter(|s| selects_pods(s)) else {
+            continue;
+        };
         let selects = service.endpoints.iter().any(|e| {
             e.pod
                 .and_then(|id| index.pod(id))

@@ -209,3 +209,27 @@ fn null_lists_are_empty() {
     assert_eq!(out.problems, vec![]);
     assert!(out.objects.virtual_services[0].spec.hosts.is_empty());
 }
+
+#[test]
+fn service_entries_load_in_every_api_version() {
+    let dir = tempdir("service-entries");
+    for (i, version) in ["v1", "v1beta1", "v1alpha3"].iter().enumerate() {
+        write(
+            &dir,
+            &format!("se{i}.yaml"),
+            &format!(
+                "apiVersion: networking.istio.io/{version}\nkind: ServiceEntry\nmetadata: {{name: e{i}}}\nspec:\n  hosts: [a{i}.example.com, b{i}.example.com]\n  ports: [{{number: 443, name: https, protocol: HTTPS}}]\n  resolution: DNS\n  exportTo: ['.']\n"
+            ),
+        );
+    }
+    let out = load_dir(&dir).unwrap();
+    assert_eq!(out.problems, vec![]);
+    assert_eq!(out.objects.service_entries.len(), 3);
+    let index = meshdrift::inventory::Index::build(&out.objects);
+    let b1 = index
+        .service("b1.example.com")
+        .expect("one service per host");
+    assert_eq!(b1.describe(), "ServiceEntry default/e1");
+    assert_eq!(b1.export_to, vec![".".to_owned()]);
+    assert!(b1.mesh_external && !b1.headless);
+}

@@ -230,3 +230,49 @@ fn mtls4_headless_service_gets_mtls_only_when_every_pod_has_a_sidecar() {
         assert_eq!(got, rows(&expected), "{why}");
     }
 }
+
+/// MTLS-2 for ServiceEntry hosts: none toward a mesh-external host; a
+/// mesh-internal one is decided per endpoint like a Service.
+#[test]
+fn mtls2_no_auto_mtls_toward_a_mesh_external_host() {
+    // (location, endpoints, what each endpoint receives on which port)
+    let table = [
+        (
+            "MESH_EXTERNAL",
+            "[{address: 192.0.2.11}, {address: 192.0.2.12, ports: {tcp-pg: 15432}}]",
+            vec![
+                ("192.0.2.11", Some(5432), Plaintext),
+                ("192.0.2.12", Some(15432), Plaintext),
+            ],
+        ),
+        (
+            "MESH_INTERNAL",
+            // The first is reviews-v1 (a sidecar), the second reviews-v3 (none).
+            "[{address: 10.0.0.1}, {address: 10.0.0.3}]",
+            vec![
+                ("10.0.0.1", Some(5432), Mtls),
+                ("10.0.0.3", Some(5432), Plaintext),
+            ],
+        ),
+    ];
+    for (location, endpoints, want) in table {
+        let m = mesh(&se(
+            "default",
+            "db",
+            &format!(
+                "  hosts: [db.internal]\n  location: {location}\n  resolution: STATIC\n  ports: [{{number: 5432, name: tcp-pg, protocol: TCP}}]\n  endpoints: {endpoints}\n"
+            ),
+        ));
+        let e = m.expect("default/client", "db.internal", 5432);
+        let got: Vec<(String, Option<u16>, ExpectedTransport)> = e.destinations[0]
+            .endpoints
+            .iter()
+            .map(|ep| (ep.ip.to_string(), ep.port, ep.expect))
+            .collect();
+        let want: Vec<(String, Option<u16>, ExpectedTransport)> = want
+            .into_iter()
+            .map(|(ip, port, t)| (ip.to_owned(), port, t))
+            .collect();
+        assert_eq!(got, want, "{location}");
+    }
+}

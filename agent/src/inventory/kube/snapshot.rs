@@ -15,7 +15,7 @@ use tracing::debug;
 
 use super::istio::Typed;
 use super::progress::Progress;
-use crate::model::{DestinationRule, Objects, PeerAuthentication, VirtualService};
+use crate::model::{DestinationRule, Objects, PeerAuthentication, ServiceEntry, VirtualService};
 
 /// Read sides of the reflector stores.
 pub(crate) struct Stores {
@@ -23,6 +23,7 @@ pub(crate) struct Stores {
     pub(crate) services: Store<Service>,
     pub(crate) endpoint_slices: Store<EndpointSlice>,
     pub(crate) namespaces: Store<Namespace>,
+    pub(crate) service_entries: Store<Typed<ServiceEntry>>,
     pub(crate) virtual_services: Store<Typed<VirtualService>>,
     pub(crate) destination_rules: Store<Typed<DestinationRule>>,
     pub(crate) peer_authentications: Store<Typed<PeerAuthentication>>,
@@ -35,6 +36,7 @@ impl Stores {
             services: owned(&self.services),
             endpoint_slices: owned(&self.endpoint_slices),
             namespaces: owned(&self.namespaces),
+            service_entries: typed(&self.service_entries),
             virtual_services: typed(&self.virtual_services),
             destination_rules: typed(&self.destination_rules),
             peer_authentications: typed(&self.peer_authentications),

@@ -154,3 +154,10 @@ pub fn endpoint_transports(
         })
         .collect()
 }
+
+/// A ServiceEntry manifest.
+pub fn se(ns: &str, name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{body}"
+    )
+}
