@@ -193,3 +193,42 @@ fn nothing_to_check_is_an_error_not_a_pass() {
         assert!(!stdout.contains("No findings"), "{files:?}: {stdout}");
     }
 }
+
+/// No message in an error's chain repeats the message of its cause.
+fn assert_cause_once(err: &(dyn std::error::Error + 'static)) {
+    let mut current = err;
+    while let Some(cause) = current.source() {
+        assert!(
+            !current.to_string().contains(&cause.to_string()),
+            "{current:?} repeats its cause {cause:?}"
+        );
+        current = cause;
+    }
+}
+
+#[test]
+fn errors_print_their_cause_once() {
+    let missing = "/nonexistent/meshdrift/manifests";
+    for command in ["check", "explain"] {
+        let mut args = vec![command, "--manifests", missing];
+        if command == "explain" {
+            args.extend(["--from", "default/p", "--to", "x"]);
+        }
+        let out = meshdrift(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "error: cannot read manifests at {missing}: No such file or directory (os error 2)\n"
+            ),
+            "{command}"
+        );
+    }
+    let load = meshdrift::inventory::files::load_dir(Path::new(missing)).unwrap_err();
+    assert_cause_once(&load);
+    let connect = meshdrift::inventory::kube::KubeSourceError::Connect(
+        kube::Error::LinesCodecMaxLineLengthExceeded,
+    );
+    assert_cause_once(&connect);
+}

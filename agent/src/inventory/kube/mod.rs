@@ -47,7 +47,7 @@ pub type Snapshots = tokio::sync::watch::Receiver<Option<Arc<Objects>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeSourceError {
-    #[error("cannot configure a Kubernetes client: {0}")]
+    #[error("cannot configure a Kubernetes client")]
     Connect(#[source] kube::Error),
     #[error("the kube source needs a running tokio runtime")]
     NoRuntime,
