@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::terminal::TerminalText;
 use super::{OutputFormat, output};
 use crate::findings::{Finding, Severity, codes};
 use crate::inventory::Index;
@@ -89,10 +90,9 @@ fn nothing_loaded(path: &Path, outcome: &LoadOutcome) -> Option<Finding> {
 }
 
 fn render_text(report: &Report<'_>) -> String {
-    let mut out = String::new();
+    let mut out = TerminalText::default();
     let skipped: usize = report.skipped.values().sum();
-    let _ = write!(
-        out,
+    let mut summary = format!(
         "Loaded {} objects from {} documents in {} files",
         report.objects, report.documents, report.files
     );
@@ -103,26 +103,25 @@ fn render_text(report: &Report<'_>) -> String {
             .map(|(kind, n)| format!("{kind} {n}"))
             .collect();
         let _ = write!(
-            out,
+            summary,
             "; skipped {skipped} of other kinds ({})",
             kinds.join(", ")
         );
     }
-    let _ = writeln!(out);
+    out.line(format_args!("{summary}"));
     if report.findings.is_empty() {
-        let _ = writeln!(out, "No findings.");
-        return out;
+        out.line(format_args!("No findings."));
+        return out.into_string();
     }
     for finding in report.findings {
-        let _ = writeln!(out, "{finding}");
+        out.line(format_args!("{finding}"));
     }
     let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
-    let _ = writeln!(
-        out,
+    out.line(format_args!(
         "{} errors, {} warnings, {} info",
         count(Severity::Error),
         count(Severity::Warning),
         count(Severity::Info)
-    );
-    out
+    ));
+    out.into_string()
 }

@@ -12,6 +12,7 @@ pub mod observe;
 pub mod output;
 pub mod report;
 pub mod run;
+mod terminal;
 
 /// Output formats shared by the commands that print results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -1,6 +1,6 @@
 //! `meshdrift observe`: stream every TCP flow the kernel sees.
 
-use std::{fmt::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::{
     cli::duration::parse_duration,
     cli::output::{self, OutputError, Stdout},
+    cli::terminal::TerminalText,
     inventory::{self, Index},
     pipeline::ObservedFlow,
     probe::{FlowKind, LossCounters, ProbeConfig},
@@ -219,11 +220,10 @@ impl Printer {
     }
 
     fn table_row(&mut self, line: &FlowLine<'_>) -> String {
-        let mut out = String::new();
+        let mut out = TerminalText::default();
         if !self.header_done {
             self.header_done = true;
-            let _ = writeln!(
-                out,
+            out.line(format_args!(
                 "{:<6} {:<6} {:<40} {:<40} {:<10} {:<8} {:>6} {:>10} {:>10} {:>8}  PODS",
                 "EVENT",
                 "ROLE",
@@ -235,7 +235,7 @@ impl Printer {
                 "SENT",
                 "RECEIVED",
                 "MS"
-            );
+            ));
         }
         let event = match line.event {
             FlowKind::Update => "update",
@@ -249,8 +249,7 @@ impl Printer {
                 dst.as_deref().unwrap_or("?")
             ),
         };
-        let _ = writeln!(
-            out,
+        out.line(format_args!(
             "{:<6} {:<6} {:<40} {:<40} {:<10} {:<8} {:>6} {:>10} {:>10} {:>8}  {}",
             event,
             line.role,
@@ -263,8 +262,8 @@ impl Printer {
             line.bytes_received,
             line.duration_ms,
             pods
-        );
-        out
+        ));
+        out.into_string()
     }
 
     fn summary(&mut self, losses: &LossCounters, flows_closed: u64, evictions: u64) {

@@ -8,6 +8,8 @@
 
 use std::io::{self, IsTerminal, Write};
 
+use super::terminal::escape;
+
 /// Writing to standard output failed for a reason other than a closed reader.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write to standard output")]
@@ -74,10 +76,11 @@ pub fn print(text: &str) -> Result<(), OutputError> {
     out.flush()
 }
 
-/// One line on standard error, best effort.
+/// One line on standard error, best effort; names in it are escaped like
+/// any terminal text.
 pub fn warn(line: &str) {
     let mut err = io::stderr().lock();
-    let _ = err.write_all(line.as_bytes());
+    let _ = err.write_all(escape(line).as_bytes());
     let _ = err.write_all(b"\n");
 }
 

@@ -1,6 +1,5 @@
 //! `meshdrift report`: fetch a running agent's report and render it for a terminal.
 
-use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use anyhow::{Context as _, anyhow, bail};
 use super::agent_url::AgentUrl;
 use super::duration::parse_duration;
 use super::output;
+use super::terminal::{TerminalText, escape};
 use crate::report::format;
 use crate::report::{Report, SplitVerdict};
 use crate::wire::Transport;
@@ -100,30 +100,30 @@ fn connect_failed(url: &str, err: ureq::Error) -> anyhow::Error {
 
 /// The whole report as aligned plain-text tables.
 pub fn render_table(report: &Report) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
+    let mut out = TerminalText::default();
+    out.line(format_args!(
         "meshdrift report — node {}, window {}, generated {}",
         report.node,
         format::duration(report.window_seconds),
         report.generated_at
-    );
+    ));
     splits(&mut out, &report.splits);
     transport(&mut out, report);
     unexpected(&mut out, report);
     findings(&mut out, report);
     health(&mut out, report);
-    out
+    out.into_string()
 }
 
-fn section(out: &mut String, title: &str, count: usize) {
-    let _ = writeln!(out, "\n{title} ({count})");
+fn section(out: &mut TerminalText, title: &str, count: usize) {
+    out.blank();
+    out.line(format_args!("{title} ({count})"));
 }
 
-fn splits(out: &mut String, splits: &[SplitVerdict]) {
+fn splits(out: &mut TerminalText, splits: &[SplitVerdict]) {
     section(out, "SPLITS", splits.len());
     if splits.is_empty() {
-        out.push_str("  no split observed in this window yet\n");
+        out.line(format_args!("  no split observed in this window yet"));
         return;
     }
     let mut table = Table::new(["SOURCE", "HOST:PORT", "UNIT", "SAMPLES", "P", "VERDICT"]);
@@ -158,13 +158,15 @@ fn splits(out: &mut String, splits: &[SplitVerdict]) {
             ));
         }
     }
-    out.push_str(&table.render());
+    table.render(out);
 }
 
-fn transport(out: &mut String, report: &Report) {
+fn transport(out: &mut TerminalText, report: &Report) {
     section(out, "TRANSPORT", report.transport.len());
     if report.transport.is_empty() {
-        out.push_str("  no connection with a known expectation in this window\n");
+        out.line(format_args!(
+            "  no connection with a known expectation in this window"
+        ));
         return;
     }
     let mut table = Table::new([
@@ -194,13 +196,13 @@ fn transport(out: &mut String, report: &Report) {
             verdict,
         ]);
     }
-    out.push_str(&table.render());
+    table.render(out);
 }
 
-fn unexpected(out: &mut String, report: &Report) {
+fn unexpected(out: &mut TerminalText, report: &Report) {
     section(out, "UNEXPECTED DESTINATIONS", report.unexpected.len());
     if report.unexpected.is_empty() {
-        out.push_str("  none\n");
+        out.line(format_args!("  none"));
         return;
     }
     let mut table = Table::new(["SOURCE", "HOST:PORT", "REACHED", "CONNS", "REQS", "WHY"]);
@@ -214,13 +216,13 @@ fn unexpected(out: &mut String, report: &Report) {
             u.reason.clone(),
         ]);
     }
-    out.push_str(&table.render());
+    table.render(out);
 }
 
-fn findings(out: &mut String, report: &Report) {
+fn findings(out: &mut TerminalText, report: &Report) {
     section(out, "FINDINGS", report.findings.len());
     if report.findings.is_empty() {
-        out.push_str("  none\n");
+        out.line(format_args!("  none"));
         return;
     }
     let mut table = Table::new(["SEVERITY", "CODE", "RESOURCE", "MESSAGE"]);
@@ -232,18 +234,19 @@ fn findings(out: &mut String, report: &Report) {
             f.message.clone(),
         ]);
     }
-    out.push_str(&table.render());
+    table.render(out);
 }
 
-fn health(out: &mut String, report: &Report) {
+fn health(out: &mut TerminalText, report: &Report) {
     let agent = &report.agent;
-    let _ = writeln!(
-        out,
-        "\nAGENT\n  version {}, up {}, {} flows tracked",
+    out.blank();
+    out.line(format_args!("AGENT"));
+    out.line(format_args!(
+        "  version {}, up {}, {} flows tracked",
         agent.version,
         format::duration(agent.uptime_seconds),
         agent.flows_tracked
-    );
+    ));
     let join = |map: &std::collections::BTreeMap<String, u64>| {
         if map.is_empty() {
             "none".to_owned()
@@ -255,8 +258,7 @@ fn health(out: &mut String, report: &Report) {
         }
     };
     let lost: u64 = agent.lost_events.values().sum();
-    let _ = writeln!(
-        out,
+    out.line(format_args!(
         "  lost events: {}{}",
         join(&agent.lost_events),
         if lost > 0 {
@@ -264,9 +266,12 @@ fn health(out: &mut String, report: &Report) {
         } else {
             ""
         }
-    );
-    let _ = writeln!(out, "  inventory: {}", join(&agent.inventory));
-    let _ = writeln!(out, "  excluded flows: {}", join(&agent.excluded_flows));
+    ));
+    out.line(format_args!("  inventory: {}", join(&agent.inventory)));
+    out.line(format_args!(
+        "  excluded flows: {}",
+        join(&agent.excluded_flows)
+    ));
 }
 
 /// Left-aligned columns sized to their widest cell, with optional free-form
@@ -284,17 +289,19 @@ impl<const N: usize> Table<N> {
         }
     }
 
+    /// Cells are escaped here, so widths count what the terminal shows.
     fn row(&mut self, cells: [String; N]) {
-        self.rows.push((cells, Vec::new()));
+        self.rows
+            .push((cells.map(|cell| escape(&cell).into_owned()), Vec::new()));
     }
 
     fn detail(&mut self, line: String) {
         if let Some((_, details)) = self.rows.last_mut() {
-            details.push(line);
+            details.push(escape(&line).into_owned());
         }
     }
 
-    fn render(&self) -> String {
+    fn render(&self, out: &mut TerminalText) {
         let mut widths = self.header.clone().map(|h| h.chars().count());
         for (cells, _) in &self.rows {
             for (width, cell) in widths.iter_mut().zip(cells) {
@@ -311,17 +318,15 @@ impl<const N: usize> Table<N> {
                 }
             }
             s.truncate(s.trim_end().len());
-            s.push('\n');
             s
         };
-        let mut out = line(&self.header);
+        out.line(format_args!("{}", line(&self.header)));
         for (cells, details) in &self.rows {
-            out.push_str(&line(cells));
+            out.line(format_args!("{}", line(cells)));
             for detail in details {
-                let _ = writeln!(out, "  {detail}");
+                out.line(format_args!("  {detail}"));
             }
         }
-        out
     }
 }
 

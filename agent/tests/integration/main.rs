@@ -12,6 +12,7 @@ mod support;
 
 mod cli_manifests;
 mod cli_output;
+mod cli_terminal;
 mod drift_statistics;
 mod http_manifests;
 mod http_report_cli;
