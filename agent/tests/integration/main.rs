@@ -10,6 +10,7 @@
 
 mod support;
 
+mod cli_flags;
 mod cli_manifests;
 mod cli_output;
 mod cli_terminal;
