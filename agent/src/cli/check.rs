@@ -31,9 +31,12 @@ struct Report<'a> {
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let outcome = files::load_dir(&args.manifests)?;
-    let index = Index::build(&outcome.objects);
-    let policies = Policies::build(&outcome.objects);
+    let mut outcome = files::load_dir(&args.manifests)?;
+    // The index takes the objects over, so a large directory is not held twice.
+    let objects = std::mem::take(&mut outcome.objects);
+    let loaded = objects.len();
+    let policies = Policies::build(&objects);
+    let index = Index::from_objects(objects);
     let mut findings: Vec<Finding> = outcome
         .problems
         .iter()
@@ -46,12 +49,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             )
         })
         .collect();
-    findings.extend(nothing_loaded(&args.manifests, &outcome));
+    findings.extend(nothing_loaded(&args.manifests, &outcome, loaded));
     findings.extend(check(&index, &policies));
     let report = Report {
         files: outcome.files,
         documents: outcome.documents,
-        objects: outcome.objects.len(),
+        objects: loaded,
         skipped: &outcome.skipped,
         findings: &findings,
     };
@@ -70,10 +73,10 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 /// A wrong path must not pass: no manifest, or none with an object meshdrift
 /// reads, is an error.
-fn nothing_loaded(path: &Path, outcome: &LoadOutcome) -> Option<Finding> {
+fn nothing_loaded(path: &Path, outcome: &LoadOutcome, loaded: usize) -> Option<Finding> {
     let message = if outcome.files == 0 {
         "no manifest files (*.yaml, *.yml, *.json) found: nothing was checked".to_owned()
-    } else if outcome.objects.is_empty() && outcome.problems.is_empty() {
+    } else if loaded == 0 && outcome.problems.is_empty() {
         format!(
             "{} manifest files hold no Pod, Service, EndpointSlice, Namespace, ServiceEntry, VirtualService, DestinationRule or PeerAuthentication: nothing was checked",
             outcome.files

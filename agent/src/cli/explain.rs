@@ -33,8 +33,8 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     for problem in &outcome.problems {
         output::warn(&format!("warning: {problem}"));
     }
-    let index = Index::build(&outcome.objects);
     let policies = Policies::build(&outcome.objects);
+    let index = Index::from_objects(outcome.objects);
     let client = find_client(&index, &args.from)?;
     let (host, port) = split_host_port(&args.to)?;
     let expectation = policies

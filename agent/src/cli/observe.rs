@@ -72,7 +72,7 @@ fn load_index(dir: &std::path::Path) -> anyhow::Result<Index> {
     for problem in &outcome.problems {
         output::warn(&format!("warning: {problem}"));
     }
-    Ok(Index::build(&outcome.objects))
+    Ok(Index::from_objects(outcome.objects))
 }
 
 async fn observe(

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tracing::debug;
@@ -12,7 +12,7 @@ use tracing::debug;
 use super::CLUSTER_DOMAIN;
 use super::protocol::PortProtocol;
 use super::service_entry;
-use crate::model::{Labels, Objects, selector_matches};
+use crate::model::{Labels, Objects, Pod, selector_matches};
 
 /// Label that sidecar injection sets on pods that run an Istio proxy.
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
@@ -188,8 +188,20 @@ pub struct Index {
 
 impl Index {
     pub fn build(objects: &Objects) -> Index {
+        Self::build_with_pods(objects.pods.iter().cloned(), objects)
+    }
+
+    /// Builds the index from objects no longer needed: each pod's names and
+    /// labels move into the index instead of being copied, so a large
+    /// manifest directory is not held twice.
+    pub fn from_objects(mut objects: Objects) -> Index {
+        let pods = std::mem::take(&mut objects.pods);
+        Self::build_with_pods(pods.into_iter(), &objects)
+    }
+
+    fn build_with_pods(pods: impl Iterator<Item = Pod>, objects: &Objects) -> Index {
         let mut index = Index::default();
-        for pod in &objects.pods {
+        for pod in pods {
             if let Some(info) = pod_info(pod) {
                 index.add_pod(info);
             }
@@ -312,33 +324,43 @@ impl Index {
     }
 
     fn pods_matching_in(&self, namespace: &str, selector: &Labels) -> Vec<PodId> {
+        self.pods_matching_iter(namespace, selector).collect()
+    }
+
+    /// Pods of `namespace` whose labels contain `selector`, found lazily: a
+    /// caller that needs one (or three) stops there.
+    pub fn pods_matching_iter<'s>(
+        &'s self,
+        namespace: &str,
+        selector: &'s Labels,
+    ) -> impl Iterator<Item = PodId> + 's {
+        self.candidates(namespace, selector)
+            .iter()
+            .copied()
+            .filter(move |&id| selector_matches(selector, &self.pods[id].labels))
+    }
+
+    /// The shortest posting list among the selector's labels (every pod of
+    /// the namespace for an empty selector), so the scan stays short.
+    fn candidates(&self, namespace: &str, selector: &Labels) -> &[PodId] {
         if selector.is_empty() {
             return self
                 .pods_by_namespace
                 .get(namespace)
-                .cloned()
-                .unwrap_or_default();
+                .map_or(&[], Vec::as_slice);
         }
         let Some(postings) = self.postings.get(namespace) else {
-            return Vec::new();
+            return &[];
         };
-        // Start from the rarest label so the scan stays short.
-        let mut shortest: Option<&Vec<PodId>> = None;
-        for (key, value) in selector {
+        let mut shortest: &[PodId] = &[];
+        for (i, (key, value)) in selector.iter().enumerate() {
             match postings.get(key).and_then(|values| values.get(value)) {
-                None => return Vec::new(),
-                Some(ids) if shortest.is_none_or(|s| ids.len() < s.len()) => shortest = Some(ids),
+                None => return &[],
+                Some(ids) if i == 0 || ids.len() < shortest.len() => shortest = ids,
                 Some(_) => {}
             }
         }
         shortest
-            .map(|ids| {
-                ids.iter()
-                    .copied()
-                    .filter(|&id| selector_matches(selector, &self.pods[id].labels))
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     pub fn service(&self, fqdn: &str) -> Option<&ServiceInfo> {
@@ -559,40 +581,41 @@ fn slices_by_service(slices: &[EndpointSlice]) -> HashMap<(String, String), Vec<
     out
 }
 
-fn pod_info(pod: &Pod) -> Option<PodInfo> {
-    let name = pod.metadata.name.clone()?;
-    let namespace = namespace_of(&pod.metadata.namespace);
-    let status = pod.status.as_ref();
+fn pod_info(pod: Pod) -> Option<PodInfo> {
+    let workload = workload_of(&pod, pod.metadata.name.as_deref()?);
+    let Pod {
+        metadata,
+        spec,
+        status,
+    } = pod;
+    let name = metadata.name?;
+    let namespace = namespace_of(&metadata.namespace);
     let mut ips: Vec<IpAddr> = status
-        .and_then(|s| s.pod_ips.as_ref())
-        .into_iter()
-        .flatten()
+        .pod_ips
+        .iter()
         .filter_map(|p| p.ip.parse().ok())
         .collect();
     if ips.is_empty()
-        && let Some(ip) = status
-            .and_then(|s| s.pod_ip.as_deref())
-            .and_then(|ip| ip.parse().ok())
+        && let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok())
     {
         ips.push(ip);
     }
-    let spec = pod.spec.as_ref();
     let container_ports = spec
+        .containers
         .into_iter()
-        .flat_map(|s| s.containers.iter())
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
+        .flat_map(|c| c.ports)
+        .filter_map(|p| Some((p.name?, u16::try_from(p.container_port).ok()?)))
         .collect();
     Some(PodInfo {
-        workload: workload_of(pod, &name),
+        workload,
         namespace,
         name,
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        labels: metadata.labels,
         ips,
-        node: spec.and_then(|s| s.node_name.clone()),
-        host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+        node: spec.node_name,
+        host_network: spec.host_network.unwrap_or(false),
         container_ports,
-        phase: status.and_then(|s| s.phase.clone()),
+        phase: status.phase,
     })
 }
 
@@ -603,9 +626,8 @@ fn workload_of(pod: &Pod, pod_name: &str) -> String {
         .metadata
         .owner_references
         .iter()
-        .flatten()
         .find(|o| o.controller == Some(true))
-        .or_else(|| pod.metadata.owner_references.iter().flatten().next());
+        .or_else(|| pod.metadata.owner_references.first());
     match owner {
         Some(owner) if owner.kind == "ReplicaSet" => match owner.name.rsplit_once('-') {
             Some((deployment, _hash)) if !deployment.is_empty() => deployment.to_owned(),

@@ -13,16 +13,7 @@ use std::fmt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
-use super::Labels;
-
-/// Deserialises `null` as the type's default, so `hosts:` alone means "no hosts".
-fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
+use super::{Labels, or_default};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct VirtualService {

@@ -278,7 +278,7 @@ fn yaml_that_kubectl_accepts_loads() {
             .iter()
             .find(|p| p.metadata.name.as_deref() == Some("p") && name == "pod.yaml")
         {
-            let labels = pod.metadata.labels.clone().unwrap_or_default();
+            let labels = &pod.metadata.labels;
             assert_eq!(
                 labels.get("team").map(String::as_str),
                 Some("payments"),

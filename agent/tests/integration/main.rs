@@ -10,6 +10,7 @@
 
 mod support;
 
+mod check_scale;
 mod cli_flags;
 mod cli_manifests;
 mod cli_output;

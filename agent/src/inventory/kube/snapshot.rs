@@ -15,7 +15,9 @@ use tracing::debug;
 
 use super::istio::Typed;
 use super::progress::Progress;
-use crate::model::{DestinationRule, Objects, PeerAuthentication, ServiceEntry, VirtualService};
+use crate::model::{
+    self, DestinationRule, Objects, PeerAuthentication, ServiceEntry, VirtualService,
+};
 
 /// Read sides of the reflector stores.
 pub(crate) struct Stores {
@@ -32,7 +34,11 @@ pub(crate) struct Stores {
 impl Stores {
     pub(crate) fn objects(&self) -> Objects {
         Objects {
-            pods: owned(&self.pods),
+            // Kept as the model's slim pods: a snapshot of every pod of the cluster.
+            pods: sorted(&self.pods)
+                .iter()
+                .map(|p| model::Pod::from(&**p))
+                .collect(),
             services: owned(&self.services),
             endpoint_slices: owned(&self.endpoint_slices),
             namespaces: owned(&self.namespaces),
