@@ -13,14 +13,6 @@ fn codes(extra: &str) -> Vec<String> {
     findings(extra).into_iter().map(|f| f.code).collect()
 }
 
-fn reviews_dr() -> String {
-    dr(
-        "default",
-        "reviews",
-        &format!("  host: reviews\n{REVIEWS_SUBSETS}"),
-    )
-}
-
 fn has(extra: &str, code: &str, severity: Severity) -> Finding {
     let all = findings(extra);
     all.iter()

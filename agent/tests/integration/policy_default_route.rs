@@ -14,14 +14,6 @@ fn destinations(e: &Expectation) -> Vec<(String, u16, Option<String>, f64)> {
         .collect()
 }
 
-fn reviews_dr() -> String {
-    dr(
-        "default",
-        "reviews",
-        &format!("  host: reviews\n{REVIEWS_SUBSETS}"),
-    )
-}
-
 /// VS-12: an http VirtualService none of whose routes applies to the client does
 /// not black-hole: the Service's default route sends to every endpoint.
 #[test]

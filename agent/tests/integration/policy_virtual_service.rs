@@ -8,14 +8,6 @@ use meshdrift::observation::Unit;
 
 const SPLIT_V1_V2: &str = "  http:\n    - route:\n        - {destination: {host: reviews, subset: v1}, weight: 50}\n        - {destination: {host: reviews, subset: v2}, weight: 50}\n";
 
-fn reviews_dr() -> String {
-    dr(
-        "default",
-        "reviews",
-        &format!("  host: reviews\n{REVIEWS_SUBSETS}"),
-    )
-}
-
 #[test]
 fn host_short_name_expands_to_the_virtual_service_namespace() {
     let m = mesh(&format!(

@@ -136,6 +136,15 @@ pub fn pa(ns: &str, name: &str, body: &str) -> String {
 /// Subsets v1/v2/v3 of `default/reviews`, by version label.
 pub const REVIEWS_SUBSETS: &str = "  subsets:\n    - {name: v1, labels: {version: v1}}\n    - {name: v2, labels: {version: v2}}\n    - {name: v3, labels: {version: v3}}\n";
 
+/// A DestinationRule `default/reviews` defining [`REVIEWS_SUBSETS`].
+pub fn reviews_dr() -> String {
+    dr(
+        "default",
+        "reviews",
+        &format!("  host: reviews\n{REVIEWS_SUBSETS}"),
+    )
+}
+
 /// A Service whose `clusterIP` is `None` (headless).
 pub fn headless_service(ns: &str, name: &str, selector: &str, ports: &str) -> String {
     format!("{}  clusterIP: None\n", service(ns, name, selector, ports))
