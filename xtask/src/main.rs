@@ -1,4 +1,4 @@
-//! `cargo xtask`: the project's own tasks (setup, demo, test, bench, lab).
+//! `cargo xtask`: the project's own tasks (setup, demo, test, fuzz, bench, lab).
 
 use std::process::ExitCode;
 
@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod lab;
 mod setup;
 mod test;
@@ -30,8 +31,11 @@ enum Task {
     /// Run the demo: the lab with the frontend v1/v2 example, real traffic through
     /// HAProxy, and what the agent observed per subset.
     Demo(demo::DemoArgs),
-    /// Run every test: lint, unit, property and the privileged end-to-end suite.
+    /// Run every test: lint, unit, property, the privileged end-to-end suite,
+    /// and each fuzz target for a few seconds.
     Test(test::TestArgs),
+    /// Run the fuzz targets (cargo-fuzz, libFuzzer) for longer: one, or all in turn.
+    Fuzz(fuzz::FuzzArgs),
     /// Run the benchmarks and print their results.
     Bench,
     /// Build or tear down a lab by hand.
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Demo(args) => setup::run().and_then(|()| demo::run(&args)),
         Task::Test(args) => setup::run().and_then(|()| test::run(&args)),
+        Task::Fuzz(args) => setup::fuzz_prerequisites().and_then(|()| fuzz::run(&args)),
         Task::Bench => setup::run().and_then(|()| bench::run()),
         Task::Lab(command) => lab::run(command),
     };
