@@ -40,15 +40,7 @@ fn vs12_http_without_an_applicable_route_uses_the_default_route() {
         ),
     ];
     for (why, routes) in table {
-        let m = mesh(&format!(
-            "{}---\n{}",
-            reviews_dr(),
-            vs(
-                "default",
-                "v",
-                &format!("  hosts: [reviews]\n  http:\n{routes}")
-            )
-        ));
+        let m = reviews_http_mesh(&routes);
         let e = m.expect("default/client", "reviews", 9080);
         assert!(e.determinable, "{why}");
         assert_eq!(e.virtual_service, s("default/v"), "{why}");

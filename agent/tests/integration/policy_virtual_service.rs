@@ -489,15 +489,7 @@ fn weights(ws: &[&str]) -> Vec<(Option<String>, f64)> {
             }
         })
         .collect();
-    let m = mesh(&format!(
-        "{}---\n{}",
-        reviews_dr(),
-        vs(
-            "default",
-            "v",
-            &format!("  hosts: [reviews]\n  http:\n    - route:\n{dests}")
-        )
-    ));
+    let m = reviews_http_mesh(&format!("    - route:\n{dests}"));
     m.split("default/client", "reviews", 9080)
 }
 

@@ -136,6 +136,20 @@ pub fn pa(ns: &str, name: &str, body: &str) -> String {
 /// Subsets v1/v2/v3 of `default/reviews`, by version label.
 pub const REVIEWS_SUBSETS: &str = "  subsets:\n    - {name: v1, labels: {version: v1}}\n    - {name: v2, labels: {version: v2}}\n    - {name: v3, labels: {version: v3}}\n";
 
+/// The base mesh with [`reviews_dr`] and a VirtualService `default/v` for
+/// `reviews` whose `http:` list is `routes`.
+pub fn reviews_http_mesh(routes: &str) -> Mesh {
+    mesh(&format!(
+        "{}---\n{}",
+        reviews_dr(),
+        vs(
+            "default",
+            "v",
+            &format!("  hosts: [reviews]\n  http:\n{routes}")
+        )
+    ))
+}
+
 /// A DestinationRule `default/reviews` defining [`REVIEWS_SUBSETS`].
 pub fn reviews_dr() -> String {
     dr(
