@@ -1,9 +1,14 @@
-//! Policy engine at scale: a synthetic mesh of 150 000 pods and 20 000
-//! services (200 namespaces × 100 services × 7–8 pods, each service with a
-//! 90/10 VirtualService and a two-subset DestinationRule).
+//! Policy engine at scale, on the synthetic benchmark mesh
+//! (`meshdrift_testkit::SyntheticMesh::BENCHMARK`: 150 000 pods, 20 000
+//! services in 200 namespaces, each service with a 90/10 VirtualService and
+//! a two-subset DestinationRule), written as manifests and loaded by the
+//! files source, as `meshdrift check --manifests` does.
 //!
-//! Measures the index build (inventory + policies), the memory the built
-//! index holds, and one expectation lookup. Budgets: build ≤ 2 s, lookup ≤ 10 µs.
+//! Measures loading the manifests (time, peak heap against the input's
+//! size), the index builds (inventory + policies) and the heap they hold,
+//! `check` on the whole mesh, and one expectation lookup. Budgets: build
+//! ≤ 2 s, lookup ≤ 10 µs, check in seconds, loading within a small multiple
+//! of the input.
 
 // The benchmark links the library's dependencies; it names only some.
 #![allow(unused_crate_dependencies)]
@@ -11,34 +16,29 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, Namespace, Pod, PodSpec, PodStatus, Service, ServicePort, ServiceSpec,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use meshdrift::inventory::Index;
-use meshdrift::model::Objects;
-use meshdrift::model::istio::{
-    ClientTlsSettings, Destination, DestinationRule, DestinationRuleSpec, HttpRoute,
-    PeerAuthentication, PeerAuthenticationSpec, PeerMode, PeerMtls, RouteDestination, Subset,
-    TlsMode, TrafficPolicy, VirtualService, VirtualServiceSpec,
-};
-use meshdrift::policy::Policies;
+use meshdrift::inventory::{Index, files};
+use meshdrift::policy::{Policies, check};
+use meshdrift_testkit::SyntheticMesh;
 
-/// Counts live heap bytes so the index's footprint can be reported.
+/// Counts live heap bytes and their high-water mark.
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        grew(layout.size());
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -46,7 +46,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        grew(new_size);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -55,146 +55,21 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const NAMESPACES: usize = 200;
-const SERVICES_PER_NAMESPACE: usize = 100;
-const PODS: usize = 150_000;
-
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / 1_048_576.0
 }
 
-fn meta(ns: &str, name: &str, labels: Option<BTreeMap<String, String>>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: Some(ns.to_owned()),
-        labels,
-        ..ObjectMeta::default()
-    }
-}
-
-fn synthetic_mesh() -> Objects {
-    let services = NAMESPACES * SERVICES_PER_NAMESPACE;
-    let mut objects = Objects::default();
-    for n in 0..NAMESPACES {
-        let ns = format!("ns-{n}");
-        objects.namespaces.push(Namespace {
-            metadata: meta("", &ns, None),
-            ..Namespace::default()
-        });
-        objects.peer_authentications.push(PeerAuthentication {
-            metadata: meta(&ns, "default", None),
-            spec: PeerAuthenticationSpec {
-                mtls: Some(PeerMtls {
-                    mode: if n.is_multiple_of(2) {
-                        PeerMode::Strict
-                    } else {
-                        PeerMode::Permissive
-                    },
-                }),
-                ..PeerAuthenticationSpec::default()
-            },
-        });
-    }
-    for s in 0..services {
-        let ns = format!("ns-{}", s / SERVICES_PER_NAMESPACE);
-        let app = format!("svc-{s}");
-        objects.services.push(Service {
-            metadata: meta(&ns, &app, None),
-            spec: Some(ServiceSpec {
-                selector: Some(labels(&[("app", &app)])),
-                ports: Some(vec![ServicePort {
-                    name: Some("http".to_owned()),
-                    port: 80,
-                    target_port: Some(IntOrString::Int(8080)),
-                    ..ServicePort::default()
-                }]),
-                ..ServiceSpec::default()
-            }),
-            ..Service::default()
-        });
-        let subset = |name: &str| Subset {
-            name: name.to_owned(),
-            labels: labels(&[("version", name)]),
-            traffic_policy: None,
-        };
-        objects.destination_rules.push(DestinationRule {
-            metadata: meta(&ns, &app, None),
-            spec: DestinationRuleSpec {
-                host: app.clone(),
-                traffic_policy: s.is_multiple_of(2).then(|| TrafficPolicy {
-                    tls: Some(ClientTlsSettings {
-                        mode: TlsMode::IstioMutual,
-                    }),
-                    port_level_settings: Vec::new(),
-                }),
-                subsets: vec![subset("v1"), subset("v2")],
-                ..DestinationRuleSpec::default()
-            },
-        });
-        let destination = |subset: &str, weight: i64| RouteDestination {
-            destination: Destination {
-                host: app.clone(),
-                subset: Some(subset.to_owned()),
-                port: None,
-            },
-            weight: Some(weight),
-        };
-        objects.virtual_services.push(VirtualService {
-            metadata: meta(&ns, &app, None),
-            spec: VirtualServiceSpec {
-                hosts: vec![app.clone()],
-                http: vec![HttpRoute {
-                    route: vec![destination("v1", 90), destination("v2", 10)],
-                    ..HttpRoute::default()
-                }],
-                ..VirtualServiceSpec::default()
-            },
-        });
-    }
-    for p in 0..PODS {
-        let s = p % services;
-        let ns = format!("ns-{}", s / SERVICES_PER_NAMESPACE);
-        let app = format!("svc-{s}");
-        let version = if (p / services).is_multiple_of(4) {
-            "v2"
-        } else {
-            "v1"
-        };
-        let ip = format!("10.{}.{}.{}", 64 + p / 65_536, (p / 256) % 256, p % 256);
-        objects.pods.push(Pod {
-            metadata: meta(
-                &ns,
-                &format!("{app}-{version}-{p}"),
-                Some(labels(&[
-                    ("app", &app),
-                    ("version", version),
-                    ("security.istio.io/tlsMode", "istio"),
-                    ("pod-template-hash", &format!("{:x}", p % 97)),
-                ])),
-            ),
-            spec: Some(PodSpec {
-                containers: vec![Container {
-                    name: "app".to_owned(),
-                    ports: Some(vec![ContainerPort {
-                        name: Some("http".to_owned()),
-                        container_port: 8080,
-                        ..ContainerPort::default()
-                    }]),
-                    ..Container::default()
-                }],
-                ..PodSpec::default()
-            }),
-            status: Some(PodStatus {
-                pod_ip: Some(ip),
-                phase: Some("Running".to_owned()),
-                ..PodStatus::default()
-            }),
-        });
-    }
-    objects
+/// Runs `f`, returning its result, the time it took, the heap it left
+/// allocated and the peak above the heap it started with.
+fn measured<T>(f: impl FnOnce() -> T) -> (T, std::time::Duration, usize, usize) {
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let start = Instant::now();
+    let out = f();
+    let took = start.elapsed();
+    let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    (out, took, held, peak)
 }
 
 /// A figure for `cargo xtask bench` (which collects these lines) and for people.
@@ -206,39 +81,52 @@ fn report(what: &str, value: String) {
 }
 
 fn bench_policy(c: &mut Criterion) {
-    let objects = synthetic_mesh();
+    let mesh = SyntheticMesh::BENCHMARK;
+    let dir = std::env::temp_dir().join(format!("meshdrift-bench-mesh-{}", std::process::id()));
+    let input = mesh.write_manifests(&dir).expect("write the manifests");
 
-    // One cold build, timed and measured outside criterion for the report.
-    let before = LIVE.load(Ordering::Relaxed);
-    let start = Instant::now();
-    let index = Index::build(&objects);
-    let index_time = start.elapsed();
-    let after_index = LIVE.load(Ordering::Relaxed);
-    let start = Instant::now();
-    let policies = Policies::build(&objects);
-    let policies_time = start.elapsed();
-    let after_policies = LIVE.load(Ordering::Relaxed);
+    let (outcome, load_time, objects_held, load_peak) =
+        measured(|| files::load_dir(&dir).expect("load the manifests"));
+    std::fs::remove_dir_all(&dir).expect("remove the manifests");
+    assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
+    let objects = outcome.objects;
     report(
         "synthetic mesh",
         format!(
-            "{} pods, {} services, {} VirtualServices, {} DestinationRules",
-            objects.pods.len(),
-            objects.services.len(),
-            objects.virtual_services.len(),
-            objects.destination_rules.len()
-        ),
-    );
+        "{} pods, {} services, {} VirtualServices, {} DestinationRules in {:.1} MB of manifests",
+        objects.pods.len(),
+        objects.services.len(),
+        objects.virtual_services.len(),
+        objects.destination_rules.len(),
+        input as f64 / 1e6
+    ));
+    report(
+        "manifests loaded at 150 k pods",
+        format!(
+        "{load_time:.2?}; peak heap {:.1} MiB ({:.1}× the input), objects held {:.1} MiB",
+        mib(load_peak),
+        load_peak as f64 / input as f64,
+        mib(objects_held)
+    ));
+
+    let (index, index_time, index_held, _) = measured(|| Index::build(&objects));
+    let (policies, policies_time, policies_held, _) = measured(|| Policies::build(&objects));
     report(
         "cold build at 150 k pods (inventory index, policies)",
         format!("{index_time:.2?}, {policies_time:.2?}"),
     );
     report(
         "heap held at 150 k pods (inventory index, policies)",
+        format!("{:.1} MiB, {:.1} MiB", mib(index_held), mib(policies_held)),
+    );
+    let (findings, check_time, _, check_peak) = measured(|| check(&index, &policies));
+    report(
+        "meshdrift check at 150 k pods",
         format!(
-            "{:.1} MiB, {:.1} MiB",
-            (after_index - before) as f64 / 1_048_576.0,
-            (after_policies - after_index) as f64 / 1_048_576.0
-        ),
+        "{check_time:.2?}, {} findings, peak heap {:.1} MiB",
+        findings.len(),
+        mib(check_peak)
+    ),
     );
 
     let mut group = c.benchmark_group("build");
@@ -248,6 +136,13 @@ fn bench_policy(c: &mut Criterion) {
     });
     group.bench_function("policies_20k_vs_20k_dr", |b| {
         b.iter(|| black_box(Policies::build(black_box(&objects))))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("check");
+    group.sample_size(10);
+    group.bench_function("check_150k_pods_20k_services", |b| {
+        b.iter(|| black_box(check(black_box(&index), black_box(&policies))))
     });
     group.finish();
 

@@ -67,6 +67,8 @@ impl fmt::Display for Finding {
 pub mod codes {
     /// A route references a host or subset that no resource defines.
     pub const UNKNOWN_HOST_OR_SUBSET: &str = "IST0101";
+    /// A field Istio's schema validation rejects (a weight outside int32 ≥ 0).
+    pub const SCHEMA_VALIDATION: &str = "IST0106";
     /// Several mesh VirtualServices claim the same host.
     pub const CONFLICTING_HOSTS: &str = "IST0109";
     /// A route can never match (it follows a catch-all).
@@ -91,6 +93,8 @@ pub mod codes {
     pub const LOAD_PROBLEM: &str = "MD0001";
     /// Two pods claim one IP.
     pub const DUPLICATE_POD_IP: &str = "MD0002";
+    /// Nothing to check: no manifest file, or none holding an object meshdrift reads.
+    pub const NO_MANIFESTS: &str = "MD0003";
     /// Every destination of a multi-destination route has weight 0.
     pub const ALL_ZERO_WEIGHTS: &str = "MD0101";
     /// A referenced subset selects pods, but none of the host's Service.

@@ -5,15 +5,18 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use meshdrift::cli;
 
 fn main() -> ExitCode {
-    let cli = meshdrift::cli::Cli::parse();
-    meshdrift::cli::init_tracing(cli.verbose);
-    match meshdrift::cli::dispatch(cli) {
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    cli::init_tracing(cli.verbose);
+    match cli::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            cli::output::warn(&format!("error: {err:#}"));
             ExitCode::from(2)
         }
     }

@@ -1,14 +1,16 @@
 //! Fixtures the tests share: the demo's situation as a report and as
-//! observations, the agent's HTTP server on a free port, and the external
-//! programs (promtool) some tests run. Tests may panic here: a panic is the
-//! test's failure report.
+//! observations, a synthetic mesh of any size, the agent's HTTP server on a
+//! free port, and the external programs (promtool) some tests run. Tests may
+//! panic here: a panic is the test's failure report.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fixtures;
+pub mod mesh;
 pub mod programs;
 pub mod server;
 
 pub use fixtures::{HOST, drift_report, observation, populated_metrics, workload};
+pub use mesh::SyntheticMesh;
 pub use programs::promtool;
 pub use server::{Server, get};

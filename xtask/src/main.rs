@@ -1,4 +1,4 @@
-//! `cargo xtask`: the project's own tasks (setup, demo, test, bench, lab).
+//! `cargo xtask`: the project's own tasks (setup, demo, test, fuzz, bench, lab).
 
 use std::process::ExitCode;
 
@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod lab;
 mod setup;
 mod test;
@@ -30,11 +31,14 @@ enum Task {
     /// Run the demo: the lab with the frontend v1/v2 example, real traffic through
     /// HAProxy, and what the agent observed per subset.
     Demo(demo::DemoArgs),
-    /// Run every test: lint, unit, property and the privileged end-to-end suite.
+    /// Run every test: lint, unit, property, the privileged end-to-end suite,
+    /// and each fuzz target for a few seconds.
     Test(test::TestArgs),
     /// Measure what meshdrift costs against the no-agent limit, and how far
     /// its HTTP/2 estimates are from the truth; rewrites BENCHMARKS.md (needs root).
     Bench(bench::BenchArgs),
+    /// Run the fuzz targets (cargo-fuzz, libFuzzer) for longer: one, or all in turn.
+    Fuzz(fuzz::FuzzArgs),
     /// Build or tear down a lab by hand.
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Task::Demo(args) => setup::run().and_then(|()| demo::run(&args)),
         Task::Test(args) => setup::run().and_then(|()| test::run(&args)),
         Task::Bench(args) => setup::run().and_then(|()| bench::run(&args)),
+        Task::Fuzz(args) => setup::fuzz_prerequisites().and_then(|()| fuzz::run(&args)),
         Task::Lab(command) => lab::run(command),
     };
     match result {

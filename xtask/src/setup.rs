@@ -39,8 +39,18 @@ pub fn run() -> anyhow::Result<()> {
         install_ebpf_toolchain,
     )?;
     step("bpf-linker built against LLVM 22", install_bpf_linker)?;
+    step("cargo-fuzz for the fuzz targets", install_cargo_fuzz)?;
     eprintln!("[setup] all prerequisites are in place");
     Ok(())
+}
+
+/// What `cargo xtask fuzz` needs, without root: the pinned nightly and cargo-fuzz.
+pub fn fuzz_prerequisites() -> anyhow::Result<()> {
+    step(
+        "the pinned nightly with rust-src (agent-ebpf/rust-toolchain.toml)",
+        install_ebpf_toolchain,
+    )?;
+    step("cargo-fuzz for the fuzz targets", install_cargo_fuzz)
 }
 
 fn step(what: &str, check: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
@@ -125,6 +135,14 @@ fn install_debian_packages() -> anyhow::Result<()> {
 fn install_ebpf_toolchain() -> anyhow::Result<()> {
     cmd::run(cmd::in_ebpf_dir("rustup").args(["toolchain", "install"]))
         .context("installing the eBPF crate's pinned nightly (agent-ebpf/rust-toolchain.toml)")
+}
+
+fn install_cargo_fuzz() -> anyhow::Result<()> {
+    if cmd::succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
+        return Ok(());
+    }
+    eprintln!("[setup] building cargo-fuzz (about two minutes)");
+    cmd::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
 
 fn install_bpf_linker() -> anyhow::Result<()> {

@@ -1,14 +1,18 @@
-//! `cargo xtask test`: lint, then every test of the workspace, privileged ones included.
+//! `cargo xtask test`: lint, then every test of the workspace, privileged ones
+//! included, then a few seconds of each fuzz target.
 
 use std::process::Command;
 
-use crate::cmd;
+use crate::{cmd, fuzz};
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy on the host and eBPF crates.
     #[arg(long)]
     pub no_lint: bool,
+    /// Skip the short run of each fuzz target.
+    #[arg(long)]
+    pub no_fuzz: bool,
     /// Arguments passed to `cargo test` after `--` (a test-name filter, `--nocapture`, ...).
     #[arg(last = true)]
     pub test_args: Vec<String>,
@@ -54,5 +58,11 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             .args(&args.test_args)
             .env(cmd::REQUIRE_EBPF.0, cmd::REQUIRE_EBPF.1)
             .env("MESHDRIFT_BIN", &binary),
-    )
+    )?;
+    if !args.no_fuzz {
+        // Seconds per target on its corpus: what changed still holds on the
+        // inputs earlier runs found; `cargo xtask fuzz` runs longer.
+        fuzz::run_all(fuzz::SMOKE_SECONDS)?;
+    }
+    Ok(())
 }

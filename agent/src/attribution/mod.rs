@@ -28,7 +28,7 @@ use crate::{
     probe::Role,
 };
 
-/// Ports of Istio's own plumbing (ISTIO.md): sidecar admin, inbound/outbound
+/// Ports of Istio's own plumbing (docs/istio-semantics.md, WIRE-5): sidecar admin, inbound/outbound
 /// capture, HBONE, health, DNS, telemetry and istiod.
 pub const MESH_INTERNAL_PORTS: &[u16] = &[
     15000, 15001, 15002, 15004, 15006, 15008, 15010, 15012, 15014, 15017, 15020, 15021, 15053,

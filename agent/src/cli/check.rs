@@ -1,12 +1,14 @@
 //! `meshdrift check`: static findings on a set of manifests.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::OutputFormat;
+use super::terminal::TerminalText;
+use super::{OutputFormat, output};
 use crate::findings::{Finding, Severity, codes};
-use crate::inventory::{Index, files};
+use crate::inventory::Index;
+use crate::inventory::files::{self, LoadOutcome};
 use crate::policy::{Policies, check};
 
 #[derive(Debug, clap::Args)]
@@ -29,9 +31,12 @@ struct Report<'a> {
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let outcome = files::load_dir(&args.manifests)?;
-    let index = Index::build(&outcome.objects);
-    let policies = Policies::build(&outcome.objects);
+    let mut outcome = files::load_dir(&args.manifests)?;
+    // The index takes the objects over, so a large directory is not held twice.
+    let objects = std::mem::take(&mut outcome.objects);
+    let loaded = objects.len();
+    let policies = Policies::build(&objects);
+    let index = Index::from_objects(objects);
     let mut findings: Vec<Finding> = outcome
         .problems
         .iter()
@@ -44,18 +49,20 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             )
         })
         .collect();
+    findings.extend(nothing_loaded(&args.manifests, &outcome, loaded));
     findings.extend(check(&index, &policies));
     let report = Report {
         files: outcome.files,
         documents: outcome.documents,
-        objects: outcome.objects.len(),
+        objects: loaded,
         skipped: &outcome.skipped,
         findings: &findings,
     };
-    match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Text | OutputFormat::Table => print!("{}", render_text(&report)),
-    }
+    let text = match args.output {
+        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text | OutputFormat::Table => render_text(&report),
+    };
+    output::print(&text)?;
     let failed = findings.iter().any(|f| f.severity == Severity::Error);
     Ok(if failed {
         ExitCode::from(1)
@@ -64,11 +71,31 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A wrong path must not pass: no manifest, or none with an object meshdrift
+/// reads, is an error.
+fn nothing_loaded(path: &Path, outcome: &LoadOutcome, loaded: usize) -> Option<Finding> {
+    let message = if outcome.files == 0 {
+        "no manifest files (*.yaml, *.yml, *.json) found: nothing was checked".to_owned()
+    } else if loaded == 0 && outcome.problems.is_empty() {
+        format!(
+            "{} manifest files hold no Pod, Service, EndpointSlice, Namespace, ServiceEntry, VirtualService, DestinationRule or PeerAuthentication: nothing was checked",
+            outcome.files
+        )
+    } else {
+        return None;
+    };
+    Some(Finding::new(
+        codes::NO_MANIFESTS,
+        Severity::Error,
+        path.display().to_string(),
+        message,
+    ))
+}
+
 fn render_text(report: &Report<'_>) -> String {
-    let mut out = String::new();
+    let mut out = TerminalText::default();
     let skipped: usize = report.skipped.values().sum();
-    let _ = write!(
-        out,
+    let mut summary = format!(
         "Loaded {} objects from {} documents in {} files",
         report.objects, report.documents, report.files
     );
@@ -79,26 +106,25 @@ fn render_text(report: &Report<'_>) -> String {
             .map(|(kind, n)| format!("{kind} {n}"))
             .collect();
         let _ = write!(
-            out,
+            summary,
             "; skipped {skipped} of other kinds ({})",
             kinds.join(", ")
         );
     }
-    let _ = writeln!(out);
+    out.line(format_args!("{summary}"));
     if report.findings.is_empty() {
-        let _ = writeln!(out, "No findings.");
-        return out;
+        out.line(format_args!("No findings."));
+        return out.into_string();
     }
     for finding in report.findings {
-        let _ = writeln!(out, "{finding}");
+        out.line(format_args!("{finding}"));
     }
     let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
-    let _ = writeln!(
-        out,
+    out.line(format_args!(
         "{} errors, {} warnings, {} info",
         count(Severity::Error),
         count(Severity::Warning),
         count(Severity::Info)
-    );
-    out
+    ));
+    out.into_string()
 }

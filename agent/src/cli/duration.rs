@@ -2,7 +2,17 @@
 
 use std::time::Duration;
 
+/// A positive duration: intervals and windows cannot be zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration_or_zero(text)?;
+    if duration.is_zero() {
+        return Err(format!("`{}` must be a positive duration", text.trim()));
+    }
+    Ok(duration)
+}
+
+/// A duration that may be zero (`--grace 0s`: compare at once).
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
         Some(at) => text.split_at(at),
@@ -24,9 +34,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     };
     Duration::try_from_secs_f64(seconds)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("`{text}` must be a positive duration"))
+        .map_err(|_| format!("`{text}` is not a duration of zero or more (examples: 0s, 30s)"))
 }
 
 #[cfg(test)]
@@ -44,8 +52,18 @@ mod tests {
 
     #[test]
     fn nonsense_is_an_error_not_a_panic() {
-        for bad in ["", "abc", "10x", "-5s", "0", "1e400s"] {
+        for bad in ["", "abc", "10x", "-5s", "0", "0s", "1e400s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn zero_is_a_duration_where_allowed() {
+        for zero in ["0", "0s", "0ms", "0.0m"] {
+            assert_eq!(parse_duration_or_zero(zero), Ok(Duration::ZERO), "{zero}");
+        }
+        for bad in ["", "-1s", "abc", "1e400s"] {
+            assert!(parse_duration_or_zero(bad).is_err(), "{bad}");
         }
     }
 }

@@ -1,13 +1,13 @@
 //! `meshdrift explain`: the declared expectation for one client and destination.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use super::OutputFormat;
+use super::terminal::TerminalText;
+use super::{OutputFormat, output};
 use crate::inventory::{Index, PodInfo, files};
 use crate::observation::Unit;
 use crate::policy::{DestinationExpectation, Expectation, Policies, TlsSource};
@@ -31,19 +31,20 @@ pub struct ExplainArgs {
 pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let outcome = files::load_dir(&args.manifests)?;
     for problem in &outcome.problems {
-        eprintln!("warning: {problem}");
+        output::warn(&format!("warning: {problem}"));
     }
-    let index = Index::build(&outcome.objects);
     let policies = Policies::build(&outcome.objects);
+    let index = Index::from_objects(outcome.objects);
     let client = find_client(&index, &args.from)?;
     let (host, port) = split_host_port(&args.to)?;
     let expectation = policies
         .expect(&index, client, host, port)
         .with_context(|| format!("cannot explain {} → {}", client.key(), args.to))?;
-    match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&expectation)?),
-        OutputFormat::Text | OutputFormat::Table => print!("{}", render_text(&expectation)),
-    }
+    let text = match args.output {
+        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&expectation)?),
+        OutputFormat::Text | OutputFormat::Table => render_text(&expectation),
+    };
+    output::print(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -92,19 +93,18 @@ fn split_host_port(to: &str) -> anyhow::Result<(&str, Option<u16>)> {
 /// The person-first rendering: one line per destination with its share and
 /// transport, then its endpoints.
 pub fn render_text(e: &Expectation) -> String {
-    let mut out = String::new();
+    let mut out = TerminalText::default();
     let unit = match e.unit {
         Unit::Request => "per request",
         Unit::Connection => "per connection",
     };
-    let _ = writeln!(
-        out,
+    out.line(format_args!(
         "{} → {}:{} ({}, split {unit})",
         e.client,
         e.host,
         e.port,
         e.protocol.as_str()
-    );
+    ));
     match (&e.virtual_service, &e.route) {
         (Some(vs), Some(route)) => {
             let name = route
@@ -112,63 +112,56 @@ pub fn render_text(e: &Expectation) -> String {
                 .as_deref()
                 .map(|n| format!(" ({n})"))
                 .unwrap_or_default();
-            let _ = writeln!(
-                out,
+            out.line(format_args!(
                 "VirtualService {vs}, {} route #{}{name}",
                 route.kind.as_str(),
                 route.index
-            );
+            ));
         }
         (Some(vs), None) => {
-            let _ = writeln!(out, "VirtualService {vs}");
+            out.line(format_args!("VirtualService {vs}"));
         }
         (None, _) => {
-            let _ = writeln!(
-                out,
+            out.line(format_args!(
                 "No VirtualService: all traffic goes to the host itself"
-            );
+            ));
         }
     }
     if !e.determinable {
-        let _ = writeln!(
-            out,
+        out.line(format_args!(
             "NOT DETERMINABLE from L4: {}",
             e.reason.as_deref().unwrap_or("unknown")
-        );
+        ));
         for candidate in &e.candidates {
             let condition = candidate
                 .condition
                 .as_deref()
                 .map(|c| format!("if {c}"))
                 .unwrap_or_else(|| "otherwise".to_owned());
-            let _ = writeln!(
-                out,
+            out.line(format_args!(
                 "  {} route #{} {condition}:",
                 candidate.route.kind.as_str(),
                 candidate.route.index
-            );
+            ));
             for d in &candidate.destinations {
                 render_destination(&mut out, d, "    ");
             }
         }
-        return out;
+        return out.into_string();
     }
     if let Some(reason) = &e.reason {
-        let _ = writeln!(out, "Note: {reason}");
+        out.line(format_args!("Note: {reason}"));
     }
     for d in &e.destinations {
         render_destination(&mut out, d, "");
     }
     if e.destinations.iter().any(|d| !d.endpoints.is_empty()) {
-        let _ = writeln!(
-            out,
-            "(expect: what the client sidecar sends to each pod; server mTLS: the PeerAuthentication mode the pod enforces)"
-        );
+        out.line(format_args!("(expect: what the client sidecar sends to each pod; server mTLS: the PeerAuthentication mode the pod enforces)"));
     }
-    out
+    out.into_string()
 }
 
-fn render_destination(out: &mut String, d: &DestinationExpectation, indent: &str) {
+fn render_destination(out: &mut TerminalText, d: &DestinationExpectation, indent: &str) {
     let subset = d
         .subset
         .as_deref()
@@ -177,23 +170,22 @@ fn render_destination(out: &mut String, d: &DestinationExpectation, indent: &str
     let source = match (&d.tls.detail, d.tls.source) {
         (Some(detail), _) => format!(" ({detail})"),
         (None, TlsSource::AutoMtls) => {
-            " (auto mTLS: mTLS to pods with a sidecar, plaintext to the others)".to_owned()
+            " (auto mTLS: mTLS to pods with a sidecar whose own PeerAuthentication is not DISABLE, plaintext to the others)".to_owned()
         }
         (None, TlsSource::DestinationRule) => String::new(),
     };
-    let _ = writeln!(
-        out,
+    out.line(format_args!(
         "{indent}{:>6.1}%  {}:{}{subset}  tls {}{source}",
         d.weight * 100.0,
         d.host,
         d.port,
         d.tls.mode.as_str(),
-    );
+    ));
     if let Some(note) = &d.note {
-        let _ = writeln!(out, "{indent}         ! {note}");
+        out.line(format_args!("{indent}         ! {note}"));
     }
     if d.endpoints.is_empty() && d.note.is_none() {
-        let _ = writeln!(out, "{indent}         (no endpoints)");
+        out.line(format_args!("{indent}         (no endpoints)"));
     }
     for ep in &d.endpoints {
         let address = match ep.port {
@@ -201,8 +193,7 @@ fn render_destination(out: &mut String, d: &DestinationExpectation, indent: &str
             Some(port) => format!("{}:{port}", ep.ip),
             None => ep.ip.to_string(),
         };
-        let _ = writeln!(
-            out,
+        out.line(format_args!(
             "{indent}         {address:<22} {:<28} expect {:<9} server mTLS {}{}",
             ep.pod.as_deref().unwrap_or("(unknown pod)"),
             ep.expect.as_str(),
@@ -211,6 +202,6 @@ fn render_destination(out: &mut String, d: &DestinationExpectation, indent: &str
                 .as_deref()
                 .map(|c| format!("  ! {c}"))
                 .unwrap_or_default()
-        );
+        ));
     }
 }

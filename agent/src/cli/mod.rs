@@ -2,14 +2,17 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, error::ErrorKind};
 
+mod agent_url;
 pub mod check;
 mod duration;
 pub mod explain;
 pub mod observe;
+pub mod output;
 pub mod report;
 pub mod run;
+mod terminal;
 
 /// Output formats shared by the commands that print results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,6 +55,34 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Fetch a running agent's report and render it for a terminal.
     Report(report::ReportArgs),
+}
+
+/// Parses the command line. Help and version text go to stdout through
+/// [`output`], like any command's result; usage errors go to stderr as clap
+/// words them. `Err` carries the status to exit with.
+pub fn parse() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) =>
+        {
+            Err(match output::print_styled(&err.render()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    output::warn(&format!("error: {:#}", anyhow::Error::from(err)));
+                    ExitCode::from(2)
+                }
+            })
+        }
+        Err(err) => {
+            // Best effort, like every diagnostic: a closed stderr loses it.
+            let _ = err.print();
+            Err(ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2)))
+        }
+    }
 }
 
 pub fn init_tracing(verbose: u8) {

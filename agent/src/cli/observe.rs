@@ -1,18 +1,14 @@
 //! `meshdrift observe`: stream every TCP flow the kernel sees.
 
-use std::{
-    io::{self, Write},
-    net::SocketAddr,
-    path::PathBuf,
-    process::ExitCode,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
     cli::duration::parse_duration,
+    cli::output::{self, OutputError, Stdout},
+    cli::terminal::TerminalText,
     inventory::{self, Index},
     pipeline::ObservedFlow,
     probe::{FlowKind, LossCounters, ProbeConfig},
@@ -72,12 +68,11 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn load_index(dir: &std::path::Path) -> anyhow::Result<Index> {
-    let outcome = inventory::files::load_dir(dir)
-        .with_context(|| format!("loading manifests from {}", dir.display()))?;
+    let outcome = inventory::files::load_dir(dir)?;
     for problem in &outcome.problems {
-        eprintln!("warning: {problem}");
+        output::warn(&format!("warning: {problem}"));
     }
-    Ok(Index::build(&outcome.objects))
+    Ok(Index::from_objects(outcome.objects))
 }
 
 async fn observe(
@@ -88,10 +83,10 @@ async fn observe(
 ) -> anyhow::Result<ExitCode> {
     let mut shutdown = Shutdown::install().context("installing the signal handlers")?;
     let mut probe_loop = ProbeLoop::attach(&config, true)?;
-    eprintln!(
+    output::warn(&format!(
         "meshdrift: observing TCP flows under cgroup {} (Ctrl-C to stop)",
         probe_loop.probe().cgroup().display()
-    );
+    ));
     let deadline = async {
         match duration {
             Some(duration) => tokio::time::sleep(duration).await,
@@ -109,14 +104,18 @@ async fn observe(
                 if let Err(err) = read {
                     break Err(err.into());
                 }
-                for flow in flows.drain(..) {
+                let printed = flows.drain(..).try_for_each(|flow| {
                     if flow.record.kind == FlowKind::Close {
                         flows_seen += 1;
                     }
-                    printer.record(&flow);
+                    printer.record(&flow)
+                });
+                if let Err(err) = printed.and_then(|()| printer.out.flush()) {
+                    break Err(err.into());
                 }
-                if let Err(err) = printer.flush() {
-                    break if err.kind() == io::ErrorKind::BrokenPipe { Ok(()) } else { Err(err.into()) };
+                // The reader went away (`| head`): nothing left to do.
+                if printer.out.is_closed() {
+                    break Ok(());
                 }
             }
             () = shutdown.requested() => break Ok(()),
@@ -176,7 +175,7 @@ struct SummaryLine {
 struct Printer {
     format: ObserveFormat,
     index: Option<Index>,
-    out: io::BufWriter<io::Stdout>,
+    out: Stdout,
     header_done: bool,
 }
 
@@ -185,7 +184,7 @@ impl Printer {
         Self {
             format,
             index,
-            out: io::BufWriter::new(io::stdout()),
+            out: Stdout::default(),
             header_done: false,
         }
     }
@@ -195,7 +194,7 @@ impl Printer {
         Some(format!("{}/{}", pod.namespace, pod.name))
     }
 
-    fn record(&mut self, flow: &ObservedFlow) {
+    fn record(&mut self, flow: &ObservedFlow) -> Result<(), OutputError> {
         let record = &flow.record;
         let class = &flow.classification;
         let istio = class.istio.as_ref();
@@ -225,20 +224,18 @@ impl Printer {
             cgroup_id: record.cgroup_id,
             uid: record.uid,
         };
-        // Write errors surface at the next flush.
-        let _ = match self.format {
-            ObserveFormat::Json => serde_json::to_writer(&mut self.out, &line)
-                .map_err(io::Error::other)
-                .and_then(|()| self.out.write_all(b"\n")),
+        let text = match self.format {
+            ObserveFormat::Json => json_line(&line),
             ObserveFormat::Table => self.table_row(&line),
         };
+        self.out.write_str(&text)
     }
 
-    fn table_row(&mut self, line: &FlowLine<'_>) -> io::Result<()> {
+    fn table_row(&mut self, line: &FlowLine<'_>) -> String {
+        let mut out = TerminalText::default();
         if !self.header_done {
             self.header_done = true;
-            writeln!(
-                self.out,
+            out.line(format_args!(
                 "{:<6} {:<6} {:<40} {:<40} {:<10} {:<8} {:>6} {:>10} {:>10} {:>8}  PODS",
                 "EVENT",
                 "ROLE",
@@ -250,7 +247,7 @@ impl Printer {
                 "SENT",
                 "RECEIVED",
                 "MS"
-            )?;
+            ));
         }
         let event = match line.event {
             FlowKind::Update => "update",
@@ -264,8 +261,7 @@ impl Printer {
                 dst.as_deref().unwrap_or("?")
             ),
         };
-        writeln!(
-            self.out,
+        out.line(format_args!(
             "{:<6} {:<6} {:<40} {:<40} {:<10} {:<8} {:>6} {:>10} {:>10} {:>8}  {}",
             event,
             line.role,
@@ -278,11 +274,8 @@ impl Printer {
             line.bytes_received,
             line.duration_ms,
             pods
-        )
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        ));
+        out.into_string()
     }
 
     fn summary(&mut self, losses: &LossCounters, flows_closed: u64) {
@@ -294,14 +287,22 @@ impl Printer {
                     lost: *losses,
                     lost_total: losses.total(),
                 };
-                let _ = serde_json::to_writer(&mut self.out, &line);
-                let _ = self.out.write_all(b"\n");
-                let _ = self.out.flush();
+                // A failed write was reported when the stream stopped.
+                let _ = self.out.write_str(&json_line(&line));
             }
-            ObserveFormat::Table => {
-                let _ = self.out.flush();
-            }
+            ObserveFormat::Table => {}
         }
-        eprintln!("meshdrift: {flows_closed} flows closed; lost records: {losses}");
+        let _ = self.out.flush();
+        output::warn(&format!(
+            "meshdrift: {flows_closed} flows closed; lost records: {losses}"
+        ));
     }
+}
+
+/// One JSON object and its newline.
+fn json_line(line: &impl Serialize) -> String {
+    // Plain structs of strings and numbers always serialise; say so if not.
+    let json = serde_json::to_string(line)
+        .unwrap_or_else(|err| serde_json::json!({ "error": err.to_string() }).to_string());
+    json + "\n"
 }

@@ -1,14 +1,20 @@
 //! `meshdrift report`: fetch a running agent's report and render it for a terminal.
 
-use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow, bail};
 
+use super::agent_url::AgentUrl;
+use super::duration::parse_duration;
+use super::output;
+use super::terminal::{TerminalText, escape};
 use crate::report::format;
 use crate::report::{Report, SplitVerdict};
 use crate::wire::Transport;
+
+/// The largest report body read from an agent.
+const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportOutput {
@@ -20,73 +26,104 @@ pub enum ReportOutput {
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// Base URL of the agent (its --listen address).
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477")]
-    pub url: String,
+    /// Base URL of the agent (its --listen address): http://HOST:PORT[/PREFIX], or HOST:PORT.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477", value_parser = AgentUrl::parse)]
+    pub url: AgentUrl,
+    /// How long to wait for the agent's whole answer.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: ReportOutput,
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let report = fetch(&args.url)?;
-    match args.output {
-        ReportOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        ReportOutput::Table => print!("{}", render_table(&report)),
-    }
+    let report = fetch(&args.url, args.timeout)?;
+    let text = match args.output {
+        ReportOutput::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+        ReportOutput::Table => render_table(&report),
+    };
+    output::print(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn fetch(base: &str) -> anyhow::Result<Report> {
-    let url = format!("{}/report", base.trim_end_matches('/'));
+/// Decodes the body of an agent's `GET /report`.
+pub fn decode(body: &str) -> Result<Report, serde_json::Error> {
+    serde_json::from_str(body)
+}
+
+fn fetch(base: &AgentUrl, timeout: Duration) -> anyhow::Result<Report> {
+    let url = base.endpoint("/report");
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(15)))
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
         .build()
         .into();
-    let mut response = agent.get(&url).call().with_context(|| {
-        format!(
-            "cannot fetch {url}: is `meshdrift run` running and listening there? \
-             Check --url, the agent's --listen address, and (in a cluster) \
-             `kubectl -n meshdrift port-forward ds/meshdrift 9477`"
-        )
-    })?;
+    let mut response = agent
+        .get(&url)
+        .call()
+        .map_err(|err| request_failed(&url, err, timeout))?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("GET {url}: the agent answered {status}");
+    }
     let body = response
         .body_mut()
+        .with_config()
+        .limit(MAX_REPORT_BYTES)
         .read_to_string()
-        .with_context(|| format!("reading the response from {url}"))?;
-    serde_json::from_str(&body).with_context(|| {
-        format!(
-            "{url} did not return a meshdrift report (is the URL an agent of the same version?)"
-        )
+        .map_err(|err| request_failed(&url, err, timeout))?;
+    decode(&body).with_context(|| {
+        format!("GET {url}: the answer ({status}) is not a meshdrift report of this version")
     })
+}
+
+/// What went wrong before an answer arrived, in words that say which.
+fn request_failed(url: &str, err: ureq::Error, timeout: Duration) -> anyhow::Error {
+    match err {
+        ureq::Error::Timeout(_) => anyhow!("GET {url}: no answer within {timeout:?} (timed out)"),
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => connect_failed(url, err),
+        ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            connect_failed(url, err)
+        }
+        err => anyhow::Error::new(err).context(format!("GET {url} failed")),
+    }
+}
+
+fn connect_failed(url: &str, err: ureq::Error) -> anyhow::Error {
+    anyhow::Error::new(err).context(format!(
+        "cannot connect to {url}: is `meshdrift run` listening there? Check --url, the \
+         agent's --listen address, and (in a cluster) `kubectl -n meshdrift port-forward \
+         ds/meshdrift 9477`"
+    ))
 }
 
 /// The whole report as aligned plain-text tables.
 pub fn render_table(report: &Report) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
+    let mut out = TerminalText::default();
+    out.line(format_args!(
         "meshdrift report — node {}, window {}, generated {}",
         report.node,
         format::duration(report.window_seconds),
         report.generated_at
-    );
+    ));
     splits(&mut out, &report.splits);
     transport(&mut out, report);
     unexpected(&mut out, report);
     findings(&mut out, report);
     health(&mut out, report);
-    out
+    out.into_string()
 }
 
-fn section(out: &mut String, title: &str, count: usize) {
-    let _ = writeln!(out, "\n{title} ({count})");
+fn section(out: &mut TerminalText, title: &str, count: usize) {
+    out.blank();
+    out.line(format_args!("{title} ({count})"));
 }
 
-fn splits(out: &mut String, splits: &[SplitVerdict]) {
+fn splits(out: &mut TerminalText, splits: &[SplitVerdict]) {
     section(out, "SPLITS", splits.len());
     if splits.is_empty() {
-        out.push_str("  no split observed in this window yet\n");
+        out.line(format_args!("  no split observed in this window yet"));
         return;
     }
     let mut table = Table::new(["SOURCE", "HOST:PORT", "UNIT", "SAMPLES", "P", "VERDICT"]);
@@ -121,13 +158,15 @@ fn splits(out: &mut String, splits: &[SplitVerdict]) {
             ));
         }
     }
-    out.push_str(&table.render());
+    table.render(out);
 }
 
-fn transport(out: &mut String, report: &Report) {
+fn transport(out: &mut TerminalText, report: &Report) {
     section(out, "TRANSPORT", report.transport.len());
     if report.transport.is_empty() {
-        out.push_str("  no connection with a known expectation in this window\n");
+        out.line(format_args!(
+            "  no connection with a known expectation in this window"
+        ));
         return;
     }
     let mut table = Table::new([
@@ -157,13 +196,13 @@ fn transport(out: &mut String, report: &Report) {
             verdict,
         ]);
     }
-    out.push_str(&table.render());
+    table.render(out);
 }
 
-fn unexpected(out: &mut String, report: &Report) {
+fn unexpected(out: &mut TerminalText, report: &Report) {
     section(out, "UNEXPECTED DESTINATIONS", report.unexpected.len());
     if report.unexpected.is_empty() {
-        out.push_str("  none\n");
+        out.line(format_args!("  none"));
         return;
     }
     let mut table = Table::new(["SOURCE", "HOST:PORT", "REACHED", "CONNS", "REQS", "WHY"]);
@@ -177,13 +216,13 @@ fn unexpected(out: &mut String, report: &Report) {
             u.reason.clone(),
         ]);
     }
-    out.push_str(&table.render());
+    table.render(out);
 }
 
-fn findings(out: &mut String, report: &Report) {
+fn findings(out: &mut TerminalText, report: &Report) {
     section(out, "FINDINGS", report.findings.len());
     if report.findings.is_empty() {
-        out.push_str("  none\n");
+        out.line(format_args!("  none"));
         return;
     }
     let mut table = Table::new(["SEVERITY", "CODE", "RESOURCE", "MESSAGE"]);
@@ -195,18 +234,19 @@ fn findings(out: &mut String, report: &Report) {
             f.message.clone(),
         ]);
     }
-    out.push_str(&table.render());
+    table.render(out);
 }
 
-fn health(out: &mut String, report: &Report) {
+fn health(out: &mut TerminalText, report: &Report) {
     let agent = &report.agent;
-    let _ = writeln!(
-        out,
-        "\nAGENT\n  version {}, up {}, {} flows tracked",
+    out.blank();
+    out.line(format_args!("AGENT"));
+    out.line(format_args!(
+        "  version {}, up {}, {} flows tracked",
         agent.version,
         format::duration(agent.uptime_seconds),
         agent.flows_tracked
-    );
+    ));
     let join = |map: &std::collections::BTreeMap<String, u64>| {
         if map.is_empty() {
             "none".to_owned()
@@ -218,8 +258,7 @@ fn health(out: &mut String, report: &Report) {
         }
     };
     let lost: u64 = agent.lost_events.values().sum();
-    let _ = writeln!(
-        out,
+    out.line(format_args!(
         "  lost events: {}{}",
         join(&agent.lost_events),
         if lost > 0 {
@@ -227,9 +266,12 @@ fn health(out: &mut String, report: &Report) {
         } else {
             ""
         }
-    );
-    let _ = writeln!(out, "  inventory: {}", join(&agent.inventory));
-    let _ = writeln!(out, "  excluded flows: {}", join(&agent.excluded_flows));
+    ));
+    out.line(format_args!("  inventory: {}", join(&agent.inventory)));
+    out.line(format_args!(
+        "  excluded flows: {}",
+        join(&agent.excluded_flows)
+    ));
 }
 
 /// Left-aligned columns sized to their widest cell, with optional free-form
@@ -247,17 +289,19 @@ impl<const N: usize> Table<N> {
         }
     }
 
+    /// Cells are escaped here, so widths count what the terminal shows.
     fn row(&mut self, cells: [String; N]) {
-        self.rows.push((cells, Vec::new()));
+        self.rows
+            .push((cells.map(|cell| escape(&cell).into_owned()), Vec::new()));
     }
 
     fn detail(&mut self, line: String) {
         if let Some((_, details)) = self.rows.last_mut() {
-            details.push(line);
+            details.push(escape(&line).into_owned());
         }
     }
 
-    fn render(&self) -> String {
+    fn render(&self, out: &mut TerminalText) {
         let mut widths = self.header.clone().map(|h| h.chars().count());
         for (cells, _) in &self.rows {
             for (width, cell) in widths.iter_mut().zip(cells) {
@@ -274,17 +318,15 @@ impl<const N: usize> Table<N> {
                 }
             }
             s.truncate(s.trim_end().len());
-            s.push('\n');
             s
         };
-        let mut out = line(&self.header);
+        out.line(format_args!("{}", line(&self.header)));
         for (cells, details) in &self.rows {
-            out.push_str(&line(cells));
+            out.line(format_args!("{}", line(cells)));
             for detail in details {
-                let _ = writeln!(out, "  {detail}");
+                out.line(format_args!("  {detail}"));
             }
         }
-        out
     }
 }
 

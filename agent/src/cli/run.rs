@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context as _;
 
 use crate::{
-    cli::duration::parse_duration,
+    cli::duration::{parse_duration, parse_duration_or_zero},
     drift::DriftConfig,
     probe::ProbeConfig,
     runtime::{self, AgentConfig},
@@ -39,8 +39,9 @@ pub struct RunArgs {
     /// Sliding window of the verdicts.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub window: Duration,
-    /// After a declared split changes, traffic this long is not compared with the new weights.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// After a declared split changes, traffic this long is not compared with the new
+    /// weights (0s compares at once).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_or_zero)]
     pub grace: Duration,
     /// Significance level of the goodness-of-fit test.
     #[arg(long, default_value_t = 0.001)]

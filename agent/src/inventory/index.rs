@@ -4,14 +4,15 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tracing::debug;
 
 use super::CLUSTER_DOMAIN;
 use super::protocol::PortProtocol;
-use crate::model::{Labels, Objects, selector_matches};
+use super::service_entry;
+use crate::model::{Labels, Objects, Pod, selector_matches};
 
 /// Label that sidecar injection sets on pods that run an Istio proxy.
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
@@ -85,7 +86,18 @@ pub enum EndpointSource {
     EndpointSlices,
     /// Derived from the selector and pod labels, as the endpoints controller would.
     Selector,
+    /// Listed in a ServiceEntry's `endpoints`: addresses, not pods.
+    ServiceEntry,
     None,
+}
+
+/// What declared a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceOrigin {
+    /// A Kubernetes Service.
+    Service,
+    /// One host of an Istio ServiceEntry.
+    ServiceEntry,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,9 +126,12 @@ impl EndpointInfo {
 
 #[derive(Debug, Clone)]
 pub struct ServiceInfo {
+    pub origin: ServiceOrigin,
     pub namespace: String,
+    /// The Service's name, or the ServiceEntry's.
     pub name: String,
-    /// `<name>.<namespace>.svc.cluster.local`.
+    /// `<name>.<namespace>.svc.cluster.local`, or the ServiceEntry host (a
+    /// wildcard host keeps its `*.`).
     pub fqdn: String,
     /// `None` for a Service without selector.
     pub selector: Option<Labels>,
@@ -124,6 +139,14 @@ pub struct ServiceInfo {
     pub ports: Vec<ServicePortInfo>,
     pub endpoints: Vec<EndpointInfo>,
     pub endpoints_from: EndpointSource,
+    /// No virtual IP (`clusterIP: None`): clients connect to the pods
+    /// directly, and Istio decides auto mTLS for the Service as a whole.
+    pub headless: bool,
+    /// Outside the mesh (a ServiceEntry with `location: MESH_EXTERNAL`):
+    /// clients never use auto mTLS toward it.
+    pub mesh_external: bool,
+    /// A ServiceEntry's `exportTo`, as written (empty: everywhere).
+    pub export_to: Vec<String>,
 }
 
 impl ServiceInfo {
@@ -134,6 +157,14 @@ impl ServiceInfo {
     /// `namespace/name`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// `Service namespace/name` or `ServiceEntry namespace/name`.
+    pub fn describe(&self) -> String {
+        match self.origin {
+            ServiceOrigin::Service => format!("Service {}", self.key()),
+            ServiceOrigin::ServiceEntry => format!("ServiceEntry {}", self.key()),
+        }
     }
 }
 
@@ -149,14 +180,28 @@ pub struct Index {
     postings: HashMap<String, LabelPostings>,
     services: Vec<ServiceInfo>,
     service_by_fqdn: HashMap<String, usize>,
+    /// ServiceEntry hosts that start with `*`.
+    wildcard_services: Vec<usize>,
     namespaces: BTreeSet<String>,
     warnings: Vec<String>,
 }
 
 impl Index {
     pub fn build(objects: &Objects) -> Index {
+        Self::build_with_pods(objects.pods.iter().cloned(), objects)
+    }
+
+    /// Builds the index from objects no longer needed: each pod's names and
+    /// labels move into the index instead of being copied, so a large
+    /// manifest directory is not held twice.
+    pub fn from_objects(mut objects: Objects) -> Index {
+        let pods = std::mem::take(&mut objects.pods);
+        Self::build_with_pods(pods.into_iter(), &objects)
+    }
+
+    fn build_with_pods(pods: impl Iterator<Item = Pod>, objects: &Objects) -> Index {
         let mut index = Index::default();
-        for pod in &objects.pods {
+        for pod in pods {
             if let Some(info) = pod_info(pod) {
                 index.add_pod(info);
             }
@@ -169,6 +214,12 @@ impl Index {
         let slices = slices_by_service(&objects.endpoint_slices);
         for service in &objects.services {
             if let Some(info) = index.service_info(service, &slices) {
+                index.add_service(info);
+            }
+        }
+        // After the Services: a Service keeps its name if an entry repeats it.
+        for entry in &objects.service_entries {
+            for info in service_entry::service_infos(&index, entry) {
                 index.add_service(info);
             }
         }
@@ -222,8 +273,14 @@ impl Index {
 
     fn add_service(&mut self, info: ServiceInfo) {
         self.namespaces.insert(info.namespace.clone());
-        self.service_by_fqdn
-            .insert(info.fqdn.clone(), self.services.len());
+        let id = self.services.len();
+        if info.fqdn.starts_with('*') {
+            self.wildcard_services.push(id);
+        } else if self.service_by_fqdn.contains_key(&info.fqdn) {
+            return;
+        } else {
+            self.service_by_fqdn.insert(info.fqdn.clone(), id);
+        }
         self.services.push(info);
     }
 
@@ -267,33 +324,43 @@ impl Index {
     }
 
     fn pods_matching_in(&self, namespace: &str, selector: &Labels) -> Vec<PodId> {
+        self.pods_matching_iter(namespace, selector).collect()
+    }
+
+    /// Pods of `namespace` whose labels contain `selector`, found lazily: a
+    /// caller that needs one (or three) stops there.
+    pub fn pods_matching_iter<'s>(
+        &'s self,
+        namespace: &str,
+        selector: &'s Labels,
+    ) -> impl Iterator<Item = PodId> + 's {
+        self.candidates(namespace, selector)
+            .iter()
+            .copied()
+            .filter(move |&id| selector_matches(selector, &self.pods[id].labels))
+    }
+
+    /// The shortest posting list among the selector's labels (every pod of
+    /// the namespace for an empty selector), so the scan stays short.
+    fn candidates(&self, namespace: &str, selector: &Labels) -> &[PodId] {
         if selector.is_empty() {
             return self
                 .pods_by_namespace
                 .get(namespace)
-                .cloned()
-                .unwrap_or_default();
+                .map_or(&[], Vec::as_slice);
         }
         let Some(postings) = self.postings.get(namespace) else {
-            return Vec::new();
+            return &[];
         };
-        // Start from the rarest label so the scan stays short.
-        let mut shortest: Option<&Vec<PodId>> = None;
-        for (key, value) in selector {
+        let mut shortest: &[PodId] = &[];
+        for (i, (key, value)) in selector.iter().enumerate() {
             match postings.get(key).and_then(|values| values.get(value)) {
-                None => return Vec::new(),
-                Some(ids) if shortest.is_none_or(|s| ids.len() < s.len()) => shortest = Some(ids),
+                None => return &[],
+                Some(ids) if i == 0 || ids.len() < shortest.len() => shortest = ids,
                 Some(_) => {}
             }
         }
         shortest
-            .map(|ids| {
-                ids.iter()
-                    .copied()
-                    .filter(|&id| selector_matches(selector, &self.pods[id].labels))
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     pub fn service(&self, fqdn: &str) -> Option<&ServiceInfo> {
@@ -302,6 +369,12 @@ impl Index {
 
     pub fn services(&self) -> &[ServiceInfo] {
         &self.services
+    }
+
+    /// ServiceEntry hosts with a wildcard (`*.example.com`), which
+    /// [`Index::service`] does not find by name.
+    pub fn wildcard_services(&self) -> impl Iterator<Item = &ServiceInfo> {
+        self.wildcard_services.iter().map(|&i| &self.services[i])
     }
 
     /// Namespaces seen in Namespace objects, pods or services.
@@ -361,6 +434,7 @@ impl Index {
         {
             cluster_ips.push(ip);
         }
+        let headless = spec.cluster_ip.as_deref() == Some("None");
         let selector = spec.selector.filter(|s| !s.is_empty());
         let (endpoints, endpoints_from) = match slices.get(&(namespace.clone(), name.clone())) {
             Some(slices) => (
@@ -376,6 +450,7 @@ impl Index {
             },
         };
         Some(ServiceInfo {
+            origin: ServiceOrigin::Service,
             fqdn: format!("{name}.{namespace}.svc.{CLUSTER_DOMAIN}"),
             namespace,
             name,
@@ -384,10 +459,13 @@ impl Index {
             ports,
             endpoints,
             endpoints_from,
+            headless,
+            mesh_external: false,
+            export_to: Vec::new(),
         })
     }
 
-    fn endpoints_from_selector(
+    pub(super) fn endpoints_from_selector(
         &self,
         namespace: &str,
         ports: &[ServicePortInfo],
@@ -503,40 +581,41 @@ fn slices_by_service(slices: &[EndpointSlice]) -> HashMap<(String, String), Vec<
     out
 }
 
-fn pod_info(pod: &Pod) -> Option<PodInfo> {
-    let name = pod.metadata.name.clone()?;
-    let namespace = namespace_of(&pod.metadata.namespace);
-    let status = pod.status.as_ref();
+fn pod_info(pod: Pod) -> Option<PodInfo> {
+    let workload = workload_of(&pod, pod.metadata.name.as_deref()?);
+    let Pod {
+        metadata,
+        spec,
+        status,
+    } = pod;
+    let name = metadata.name?;
+    let namespace = namespace_of(&metadata.namespace);
     let mut ips: Vec<IpAddr> = status
-        .and_then(|s| s.pod_ips.as_ref())
-        .into_iter()
-        .flatten()
+        .pod_ips
+        .iter()
         .filter_map(|p| p.ip.parse().ok())
         .collect();
     if ips.is_empty()
-        && let Some(ip) = status
-            .and_then(|s| s.pod_ip.as_deref())
-            .and_then(|ip| ip.parse().ok())
+        && let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok())
     {
         ips.push(ip);
     }
-    let spec = pod.spec.as_ref();
     let container_ports = spec
+        .containers
         .into_iter()
-        .flat_map(|s| s.containers.iter())
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
+        .flat_map(|c| c.ports)
+        .filter_map(|p| Some((p.name?, u16::try_from(p.container_port).ok()?)))
         .collect();
     Some(PodInfo {
-        workload: workload_of(pod, &name),
+        workload,
         namespace,
         name,
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        labels: metadata.labels,
         ips,
-        node: spec.and_then(|s| s.node_name.clone()),
-        host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+        node: spec.node_name,
+        host_network: spec.host_network.unwrap_or(false),
         container_ports,
-        phase: status.and_then(|s| s.phase.clone()),
+        phase: status.phase,
     })
 }
 
@@ -547,9 +626,8 @@ fn workload_of(pod: &Pod, pod_name: &str) -> String {
         .metadata
         .owner_references
         .iter()
-        .flatten()
         .find(|o| o.controller == Some(true))
-        .or_else(|| pod.metadata.owner_references.iter().flatten().next());
+        .or_else(|| pod.metadata.owner_references.first());
     match owner {
         Some(owner) if owner.kind == "ReplicaSet" => match owner.name.rsplit_once('-') {
             Some((deployment, _hash)) if !deployment.is_empty() => deployment.to_owned(),

@@ -1,5 +1,5 @@
-//! Who is who: pods by IP and labels, services by FQDN, their ports and
-//! endpoints.
+//! Who is who: pods by IP and labels, services (Kubernetes Services and
+//! ServiceEntry hosts) by name, their ports and endpoints.
 //!
 //! Sources (`files`, the `kube` reflectors) only produce [`crate::model::Objects`];
 //! the [`Index`] built from them is what the rest of meshdrift reads.
@@ -8,9 +8,10 @@ pub mod files;
 mod index;
 pub mod kube;
 mod protocol;
+mod service_entry;
 
 pub use index::{
-    EndpointInfo, EndpointPort, EndpointSource, Index, PodId, PodInfo, ServiceInfo,
+    EndpointInfo, EndpointPort, EndpointSource, Index, PodId, PodInfo, ServiceInfo, ServiceOrigin,
     ServicePortInfo, TLS_MODE_LABEL, TargetPort,
 };
 pub use protocol::{PortProtocol, RouteKind};

@@ -1,5 +1,6 @@
 //! Protocol of a Service port, the way Istio derives it (`appProtocol` first,
-//! then the port name's prefix before the first `-`).
+//! then the port name's prefix before the first `-`; docs/istio-semantics.md,
+//! VS-5).
 
 use serde::Serialize;
 

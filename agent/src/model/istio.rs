@@ -1,6 +1,6 @@
-//! Typed Istio resources: `networking.istio.io` VirtualService and DestinationRule
-//! (v1, v1beta1 and v1alpha3 share this schema) and `security.istio.io`
-//! PeerAuthentication.
+//! Typed Istio resources: `networking.istio.io` VirtualService,
+//! DestinationRule and ServiceEntry (v1, v1beta1 and v1alpha3 share this
+//! schema) and `security.istio.io` PeerAuthentication.
 //!
 //! Only the fields meshdrift reasons about are modelled; unknown fields are
 //! ignored so that newer Istio releases still load. Lists and maps accept an
@@ -13,16 +13,7 @@ use std::fmt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
-use super::Labels;
-
-/// Deserialises `null` as the type's default, so `hosts:` alone means "no hosts".
-fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
+use super::{Labels, or_default};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct VirtualService {
@@ -375,4 +366,85 @@ impl<'de> Deserialize<'de> for PortKey {
         }
         deserializer.deserialize_any(PortVisitor)
     }
+}
+
+/// `networking.istio.io` ServiceEntry: hosts the mesh knows besides the
+/// Kubernetes Services (docs/istio-semantics.md, CHK-2).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServiceEntry {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, deserialize_with = "or_default")]
+    pub spec: ServiceEntrySpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEntrySpec {
+    #[serde(default, deserialize_with = "or_default")]
+    pub hosts: Vec<String>,
+    /// Virtual IPs or CIDRs.
+    #[serde(default, deserialize_with = "or_default")]
+    pub addresses: Vec<String>,
+    #[serde(default, deserialize_with = "or_default")]
+    pub ports: Vec<ServiceEntryPort>,
+    /// `MESH_EXTERNAL` (the default) or `MESH_INTERNAL`; kept as written so
+    /// that a value a newer Istio adds still loads.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// `NONE` (the default), `STATIC`, `DNS`, `DNS_ROUND_ROBIN`, `DYNAMIC_DNS`.
+    #[serde(default)]
+    pub resolution: Option<String>,
+    #[serde(default, deserialize_with = "or_default")]
+    pub endpoints: Vec<WorkloadEntry>,
+    #[serde(default)]
+    pub workload_selector: Option<ServiceEntrySelector>,
+    #[serde(default, deserialize_with = "or_default")]
+    pub export_to: Vec<String>,
+}
+
+impl ServiceEntrySpec {
+    /// Outside the mesh unless it says `MESH_INTERNAL`.
+    pub fn mesh_external(&self) -> bool {
+        self.location.as_deref() != Some("MESH_INTERNAL")
+    }
+
+    /// `resolution: NONE` (the default): no virtual IP to balance behind,
+    /// clients connect to the address they asked for.
+    pub fn passthrough(&self) -> bool {
+        self.resolution.as_deref().is_none_or(|r| r == "NONE")
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEntryPort {
+    #[serde(default)]
+    pub number: u32,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub target_port: Option<u32>,
+}
+
+/// One endpoint of a ServiceEntry.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WorkloadEntry {
+    #[serde(default)]
+    pub address: String,
+    /// Port name → the port this endpoint listens on.
+    #[serde(default, deserialize_with = "or_default")]
+    pub ports: BTreeMap<String, u32>,
+    #[serde(default, deserialize_with = "or_default")]
+    pub labels: Labels,
+}
+
+/// A ServiceEntry's `workloadSelector` (its field is `labels`, not
+/// `matchLabels`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServiceEntrySelector {
+    #[serde(default, deserialize_with = "or_default")]
+    pub labels: Labels,
 }

@@ -7,13 +7,25 @@
 pub mod istio;
 mod labels;
 mod meta;
+pub mod pod;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::{Deserialize, Deserializer};
 
-pub use istio::{DestinationRule, PeerAuthentication, VirtualService};
+pub use istio::{DestinationRule, PeerAuthentication, ServiceEntry, VirtualService};
 pub use labels::{Labels, selector_matches};
 pub use meta::{config_order, namespace_of};
+pub use pod::Pod;
+
+/// Deserialises `null` as the type's default, so `hosts:` alone means "no hosts".
+pub(crate) fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
 
 /// Everything a source loaded, typed, before indexing.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +34,7 @@ pub struct Objects {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub namespaces: Vec<Namespace>,
+    pub service_entries: Vec<ServiceEntry>,
     pub virtual_services: Vec<VirtualService>,
     pub destination_rules: Vec<DestinationRule>,
     pub peer_authentications: Vec<PeerAuthentication>,
@@ -34,6 +47,7 @@ impl Objects {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.namespaces.len()
+            + self.service_entries.len()
             + self.virtual_services.len()
             + self.destination_rules.len()
             + self.peer_authentications.len()

@@ -1,6 +1,5 @@
 //! DestinationRule lookup, merging and TLS precedence
-//! (`pilot/pkg/model/push_context.go` destinationRule,
-//! `pilot/pkg/model/destination_rule.go` mergeDestinationRule).
+//! (docs/istio-semantics.md, DR-1 to DR-7).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::ROOT_NAMESPACE;
 use super::host;
 use super::visibility::Visibility;
-use crate::model::istio::{ClientTlsSettings, Subset, TlsMode, TrafficPolicy};
+use crate::model::istio::{ClientTlsSettings, PortTrafficPolicy, Subset, TlsMode, TrafficPolicy};
 use crate::model::{DestinationRule, Labels, config_order, namespace_of, selector_matches};
 
 /// One DestinationRule with its host expanded.
@@ -258,42 +257,102 @@ impl std::fmt::Display for TlsLevel {
     }
 }
 
-/// The policy level that applies to `port` within `policy`: a matching
-/// `portLevelSettings` entry replaces the whole policy, `tls` included.
-fn port_level_tls(policy: &TrafficPolicy, port: u16) -> Option<Option<&ClientTlsSettings>> {
+/// The `portLevelSettings` entry of `policy` for a Service port.
+fn port_entry(policy: &TrafficPolicy, port: u16) -> Option<&PortTrafficPolicy> {
     policy
         .port_level_settings
         .iter()
         .find(|p| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)))
-        .map(|p| p.tls.as_ref())
 }
 
-/// The TLS mode the client sidecar applies, with Istio's precedence: top-level
-/// policy → its port-level entry for the Service port → subset policy → the
-/// subset's port-level entry, each level replacing the previous one. `None`
-/// means no TLS setting: auto mTLS decides per endpoint.
-pub fn effective_tls(
+/// The TLS settings of the client's cluster for a subset and Service port, as
+/// Istio merges them (docs/istio-semantics.md, DR-7): the rule's
+/// `portLevelSettings` entry for the port replaces the rule's policy
+/// wholesale, `tls` included even when the entry has none; the subset's policy
+/// (after the same step) then overrides `tls` only when it sets it — or
+/// wholesale when it came from a port-level entry. `None`: no TLS setting,
+/// auto mTLS decides.
+pub fn cluster_tls(
     rule: Option<&MergedRule>,
     subset: Option<&Subset>,
     port: u16,
 ) -> Option<(TlsMode, TlsLevel)> {
-    let mut tls: Option<(TlsMode, TlsLevel)> = None;
+    let mut tls = None;
     if let Some(policy) = rule.and_then(|r| r.traffic_policy.as_deref()) {
-        tls = policy.tls.as_ref().map(|t| (t.mode, TlsLevel::TopLevel));
-        if let Some(port_tls) = port_level_tls(policy, port) {
-            tls = port_tls.map(|t| (t.mode, TlsLevel::TopLevelPort(port)));
-        }
+        tls = match port_entry(policy, port) {
+            Some(entry) => mode_at(entry.tls.as_ref(), TlsLevel::TopLevelPort(port)),
+            None => mode_at(policy.tls.as_ref(), TlsLevel::TopLevel),
+        };
     }
     if let Some(subset) = subset
         && let Some(policy) = &subset.traffic_policy
     {
-        tls = policy
-            .tls
-            .as_ref()
-            .map(|t| (t.mode, TlsLevel::Subset(subset.name.clone())));
-        if let Some(port_tls) = port_level_tls(policy, port) {
-            tls = port_tls.map(|t| (t.mode, TlsLevel::SubsetPort(subset.name.clone(), port)));
+        match port_entry(policy, port) {
+            Some(entry) => {
+                tls = mode_at(
+                    entry.tls.as_ref(),
+                    TlsLevel::SubsetPort(subset.name.clone(), port),
+                );
+            }
+            None => {
+                if let Some(mode) =
+                    mode_at(policy.tls.as_ref(), TlsLevel::Subset(subset.name.clone()))
+                {
+                    tls = Some(mode);
+                }
+            }
         }
     }
     tls
+}
+
+/// The DestinationRule's TLS mode for a subset and Service port as the
+/// endpoint builder reads it to label endpoints for auto mTLS
+/// (docs/istio-semantics.md, MTLS-3): the
+/// subset's policy, else the rule's; within one policy a `portLevelSettings`
+/// entry for the port counts only when it sets `tls`.
+pub fn endpoint_tls_mode(
+    rule: Option<&MergedRule>,
+    subset: Option<&Subset>,
+    port: u16,
+) -> Option<(TlsMode, TlsLevel)> {
+    let from_subset = subset.and_then(|subset| {
+        let policy = subset.traffic_policy.as_ref()?;
+        policy_tls_mode(
+            policy,
+            port,
+            TlsLevel::Subset(subset.name.clone()),
+            TlsLevel::SubsetPort(subset.name.clone(), port),
+        )
+    });
+    from_subset.or_else(|| {
+        let policy = rule?.traffic_policy.as_deref()?;
+        policy_tls_mode(
+            policy,
+            port,
+            TlsLevel::TopLevel,
+            TlsLevel::TopLevelPort(port),
+        )
+    })
+}
+
+fn policy_tls_mode(
+    policy: &TrafficPolicy,
+    port: u16,
+    top: TlsLevel,
+    at_port: TlsLevel,
+) -> Option<(TlsMode, TlsLevel)> {
+    let port_tls = policy
+        .port_level_settings
+        .iter()
+        .filter(|p| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)))
+        .find_map(|p| p.tls.as_ref());
+    match port_tls {
+        Some(tls) => Some((tls.mode, at_port)),
+        None => mode_at(policy.tls.as_ref(), top),
+    }
+}
+
+fn mode_at(tls: Option<&ClientTlsSettings>, level: TlsLevel) -> Option<(TlsMode, TlsLevel)> {
+    tls.map(|t| (t.mode, level))
 }

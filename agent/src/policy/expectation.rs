@@ -6,12 +6,13 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::destination_rule::{MergedRule, effective_tls};
+use super::destination_rule::{MergedRule, TlsLevel, cluster_tls, endpoint_tls_mode};
 use super::host;
 use super::matching::{self, ClientFacts, Truth};
+use super::mtls::AutoMtls;
 use super::policies::{Policies, VirtualServiceEntry};
 use crate::inventory::{CLUSTER_DOMAIN, Index, PodInfo, RouteKind, ServiceInfo};
-use crate::model::istio::{PeerMode, RouteDestination, Subset, TlsMode};
+use crate::model::istio::{PeerMode, RouteDestination, TlsMode};
 use crate::model::{Labels, selector_matches};
 use crate::observation::{ExpectedTransport, Unit};
 
@@ -287,6 +288,19 @@ pub fn resolve_client_host(
         })
 }
 
+/// The Service port a route destination reaches (docs/istio-semantics.md,
+/// VS-14): its own port, else the only port of its Service,
+/// else the port the client dialled.
+fn destination_port(index: &Index, d: &RouteDestination, fqdn: &str, dialled: u16) -> u16 {
+    if let Some(number) = d.destination.port.as_ref().and_then(|p| p.number) {
+        return u16::try_from(number).unwrap_or(dialled);
+    }
+    match index.service(fqdn).map(|s| s.ports.as_slice()) {
+        Some([only]) => only.port,
+        _ => dialled,
+    }
+}
+
 /// Namespace of a service FQDN (`name.ns.svc.cluster.local`).
 fn namespace_in_fqdn(fqdn: &str) -> Option<&str> {
     let rest = fqdn.strip_suffix(&format!(".svc.{CLUSTER_DOMAIN}"))?;
@@ -420,13 +434,19 @@ impl Policies {
             return Ok(out);
         }
         let Some(view) = chosen else {
-            out.reason = Some(match kind {
-                RouteKind::Http => {
-                    "no route matches this client: requests get 404 (no route)".to_owned()
-                }
-                _ => "no route matches this client: connections are not forwarded to this host"
-                    .to_owned(),
-            });
+            // The VirtualService yields nothing for this client, so the sidecar
+            // keeps the Service's own default route (docs/istio-semantics.md, VS-12
+            // and VS-13).
+            let default = match kind {
+                RouteKind::Http => "the sidecar's default route",
+                RouteKind::Tcp | RouteKind::Tls => "the default filter chain (the default route)",
+            };
+            out.reason = Some(format!(
+                "no {} route of VirtualService {} applies to this client: {default} sends to every endpoint of the Service",
+                kind.as_str(),
+                vs.key()
+            ));
+            out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0)];
             return Ok(out);
         };
         out.route = Some(view.reference.clone());
@@ -468,13 +488,7 @@ impl Policies {
             .zip(weights)
             .map(|(d, weight)| {
                 let fqdn = host::resolve(&d.destination.host, &vs.namespace);
-                let port = d
-                    .destination
-                    .port
-                    .as_ref()
-                    .and_then(|p| p.number)
-                    .and_then(|n| u16::try_from(n).ok())
-                    .unwrap_or(port);
+                let port = destination_port(index, d, &fqdn, port);
                 self.destination(
                     index,
                     client,
@@ -518,11 +532,26 @@ impl Policies {
                 "subset {name} is not defined by a DestinationRule this client uses: requests fail with 503 (IST0101)"
             ));
         }
-        let tls = tls_expectation(self, rule, subset_def, port, service_namespace);
+        let cluster = cluster_tls(rule, subset_def, port);
+        let auto = match (&cluster, service) {
+            (None, Some(service)) => Some(AutoMtls::for_service(
+                &self.peer_authentications,
+                index,
+                service,
+                endpoint_tls_mode(rule, subset_def, port),
+            )),
+            _ => None,
+        };
+        let tls = tls_expectation(rule, cluster, auto.as_ref());
         let endpoints = match (service, subset.is_some() && subset_def.is_none()) {
-            (Some(service), false) => {
-                self.endpoints(index, service, subset_def.map(|s| &s.labels), port, &tls)
-            }
+            (Some(service), false) => self.endpoints(
+                index,
+                service,
+                subset_def.map(|s| &s.labels),
+                port,
+                &tls,
+                auto.as_ref(),
+            ),
             _ => Vec::new(),
         };
         DestinationExpectation {
@@ -545,9 +574,8 @@ impl Policies {
         subset_labels: Option<&Labels>,
         port: u16,
         tls: &TlsExpectation,
+        auto: Option<&AutoMtls>,
     ) -> Vec<EndpointExpectation> {
-        let auto_disabled =
-            self.peer_authentications.client_view(&service.namespace) == PeerMode::Disable;
         service
             .endpoints
             .iter()
@@ -560,16 +588,15 @@ impl Policies {
                 }
                 let target_port = endpoint.target_port(port);
                 let has_sidecar = pod.is_some_and(PodInfo::has_istio_tls_mode);
-                let expect = tls.mode.explicit_transport().unwrap_or(
-                    if !auto_disabled && has_sidecar {
-                        ExpectedTransport::Mtls
-                    } else {
-                        ExpectedTransport::Plaintext
-                    },
-                );
                 let peer = self
                     .peer_authentications
                     .server_mode(pod, &service.namespace, target_port);
+                let auto_mtls = auto.is_some_and(|auto| auto.endpoint_gets_mtls(pod, peer));
+                let expect = tls.mode.explicit_transport().unwrap_or(if auto_mtls {
+                    ExpectedTransport::Mtls
+                } else {
+                    ExpectedTransport::Plaintext
+                });
                 let conflict = match (expect, peer) {
                     (ExpectedTransport::Plaintext, PeerMode::Strict) => {
                         Some("the server is STRICT: plaintext connections are refused".to_owned())
@@ -596,13 +623,11 @@ impl Policies {
 }
 
 fn tls_expectation(
-    policies: &Policies,
     rule: Option<&MergedRule>,
-    subset: Option<&Subset>,
-    port: u16,
-    service_namespace: Option<&str>,
+    cluster: Option<(TlsMode, TlsLevel)>,
+    auto: Option<&AutoMtls>,
 ) -> TlsExpectation {
-    match effective_tls(rule, subset, port) {
+    match cluster {
         Some((mode, level)) => TlsExpectation {
             mode: mode.into(),
             source: TlsSource::DestinationRule,
@@ -611,18 +636,11 @@ fn tls_expectation(
                 None => level.to_string(),
             }),
         },
-        None => {
-            let disabled = service_namespace.is_some_and(|ns| {
-                policies.peer_authentications.client_view(ns) == PeerMode::Disable
-            });
-            TlsExpectation {
-                mode: ExpectedTls::Auto,
-                source: TlsSource::AutoMtls,
-                detail: disabled.then(|| {
-                    "namespace- or mesh-level PeerAuthentication is DISABLE: clients send plaintext".to_owned()
-                }),
-            }
-        }
+        None => TlsExpectation {
+            mode: ExpectedTls::Auto,
+            source: TlsSource::AutoMtls,
+            detail: auto.and_then(|auto| auto.detail(rule)),
+        },
     }
 }
 

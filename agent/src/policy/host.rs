@@ -1,5 +1,5 @@
 //! Istio host names: short-name expansion and most-specific matching
-//! (`pilot/pkg/model/config.go` ResolveShortnameToFQDN, MostSpecificHostMatch).
+//! (docs/istio-semantics.md, VS-1 and DR-1).
 
 use std::net::IpAddr;
 

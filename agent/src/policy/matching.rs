@@ -1,7 +1,8 @@
 //! Route matching with what is decidable without L7: `sourceLabels`,
 //! `sourceNamespace`, `port` (the Service port dialled), `gateways`, and for
 //! tcp/tls `destinationSubnets`. Anything else makes the outcome depend on the
-//! request, which meshdrift reports instead of guessing.
+//! request, which meshdrift reports instead of guessing (docs/istio-semantics.md,
+//! VS-6 to VS-8).
 
 use std::net::IpAddr;
 

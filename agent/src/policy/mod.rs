@@ -2,7 +2,8 @@
 //!
 //! Pure: manifests in ([`crate::model::Objects`] and the
 //! [`crate::inventory::Index`]), expectation out. The semantics follow Istio's
-//! own code, not intuition; each module names the behaviour it reproduces.
+//! own code, not intuition: `docs/istio-semantics.md` states each rule with
+//! its source, and each module cites the rules it reproduces.
 
 pub mod check;
 mod cidr;
@@ -10,12 +11,13 @@ mod destination_rule;
 mod expectation;
 pub mod host;
 mod matching;
+mod mtls;
 mod peer_authentication;
 mod policies;
 mod visibility;
 
 pub use check::check;
-pub use destination_rule::{MergedRule, effective_tls};
+pub use destination_rule::{MergedRule, TlsLevel, cluster_tls, endpoint_tls_mode};
 pub use expectation::{
     Candidate, DestinationExpectation, EndpointExpectation, ExpectError, Expectation, ExpectedTls,
     RouteRef, TlsExpectation, TlsSource, normalised_weights, resolve_client_host,

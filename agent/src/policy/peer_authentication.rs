@@ -1,6 +1,7 @@
 //! PeerAuthentication scopes: mesh (root namespace, no selector) → namespace
 //! (no selector) → workload (selector), narrowest wins; no policy means
-//! PERMISSIVE. `portLevelMtls` is keyed by the container port.
+//! PERMISSIVE. `portLevelMtls` is keyed by the container port
+//! (docs/istio-semantics.md, PA-1 and PA-2).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -63,6 +64,11 @@ impl PeerAuthenticationIndex {
         let mut index = PeerAuthenticationIndex::default();
         for (i, entry) in entries.iter().enumerate() {
             if entry.selector.is_some() {
+                // A selector in the root namespace selects nothing: Istio
+                // has no mesh-wide workload policy.
+                if entry.namespace == ROOT_NAMESPACE {
+                    continue;
+                }
                 index
                     .workload
                     .entry(entry.namespace.clone())
@@ -90,8 +96,9 @@ impl PeerAuthenticationIndex {
         self.namespace_mode(ROOT_NAMESPACE)
     }
 
-    /// The namespace- or mesh-level mode clients consult for auto mTLS
-    /// (workload- and port-level policies are never consulted by clients).
+    /// The namespace- or mesh-level mode that decides whether auto mTLS is on
+    /// for a Service at all (docs/istio-semantics.md, MTLS-2); each endpoint's
+    /// own mode is [`Self::server_mode`].
     pub fn client_view(&self, namespace: &str) -> PeerMode {
         [self.namespace_mode(namespace), self.mesh_mode()]
             .into_iter()

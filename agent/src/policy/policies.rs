@@ -1,4 +1,6 @@
-//! The policy resources of a mesh, indexed for lookups by host and namespace.
+//! The policy resources of a mesh, indexed for lookups by host and namespace;
+//! one VirtualService per host for sidecars (docs/istio-semantics.md, VS-2
+//! to VS-4).
 
 use std::collections::HashMap;
 

@@ -1,4 +1,5 @@
-//! `exportTo`: which namespaces see a VirtualService or DestinationRule.
+//! `exportTo`: which namespaces see a VirtualService, DestinationRule or
+//! ServiceEntry (docs/istio-semantics.md, VS-3).
 
 use std::collections::BTreeSet;
 

@@ -209,3 +209,138 @@ fn null_lists_are_empty() {
     assert_eq!(out.problems, vec![]);
     assert!(out.objects.virtual_services[0].spec.hosts.is_empty());
 }
+
+#[test]
+fn service_entries_load_in_every_api_version() {
+    let dir = tempdir("service-entries");
+    for (i, version) in ["v1", "v1beta1", "v1alpha3"].iter().enumerate() {
+        write(
+            &dir,
+            &format!("se{i}.yaml"),
+            &format!(
+                "apiVersion: networking.istio.io/{version}\nkind: ServiceEntry\nmetadata: {{name: e{i}}}\nspec:\n  hosts: [a{i}.example.com, b{i}.example.com]\n  ports: [{{number: 443, name: https, protocol: HTTPS}}]\n  resolution: DNS\n  exportTo: ['.']\n"
+            ),
+        );
+    }
+    let out = load_dir(&dir).unwrap();
+    assert_eq!(out.problems, vec![]);
+    assert_eq!(out.objects.service_entries.len(), 3);
+    let index = meshdrift::inventory::Index::build(&out.objects);
+    let b1 = index
+        .service("b1.example.com")
+        .expect("one service per host");
+    assert_eq!(b1.describe(), "ServiceEntry default/e1");
+    assert_eq!(b1.export_to, vec![".".to_owned()]);
+    assert!(b1.mesh_external && !b1.headless);
+}
+
+/// YAML that kubectl accepts loads here too: a byte order mark, directives,
+/// merge keys.
+#[test]
+fn yaml_that_kubectl_accepts_loads() {
+    const NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+    let merged_rule = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n  host: web\n  subsets:\n    - &v1\n      name: v1\n      labels: {version: v1}\n      trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n    - <<: *v1\n      name: v2\n      labels: {version: v2}\n";
+    let merged_labels = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: &team {team: payments}\n  labels:\n    <<: *team\n    app: web\nspec: {containers: [{name: c, image: i}]}\nstatus: {podIP: 10.1.0.9}\n";
+    // (why, file name, text)
+    let table = [
+        ("a UTF-8 byte order mark", "bom.yaml", format!("\u{feff}{NS}")),
+        (
+            "a byte order mark on JSON",
+            "bom.json",
+            "\u{feff}{\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"a\"}}"
+                .to_owned(),
+        ),
+        ("a %YAML directive", "directive.yaml", format!("%YAML 1.2\n---\n{NS}")),
+        (
+            "directives between documents",
+            "stream.yaml",
+            format!("%YAML 1.1\n%TAG !e! tag:example.com,2000:\n---\n{POD}...\n%YAML 1.2\n---\n{NS}"),
+        ),
+        ("merge keys in a list", "rule.yaml", merged_rule.to_owned()),
+        ("merge keys in a mapping", "pod.yaml", merged_labels.to_owned()),
+    ];
+    for (why, name, text) in table {
+        let dir = tempdir("kubectl");
+        write(&dir, name, &text);
+        let out = load_dir(&dir).unwrap();
+        assert_eq!(out.problems, vec![], "{why}");
+        assert!(!out.objects.is_empty(), "{why}");
+        if let Some(rule) = out.objects.destination_rules.first() {
+            let v2 = &rule.spec.subsets[1];
+            assert_eq!(v2.name, "v2", "{why}");
+            assert_eq!(v2.labels.get("version").map(String::as_str), Some("v2"));
+            let tls = v2.traffic_policy.as_ref().and_then(|p| p.tls.as_ref());
+            assert!(tls.is_some(), "{why}: v2 inherits v1's trafficPolicy");
+        }
+        if let Some(pod) = out
+            .objects
+            .pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some("p") && name == "pod.yaml")
+        {
+            let labels = &pod.metadata.labels;
+            assert_eq!(
+                labels.get("team").map(String::as_str),
+                Some("payments"),
+                "{why}"
+            );
+            assert_eq!(labels.get("app").map(String::as_str), Some("web"), "{why}");
+        }
+    }
+}
+
+/// Each item of a `List` reports its own line.
+#[test]
+fn list_items_report_their_own_lines() {
+    let text = "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: Namespace\n    metadata: {name: fine}\n  - apiVersion: networking.istio.io/v1\n    kind: DestinationRule\n    metadata: {name: r}\n    spec:\n      host: x\n      trafficPolicy: {tls: {mode: SOMETIMES}}\n  - metadata: {name: kindless}\n  - apiVersion: networking.istio.io\n    kind: VirtualService\n    metadata: {name: v}\n";
+    let dir = tempdir("list-lines");
+    write(&dir, "list.yaml", &format!("# header\n{text}"));
+    let out = load_dir(&dir).unwrap();
+    let found: Vec<(Option<usize>, bool)> = out
+        .problems
+        .iter()
+        .map(|p| (p.line, p.message.starts_with("List item")))
+        .collect();
+    // File lines: the bad tls mode on 13, the item without kind on 14, the
+    // apiVersion without version on 15.
+    assert_eq!(
+        found,
+        vec![(Some(13), true), (Some(14), true), (Some(15), true)],
+        "{:#?}",
+        out.problems
+    );
+    assert!(
+        out.problems[0].message.contains("SOMETIMES"),
+        "{:#?}",
+        out.problems
+    );
+    assert_eq!(out.objects.namespaces.len(), 1);
+}
+
+/// An `apiVersion` without a version is a problem, not a silent skip.
+#[test]
+fn api_version_without_a_version_is_a_problem() {
+    let table = [
+        ("networking.istio.io", "VirtualService", "has no version"),
+        ("security.istio.io", "PeerAuthentication", "has no version"),
+        ("apps", "Deployment", "has no version"),
+        ("networking.istio.io/v2", "DestinationRule", "not served"),
+    ];
+    for (api_version, kind, says) in table {
+        let dir = tempdir("api-version");
+        write(
+            &dir,
+            "x.yaml",
+            &format!("# {kind}\napiVersion: {api_version}\nkind: {kind}\nmetadata: {{name: x}}\n"),
+        );
+        let out = load_dir(&dir).unwrap();
+        assert_eq!(out.problems.len(), 1, "{api_version}: {:#?}", out.problems);
+        assert_eq!(out.problems[0].line, Some(2), "{api_version}");
+        assert!(
+            out.problems[0].message.contains(says),
+            "{:#?}",
+            out.problems
+        );
+        assert!(out.skipped.is_empty(), "{api_version}");
+    }
+}

@@ -312,14 +312,9 @@ async fn an_expired_watch_relists_without_losing_state() {
     server.expire_with_silent_change(PODS, relabelled);
 
     let objects = snapshot_where(&mut snapshots, "the relisted label", |o| {
-        o.pods.iter().any(|p| {
-            p.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("version"))
-                .map(String::as_str)
-                == Some("v3")
-        })
+        o.pods
+            .iter()
+            .any(|p| p.metadata.labels.get("version").map(String::as_str) == Some("v3"))
     })
     .await;
     assert_eq!(

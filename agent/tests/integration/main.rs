@@ -10,6 +10,11 @@
 
 mod support;
 
+mod check_scale;
+mod cli_flags;
+mod cli_manifests;
+mod cli_output;
+mod cli_terminal;
 mod drift_statistics;
 mod http_manifests;
 mod http_report_cli;
@@ -20,8 +25,11 @@ mod kube_source;
 mod metrics_exposition;
 mod policy_check;
 mod policy_cli;
+mod policy_default_route;
 mod policy_destination_rule;
+mod policy_endpoint_mtls;
 mod policy_mtls;
 mod policy_properties;
+mod policy_tls_merge;
 mod policy_virtual_service;
 mod wire_classify;

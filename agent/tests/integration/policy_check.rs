@@ -13,14 +13,6 @@ fn codes(extra: &str) -> Vec<String> {
     findings(extra).into_iter().map(|f| f.code).collect()
 }
 
-fn reviews_dr() -> String {
-    dr(
-        "default",
-        "reviews",
-        &format!("  host: reviews\n{REVIEWS_SUBSETS}"),
-    )
-}
-
 fn has(extra: &str, code: &str, severity: Severity) -> Finding {
     let all = findings(extra);
     all.iter()
@@ -301,4 +293,158 @@ fn findings_are_sorted_errors_first() {
     ));
     assert_eq!(all[0].severity, Severity::Error);
     assert_eq!(all.last().unwrap().severity, Severity::Warning);
+}
+
+/// CHK-1: weights outside Istio's int32 ≥ 0 are rejected by Istio.
+#[test]
+fn chk1_weights_istio_rejects_are_errors() {
+    // (weights, how many IST0106 findings)
+    let table: [(&[i64], usize); 6] = [
+        (&[-5], 1),
+        (&[50, -50], 1),
+        (&[2_147_483_648, 1], 1),
+        (&[-1, 4_000_000_000], 2),
+        (&[2_147_483_647, 1], 0),
+        (&[100], 0),
+    ];
+    for (weights, errors) in table {
+        let subsets = ["v1", "v2", "v3"];
+        let destinations: String = weights
+            .iter()
+            .zip(subsets)
+            .map(|(w, subset)| {
+                format!(
+                    "        - {{destination: {{host: reviews, subset: {subset}}}, weight: {w}}}\n"
+                )
+            })
+            .collect();
+        let all = findings(&format!(
+            "{}---\n{}",
+            reviews_dr(),
+            vs(
+                "default",
+                "v",
+                &format!("  hosts: [reviews]\n  http:\n    - route:\n{destinations}")
+            )
+        ));
+        let schema: Vec<&Finding> = all.iter().filter(|f| f.code == "IST0106").collect();
+        assert_eq!(schema.len(), errors, "{weights:?}: {all:#?}");
+        for f in &schema {
+            assert_eq!(f.severity, Severity::Error, "{f}");
+            assert!(f.message.contains("Istio rejects"), "{f}");
+        }
+        assert!(
+            !all.iter().any(|f| f.code == "KIA1104"),
+            "a rejected weight is not 'treated as 100': {all:#?}"
+        );
+    }
+}
+
+/// CHK-2: a ServiceEntry host is a valid destination where it is exported.
+#[test]
+fn chk2_service_entry_hosts_are_destinations() {
+    let route = |host: &str| {
+        vs(
+            "default",
+            "v",
+            &format!(
+                "  hosts: [reviews]\n  http:\n    - route: [{{destination: {{host: {host}}}}}]\n"
+            ),
+        )
+    };
+    const API: &str = "  hosts: [api.example.com]\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n  resolution: DNS\n";
+    // (why, extra manifests, IST0101 expected)
+    let table = [
+        ("no ServiceEntry", route("api.example.com"), true),
+        (
+            "an exact host",
+            format!(
+                "{}---\n{}",
+                se("default", "api", API),
+                route("api.example.com")
+            ),
+            false,
+        ),
+        (
+            "a ServiceEntry of another namespace, exported everywhere",
+            format!(
+                "{}---\n{}",
+                se("other", "api", API),
+                route("api.example.com")
+            ),
+            false,
+        ),
+        (
+            "a wildcard host",
+            format!(
+                "{}---\n{}",
+                se(
+                    "default",
+                    "wild",
+                    "  hosts: ['*.example.com']\n  ports: [{number: 443, name: tls, protocol: TLS}]\n"
+                ),
+                route("api.example.com")
+            ),
+            false,
+        ),
+        (
+            "exported to its own namespace only",
+            format!(
+                "{}---\n{}",
+                se("other", "api", &format!("{API}  exportTo: ['.']\n")),
+                route("api.example.com")
+            ),
+            true,
+        ),
+        (
+            "exported to the VirtualService's namespace",
+            format!(
+                "{}---\n{}",
+                se("other", "api", &format!("{API}  exportTo: [default]\n")),
+                route("api.example.com")
+            ),
+            false,
+        ),
+        (
+            "a static entry with addresses and endpoints",
+            format!(
+                "{}---\n{}",
+                se(
+                    "default",
+                    "db",
+                    "  hosts: [db.internal]\n  addresses: [192.0.2.10/32]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 5432, name: tcp-pg, protocol: TCP}]\n  endpoints: [{address: 192.0.2.11}, {address: 192.0.2.12, ports: {tcp-pg: 15432}}]\n"
+                ),
+                route("db.internal")
+            ),
+            false,
+        ),
+    ];
+    for (why, extra, unknown) in table {
+        let all = findings(&extra);
+        let ist0101: Vec<&Finding> = all.iter().filter(|f| f.code == "IST0101").collect();
+        assert_eq!(!ist0101.is_empty(), unknown, "{why}: {all:#?}");
+        assert!(
+            all.iter()
+                .all(|f| f.severity != Severity::Error || f.code == "IST0101"),
+            "{why}: {all:#?}"
+        );
+    }
+}
+
+#[test]
+fn chk2_a_destination_rule_for_a_service_entry_host_matches_it() {
+    let c = codes(&format!(
+        "{}---\n{}",
+        se(
+            "default",
+            "api",
+            "  hosts: [api.example.com]\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n  resolution: DNS\n"
+        ),
+        dr(
+            "default",
+            "api",
+            "  host: api.example.com\n  trafficPolicy: {tls: {mode: SIMPLE}}\n"
+        )
+    ));
+    assert!(!c.contains(&"IST0174".to_owned()), "{c:?}");
 }

@@ -1,5 +1,6 @@
-//! DestinationRule rules of ISTIO.md: host expansion, lookup order, wildcard
-//! shadowing, workloadSelector, merging, subsets and TLS precedence.
+//! DestinationRule rules DR-1 to DR-7 of `docs/istio-semantics.md`: host
+//! expansion, lookup order, wildcard shadowing, workloadSelector, merging,
+//! subsets and TLS precedence.
 
 use crate::support::policy::*;
 use meshdrift::observation::ExpectedTransport;
@@ -461,23 +462,6 @@ fn tls_port_level_is_keyed_by_the_service_port() {
             .mode,
         ExpectedTls::Disable
     );
-}
-
-#[test]
-fn tls_subset_policy_replaces_the_top_level_policy() {
-    let m = mesh(&format!(
-        "{}---\n{}",
-        split_vs(),
-        dr(
-            "default",
-            "r",
-            "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n  subsets:\n    - name: v1\n      labels: {version: v1}\n      trafficPolicy: {tls: {mode: DISABLE}}\n    - name: v2\n      labels: {version: v2}\n      trafficPolicy: {connectionPool: {tcp: {maxConnections: 10}}}\n"
-        )
-    ));
-    let e = m.expect("default/client", "reviews", 9080);
-    assert_eq!(e.destinations[0].tls.mode, ExpectedTls::Disable);
-    // v2's policy has no tls and replaces the top level: auto mTLS.
-    assert_eq!(e.destinations[1].tls.mode, ExpectedTls::Auto);
 }
 
 #[test]

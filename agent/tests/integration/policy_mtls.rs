@@ -1,4 +1,5 @@
-//! Auto mTLS and PeerAuthentication rules of ISTIO.md.
+//! Auto mTLS and PeerAuthentication: rules MTLS-1, MTLS-2 and PA-1 to PA-3 of
+//! `docs/istio-semantics.md`.
 
 use crate::support::policy::*;
 use meshdrift::model::istio::PeerMode;
@@ -79,19 +80,6 @@ fn namespace_peer_authentication_unset_inherits_mesh() {
         pa("default", "default", "  mtls: {mode: UNSET}\n")
     ));
     assert_eq!(endpoints(&m)[0], row("reviews-v1", Plaintext, Disable));
-}
-
-#[test]
-fn workload_peer_authentication_is_never_consulted_by_clients() {
-    let m = mesh(&pa(
-        "default",
-        "v1-off",
-        "  selector: {matchLabels: {version: v1}}\n  mtls: {mode: DISABLE}\n",
-    ));
-    // The client still sends mTLS (auto mTLS ignores workload policy); the server is DISABLE.
-    let v1 = &m.expect("default/client", "reviews", 9080).destinations[0].endpoints[0];
-    assert_eq!((v1.expect, v1.peer_authentication), (Mtls, Disable));
-    assert!(v1.conflict.is_some());
 }
 
 #[test]
@@ -193,4 +181,28 @@ fn oldest_namespace_peer_authentication_wins() {
         pa("default", "a", "  mtls: {mode: DISABLE}\n")
     ));
     assert_eq!(endpoints(&m)[0].2, Disable);
+}
+
+#[test]
+fn pa1_selector_policy_in_the_root_namespace_selects_nothing() {
+    let m = mesh(&format!(
+        "{}---\n{}",
+        service(
+            "istio-system",
+            "ingress",
+            "app: istio-ingressgateway",
+            "    - {name: http, port: 80}\n"
+        ),
+        pa(
+            "istio-system",
+            "gw",
+            "  selector: {matchLabels: {app: istio-ingressgateway}}\n  mtls: {mode: DISABLE}\n"
+        )
+    ));
+    let e = m.expect("default/client", "ingress.istio-system", 80);
+    let ingress = &e.destinations[0].endpoints[0];
+    assert_eq!(
+        (ingress.expect, ingress.peer_authentication),
+        (Mtls, Permissive)
+    );
 }

@@ -111,6 +111,13 @@ impl IstioKind {
 // v1 is served from Istio 1.22 on; older control planes only serve v1beta1.
 const VERSIONS: &[&str] = &["v1", "v1beta1"];
 
+pub(crate) const SERVICE_ENTRY: IstioKind = IstioKind {
+    group: "networking.istio.io",
+    kind: "ServiceEntry",
+    plural: "serviceentries",
+    versions: VERSIONS,
+};
+
 pub(crate) const VIRTUAL_SERVICE: IstioKind = IstioKind {
     group: "networking.istio.io",
     kind: "VirtualService",

@@ -1,7 +1,8 @@
 //! The kube source: the declared world read from the Kubernetes API.
 //!
 //! Reflectors watch Pods, Services, EndpointSlices, Namespaces and Istio's
-//! VirtualServices, DestinationRules and PeerAuthentications cluster-wide
+//! ServiceEntries, VirtualServices, DestinationRules and PeerAuthentications
+//! cluster-wide
 //! (attribution needs destination pods on every node), and a snapshot of
 //! [`Objects`] is published whenever they change.
 //!
@@ -33,8 +34,10 @@ use kube::api::Api;
 use kube::runtime::reflector::store::Writer;
 use tokio::task::JoinHandle;
 
-use crate::model::{DestinationRule, Objects, PeerAuthentication, VirtualService};
-use istio::{DESTINATION_RULE, IstioKind, PEER_AUTHENTICATION, Typed, VIRTUAL_SERVICE};
+use crate::model::{DestinationRule, Objects, PeerAuthentication, ServiceEntry, VirtualService};
+use istio::{
+    DESTINATION_RULE, IstioKind, PEER_AUTHENTICATION, SERVICE_ENTRY, Typed, VIRTUAL_SERVICE,
+};
 use progress::{Kind, Progress, Reporter};
 use snapshot::Stores;
 use watch::IstioTiming;
@@ -44,7 +47,7 @@ pub type Snapshots = tokio::sync::watch::Receiver<Option<Arc<Objects>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeSourceError {
-    #[error("cannot configure a Kubernetes client: {0}")]
+    #[error("cannot configure a Kubernetes client")]
     Connect(#[source] kube::Error),
     #[error("the kube source needs a running tokio runtime")]
     NoRuntime,
@@ -98,6 +101,7 @@ impl KubeSource {
         let services = Writer::<Service>::default();
         let endpoint_slices = Writer::<EndpointSlice>::default();
         let namespaces = Writer::<Namespace>::default();
+        let service_entries = istio_writer::<ServiceEntry>(&SERVICE_ENTRY);
         let virtual_services = istio_writer::<VirtualService>(&VIRTUAL_SERVICE);
         let destination_rules = istio_writer::<DestinationRule>(&DESTINATION_RULE);
         let peer_authentications = istio_writer::<PeerAuthentication>(&PEER_AUTHENTICATION);
@@ -106,6 +110,7 @@ impl KubeSource {
             services: services.as_reader(),
             endpoint_slices: endpoint_slices.as_reader(),
             namespaces: namespaces.as_reader(),
+            service_entries: service_entries.as_reader(),
             virtual_services: virtual_services.as_reader(),
             destination_rules: destination_rules.as_reader(),
             peer_authentications: peer_authentications.as_reader(),
@@ -140,6 +145,13 @@ impl KubeSource {
             recheck: options.crd_recheck,
             retry_max: Duration::from_secs(30),
         };
+        tasks.push(runtime.spawn(watch::istio(
+            c(),
+            SERVICE_ENTRY,
+            service_entries,
+            report(Kind::ServiceEntry),
+            timing,
+        )));
         tasks.push(runtime.spawn(watch::istio(
             c(),
             VIRTUAL_SERVICE,

@@ -10,17 +10,19 @@ pub(crate) enum Kind {
     Service,
     EndpointSlice,
     Namespace,
+    ServiceEntry,
     VirtualService,
     DestinationRule,
     PeerAuthentication,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 7] = [
+    pub(crate) const ALL: [Kind; 8] = [
         Kind::Pod,
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Namespace,
+        Kind::ServiceEntry,
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::PeerAuthentication,
@@ -32,6 +34,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Namespace => "Namespace",
+            Kind::ServiceEntry => "ServiceEntry",
             Kind::VirtualService => "VirtualService",
             Kind::DestinationRule => "DestinationRule",
             Kind::PeerAuthentication => "PeerAuthentication",
@@ -98,6 +101,6 @@ mod tests {
             Reporter::new(kind, tx.clone()).listed();
         }
         assert!(rx.borrow().all_ready());
-        assert_eq!(rx.borrow().changes, 7);
+        assert_eq!(rx.borrow().changes, Kind::ALL.len() as u64);
     }
 }

@@ -128,7 +128,7 @@ mod tests {
 
         let index = |p: Pod| {
             Index::build(&Objects {
-                pods: vec![p],
+                pods: vec![crate::model::Pod::from(&p)],
                 ..Objects::default()
             })
         };

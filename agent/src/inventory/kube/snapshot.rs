@@ -15,7 +15,9 @@ use tracing::debug;
 
 use super::istio::Typed;
 use super::progress::Progress;
-use crate::model::{DestinationRule, Objects, PeerAuthentication, VirtualService};
+use crate::model::{
+    self, DestinationRule, Objects, PeerAuthentication, ServiceEntry, VirtualService,
+};
 
 /// Read sides of the reflector stores.
 pub(crate) struct Stores {
@@ -23,6 +25,7 @@ pub(crate) struct Stores {
     pub(crate) services: Store<Service>,
     pub(crate) endpoint_slices: Store<EndpointSlice>,
     pub(crate) namespaces: Store<Namespace>,
+    pub(crate) service_entries: Store<Typed<ServiceEntry>>,
     pub(crate) virtual_services: Store<Typed<VirtualService>>,
     pub(crate) destination_rules: Store<Typed<DestinationRule>>,
     pub(crate) peer_authentications: Store<Typed<PeerAuthentication>>,
@@ -31,10 +34,15 @@ pub(crate) struct Stores {
 impl Stores {
     pub(crate) fn objects(&self) -> Objects {
         Objects {
-            pods: owned(&self.pods),
+            // Kept as the model's slim pods: a snapshot of every pod of the cluster.
+            pods: sorted(&self.pods)
+                .iter()
+                .map(|p| model::Pod::from(&**p))
+                .collect(),
             services: owned(&self.services),
             endpoint_slices: owned(&self.endpoint_slices),
             namespaces: owned(&self.namespaces),
+            service_entries: typed(&self.service_entries),
             virtual_services: typed(&self.virtual_services),
             destination_rules: typed(&self.destination_rules),
             peer_authentications: typed(&self.peer_authentications),

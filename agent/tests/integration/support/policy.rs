@@ -4,7 +4,8 @@ use std::path::Path;
 
 use meshdrift::inventory::Index;
 use meshdrift::inventory::files::{self, LoadOutcome};
-use meshdrift::policy::{Expectation, Policies};
+use meshdrift::observation::ExpectedTransport;
+use meshdrift::policy::{DestinationExpectation, Expectation, Policies};
 
 pub fn pod(ns: &str, name: &str, ip: &str, labels: &str) -> String {
     format!(
@@ -134,3 +135,52 @@ pub fn pa(ns: &str, name: &str, body: &str) -> String {
 
 /// Subsets v1/v2/v3 of `default/reviews`, by version label.
 pub const REVIEWS_SUBSETS: &str = "  subsets:\n    - {name: v1, labels: {version: v1}}\n    - {name: v2, labels: {version: v2}}\n    - {name: v3, labels: {version: v3}}\n";
+
+/// The base mesh with [`reviews_dr`] and a VirtualService `default/v` for
+/// `reviews` whose `http:` list is `routes`.
+pub fn reviews_http_mesh(routes: &str) -> Mesh {
+    mesh(&format!(
+        "{}---\n{}",
+        reviews_dr(),
+        vs(
+            "default",
+            "v",
+            &format!("  hosts: [reviews]\n  http:\n{routes}")
+        )
+    ))
+}
+
+/// A DestinationRule `default/reviews` defining [`REVIEWS_SUBSETS`].
+pub fn reviews_dr() -> String {
+    dr(
+        "default",
+        "reviews",
+        &format!("  host: reviews\n{REVIEWS_SUBSETS}"),
+    )
+}
+
+/// A Service whose `clusterIP` is `None` (headless).
+pub fn headless_service(ns: &str, name: &str, selector: &str, ports: &str) -> String {
+    format!("{}  clusterIP: None\n", service(ns, name, selector, ports))
+}
+
+/// `(pod name without namespace, target port, transport)` of each endpoint.
+pub fn endpoint_transports(
+    d: &DestinationExpectation,
+) -> Vec<(String, Option<u16>, ExpectedTransport)> {
+    d.endpoints
+        .iter()
+        .map(|e| {
+            let pod = e.pod.as_deref().unwrap_or("?");
+            let name = pod.split_once('/').map_or(pod, |(_, name)| name);
+            (name.to_owned(), e.port, e.expect)
+        })
+        .collect()
+}
+
+/// A ServiceEntry manifest.
+pub fn se(ns: &str, name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{body}"
+    )
+}

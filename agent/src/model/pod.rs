@@ -1,0 +1,143 @@
+//! A pod as far as meshdrift reads one: identity, labels, owners, IPs,
+//! phase, node, host networking and named container ports.
+//!
+//! Kubernetes' own Pod type holds every field of the API (about 5 KB per
+//! pod before any string); a manifest directory or a cluster of 150 000
+//! pods must fit in a few hundred megabytes, so pods are kept in this shape.
+//! It reads the same YAML and JSON; unknown fields are ignored.
+
+use k8s_openapi::api::core::v1 as k8s;
+use serde::Deserialize;
+
+use super::{Labels, or_default};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Pod {
+    #[serde(default, deserialize_with = "or_default")]
+    pub metadata: PodMeta,
+    #[serde(default, deserialize_with = "or_default")]
+    pub spec: PodSpec,
+    #[serde(default, deserialize_with = "or_default")]
+    pub status: PodStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMeta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default, deserialize_with = "or_default")]
+    pub labels: Labels,
+    #[serde(default, deserialize_with = "or_default")]
+    pub owner_references: Vec<OwnerReference>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct OwnerReference {
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub controller: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default, deserialize_with = "or_default")]
+    pub containers: Vec<Container>,
+    #[serde(default)]
+    pub node_name: Option<String>,
+    #[serde(default)]
+    pub host_network: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Container {
+    #[serde(default, deserialize_with = "or_default")]
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub container_port: i32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    #[serde(default)]
+    pub phase: Option<String>,
+    #[serde(default, rename = "podIP")]
+    pub pod_ip: Option<String>,
+    #[serde(default, rename = "podIPs", deserialize_with = "or_default")]
+    pub pod_ips: Vec<PodIp>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct PodIp {
+    #[serde(default)]
+    pub ip: String,
+}
+
+impl From<&k8s::Pod> for Pod {
+    fn from(pod: &k8s::Pod) -> Self {
+        let meta = &pod.metadata;
+        let spec = pod.spec.as_ref();
+        let status = pod.status.as_ref();
+        Pod {
+            metadata: PodMeta {
+                name: meta.name.clone(),
+                namespace: meta.namespace.clone(),
+                labels: meta.labels.clone().unwrap_or_default(),
+                owner_references: meta
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .map(|o| OwnerReference {
+                        kind: o.kind.clone(),
+                        name: o.name.clone(),
+                        controller: o.controller,
+                    })
+                    .collect(),
+            },
+            spec: PodSpec {
+                containers: spec
+                    .map(|s| s.containers.as_slice())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| Container {
+                        ports: c
+                            .ports
+                            .iter()
+                            .flatten()
+                            .map(|p| ContainerPort {
+                                name: p.name.clone(),
+                                container_port: p.container_port,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                node_name: spec.and_then(|s| s.node_name.clone()),
+                host_network: spec.and_then(|s| s.host_network),
+            },
+            status: PodStatus {
+                phase: status.and_then(|s| s.phase.clone()),
+                pod_ip: status.and_then(|s| s.pod_ip.clone()),
+                pod_ips: status
+                    .and_then(|s| s.pod_ips.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|p| PodIp { ip: p.ip.clone() })
+                    .collect(),
+            },
+        }
+    }
+}
