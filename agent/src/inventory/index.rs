@@ -12,6 +12,7 @@ use tracing::debug;
 use super::CLUSTER_DOMAIN;
 use super::protocol::PortProtocol;
 use super::service_entry;
+use super::sidecar::Sidecar;
 use crate::model::{Labels, Objects, Pod, selector_matches};
 
 /// Label that sidecar injection sets on pods that run an Istio proxy.
@@ -38,6 +39,8 @@ pub struct PodInfo {
     /// Named container ports, for Services whose `targetPort` is a name.
     pub container_ports: Vec<(String, u16)>,
     pub phase: Option<String>,
+    /// The Istio sidecar and its interception, if the pod has one.
+    pub sidecar: Option<Sidecar>,
 }
 
 impl PodInfo {
@@ -245,6 +248,10 @@ impl Index {
                     ));
                 }
             }
+        }
+        for problem in info.sidecar.iter().flat_map(|s| &s.unreadable) {
+            self.warnings
+                .push(format!("pod {}: annotation {problem}; ignored", info.key()));
         }
         let postings = self.postings.entry(info.namespace.clone()).or_default();
         for (key, value) in &info.labels {
@@ -600,6 +607,11 @@ fn pod_info(pod: Pod) -> Option<PodInfo> {
     {
         ips.push(ip);
     }
+    let sidecar = Sidecar::of_pod(
+        spec.containers.iter().map(|c| c.name.as_str()),
+        &metadata.annotations,
+        &metadata.labels,
+    );
     let container_ports = spec
         .containers
         .into_iter()
@@ -616,6 +628,7 @@ fn pod_info(pod: Pod) -> Option<PodInfo> {
         host_network: spec.host_network.unwrap_or(false),
         container_ports,
         phase: status.phase,
+        sidecar,
     })
 }
 

@@ -9,6 +9,7 @@ mod index;
 pub mod kube;
 mod protocol;
 mod service_entry;
+pub mod sidecar;
 
 pub use index::{
     EndpointInfo, EndpointPort, EndpointSource, Index, PodId, PodInfo, ServiceInfo, ServiceOrigin,

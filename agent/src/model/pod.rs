@@ -1,13 +1,16 @@
 //! A pod as far as meshdrift reads one: identity, labels, owners, IPs,
-//! phase, node, host networking and named container ports.
+//! phase, node, host networking, named container ports, and what says
+//! whether (and how) an Istio sidecar intercepts its traffic.
 //!
 //! Kubernetes' own Pod type holds every field of the API (about 5 KB per
 //! pod before any string); a manifest directory or a cluster of 150 000
 //! pods must fit in a few hundred megabytes, so pods are kept in this shape.
 //! It reads the same YAML and JSON; unknown fields are ignored.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1 as k8s;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::{Labels, or_default};
 
@@ -32,6 +35,29 @@ pub struct PodMeta {
     pub labels: Labels,
     #[serde(default, deserialize_with = "or_default")]
     pub owner_references: Vec<OwnerReference>,
+    /// Istio's sidecar annotations only: other annotations (a
+    /// `kubectl.kubernetes.io/last-applied-configuration` is a whole copy of
+    /// the pod) are dropped as they are read.
+    #[serde(default, deserialize_with = "sidecar_annotations")]
+    pub annotations: Labels,
+}
+
+/// Annotation prefixes that shape a sidecar's interception.
+const SIDECAR_ANNOTATION_PREFIXES: [&str; 2] = ["sidecar.istio.io/", "traffic.sidecar.istio.io/"];
+
+/// True for an annotation meshdrift keeps.
+pub fn is_sidecar_annotation(key: &str) -> bool {
+    SIDECAR_ANNOTATION_PREFIXES
+        .iter()
+        .any(|prefix| key.starts_with(prefix))
+}
+
+fn sidecar_annotations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Labels, D::Error> {
+    let all = Option::<BTreeMap<String, String>>::deserialize(deserializer)?.unwrap_or_default();
+    Ok(all
+        .into_iter()
+        .filter(|(key, _)| is_sidecar_annotation(key))
+        .collect())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -57,6 +83,9 @@ pub struct PodSpec {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Container {
+    /// `istio-proxy` is the injected sidecar.
+    #[serde(default)]
+    pub name: String,
     #[serde(default, deserialize_with = "or_default")]
     pub ports: Vec<ContainerPort>,
 }
@@ -97,6 +126,13 @@ impl From<&k8s::Pod> for Pod {
                 name: meta.name.clone(),
                 namespace: meta.namespace.clone(),
                 labels: meta.labels.clone().unwrap_or_default(),
+                annotations: meta
+                    .annotations
+                    .iter()
+                    .flatten()
+                    .filter(|(key, _)| is_sidecar_annotation(key))
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
                 owner_references: meta
                     .owner_references
                     .iter()
@@ -114,6 +150,7 @@ impl From<&k8s::Pod> for Pod {
                     .unwrap_or_default()
                     .iter()
                     .map(|c| Container {
+                        name: c.name.clone(),
                         ports: c
                             .ports
                             .iter()
