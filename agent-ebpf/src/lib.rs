@@ -142,6 +142,11 @@ pub mod flow_flags {
     /// The first client bytes were the h2c connection preface: the walker
     /// counts the client's HTTP/2 HEADERS frames, one per request.
     pub const H2C: u64 = 1 << 6;
+    /// The client's first data packet left for another address than the
+    /// socket is connected to: a nat rule in the socket's own namespace
+    /// rewrote it (a sidecar's outbound redirect, or kube-proxy's DNAT seen
+    /// from the node). `FlowState::nat_addr`/`nat_port` hold where it went.
+    pub const NATTED: u64 = 1 << 7;
 }
 
 /// Which way a data packet went, as an index into the per-direction counters.
@@ -245,6 +250,12 @@ pub struct FlowState {
     pub uid: u32,
     pub _pad: u32,
     pub addrs: FlowAddrs,
+    /// With [`flow_flags::NATTED`]: the destination of the client's first data
+    /// packet after the socket's namespace's nat rules (address words as in
+    /// [`FlowAddrs`]; port in host order).
+    pub nat_addr: [u32; 4],
+    pub nat_port: u16,
+    pub _nat_pad: [u8; 6],
 }
 
 // The programs copy flow states a word at a time.
@@ -268,6 +279,9 @@ impl FlowState {
             uid: 0,
             _pad: 0,
             addrs,
+            nat_addr: [0; 4],
+            nat_port: 0,
+            _nat_pad: [0; 6],
         }
     }
 }

@@ -228,8 +228,13 @@ fn first_client_bytes(
         atomic_set_flags(unsafe { &raw mut (*state).flags }, flow_flags::H2C);
     }
     let skb = ctx.skb.skb;
+    // SAFETY: live map value; read-only fields set when the flow was made.
+    let client_socket = unsafe { (*state).addrs.role == Role::Client as u8 };
+    if client_socket && !adopted {
+        set |= note_nat(ctx, state);
+    }
     // SAFETY: helper calls on our context; only the CPU that claimed the
-    // capture writes these two fields, once.
+    // capture writes these fields, once.
     unsafe {
         (*state).cgroup_id = bpf_skb_cgroup_id(skb);
         (*state).uid = bpf_get_socket_uid(skb);
@@ -243,6 +248,31 @@ fn first_client_bytes(
         );
     }
     set
+}
+
+/// Compares where the client's first data packet is going with where its
+/// socket is connected: egress programs run after the namespace's nat rules,
+/// so a difference is a redirect or DNAT the kernel applied to this flow.
+/// Records it and returns the flag it set (0 when nothing was rewritten).
+#[inline(always)]
+fn note_nat(ctx: &SkBuffContext, state: *mut FlowState) -> u64 {
+    let Some(packet) = endpoints(ctx) else {
+        return 0;
+    };
+    // SAFETY: live map value; the addresses were written when the flow was made.
+    let (remote_addr, remote_port) =
+        unsafe { ((*state).addrs.remote_addr, (*state).addrs.remote_port) };
+    if packet.dst_addr == remote_addr && packet.dst_port == remote_port {
+        return 0;
+    }
+    // SAFETY: live map value; only the CPU that claimed the capture gets here.
+    unsafe {
+        (*state).nat_addr = packet.dst_addr;
+        (*state).nat_port = packet.dst_port;
+    }
+    // SAFETY: live map value.
+    atomic_set_flags(unsafe { &raw mut (*state).flags }, flow_flags::NATTED);
+    flow_flags::NATTED
 }
 
 /// An adopted flow has no state callback: it ends on RST, or once both ends

@@ -106,6 +106,30 @@ pub enum Destination {
     },
 }
 
+/// Why traffic into the mesh did not pass through the client's sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BypassReason {
+    /// The client pod has no sidecar: kube-proxy, not the VirtualService,
+    /// chose the endpoint.
+    NoSidecar,
+    /// The client pod has a sidecar, but this connection left the pod without
+    /// passing through it (ports or ranges its annotations exclude).
+    SidecarBypassed,
+    /// The client is a hostNetwork pod (or the node): no sidecar can see it.
+    HostNetwork,
+}
+
+impl BypassReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BypassReason::NoSidecar => "no_sidecar",
+            BypassReason::SidecarBypassed => "sidecar_bypassed",
+            BypassReason::HostNetwork => "host_network",
+        }
+    }
+}
+
 /// How far the share of a subset counted in estimated requests (encrypted,
 /// multiplexed HTTP/2) can be from the true share: the largest error measured
 /// in BENCHMARKS.md (`cargo xtask bench`: 4.3 points) doubled for the
@@ -136,6 +160,10 @@ pub struct Observation {
     pub bytes: u64,
     /// Seconds since the agent started (monotonic), when it was observed.
     pub at_seconds: f64,
+    /// Set when the traffic went around the mesh's proxies: it is judged for
+    /// its transport, never against the declared split.
+    #[serde(default)]
+    pub bypass: Option<BypassReason>,
 }
 
 /// How an observed transport compares with the expected one. The one rule the

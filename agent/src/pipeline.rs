@@ -77,8 +77,9 @@ pub struct FlowJoiner {
     sweep: u64,
     unclassified: Arc<Classification>,
     capacity: usize,
-    /// Whether server sockets' first bytes are classified too (`observe`
-    /// shows them; the agent judges client sockets only).
+    /// Whether server sockets' first bytes are classified in full (`observe`
+    /// shows them); else only plaintext or not, which is what the agent
+    /// judges server sockets by.
     classify_servers: bool,
     losses: JoinerLosses,
 }
@@ -98,8 +99,9 @@ impl FlowJoiner {
         }
     }
 
-    /// Leaves server sockets' first bytes unclassified: nothing judges them,
-    /// and classifying a ClientHello is most of a flow's cost in user space.
+    /// Classifies server sockets' first bytes only as plaintext or not:
+    /// parsing a ClientHello is most of a flow's cost in user space, and the
+    /// client's socket (where it is on this node) says the rest.
     pub fn client_classification_only(mut self) -> Self {
         self.classify_servers = false;
         self
@@ -135,11 +137,10 @@ impl FlowJoiner {
     pub fn push(&mut self, event: ProbeEvent) -> Option<ObservedFlow> {
         match event {
             ProbeEvent::Payload(payload) => {
-                if payload.role == Role::Server && !self.classify_servers {
-                    return None;
-                }
                 let classification = Arc::new(if payload.mid_stream {
                     wire::classify_mid_stream(&payload.bytes)
+                } else if payload.role == Role::Server && !self.classify_servers {
+                    wire::classify_transport_only(&payload.bytes)
                 } else {
                     wire::classify(&payload.bytes)
                 });
@@ -251,6 +252,7 @@ mod tests {
                 ..FlowCounters::default()
             },
             adopted: false,
+            nat: None,
         }
     }
 

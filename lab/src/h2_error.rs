@@ -93,7 +93,8 @@ pub fn measure(
     let proxy = frontend
         .proxy()
         .ok_or_else(|| LabError::invalid("scenario", "the client's proxy is not running"))?;
-    let run = H2load::new(&proxy.url(false))
+    // The client's application dials the Service; its sidecar takes the connections.
+    let run = H2load::new(&frontend.service_url())
         .requests(requests)
         .clients(cell.clients)
         .streams(cell.streams)

@@ -127,6 +127,7 @@ pub struct HaproxyBuilder {
     threads: u32,
     maxconn: u32,
     reuse: bool,
+    uid: Option<u32>,
 }
 
 /// A running HAProxy in a pod; stopped on drop.
@@ -154,6 +155,7 @@ impl Haproxy {
             threads: 1,
             maxconn: 10_000,
             reuse: true,
+            uid: None,
         }
     }
 
@@ -240,6 +242,14 @@ impl HaproxyBuilder {
 
     /// Writes the configuration, validates it with `haproxy -c`, starts
     /// HAProxy in the foreground inside `pod`, waits until it listens.
+    /// Run as this user (and group) once listening, as an Istio sidecar runs
+    /// as 1337: the connections it opens belong to that user, which the
+    /// pod's interception rules let through.
+    pub fn uid(mut self, uid: u32) -> Self {
+        self.uid = Some(uid);
+        self
+    }
+
     pub fn start(self, pod: &Pod) -> Result<Haproxy> {
         if self.servers.is_empty() {
             return Err(LabError::invalid("haproxy", "no servers"));
@@ -312,13 +322,17 @@ impl HaproxyBuilder {
 
     fn render(&self, socket: &Path, certs: &[Option<PathBuf>], maxconn: u32) -> String {
         let mut c = String::new();
-        let _ = writeln!(
+        let _ = write!(
             c,
             "global\n    stats socket {} level admin\n    nbthread {}\n    maxconn {}\n",
             socket.display(),
             self.threads,
             maxconn
         );
+        if let Some(uid) = self.uid {
+            let _ = writeln!(c, "    uid {uid}\n    gid {uid}");
+        }
+        let _ = writeln!(c);
         let mode = match self.mode {
             ProxyMode::Http => "http",
             ProxyMode::Tcp => "tcp",

@@ -1,5 +1,7 @@
-//! The lab: one bridge, one work directory and one parent cgroup, owning the
-//! pods built on them. Dropping it removes everything it created.
+//! The lab: a bridge that claims its id, a node namespace that routes
+//! between pods (and holds kube-proxy's rules), one work directory and one
+//! parent cgroup, owning the pods built on them. Dropping it removes
+//! everything it created.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,6 +22,8 @@ use crate::stale;
 pub const MAX_LAB_ID: u8 = 250;
 
 const FIRST_HOST: u8 = 10;
+/// Pods take host numbers up to here; Services' cluster IPs come after.
+const LAST_POD_HOST: u8 = 199;
 
 /// A set of pods on one bridge. See the crate docs for an example.
 #[derive(Debug)]
@@ -73,6 +77,12 @@ impl Lab {
                     return Err(e);
                 }
             }
+            if let Err(e) = netns::create_node(id) {
+                let _ = netns::delete_netns(&netns::node_netns_name(id));
+                let _ = cgroup::remove_tree(&cgroup_path, KILL_TIMEOUT);
+                let _ = netns::delete_link(&netns::bridge_name(id));
+                return Err(e);
+            }
             let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{id}-{}", std::process::id()));
             let shared = Arc::new(LabShared::new(id, name, dir.clone(), cgroup_path));
             // From here on Drop cleans up whatever exists.
@@ -98,9 +108,46 @@ impl Lab {
         &self.shared.name
     }
 
-    /// Name of the Linux bridge joining the pods.
+    /// Name of the (empty) Linux bridge whose existence claims the lab's id.
     pub fn bridge(&self) -> &str {
         &self.shared.bridge
+    }
+
+    /// The node's network namespace: it routes between pods and holds the
+    /// kube-proxy rules of the lab's Services.
+    pub fn node_netns(&self) -> String {
+        netns::node_netns_name(self.shared.id)
+    }
+
+    /// The node's own address (`10.213.<id>.1`, `fd00:213:<id>::1`), which
+    /// hostNetwork pods have.
+    pub fn node_ip(&self, v6: bool) -> std::net::IpAddr {
+        if v6 {
+            netns::ipv6_of(self.shared.id, netns::NODE_HOST).into()
+        } else {
+            netns::ipv4_of(self.shared.id, netns::NODE_HOST).into()
+        }
+    }
+
+    /// Programs kube-proxy's rules for these Services in the node's
+    /// namespace, replacing the previous set.
+    pub fn sync_services(&self, services: &[crate::kube_proxy::ClusterService]) -> Result<()> {
+        crate::kube_proxy::sync(&self.node_netns(), &self.shared.dir, services)
+    }
+
+    /// The `n`th cluster IP of the lab's Services (`10.213.<id>.200` + n).
+    pub fn service_ip(&self, n: u8) -> Result<std::net::Ipv4Addr> {
+        let host = netns::SERVICE_HOSTS
+            .start()
+            .checked_add(n)
+            .filter(|h| netns::SERVICE_HOSTS.contains(h))
+            .ok_or_else(|| {
+                LabError::invalid(
+                    "service IP",
+                    format!("{n} (a lab has {} cluster IPs)", netns::SERVICE_HOSTS.len()),
+                )
+            })?;
+        Ok(netns::ipv4_of(self.shared.id, host))
     }
 
     /// Work directory: configs, certificates, logs, pid files.
@@ -126,7 +173,7 @@ impl Lab {
     /// Adds a pod at the next free host number (from .10 up).
     pub fn add_pod(&self, name: &str) -> Result<Pod> {
         let used = self.shared.used_hosts()?;
-        let host = (FIRST_HOST..=254)
+        let host = (FIRST_HOST..=LAST_POD_HOST)
             .find(|h| !used.contains(h))
             .ok_or_else(|| LabError::invalid("pod", "no host numbers left in the lab's /24"))?;
         self.add_pod_at(name, host)
@@ -135,10 +182,10 @@ impl Lab {
     /// Adds a pod with the host part `host` (`10.213.<id>.<host>`).
     pub fn add_pod_at(&self, name: &str, host: u8) -> Result<Pod> {
         validate_pod_name(name)?;
-        if host < 2 || host == 255 {
+        if !(2..=LAST_POD_HOST).contains(&host) {
             return Err(LabError::invalid(
                 "pod host number",
-                format!("{host} (use 2..=254)"),
+                format!("{host} (use 2..={LAST_POD_HOST}: 1 is the node, 200 up are Services)"),
             ));
         }
         let id = self.shared.id;
@@ -149,7 +196,6 @@ impl Lab {
             PodRecord {
                 host,
                 netns: netns_name.clone(),
-                host_veth: host_veth.clone(),
             },
         )?;
         let cgroup_path = self.shared.cgroup.join(name);
@@ -160,7 +206,8 @@ impl Lab {
             netns::create_pod_network(&PodLink {
                 netns: &netns_name,
                 host_veth: &host_veth,
-                bridge: &self.shared.bridge,
+                node_netns: &netns::node_netns_name(id),
+                lab_id: id,
                 ipv4,
                 ipv6,
             })?;
@@ -170,8 +217,8 @@ impl Lab {
             Ok(cgroup_id) => cgroup_id,
             Err(e) => {
                 // Undo the half-built pod so the lab stays usable.
+                // The veth pair goes with the pod's namespace.
                 let _ = netns::delete_netns(&netns_name);
-                let _ = netns::delete_link(&host_veth);
                 let _ = cgroup::remove_tree(&cgroup_path, KILL_TIMEOUT);
                 self.shared.release_pod(name);
                 return Err(e);
@@ -191,6 +238,46 @@ impl Lab {
         });
         lock(&self.pods).insert(name.to_owned(), pod.clone());
         tracing::debug!(lab = id, pod = name, %ipv4, %ipv6, cgroup_id, "pod created");
+        Ok(pod)
+    }
+
+    /// Adds a hostNetwork pod: its own cgroup, but the node's network
+    /// namespace and address, as a Kubernetes pod with `hostNetwork: true`.
+    /// A lab has at most one.
+    pub fn add_host_network_pod(&self, name: &str) -> Result<Pod> {
+        validate_pod_name(name)?;
+        let id = self.shared.id;
+        let node = netns::node_netns_name(id);
+        self.shared.claim_pod(
+            name,
+            PodRecord {
+                host: netns::NODE_HOST,
+                netns: node.clone(),
+            },
+        )?;
+        let cgroup_path = self.shared.cgroup.join(name);
+        let cgroup_id =
+            match cgroup::create(&cgroup_path).and_then(|_| cgroup::cgroup_id(&cgroup_path)) {
+                Ok(cgroup_id) => cgroup_id,
+                Err(e) => {
+                    let _ = cgroup::remove_tree(&cgroup_path, KILL_TIMEOUT);
+                    self.shared.release_pod(name);
+                    return Err(e);
+                }
+            };
+        let pod = Pod::new(PodParts {
+            name: name.to_owned(),
+            host: netns::NODE_HOST,
+            ipv4: netns::ipv4_of(id, netns::NODE_HOST),
+            ipv6: netns::ipv6_of(id, netns::NODE_HOST),
+            netns: node,
+            host_veth: String::new(),
+            cgroup_path,
+            cgroup_id,
+            lab_id: id,
+            lab: Arc::downgrade(&self.shared),
+        });
+        lock(&self.pods).insert(name.to_owned(), pod.clone());
         Ok(pod)
     }
 
@@ -237,7 +324,8 @@ impl Drop for Lab {
 }
 
 fn validate_pod_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
+    let ok = name != netns::NODE
+        && !name.is_empty()
         && name.len() <= 40
         && name
             .chars()
@@ -248,7 +336,9 @@ fn validate_pod_name(name: &str) -> Result<()> {
     } else {
         Err(LabError::invalid(
             "pod name",
-            format!("{name:?} (use 1-40 of a-z, 0-9 and '-', not starting with '-')"),
+            format!(
+                "{name:?} (use 1-40 of a-z, 0-9 and '-', not starting with '-'; `node` is the node's)"
+            ),
         ))
     }
 }

@@ -2,8 +2,11 @@
 //! with its own cgroup v2 group, running real nginx, HAProxy, curl and wrk.
 //! The end-to-end tests, the demo and the benchmarks build on it.
 //!
-//! Everything needs root. A [`Lab`] owns a bridge `mdl<id>br`, the subnets
-//! `10.213.<id>.0/24` and `fd00:213:<id>::/64`, the cgroup
+//! Everything needs root. A [`Lab`] owns a bridge `mdl<id>br` (its claim on
+//! the id), a node namespace `mdl<id>-node` that routes between its pods and
+//! holds kube-proxy's rules ([`Lab::sync_services`]), the subnets
+//! `10.213.<id>.0/24` (pods from .10, the node at .1, cluster IPs from .200)
+//! and `fd00:213:<id>::/64`, the cgroup
 //! `<cgroup2 root>/meshdrift-lab-<id>` and a work directory; several labs can
 //! exist at once, in one process or many. Dropping the lab kills its processes
 //! and removes all of it; [`cleanup_stale`] removes what crashed runs left.
@@ -69,10 +72,12 @@ pub mod certs;
 pub mod h2_error;
 pub mod haproxy;
 pub mod iperf;
+pub mod kube_proxy;
 pub mod load;
 pub mod nginx;
 pub mod prometheus;
 pub mod scenario;
+pub mod sidecar;
 
 pub use agent::{AgentOutput, AgentProcess, meshdrift_bin};
 pub use certs::{CertAuthority, Identity};
@@ -81,6 +86,7 @@ pub use error::{LabError, Result};
 pub use haproxy::{
     Haproxy, HaproxyBuilder, HaproxyStats, ProxyMode, ServerStats, Upstream, UpstreamTls,
 };
+pub use kube_proxy::ClusterService;
 pub use lab::Lab;
 pub use load::{
     Curl, CurlReport, CurlRun, CurlTls, H2load, H2loadReport, Response, Wrk, WrkReport, WrkRun,
@@ -90,5 +96,6 @@ pub use nginx::{Nginx, NginxBuilder, SlowResponses};
 pub use pod::{DEFAULT_RUN_TIMEOUT, Pod};
 pub use process::{Output, Process};
 pub use shared::{CGROUP_PREFIX, KEEP_ENV};
+pub use sidecar::{InboundProxy, Interception};
 pub use signals::{install_signal_cleanup, wait_for_signal, wait_for_signal_timeout};
 pub use stale::{CleanupReport, cleanup_all, cleanup_stale};

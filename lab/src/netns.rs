@@ -1,6 +1,14 @@
-//! Network plumbing with iproute2: the lab bridge, one namespace per pod and
-//! the veth pair joining them. Every name the lab gives starts with `mdl<id>`
-//! so leftovers can be found and attributed to a lab later.
+//! Network plumbing with iproute2: the lab's bridge (which claims its id),
+//! its node namespace, one namespace per pod and the veth pair joining each
+//! pod to the node. Every name the lab gives starts with `mdl<id>` so
+//! leftovers can be found and attributed to a lab later.
+//!
+//! Pods are routed, not bridged, the way Calico wires them: each pod has its
+//! address alone on `eth0` and a default route to a link-local gateway
+//! (169.254.1.1, fe80::1) that the node answers for on every pod's veth; the
+//! node routes each pod address to that pod's veth. So every packet between
+//! pods, and every packet to a Service's cluster IP, passes through the
+//! node's network stack, where kube-proxy's DNAT rules live.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -18,6 +26,20 @@ pub(crate) fn bridge_name(id: u8) -> String {
 
 pub(crate) fn netns_name(id: u8, pod: &str) -> String {
     format!("{NAME_PREFIX}{id}-{pod}")
+}
+
+/// The pod name the node's namespace takes (`mdl<id>-node`); no pod may use it.
+pub(crate) const NODE: &str = "node";
+/// The node's own address (`10.213.<id>.1`): hostNetwork pods have it.
+pub(crate) const NODE_HOST: u8 = 1;
+/// Host numbers of Services' cluster IPs (`10.213.<id>.200` up).
+pub(crate) const SERVICE_HOSTS: std::ops::RangeInclusive<u8> = 200..=249;
+/// The gateway every pod routes through, answered by the node on each veth.
+const GATEWAY_V4: &str = "169.254.1.1";
+const GATEWAY_V6: &str = "fe80::1";
+
+pub(crate) fn node_netns_name(id: u8) -> String {
+    netns_name(id, NODE)
 }
 
 pub(crate) fn host_veth_name(id: u8, host: u8) -> String {
@@ -101,57 +123,144 @@ pub(crate) fn delete_link(name: &str) -> Result<()> {
 // one process can stack mounts, so namespace creation is serialised.
 static NETNS_LOCK: Mutex<()> = Mutex::new(());
 
+/// Creates the node's namespace: forwarding on, and the node's own addresses.
+pub(crate) fn create_node(id: u8) -> Result<()> {
+    let ns = node_netns_name(id);
+    {
+        let _guard = NETNS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        ip(&["netns", "add", &ns])?;
+    }
+    ip(&["-n", &ns, "link", "set", "dev", "lo", "up"])?;
+    let settings: Vec<(String, String)> = [
+        ("net/ipv4/ip_forward", "1"),
+        ("net/ipv6/conf/all/forwarding", "1"),
+        ("net/ipv4/conf/all/rp_filter", "0"),
+        ("net/ipv4/conf/default/rp_filter", "0"),
+        ("net/ipv6/conf/default/accept_dad", "0"),
+        ("net/ipv6/conf/all/accept_dad", "0"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    write_sysctls(&ns, &settings)?;
+    // The node's own address lives on its loopback (it has no uplink here).
+    let v4 = format!("{}/32", ipv4_of(id, NODE_HOST));
+    let v6 = format!("{}/128", ipv6_of(id, NODE_HOST));
+    ip(&["-n", &ns, "addr", "add", &v4, "dev", "lo"])?;
+    ip(&["-n", &ns, "-6", "addr", "add", &v6, "dev", "lo", "nodad"])?;
+    // Cluster IPs need a route for a connection from the node itself to start
+    // (kube-proxy's DNAT then reroutes it to a pod), as a node's default route
+    // gives them.
+    let services = format!("10.213.{id}.192/26");
+    let node_v4 = ipv4_of(id, NODE_HOST).to_string();
+    ip(&[
+        "-n", &ns, "route", "add", &services, "dev", "lo", "src", &node_v4,
+    ])?;
+    Ok(())
+}
+
 pub(crate) struct PodLink<'a> {
     pub netns: &'a str,
     pub host_veth: &'a str,
-    pub bridge: &'a str,
+    pub node_netns: &'a str,
+    pub lab_id: u8,
     pub ipv4: Ipv4Addr,
     pub ipv6: Ipv6Addr,
 }
 
-/// Namespace, veth pair (`eth0` inside), addresses and routes of one pod.
+/// Namespace, veth pair (`eth0` inside, the host end in the node's
+/// namespace), addresses and routes of one pod.
 pub(crate) fn create_pod_network(link: &PodLink<'_>) -> Result<()> {
     {
         let _guard = NETNS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         ip(&["netns", "add", link.netns])?;
     }
-    let ns = link.netns;
+    let (ns, node, veth) = (link.netns, link.node_netns, link.host_veth);
+    let node_ips = (
+        ipv4_of(link.lab_id, NODE_HOST),
+        ipv6_of(link.lab_id, NODE_HOST),
+    );
     ip(&[
-        "link",
-        "add",
-        "name",
-        link.host_veth,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
+        "-n", node, "link", "add", "name", veth, "type", "veth", "peer", "name", "eth0", "netns",
         ns,
     ])?;
+    let v4 = link.ipv4.to_string();
+    let v6 = link.ipv6.to_string();
+    // The node's end: the gateway addresses, and a host route to the pod.
+    let gateway_v6 = format!("{GATEWAY_V6}/64");
     ip(&[
-        "link",
-        "set",
+        "-n",
+        node,
+        "addr",
+        "add",
+        &format!("{GATEWAY_V4}/32"),
         "dev",
-        link.host_veth,
-        "master",
-        link.bridge,
-        "up",
+        veth,
     ])?;
-    // The host side only switches frames; keep it from talking IPv6 itself.
-    let _ = std::fs::write(
-        format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", link.host_veth),
-        "1",
-    );
-    let v4 = format!("{}/24", link.ipv4);
-    let v6 = format!("{}/64", link.ipv6);
+    ip(&[
+        "-n",
+        node,
+        "-6",
+        "addr",
+        "add",
+        &gateway_v6,
+        "dev",
+        veth,
+        "nodad",
+    ])?;
+    ip(&["-n", node, "link", "set", "dev", veth, "up"])?;
+    // The node speaks to pods from its own address, as a node does.
+    let (node_v4, node_v6) = (node_ips.0.to_string(), node_ips.1.to_string());
+    ip(&[
+        "-n",
+        node,
+        "route",
+        "add",
+        &format!("{v4}/32"),
+        "dev",
+        veth,
+        "src",
+        &node_v4,
+    ])?;
+    ip(&[
+        "-n",
+        node,
+        "-6",
+        "route",
+        "add",
+        &format!("{v6}/128"),
+        "dev",
+        veth,
+        "src",
+        &node_v6,
+    ])?;
+    // The pod's end: its addresses alone, everything else through the node.
     ip(&["-n", ns, "link", "set", "dev", "lo", "up"])?;
     // No duplicate address detection in the pod: addresses (link-local
     // included) are usable at once instead of after ~1 s of DAD.
     disable_dad(ns)?;
-    ip(&["-n", ns, "addr", "add", &v4, "dev", "eth0"])?;
-    ip(&["-n", ns, "-6", "addr", "add", &v6, "dev", "eth0", "nodad"])?;
+    ip(&["-n", ns, "addr", "add", &format!("{v4}/32"), "dev", "eth0"])?;
+    ip(&[
+        "-n",
+        ns,
+        "-6",
+        "addr",
+        "add",
+        &format!("{v6}/128"),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
     ip(&["-n", ns, "link", "set", "dev", "eth0", "up"])?;
+    ip(&[
+        "-n", ns, "route", "add", GATEWAY_V4, "dev", "eth0", "scope", "link",
+    ])?;
+    ip(&[
+        "-n", ns, "route", "add", "default", "via", GATEWAY_V4, "dev", "eth0",
+    ])?;
+    ip(&[
+        "-n", ns, "-6", "route", "add", "default", "via", GATEWAY_V6, "dev", "eth0",
+    ])?;
     Ok(())
 }
 

@@ -1,11 +1,15 @@
-//! The frontend example (`deploy/examples/frontend`) as a running world: a
-//! `client` pod whose HAProxy plays the Istio sidecar, `frontend-v1` and
-//! `frontend-v2` nginx servers that demand client certificates (8443) and also
-//! speak plaintext (8080), a `legacy` pod with no sidecar, and `meshdrift run`
-//! judging it all. The demo and the end-to-end drift tests share it.
+//! The frontend example (`deploy/examples/frontend`) as a running world, wired
+//! the way a mesh is: `client`, `frontend-v1` and `frontend-v2` have Istio
+//! sidecars (the interception rules of `istio-iptables`, HAProxy as the
+//! outbound proxy on 15001, nginx as the inbound proxy on 15006 terminating
+//! mTLS in front of the application's nginx on 8080); applications dial the
+//! Service's cluster IP, which kube-proxy's rules in the node's namespace
+//! DNAT to a pod. A `legacy` pod has no sidecar; an optional `batch` pod has
+//! one whose annotations leave port 8080 out of it. `meshdrift run` judges it
+//! all. The demo and the end-to-end tests share it.
 
 use std::{
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -13,21 +17,21 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    AgentOutput, AgentProcess, Curl, Haproxy, Lab, Nginx, Pod, ProxyMode, SlowResponses, Upstream,
-    UpstreamTls,
+    AgentOutput, AgentProcess, ClusterService, Curl, Haproxy, InboundProxy, Interception, Lab,
+    Nginx, Pod, ProxyMode, SlowResponses, Upstream, UpstreamTls,
     error::{LabError, Result},
     prometheus::{free_loopback_port, get_json},
+    sidecar::{OUTBOUND_PORT, PROXY_UID},
 };
 
 pub const HOST: &str = "frontend.default.svc.cluster.local";
 pub const SERVICE_PORT: u16 = 80;
+/// The application's port: the Service's `targetPort`, where sidecars dial
+/// (and the server's rules redirect to its inbound proxy).
 pub const PLAIN_PORT: u16 = 8080;
-pub const MTLS_PORT: u16 = 8443;
-pub const PROXY_PORT: u16 = 15001;
+pub const PROXY_PORT: u16 = OUTBOUND_PORT;
 /// The example's manifests place the pods in this /24; the lab moves them into its own.
 const EXAMPLE_PREFIX: &str = "10.213.0.";
-/// The example's Service target port, as its manifest writes it.
-const EXAMPLE_TARGET_PORT: &str = "targetPort: 8080";
 /// Requests per curl run: small batches keep the progress moving.
 const BATCH: usize = 50;
 
@@ -41,8 +45,15 @@ pub struct FrontendConfig {
     pub proxy_weights: (u32, u32),
     /// Declared v1/v2 weights to write over the example's VirtualService, if any.
     pub declared_weights: Option<(u32, u32)>,
-    /// Whether the `legacy` pod sends plaintext straight to v2 with each batch.
+    /// Whether the `legacy` pod (no sidecar) sends plaintext to the
+    /// Service's cluster IP with each batch, one connection per request.
     pub legacy_plaintext: bool,
+    /// Whether a `batch` pod runs, with a sidecar whose annotations exclude
+    /// port 8080, sending plaintext straight to frontend-v1 with each batch.
+    pub bypass: bool,
+    /// Whether a hostNetwork pod (`node-agent`, the node's own address) runs;
+    /// [`Frontend::send_from_host_network`] sends from it.
+    pub host_network_client: bool,
     /// More arguments for `meshdrift run`.
     pub agent_args: Vec<String>,
     /// Start `meshdrift run` with the scenario (else [`Frontend::start_agent`] does).
@@ -53,12 +64,6 @@ pub struct FrontendConfig {
     /// so a multiplexing proxy keeps more requests in flight on its
     /// connections to v2.
     pub slow_v2: Option<SlowResponses>,
-    /// The target port the Service declares. The example's is the plaintext
-    /// port, which the `legacy` pod dials; the proxy's flows name theirs in
-    /// the SNI. Flows whose SNI was not seen (opened before the agent
-    /// started) are attributed by endpoint, so tests of those declare the
-    /// port the proxy dials.
-    pub service_target_port: u16,
 }
 
 impl FrontendConfig {
@@ -71,11 +76,12 @@ impl FrontendConfig {
             proxy_weights,
             declared_weights: None,
             legacy_plaintext: false,
+            bypass: false,
+            host_network_client: false,
             agent_args: Vec::new(),
             agent_at_start: true,
             protocol: Protocol::Http1,
             slow_v2: None,
-            service_target_port: PLAIN_PORT,
         }
     }
 }
@@ -88,7 +94,8 @@ pub enum Protocol {
     Http1,
     /// HTTP/2 over Istio-style mTLS (ALPN `istio-h2`): requests multiplexed.
     Http2,
-    /// HTTP/2 in plaintext with prior knowledge (h2c), to port 8080.
+    /// HTTP/2 in plaintext with prior knowledge (h2c), passed through the
+    /// inbound proxy to the application.
     H2c,
 }
 
@@ -98,6 +105,12 @@ pub struct Frontend {
     pub v1: Pod,
     pub v2: Pod,
     pub legacy: Pod,
+    /// The `batch` pod, whose sidecar leaves port 8080 out ([`FrontendConfig::bypass`]).
+    pub bypass: Option<Pod>,
+    /// The hostNetwork pod ([`FrontendConfig::host_network_client`]).
+    pub host_network: Option<Pod>,
+    /// The frontend Service's cluster IP.
+    pub cluster_ip: Ipv4Addr,
     pub manifests: PathBuf,
     /// `http://127.0.0.1:PORT` of the agent.
     pub agent_url: String,
@@ -106,7 +119,11 @@ pub struct Frontend {
     proxy: Option<Haproxy>,
     agent: Option<AgentProcess>,
     servers: Vec<Nginx>,
+    _inbound: Vec<InboundProxy>,
 }
+
+/// The port the `batch` pod's sidecar leaves out.
+const BYPASSED_PORT: u16 = PLAIN_PORT;
 
 impl Frontend {
     pub fn start(config: FrontendConfig) -> Result<Self> {
@@ -115,16 +132,29 @@ impl Frontend {
         let v1 = lab.add_pod_at("frontend-v1", 11)?;
         let v2 = lab.add_pod_at("frontend-v2", 12)?;
         let legacy = lab.add_pod_at("legacy", 13)?;
+        let bypass = if config.bypass {
+            Some(lab.add_pod_at("batch", 14)?)
+        } else {
+            None
+        };
+        let host_network = if config.host_network_client {
+            Some(lab.add_host_network_pod("node-agent")?)
+        } else {
+            None
+        };
+        for pod in [&client, &v1, &v2] {
+            Interception::default().install(pod)?;
+        }
+        if let Some(pod) = &bypass {
+            bypass_interception().install(pod)?;
+        }
         let servers = [("v1", &v1), ("v2", &v2)]
             .into_iter()
             .map(|(name, pod)| {
                 let mut nginx = Nginx::builder(name)
                     .http(PLAIN_PORT)
-                    .tls(MTLS_PORT)
-                    .verify_client(true)
-                    .dns_name(HOST)
                     .access_log(true)
-                    .http2(config.protocol != Protocol::Http1);
+                    .http2(config.protocol == Protocol::H2c);
                 if let Some(slow) = config.slow_v2 {
                     nginx = nginx.slow(if name == "v2" {
                         slow
@@ -138,12 +168,29 @@ impl Frontend {
                 nginx.start(pod)
             })
             .collect::<Result<Vec<_>>>()?;
+        let inbound = [&v1, &v2]
+            .into_iter()
+            .map(|pod| {
+                InboundProxy::start(pod, PLAIN_PORT, config.protocol == Protocol::Http2, &[HOST])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cluster_ip = lab.service_ip(0)?;
+        lab.sync_services(&[ClusterService {
+            name: format!("default/frontend:{SERVICE_PORT}"),
+            cluster_ip,
+            port: SERVICE_PORT,
+            endpoints: vec![
+                SocketAddrV4::new(v1.ipv4(), PLAIN_PORT),
+                SocketAddrV4::new(v2.ipv4(), PLAIN_PORT),
+            ],
+        }])?;
         let manifests = lab.dir().join("manifests");
         write_manifests(
             &config.example,
             &manifests,
             lab.id(),
-            config.service_target_port,
+            bypass.is_some(),
+            host_network.is_some(),
         )?;
         if let Some((w1, w2)) = config.declared_weights {
             write_virtual_service(&manifests, w1, w2)?;
@@ -155,6 +202,9 @@ impl Frontend {
             v1,
             v2,
             legacy,
+            bypass,
+            host_network,
+            cluster_ip,
             agent_url: format!("http://{agent_listen}"),
             agent_listen,
             manifests,
@@ -162,6 +212,7 @@ impl Frontend {
             proxy: None,
             agent: None,
             servers,
+            _inbound: inbound,
         };
         if frontend.config.agent_at_start {
             frontend.start_agent()?;
@@ -169,6 +220,11 @@ impl Frontend {
         let weights = frontend.config.proxy_weights;
         frontend.restart_proxy(weights)?;
         Ok(frontend)
+    }
+
+    /// `http://<cluster IP>/`: what applications dial.
+    pub fn service_url(&self) -> String {
+        format!("http://{}:{SERVICE_PORT}/", self.cluster_ip)
     }
 
     /// Starts `meshdrift run` on the scenario's manifests (stopping the one
@@ -203,33 +259,29 @@ impl Frontend {
     pub fn restart_proxy(&mut self, (w1, w2): (u32, u32)) -> Result<()> {
         self.proxy = None;
         let protocol = self.config.protocol;
-        let upstream = |subset: &str, pod: &Pod, weight: u32| match protocol {
-            Protocol::Http1 => Upstream::new(
-                subset,
-                SocketAddr::new(pod.ipv4().into(), MTLS_PORT),
-                weight,
-            )
-            .tls(UpstreamTls::istio_http(
-                SERVICE_PORT,
-                subset,
-                HOST,
-                "client",
-            )),
-            Protocol::Http2 => Upstream::new(
-                subset,
-                SocketAddr::new(pod.ipv4().into(), MTLS_PORT),
-                weight,
-            )
-            .tls(UpstreamTls::istio_h2(SERVICE_PORT, subset, HOST, "client")),
-            Protocol::H2c => Upstream::new(
+        // A sidecar dials the endpoint's pod IP and target port.
+        let upstream = |subset: &str, pod: &Pod, weight: u32| {
+            let endpoint = Upstream::new(
                 subset,
                 SocketAddr::new(pod.ipv4().into(), PLAIN_PORT),
                 weight,
-            )
-            .h2c(true),
+            );
+            match protocol {
+                Protocol::Http1 => endpoint.tls(UpstreamTls::istio_http(
+                    SERVICE_PORT,
+                    subset,
+                    HOST,
+                    "client",
+                )),
+                Protocol::Http2 => {
+                    endpoint.tls(UpstreamTls::istio_h2(SERVICE_PORT, subset, HOST, "client"))
+                }
+                Protocol::H2c => endpoint.h2c(true),
+            }
         };
         self.proxy = Some(
             Haproxy::builder(PROXY_PORT, ProxyMode::Http)
+                .uid(PROXY_UID)
                 .server(upstream("v1", &self.v1, w1))
                 .server(upstream("v2", &self.v2, w2))
                 .start(&self.client)?,
@@ -251,47 +303,83 @@ impl Frontend {
         &self.servers
     }
 
-    /// Sends `requests` through the client's proxy in batches (and, when
-    /// configured, plaintext from the legacy pod to v2 with each batch), calling
-    /// `progress(sent, total)` after each batch.
+    /// Sends `requests` from the client's application to the Service's
+    /// cluster IP (its sidecar takes them) in batches, and with each batch,
+    /// when configured, plaintext from `legacy` to the cluster IP and from
+    /// `batch` straight to frontend-v1; calls `progress(sent, total)` after
+    /// each batch.
     pub fn send(&self, requests: usize, mut progress: impl FnMut(usize, usize)) -> Result<()> {
-        let proxy = self
-            .proxy
-            .as_ref()
-            .ok_or_else(|| LabError::invalid("scenario", "the client's proxy is not running"))?;
+        if self.proxy.is_none() {
+            return Err(LabError::invalid(
+                "scenario",
+                "the client's proxy is not running",
+            ));
+        }
         let mut sent = 0;
         while sent < requests {
             let batch = BATCH.min(requests - sent);
-            let report = Curl::new(&proxy.url(false))
-                .count(batch)
-                .run(&self.client)?;
-            if report.count_status(200) != batch {
-                return Err(LabError::invalid(
-                    "traffic",
-                    format!(
-                        "requests through the proxy failed: {:?}",
-                        report.status_counts()
-                    ),
-                ));
-            }
+            expect_ok(
+                "requests through the client's sidecar",
+                batch,
+                &Curl::new(&self.service_url())
+                    .count(batch)
+                    .run(&self.client)?,
+            )?;
             if self.config.legacy_plaintext {
-                let direct = Curl::new(&self.v2.url("http", false, PLAIN_PORT))
-                    .count(batch / 5)
-                    .run(&self.legacy)?;
-                if direct.count_status(200) != batch / 5 {
-                    return Err(LabError::invalid(
-                        "traffic",
-                        format!(
-                            "plaintext requests from legacy failed: {:?}",
-                            direct.status_counts()
-                        ),
-                    ));
-                }
+                self.send_from_legacy(batch / 5)?;
+            }
+            if self.bypass.is_some() {
+                self.send_around_sidecar(batch / 10)?;
             }
             sent += batch;
             progress(sent, requests);
         }
         Ok(())
+    }
+
+    /// `count` plaintext requests from `legacy` (no sidecar) to the cluster
+    /// IP, one connection each, so kube-proxy picks an endpoint for each.
+    pub fn send_from_legacy(&self, count: usize) -> Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        let report = Curl::new(&self.service_url())
+            .count(count)
+            .new_connection_per_request(true)
+            .run(&self.legacy)?;
+        expect_ok("plaintext requests from legacy", count, &report)
+    }
+
+    /// `count` plaintext requests from the hostNetwork pod to the cluster
+    /// IP, one connection each (kube-proxy's rules in the node's own
+    /// namespace pick the endpoint).
+    pub fn send_from_host_network(&self, count: usize) -> Result<()> {
+        let pod = self.host_network.as_ref().ok_or_else(|| {
+            LabError::invalid(
+                "scenario",
+                "no hostNetwork pod (FrontendConfig::host_network_client)",
+            )
+        })?;
+        let report = Curl::new(&self.service_url())
+            .count(count)
+            .new_connection_per_request(true)
+            .run(pod)?;
+        expect_ok("requests from the hostNetwork pod", count, &report)
+    }
+
+    /// `count` plaintext requests from the `batch` pod straight to
+    /// frontend-v1's pod IP on the port its sidecar leaves out.
+    pub fn send_around_sidecar(&self, count: usize) -> Result<()> {
+        let pod = self.bypass.as_ref().ok_or_else(|| {
+            LabError::invalid("scenario", "no batch pod (FrontendConfig::bypass)")
+        })?;
+        if count == 0 {
+            return Ok(());
+        }
+        let report = Curl::new(&self.v1.url("http", false, BYPASSED_PORT))
+            .count(count)
+            .run(pod)?;
+        expect_ok("requests around the batch pod's sidecar", count, &report)
     }
 
     /// The agent's `GET /report`.
@@ -327,10 +415,35 @@ impl Frontend {
     }
 }
 
-/// The example's manifests with its pod IPs moved into lab `id`'s subnet, the
-/// Service's target port where the proxy really connects, plus the `legacy`
-/// pod (no sidecar).
-fn write_manifests(example: &Path, dir: &Path, id: u8, target_port: u16) -> Result<()> {
+fn expect_ok(what: &str, count: usize, report: &crate::CurlReport) -> Result<()> {
+    if report.count_status(200) == count {
+        Ok(())
+    } else {
+        Err(LabError::invalid(
+            "traffic",
+            format!("{what} failed: {:?}", report.status_counts()),
+        ))
+    }
+}
+
+/// The `batch` pod's sidecar: port 8080 left out.
+fn bypass_interception() -> Interception {
+    Interception {
+        exclude_outbound_ports: vec![BYPASSED_PORT],
+        ..Interception::default()
+    }
+}
+
+/// The example's manifests with its pod and cluster IPs moved into lab
+/// `id`'s subnet, plus the `legacy` pod (no sidecar) and, when running, the
+/// `batch` pod with its sidecar's annotations.
+fn write_manifests(
+    example: &Path,
+    dir: &Path,
+    id: u8,
+    bypass: bool,
+    host_network: bool,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| LabError::io("creating", dir, e))?;
     let prefix = format!("10.213.{id}.");
     let entries = std::fs::read_dir(example).map_err(|e| LabError::io("reading", example, e))?;
@@ -346,19 +459,45 @@ fn write_manifests(example: &Path, dir: &Path, id: u8, target_port: u16) -> Resu
         };
         let text = std::fs::read_to_string(&path).map_err(|e| LabError::io("reading", &path, e))?;
         let target = dir.join(name);
-        let text = text
-            .replace(EXAMPLE_PREFIX, &prefix)
-            .replace(EXAMPLE_TARGET_PORT, &format!("targetPort: {target_port}"));
-        std::fs::write(&target, text).map_err(|e| LabError::io("writing", &target, e))?;
+        std::fs::write(&target, text.replace(EXAMPLE_PREFIX, &prefix))
+            .map_err(|e| LabError::io("writing", &target, e))?;
     }
     let legacy = format!(
-        "# A pod without an Istio sidecar: no security.istio.io/tlsMode label.\n\
+        "# A pod without an Istio sidecar: no istio-proxy container, no injection marks.\n\
          apiVersion: v1\nkind: Pod\nmetadata:\n  name: legacy\n  namespace: default\n  labels:\n    app: legacy\n\
          spec:\n  containers:\n    - name: legacy\n      image: curlimages/curl:8.5.0\n\
          status:\n  phase: Running\n  podIP: {prefix}13\n"
     );
     let target = dir.join("legacy.yaml");
-    std::fs::write(&target, legacy).map_err(|e| LabError::io("writing", &target, e))
+    std::fs::write(&target, legacy).map_err(|e| LabError::io("writing", &target, e))?;
+    if bypass {
+        let annotations: String = bypass_interception()
+            .annotations()
+            .iter()
+            .map(|(key, value)| format!("    {key}: {value:?}\n"))
+            .collect();
+        let batch = format!(
+            "# A pod with a sidecar whose annotations leave port {BYPASSED_PORT} out of it.\n\
+             apiVersion: v1\nkind: Pod\nmetadata:\n  name: batch\n  namespace: default\n  labels:\n    app: batch\n    security.istio.io/tlsMode: istio\n\
+             \x20 annotations:\n{annotations}\
+             spec:\n  containers:\n    - name: batch\n      image: curlimages/curl:8.5.0\n    - name: istio-proxy\n      image: istio/proxyv2:1.31.0\n\
+             status:\n  phase: Running\n  podIP: {prefix}14\n"
+        );
+        let target = dir.join("batch.yaml");
+        std::fs::write(&target, batch).map_err(|e| LabError::io("writing", &target, e))?;
+    }
+    if host_network {
+        let node_agent = format!(
+            "# A hostNetwork pod: the node's own network namespace and address.\n\
+             apiVersion: v1\nkind: Pod\nmetadata:\n  name: node-agent-x7k2p\n  namespace: kube-system\n  labels:\n    app: node-agent\n\
+             \x20 ownerReferences:\n    - {{apiVersion: apps/v1, kind: DaemonSet, name: node-agent, controller: true, uid: 0d5e}}\n\
+             spec:\n  hostNetwork: true\n  nodeName: lab-node\n  containers:\n    - name: node-agent\n      image: curlimages/curl:8.5.0\n\
+             status:\n  phase: Running\n  podIP: {prefix}1\n"
+        );
+        let target = dir.join("node-agent.yaml");
+        std::fs::write(&target, node_agent).map_err(|e| LabError::io("writing", &target, e))?;
+    }
+    Ok(())
 }
 
 fn write_virtual_service(dir: &Path, w1: u32, w2: u32) -> Result<()> {

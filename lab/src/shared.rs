@@ -42,7 +42,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct PodRecord {
     pub host: u8,
     pub netns: String,
-    pub host_veth: String,
 }
 
 #[derive(Debug)]
@@ -210,8 +209,9 @@ impl LabShared {
         note(cgroup::kill_all(&self.cgroup, KILL_TIMEOUT));
         for pod in &pods {
             note(netns::delete_netns(&pod.netns));
-            note(netns::delete_link(&pod.host_veth));
         }
+        // The pods' veths go with the node's namespace.
+        note(netns::delete_netns(&netns::node_netns_name(self.id)));
         note(cgroup::remove_tree(&self.cgroup, KILL_TIMEOUT));
         if std::env::var(KEEP_ENV).as_deref() == Ok("1") {
             tracing::info!(dir = %self.dir.display(), "keeping lab directory ({KEEP_ENV}=1)");

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use meshdrift::export::Metrics;
 use meshdrift::findings::{Finding, Severity};
 use meshdrift::observation::{
-    Destination, ExpectedTransport, Observation, SplitKey, Unit, Workload,
+    BypassReason, Destination, ExpectedTransport, Observation, SplitKey, Unit, Workload,
 };
 use meshdrift::report::{
-    AgentHealth, Report, SplitVerdict, SubsetShare, TransportVerdict, UnexpectedDestination,
+    AgentHealth, BypassDestination, BypassRow, Report, SplitVerdict, SubsetShare, TransportVerdict,
+    UnexpectedDestination,
 };
 use meshdrift::wire::Transport;
 
@@ -120,6 +121,18 @@ pub fn drift_report() -> Report {
             connections: 4,
             requests: 40,
         }],
+        bypass: vec![BypassRow {
+            source: workload("legacy"),
+            destination: BypassDestination {
+                host: HOST.into(),
+                port: 80,
+                subset: Some("v2".into()),
+            },
+            reason: BypassReason::NoSidecar,
+            transport: "http".into(),
+            connections: 12,
+            requests: 12,
+        }],
         findings: vec![Finding {
             code: "IST0101".into(),
             severity: Severity::Warning,
@@ -155,11 +168,13 @@ pub fn observation(source: &str, subset: Option<&str>, transport: Transport) -> 
         connections: 1,
         bytes: 2048,
         at_seconds: 1.0,
+        bypass: None,
     }
 }
 
-/// Metrics that have recorded the demo's observations (a stray pod and TLS
-/// where plaintext is expected among them) and published [`drift_report`].
+/// Metrics that have recorded the demo's observations (a stray pod, TLS
+/// where plaintext is expected and a client without a sidecar among them)
+/// and published [`drift_report`].
 pub fn populated_metrics() -> Metrics {
     let metrics = Metrics::new();
     metrics.record(&observation("loadgen", Some("v1"), Transport::IstioMtls));
@@ -174,6 +189,9 @@ pub fn populated_metrics() -> Metrics {
     let mut tls_to_plain = observation("legacy", None, Transport::Tls);
     tls_to_plain.expected_transport = Some(ExpectedTransport::Plaintext);
     metrics.record(&tls_to_plain);
+    let mut around = observation("legacy", Some("v2"), Transport::Http);
+    around.bypass = Some(BypassReason::NoSidecar);
+    metrics.record(&around);
     metrics.update(&drift_report());
     metrics
 }

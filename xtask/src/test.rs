@@ -62,7 +62,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     if !args.no_fuzz {
         // Seconds per target on its corpus: what changed still holds on the
         // inputs earlier runs found; `cargo xtask fuzz` runs longer.
-        fuzz::run_all(fuzz::SMOKE_SECONDS)?;
+        fuzz::run_all(fuzz::SMOKE_SECONDS, fuzz::Build::Smoke)?;
     }
     Ok(())
 }

@@ -6,7 +6,17 @@
 //! subset the client proxy chose; without one, the destination pod and the
 //! EndpointSlices (pod IP + target port) name the Service, and the
 //! DestinationRule subsets' endpoints name the subset.
+//!
+//! Interception decides which socket speaks for a connection. In a pod with a
+//! sidecar, the proxy's sockets (its user, 1337) carry the split; the
+//! application's socket redirected to the proxy (the kernel saw its packets
+//! rewritten to loopback) and the legs inside a pod (loopback) are not
+//! traffic of their own. An application socket that left such a pod without
+//! being redirected went around the sidecar ([`bypass`]). A client without a
+//! sidecar is judged where its connection arrives: the destination pod's
+//! accepted socket, on that pod's node.
 
+mod bypass;
 mod mesh;
 pub mod requests;
 
@@ -18,7 +28,7 @@ pub use mesh::Mesh;
 
 use crate::{
     findings::{Finding, Severity, codes},
-    inventory::{PodId, PodInfo},
+    inventory::{PodId, PodInfo, sidecar::PROXY_UID},
     observation::{
         DeclaredSplit, DeclaredSubset, Destination, ExpectedTransport, Observation, SplitKey,
         Workload,
@@ -50,6 +60,14 @@ pub enum Exclusion {
     NoService,
     /// The policy engine could not answer for this client and host.
     NoExpectation,
+    /// A connection inside one pod (its proxy and its application, over loopback).
+    Loopback,
+    /// An application's connection its sidecar's rules redirected to the proxy:
+    /// the proxy's own connection carries it on.
+    SidecarRedirect,
+    /// The client side of a pod without a sidecar: judged from the
+    /// destination's accepted socket, by the agent on that pod's node.
+    JudgedAtServer,
 }
 
 impl Exclusion {
@@ -61,6 +79,9 @@ impl Exclusion {
             Exclusion::UnknownDestination => "unknown_destination",
             Exclusion::NoService => "no_service",
             Exclusion::NoExpectation => "no_expectation",
+            Exclusion::Loopback => "loopback",
+            Exclusion::SidecarRedirect => "sidecar_redirect",
+            Exclusion::JudgedAtServer => "judged_at_server",
         }
     }
 }
@@ -73,10 +94,16 @@ pub enum Attribution {
         observation: Box<Observation>,
         declared: Arc<DeclaredSplit>,
     },
+    /// Traffic around the mesh's proxies: judged for its transport and shown
+    /// as a bypass, never against the declared split.
+    Bypass { observation: Box<Observation> },
     /// Left out of split accounting; `first` is true the first time this flow is seen.
     Excluded { reason: Exclusion, first: bool },
-    /// A server-side socket: each connection is counted once, on its client's side.
+    /// A server-side socket whose connection is counted on its client's side.
     ServerSide,
+    /// No client data yet: who sent it (the proxy or the application) and
+    /// where it really went are known from the first client packet on.
+    Pending,
 }
 
 /// Answers are cached per client pod and Service port, then by host, so a cache
@@ -133,8 +160,11 @@ impl Attributor {
 
     pub fn attribute(&mut self, flow: &ObservedFlow, at_seconds: f64) -> Attribution {
         let record = &flow.record;
+        if record.counters.client_bytes == 0 {
+            return Attribution::Pending;
+        }
         if record.role == Role::Server {
-            return Attribution::ServerSide;
+            return self.server_side(flow, at_seconds);
         }
         let delta = flow.delta;
         let excluded = |reason| Attribution::Excluded {
@@ -145,6 +175,9 @@ impl Attributor {
         if MESH_INTERNAL_PORTS.contains(&server.port()) {
             return excluded(Exclusion::MeshInternalPort);
         }
+        if record.client().ip().is_loopback() || server.ip().is_loopback() {
+            return excluded(Exclusion::Loopback);
+        }
         let mesh = Arc::clone(&self.mesh);
         let Some((client_id, client)) = mesh
             .index
@@ -154,6 +187,16 @@ impl Attributor {
         else {
             return excluded(Exclusion::HostTraffic);
         };
+        match &client.sidecar {
+            None => return excluded(Exclusion::JudgedAtServer),
+            Some(_) if record.uid == PROXY_UID => {}
+            Some(_) => {
+                return match record.nat {
+                    Some(to) if to.ip().is_loopback() => excluded(Exclusion::SidecarRedirect),
+                    _ => self.around_sidecar(flow, client_id, client, at_seconds),
+                };
+            }
+        }
         if mesh.is_service_vip(server) {
             return excluded(Exclusion::ServiceVip);
         }
@@ -221,10 +264,10 @@ impl Attributor {
                 expected_transport,
                 requests: requests.requests,
                 estimated: requests.estimated,
-                // A flow adopted mid-life was opened before the agent watched.
-                connections: u64::from(delta.first && !record.adopted),
+                connections: opens_connection(flow),
                 bytes: delta.bytes(),
                 at_seconds,
+                bypass: None,
             }),
             declared,
         }
@@ -295,6 +338,15 @@ impl Attributor {
             ),
         });
     }
+}
+
+/// 1 when this increment holds the connection's first client bytes: a
+/// connection counts once, when it first carries data (which is also when
+/// the kernel learns its owner and where it really went). A flow adopted
+/// mid-life was opened before the agent watched, and is not counted.
+fn opens_connection(flow: &ObservedFlow) -> u64 {
+    let total = flow.record.counters.client_bytes;
+    u64::from(!flow.record.adopted && total > 0 && flow.delta.counters.client_bytes == total)
 }
 
 enum Chosen<'a> {

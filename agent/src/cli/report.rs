@@ -110,6 +110,7 @@ pub fn render_table(report: &Report) -> String {
     splits(&mut out, &report.splits);
     transport(&mut out, report);
     unexpected(&mut out, report);
+    bypass(&mut out, report);
     findings(&mut out, report);
     health(&mut out, report);
     out.into_string()
@@ -214,6 +215,38 @@ fn unexpected(out: &mut TerminalText, report: &Report) {
             u.connections.to_string(),
             u.requests.to_string(),
             u.reason.clone(),
+        ]);
+    }
+    table.render(out);
+}
+
+fn bypass(out: &mut TerminalText, report: &Report) {
+    section(out, "BYPASSING THE MESH", report.bypass.len());
+    if report.bypass.is_empty() {
+        out.line(format_args!("  none"));
+        return;
+    }
+    let mut table = Table::new([
+        "SOURCE",
+        "HOST:PORT",
+        "SUBSET",
+        "WHY",
+        "TRANSPORT",
+        "CONNS",
+        "REQS",
+    ]);
+    for row in &report.bypass {
+        table.row([
+            row.source.to_string(),
+            format!("{}:{}", row.destination.host, row.destination.port),
+            row.destination
+                .subset
+                .clone()
+                .unwrap_or_else(|| "-".to_owned()),
+            format!("BYPASS: {}", format::bypass_reason(row.reason)),
+            row.transport.clone(),
+            row.connections.to_string(),
+            row.requests.to_string(),
         ]);
     }
     table.render(out);
@@ -385,6 +418,7 @@ mod tests {
                 mismatches: 0,
             }],
             unexpected: vec![],
+            bypass: vec![],
             findings: vec![],
             agent: AgentHealth {
                 version: "0.1.0".into(),
@@ -427,6 +461,38 @@ mod tests {
             lines[row + 2].contains("subset v2") && lines[row + 2].contains("-30.0 pp"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn bypass_lists_each_row_with_its_reason() {
+        let mut r = report();
+        r.bypass.push(crate::report::BypassRow {
+            source: workload("batch"),
+            destination: crate::report::BypassDestination {
+                host: "frontend.default.svc.cluster.local".into(),
+                port: 80,
+                subset: None,
+            },
+            reason: crate::observation::BypassReason::SidecarBypassed,
+            transport: "http".into(),
+            connections: 1,
+            requests: 37,
+        });
+        let text = render_table(&r);
+        assert!(text.contains("BYPASSING THE MESH (1)"), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.contains("default/batch"))
+            .expect("bypass row");
+        for cell in [
+            "frontend.default.svc.cluster.local:80",
+            "BYPASS: around its sidecar",
+            "http",
+            "37",
+        ] {
+            assert!(row.contains(cell), "{row}");
+        }
+        assert!(render_table(&report()).contains("BYPASSING THE MESH (0)\n  none"));
     }
 
     #[test]

@@ -7,8 +7,10 @@ use foldhash::{HashMap, HashMapExt};
 
 use tracing::{debug, info, warn};
 
-use crate::observation::{DeclaredSplit, Destination, Observation, SplitKey};
-use crate::report::{SplitVerdict, TransportVerdict, UnexpectedDestination};
+use crate::observation::{BypassReason, DeclaredSplit, Destination, Observation, SplitKey};
+use crate::report::{
+    BypassDestination, BypassRow, SplitVerdict, TransportVerdict, UnexpectedDestination,
+};
 use crate::wire::Transport;
 
 use super::split::{self, Phase, SplitCounts};
@@ -25,6 +27,8 @@ pub struct DriftSnapshot {
     pub transport: Vec<TransportVerdict>,
     /// By source workload, host, port, destination and reason.
     pub unexpected: Vec<UnexpectedDestination>,
+    /// By source workload, host, port, subset, reason and transport.
+    pub bypass: Vec<BypassRow>,
     /// Window totals by source workload, host, port, destination and transport:
     /// requests, connections and bytes (the secondary, byte-weighted view).
     pub tallies: Vec<Tally>,
@@ -68,6 +72,8 @@ pub struct DriftEngine {
     bucket_seconds: f64,
     window_seconds: f64,
     keys: HashMap<SplitKey, KeyState>,
+    /// Traffic around the proxies: its own windows, so no split counts it.
+    bypass: HashMap<(SplitKey, BypassReason), KeyWindow>,
     /// First bucket index still kept; older observations are dropped on arrival.
     first_kept: i64,
     late_dropped: u64,
@@ -82,6 +88,7 @@ impl DriftEngine {
             window_seconds: config.window.as_secs_f64(),
             config,
             keys: HashMap::new(),
+            bypass: HashMap::new(),
             first_kept: i64::MIN,
             late_dropped: 0,
         })
@@ -179,6 +186,13 @@ impl DriftEngine {
             transport: observation.transport,
             expected: observation.expected_transport,
         };
+        if let Some(reason) = observation.bypass {
+            self.bypass
+                .entry((observation.key.clone(), reason))
+                .or_default()
+                .add(index, cell, Counts::of(observation));
+            return;
+        }
         // Look up before inserting: the key is cloned only the first time.
         let state = match self.keys.get_mut(&observation.key) {
             Some(state) => state,
@@ -203,6 +217,10 @@ impl DriftEngine {
                 .as_ref()
                 .is_some_and(|d| d.last_declared >= oldest_declaration);
             !state.window.is_empty() || declared_recently
+        });
+        self.bypass.retain(|_, window| {
+            window.expire(first_kept);
+            !window.is_empty()
         });
     }
 
@@ -263,6 +281,54 @@ impl DriftEngine {
             }
         }
 
+        for ((key, reason), window) in &self.bypass {
+            let totals = window.totals_from(first);
+            transport_groups.add(key, &totals);
+            let mut rows: BTreeMap<(Option<String>, &'static str), Counts> = BTreeMap::new();
+            for (cell, counts) in &totals {
+                let subset = match &cell.target {
+                    Target::Subset(subset) => subset.clone(),
+                    Target::Unexpected { .. } => None,
+                };
+                rows.entry((subset, cell.transport.as_str()))
+                    .or_default()
+                    .add(*counts);
+            }
+            snapshot
+                .bypass
+                .extend(rows.into_iter().filter(|(_, c)| !c.is_zero()).map(
+                    |((subset, transport), c)| BypassRow {
+                        source: key.source.clone(),
+                        destination: BypassDestination {
+                            host: key.host.clone(),
+                            port: key.port,
+                            subset,
+                        },
+                        reason: *reason,
+                        transport: transport.to_owned(),
+                        connections: c.connections,
+                        requests: c.requests,
+                    },
+                ));
+        }
+        snapshot.bypass.sort_by(|a, b| {
+            (
+                &a.source,
+                &a.destination.host,
+                a.destination.port,
+                &a.destination.subset,
+                a.reason,
+                &a.transport,
+            )
+                .cmp(&(
+                    &b.source,
+                    &b.destination.host,
+                    b.destination.port,
+                    &b.destination.subset,
+                    b.reason,
+                    &b.transport,
+                ))
+        });
         snapshot.transport = transport_groups.into_verdicts();
         snapshot.unexpected = unexpected
             .into_iter()

@@ -50,6 +50,7 @@ fn requests(destination: Destination, requests: u64, at: f64) -> Observation {
         connections: 1,
         bytes: requests * 1_000,
         at_seconds: at,
+        bypass: None,
     }
 }
 

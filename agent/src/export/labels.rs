@@ -17,6 +17,18 @@ pub(super) struct TrafficLabels {
     pub transport: &'static str,
 }
 
+/// Traffic into the mesh around its proxies.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct BypassLabels {
+    pub source_namespace: String,
+    pub source_workload: String,
+    pub destination_host: String,
+    pub destination_port: u16,
+    /// Empty when no subset's labels match the pod, or the pod is unknown.
+    pub destination_subset: String,
+    pub reason: &'static str,
+}
+
 /// One split under test: a source workload, host and Service port.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct SplitLabels {

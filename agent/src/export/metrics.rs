@@ -15,8 +15,8 @@ use prometheus_client::registry::Registry;
 use super::cumulative::CumulativeCounters;
 use super::gauges::{FloatGauge, ReplacedGauges};
 use super::labels::{
-    FindingLabels, KindLabels, SplitLabels, SubsetLabels, TrafficLabels, TransportLabels,
-    VersionLabels,
+    BypassLabels, FindingLabels, KindLabels, SplitLabels, SubsetLabels, TrafficLabels,
+    TransportLabels, VersionLabels,
 };
 use crate::observation::{Destination, Observation, TransportOutcome, judge_transport};
 use crate::report::Report;
@@ -35,6 +35,7 @@ pub struct Metrics {
     connections: Family<TrafficLabels, Counter>,
     bytes: Family<TrafficLabels, Counter>,
     unexpected: Family<SplitLabels, Counter>,
+    bypass: Family<BypassLabels, Counter>,
     tls_violations: Family<TransportLabels, Counter>,
     tls_mismatches: Family<TransportLabels, Counter>,
     declared: ReplacedGauges<SubsetLabels>,
@@ -78,6 +79,7 @@ impl Metrics {
             connections: Family::default(),
             bytes: Family::default(),
             unexpected: Family::default(),
+            bypass: Family::default(),
             tls_violations: Family::default(),
             tls_mismatches: Family::default(),
             declared: ReplacedGauges::new(),
@@ -136,6 +138,14 @@ impl Metrics {
             "Connections from a source workload to a pod that its declared routes for the host \
              and port do not send it to (see GET /report for the pods)",
             self.unexpected.clone(),
+        );
+        r.register(
+            "meshdrift_bypass",
+            "Connections into the mesh that no proxy carried, by source workload, destination \
+             host, port and subset, and reason: no_sidecar (the client has none; kube-proxy \
+             chose the pod), sidecar_bypassed (the client's sidecar was left out), host_network \
+             (a hostNetwork client). Counted on the node of the pod judged (see the README)",
+            self.bypass.clone(),
         );
         r.register(
             "meshdrift_tls_violations",
@@ -230,6 +240,20 @@ impl Metrics {
             Destination::Unexpected { .. } => None,
         };
         self.count_traffic(observation, subset);
+
+        if let Some(reason) = observation.bypass {
+            let key = &observation.key;
+            self.bypass
+                .get_or_create(&BypassLabels {
+                    source_namespace: key.source.namespace.clone(),
+                    source_workload: key.source.name.clone(),
+                    destination_host: key.host.clone(),
+                    destination_port: key.port,
+                    destination_subset: subset.unwrap_or_default().to_owned(),
+                    reason: reason.as_str(),
+                })
+                .inc_by(observation.connections);
+        }
 
         if matches!(observation.destination, Destination::Unexpected { .. }) {
             let key = &observation.key;

@@ -54,6 +54,11 @@ pub struct FlowRecord {
     /// Open before the programs were attached: counted from its first packet
     /// after, its role inferred from the ports.
     pub adopted: bool,
+    /// Where the client's packets really went, when a nat rule in the
+    /// client socket's own namespace rewrote their destination (a sidecar's
+    /// redirect to its proxy; kube-proxy's DNAT for a socket in the node's
+    /// namespace). Known from the first client data packet.
+    pub nat: Option<SocketAddr>,
 }
 
 impl FlowRecord {
@@ -86,6 +91,8 @@ impl FlowRecord {
                 client_records: (framed && !records_lost).then_some(state.client_records),
             },
             adopted: state.flags & flow_flags::ADOPTED != 0,
+            nat: (state.flags & flow_flags::NATTED != 0)
+                .then(|| socket_addr(state.addrs.family, state.nat_addr, state.nat_port)),
         })
     }
 
@@ -204,18 +211,20 @@ fn decode_role(value: u8) -> Result<Role, DecodeError> {
 }
 
 fn socket_addrs(addrs: &FlowAddrs) -> (SocketAddr, SocketAddr) {
-    let ip = |words: &[u32; 4]| -> IpAddr {
-        let bytes = addr_bytes(*words);
-        if addrs.family == 6 {
-            IpAddr::V6(Ipv6Addr::from(bytes))
-        } else {
-            IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
-        }
-    };
     (
-        SocketAddr::new(ip(&addrs.local_addr), addrs.local_port),
-        SocketAddr::new(ip(&addrs.remote_addr), addrs.remote_port),
+        socket_addr(addrs.family, addrs.local_addr, addrs.local_port),
+        socket_addr(addrs.family, addrs.remote_addr, addrs.remote_port),
     )
+}
+
+fn socket_addr(family: u8, words: [u32; 4], port: u16) -> SocketAddr {
+    let bytes = addr_bytes(words);
+    let ip = if family == 6 {
+        IpAddr::V6(Ipv6Addr::from(bytes))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    };
+    SocketAddr::new(ip, port)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Number and duration formatting shared by the report page and `meshdrift report`, so
 //! both show the same figures the same way.
 
-use crate::observation::Unit;
+use crate::observation::{BypassReason, Unit};
 
 /// A share in 0..1 as a percentage with one decimal (`80.0%`).
 pub fn percent(share: f64) -> String {
@@ -52,6 +52,15 @@ pub fn split_unit(unit: Unit, estimated: bool) -> String {
 }
 
 /// The plural noun for a route's unit (`requests`, `connections`).
+/// A bypass reason in words.
+pub fn bypass_reason(reason: BypassReason) -> &'static str {
+    match reason {
+        BypassReason::NoSidecar => "no sidecar",
+        BypassReason::SidecarBypassed => "around its sidecar",
+        BypassReason::HostNetwork => "host network",
+    }
+}
+
 pub fn unit(unit: Unit) -> &'static str {
     match unit {
         Unit::Request => "requests",

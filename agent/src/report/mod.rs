@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub mod format;
 
 pub use crate::findings::Finding;
-use crate::observation::{ExpectedTransport, Unit, Workload};
+use crate::observation::{BypassReason, ExpectedTransport, Unit, Workload};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -19,6 +19,9 @@ pub struct Report {
     pub splits: Vec<SplitVerdict>,
     pub transport: Vec<TransportVerdict>,
     pub unexpected: Vec<UnexpectedDestination>,
+    /// Traffic into the mesh that no proxy carried.
+    #[serde(default)]
+    pub bypass: Vec<BypassRow>,
     pub findings: Vec<Finding>,
     pub agent: AgentHealth,
 }
@@ -86,6 +89,29 @@ pub struct UnexpectedDestination {
     pub reason: String,
     pub connections: u64,
     pub requests: u64,
+}
+
+/// Traffic of one source workload into the mesh around its proxies, to one
+/// host, port and subset, for one reason and transport, over the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BypassRow {
+    pub source: Workload,
+    pub destination: BypassDestination,
+    pub reason: BypassReason,
+    /// What the client's first bytes were.
+    pub transport: String,
+    pub connections: u64,
+    pub requests: u64,
+}
+
+/// Where bypassing traffic went: the host and Service port, and the subset
+/// of the pod it reached (`None` when no subset's labels match it, or when
+/// kube-proxy chose the pod on another node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BypassDestination {
+    pub host: String,
+    pub port: u16,
+    pub subset: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -73,13 +73,17 @@ impl Agent {
                 self.engine.observe(&observation);
                 self.metrics.record(&observation);
             }
+            Attribution::Bypass { observation } => {
+                self.engine.observe(&observation);
+                self.metrics.record(&observation);
+            }
             Attribution::Excluded {
                 reason,
                 first: true,
             } => {
                 *self.excluded.entry(reason.as_str().to_owned()).or_default() += 1;
             }
-            Attribution::Excluded { .. } | Attribution::ServerSide => {}
+            Attribution::Excluded { .. } | Attribution::ServerSide | Attribution::Pending => {}
         }
     }
 
@@ -105,6 +109,7 @@ impl Agent {
             splits: snapshot.splits,
             transport: snapshot.transport,
             unexpected: snapshot.unexpected,
+            bypass: snapshot.bypass,
             findings,
             agent: AgentHealth {
                 version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -103,6 +103,24 @@ pub fn classify_mid_stream(client_bytes: &[u8]) -> Classification {
     Classification::plain(transport)
 }
 
+/// Plaintext or not, without reading a ClientHello: what a server socket's
+/// first bytes need to say for the agent (a plaintext connection into a
+/// sidecar that expects mTLS). TLS shows as [`Transport::Encrypted`]: its
+/// handshake is not parsed, so whether it is Istio's stays open.
+pub fn classify_transport_only(first_client_bytes: &[u8]) -> Classification {
+    if first_client_bytes.is_empty() {
+        Classification::plain(Transport::None)
+    } else if tls::starts_with_record_header(first_client_bytes) {
+        Classification::plain(Transport::Encrypted)
+    } else if http::is_h2c_preface(first_client_bytes) {
+        Classification::plain(Transport::Http2)
+    } else if http::is_http1_request(first_client_bytes) {
+        Classification::plain(Transport::Http)
+    } else {
+        Classification::plain(Transport::Other)
+    }
+}
+
 /// Whether an ALPN protocol is one only Istio proxies offer.
 pub fn is_istio_alpn(protocol: &str) -> bool {
     ISTIO_ALPN_PROTOCOLS.contains(&protocol)

@@ -57,6 +57,7 @@ fn observation(subset: usize, requests: u64, at: f64) -> Observation {
         connections: 1,
         bytes: requests * 512,
         at_seconds: at,
+        bypass: None,
     }
 }
 

@@ -16,7 +16,7 @@ use std::{
 use meshdrift_e2e::privileged;
 use meshdrift_lab::{
     Wrk, meshdrift_bin,
-    scenario::{Frontend, FrontendConfig, HOST, MTLS_PORT},
+    scenario::{Frontend, FrontendConfig, HOST},
 };
 use serde_json::Value;
 
@@ -32,9 +32,6 @@ fn frontend(agent_at_start: bool) -> Frontend {
     Frontend::start(FrontendConfig {
         declared_weights: Some(WEIGHTS),
         agent_at_start,
-        // Flows opened before the agent carry no SNI it saw: they are
-        // attributed by endpoint, so the Service targets the port HAProxy dials.
-        service_target_port: MTLS_PORT,
         ..FrontendConfig::new(
             workspace.join("deploy/examples/frontend"),
             meshdrift_bin(),
@@ -44,10 +41,10 @@ fn frontend(agent_at_start: bool) -> Frontend {
     .expect("starting the frontend scenario")
 }
 
-/// wrk through the client's proxy for `seconds`, keep-alive.
+/// wrk from the client's application to the Service (its sidecar takes the
+/// connections) for `seconds`, keep-alive.
 fn load(frontend: &Frontend, seconds: u64) -> Wrk {
-    let proxy = frontend.proxy().expect("the client's proxy");
-    Wrk::new(&proxy.url(false))
+    Wrk::new(&frontend.service_url())
         .threads(2)
         .connections(CONNECTIONS)
         .duration(Duration::from_secs(seconds))

@@ -79,8 +79,7 @@ fn an_estimated_split_is_marked_and_its_bias_is_not_drift() {
         ..FrontendConfig::new(example(), meshdrift_bin(), (50, 50))
     })
     .expect("starting the frontend scenario");
-    let proxy = frontend.proxy().expect("the client's proxy");
-    let run = H2load::new(&proxy.url(false))
+    let run = H2load::new(&frontend.service_url())
         .requests(REQUESTS)
         .clients(16)
         .streams(32)

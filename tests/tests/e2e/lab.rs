@@ -246,14 +246,20 @@ fn processes_run_in_the_pod_netns_and_cgroup() {
     let p = pod(&lab, "probe");
     assert!(lab.add_pod("probe").is_err(), "duplicate pod name");
     assert!(lab.add_pod("Not A Name").is_err(), "invalid pod name");
-    let fixed = lab.add_pod_at("fixed", 200).expect("explicit host number");
-    assert_eq!(fixed.ipv4().octets()[3], 200);
+    let fixed = lab.add_pod_at("fixed", 199).expect("explicit host number");
+    assert_eq!(fixed.ipv4().octets()[3], 199);
     assert_eq!(
         fixed.ipv6().segments()[7],
-        0x200,
-        "fd00:213:<id>::200 mirrors .200"
+        0x199,
+        "fd00:213:<id>::199 mirrors .199"
     );
-    assert!(lab.add_pod_at("clash", 200).is_err(), "host number taken");
+    assert!(lab.add_pod_at("clash", 199).is_err(), "host number taken");
+    assert!(
+        lab.add_pod_at("svc", 200).is_err(),
+        "cluster IPs are not pods'"
+    );
+    assert!(lab.add_pod_at("gw", 1).is_err(), ".1 is the node's");
+    assert!(lab.add_pod("node").is_err(), "the node's namespace name");
     assert_eq!(lab.pods().len(), 2);
     assert!(p.cgroup_path().starts_with(lab.cgroup_path()));
     let ino = std::fs::metadata(p.cgroup_path())
@@ -277,8 +283,14 @@ fn processes_run_in_the_pod_netns_and_cgroup() {
         .exec(&["ip", "-o", "addr", "show", "dev", "eth0"])
         .expect("ip runs")
         .stdout;
-    assert!(addrs.contains(&format!("{}/24", p.ipv4())), "{addrs}");
-    assert!(addrs.contains(&format!("{}/64", p.ipv6())), "{addrs}");
+    // Routed like Calico: the address alone, everything through the node.
+    assert!(addrs.contains(&format!("{}/32", p.ipv4())), "{addrs}");
+    assert!(addrs.contains(&format!("{}/128", p.ipv6())), "{addrs}");
+    let routes = p
+        .exec(&["ip", "route", "show", "default"])
+        .expect("ip runs")
+        .stdout;
+    assert!(routes.contains("via 169.254.1.1 dev eth0"), "{routes}");
     assert!(
         !addrs.contains("tentative"),
         "IPv6 must be usable at once: {addrs}"
@@ -463,10 +475,11 @@ impl Remains {
 fn teardown_leaves_nothing_behind() {
     let lab = lab("teardown");
     let bridge = lab.bridge().to_owned();
+    let node = lab.node_netns();
     let cgroup = lab.cgroup_path().to_owned();
     let dir = lab.dir().to_owned();
     let p = pod(&lab, "server");
-    let (netns, veth) = (p.netns().to_owned(), p.host_veth().to_owned());
+    let netns = p.netns().to_owned();
     let mut nginx = Nginx::builder("gone").http(8080).start(&p).expect("nginx");
     let pid = nginx.process().pid();
     // A process the lab handle does not track: teardown must still kill it.
@@ -480,7 +493,7 @@ fn teardown_leaves_nothing_behind() {
     let sleeper: u32 = orphan.stdout().trim().parse().expect("sleep pid");
     std::mem::forget(orphan);
 
-    let remains = Remains::record(&[&bridge, &veth], &cgroup, &[&netns], Some(&dir));
+    let remains = Remains::record(&[&bridge], &cgroup, &[&netns, &node], Some(&dir));
     lab.teardown().expect("teardown succeeds");
     remains.assert_gone();
     for pid in [pid, sleeper] {

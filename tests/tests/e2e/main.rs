@@ -8,6 +8,7 @@
 // A panic is a test's failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bypass;
 mod counting;
 mod drift;
 mod http2;

@@ -174,6 +174,9 @@ fn rules_only_use_metrics_the_agent_exports() {
         reason: "test".into(),
     };
     metrics.record(&stray);
+    let mut around = observation("legacy", Some("v2"), meshdrift::wire::Transport::Http);
+    around.bypass = Some(meshdrift::observation::BypassReason::NoSidecar);
+    metrics.record(&around);
     metrics.update(&drift_report());
     let exposition = metrics.encode_prometheus_text();
     let exported: BTreeSet<&str> = exposition

@@ -14,7 +14,7 @@ use crate::findings::Severity;
 use crate::observation::{TransportOutcome, judge_transport};
 use crate::report::format;
 use crate::report::{
-    AgentHealth, Finding, Report, SplitVerdict, TransportVerdict, UnexpectedDestination,
+    AgentHealth, BypassRow, Finding, Report, SplitVerdict, TransportVerdict, UnexpectedDestination,
 };
 use crate::wire::Transport;
 
@@ -36,6 +36,7 @@ pub fn render(report: &Report) -> String {
     splits(&mut out, &report.splits);
     transport(&mut out, &report.transport);
     unexpected(&mut out, &report.unexpected);
+    bypass(&mut out, &report.bypass);
     findings(&mut out, &report.findings);
     health(&mut out, &report.agent);
     out.push_str("</main>");
@@ -96,6 +97,13 @@ fn header(out: &mut String, report: &Report) {
         0,
         "unexpected destinations",
         !report.unexpected.is_empty(),
+    );
+    tile(
+        out,
+        report.bypass.len(),
+        0,
+        "bypassing the mesh",
+        !report.bypass.is_empty(),
     );
     tile(
         out,
@@ -303,6 +311,44 @@ fn unexpected(out: &mut String, destinations: &[UnexpectedDestination]) {
             Esc(&d.reason),
             d.connections,
             d.requests,
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
+fn bypass(out: &mut String, rows: &[BypassRow]) {
+    let _ = write!(
+        out,
+        "<h2>Bypassing the mesh <span class=\"count\">({})</span></h2>",
+        rows.len()
+    );
+    if rows.is_empty() {
+        out.push_str(
+            "<p class=\"empty\">Every connection into the mesh passed through a sidecar.</p>",
+        );
+        return;
+    }
+    out.push_str(
+        "<p class=\"note\">Connections no proxy carried, so no proxy reports them: the \
+         destination's pod (and subset) is the one kube-proxy or the client picked, never the \
+         VirtualService's split.</p>\
+         <table><thead><tr><th>source</th><th>host:port</th><th>subset</th><th>why</th>\
+         <th>transport</th><th class=\"num\">connections</th><th class=\"num\">requests</th></tr></thead><tbody>",
+    );
+    for row in rows {
+        let _ = write!(
+            out,
+            "<tr class=\"row-violation\"><td>{}</td><td>{}:{}</td><td>{}</td>\
+             <td><span class=\"badge bad\">BYPASS</span> {}</td><td><code>{}</code></td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            Esc(&row.source.to_string()),
+            Esc(&row.destination.host),
+            row.destination.port,
+            Esc(row.destination.subset.as_deref().unwrap_or("—")),
+            format::bypass_reason(row.reason),
+            Esc(&row.transport),
+            row.connections,
+            row.requests,
         );
     }
     out.push_str("</tbody></table>");

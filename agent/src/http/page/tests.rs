@@ -57,6 +57,7 @@ fn report() -> Report {
             mismatches: 0,
         }],
         unexpected: vec![],
+        bypass: vec![],
         findings: vec![],
         agent: AgentHealth::default(),
     }
@@ -146,5 +147,34 @@ fn empty_report_explains_each_empty_section() {
     assert!(html.contains("No split observed in this window yet."));
     assert!(html.contains("No connection with a known expectation in this window."));
     assert!(html.contains("Every observed flow reached a destination its routes declare."));
+    assert!(html.contains("Every connection into the mesh passed through a sidecar."));
     assert!(html.contains("No finding on the mesh configuration."));
+}
+
+#[test]
+fn bypass_rows_show_source_destination_reason_and_counts() {
+    let mut r = report();
+    r.bypass.push(crate::report::BypassRow {
+        source: workload("legacy"),
+        destination: crate::report::BypassDestination {
+            host: "frontend.default.svc.cluster.local".into(),
+            port: 80,
+            subset: Some("v2".into()),
+        },
+        reason: crate::observation::BypassReason::NoSidecar,
+        transport: "http".into(),
+        connections: 12,
+        requests: 30,
+    });
+    let html = render(&r);
+    assert!(html.contains("1</span>bypassing the mesh"), "summary tile");
+    for expected in [
+        "default/legacy",
+        "frontend.default.svc.cluster.local:80",
+        "<td>v2</td>",
+        "BYPASS</span> no sidecar",
+        "<td class=\"num\">12</td><td class=\"num\">30</td>",
+    ] {
+        assert!(html.contains(expected), "missing {expected:?}");
+    }
 }
