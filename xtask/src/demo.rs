@@ -1,11 +1,13 @@
 //! `cargo xtask demo`: the frontend example in the lab, judged by `meshdrift run`
 //! with a real Prometheus evaluating the shipped alert rules.
 //!
-//! By default the client's proxy runs a stale 80/20 configuration against the
-//! declared 50/50, and a pod without a sidecar sends plaintext straight to v2:
-//! meshdrift must flag the drift and the mTLS violation and the alerts must fire.
-//! `--healthy` runs the proxy at the declared weights with mTLS only: nothing
-//! may be flagged.
+//! The lab is wired like a mesh: sidecars intercept with Istio's nat rules,
+//! applications dial the Service's cluster IP, kube-proxy's rules DNAT it.
+//! By default the client's sidecar runs a stale 80/20 configuration against
+//! the declared 50/50, and `legacy`, a pod without a sidecar, sends plaintext
+//! to the cluster IP: meshdrift must flag the drift, the bypass and the mTLS
+//! violation, and the alerts must fire. `--healthy` runs the sidecar at the
+//! declared weights with everything meshed: nothing may be flagged.
 
 use std::{
     io::{IsTerminal as _, Write as _},
@@ -29,6 +31,7 @@ const RULES: &str = "deploy/prometheus/rules.yaml";
 const DEMO_FOR: &str = "5s";
 const DRIFT_ALERT: &str = "MeshdriftSplitDrift";
 const VIOLATION_ALERT: &str = "MeshdriftMtlsViolation";
+const BYPASS_ALERT: &str = "MeshdriftSidecarBypass";
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -50,13 +53,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     meshdrift_lab::install_signal_cleanup().context("installing the Ctrl-C cleanup")?;
 
     let scenario = if args.healthy {
-        "healthy: the proxy follows the declared 50/50 over mTLS"
+        "healthy: the client's sidecar follows the declared 50/50 over mTLS, everything meshed"
     } else {
-        "drift: the proxy runs a stale 80/20 against the declared 50/50, and a pod without sidecar sends plaintext to v2"
+        "drift: the client's sidecar runs a stale 80/20 against the declared 50/50, and a pod without a sidecar sends plaintext to the Service"
     };
     step(&format!("scenario — {scenario}"));
     step(
-        "building the lab (pods client, frontend-v1, frontend-v2, legacy) and starting `meshdrift run`",
+        "building the lab (pods client, frontend-v1, frontend-v2 with sidecars, legacy without; \
+         kube-proxy rules for the Service) and starting `meshdrift run`",
     );
     let frontend = Frontend::start(FrontendConfig {
         legacy_plaintext: !args.healthy,
@@ -77,7 +81,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     )?;
 
     step(&format!(
-        "sending {} requests through the client's proxy",
+        "sending {} requests from the client to the Service's cluster IP (its sidecar takes them)",
         args.requests
     ));
     frontend.send(args.requests, |sent, total| {
@@ -101,7 +105,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         });
         tested
             && (healthy
-                || (any(report, "splits", "drift") && any(report, "transport", "violation")))
+                || (any(report, "splits", "drift")
+                    && any(report, "transport", "violation")
+                    && report["bypass"]
+                        .as_array()
+                        .is_some_and(|rows| !rows.is_empty())))
     })?;
     if !settled {
         eprintln!("[demo] warning: the verdicts did not settle within 30 s; showing what there is");
@@ -132,11 +140,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             }
             outcome = Err(anyhow::anyhow!("the healthy scenario fired alerts"));
         }
-        if any(&report, "splits", "drift") || any(&report, "transport", "violation") {
+        let bypassed = report["bypass"]
+            .as_array()
+            .is_some_and(|rows| !rows.is_empty());
+        if any(&report, "splits", "drift") || any(&report, "transport", "violation") || bypassed {
             outcome = Err(anyhow::anyhow!("the healthy scenario was flagged"));
         }
     } else {
-        for name in [DRIFT_ALERT, VIOLATION_ALERT] {
+        for name in [DRIFT_ALERT, VIOLATION_ALERT, BYPASS_ALERT] {
             match prometheus.wait_for_firing(name, Duration::from_secs(60))? {
                 Some(alert) => println!(
                     "  FIRING {name}: {}",

@@ -2,34 +2,31 @@
 //! whatever labs left behind.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use meshdrift_lab::{Haproxy, Lab, Nginx, Pod, ProxyMode, Upstream, UpstreamTls};
+use meshdrift_lab::{
+    Haproxy, ProxyMode,
+    scenario::{Frontend, FrontendConfig, PLAIN_PORT},
+};
 
-const HOST: &str = "frontend.default.svc.cluster.local";
-const SERVICE_PORT: u16 = 80;
-const HTTP_PORT: u16 = 8080;
-const MTLS_PORT: u16 = 8443;
-const PROXY_PORT: u16 = 15001;
+use crate::cmd;
+
+const EXAMPLE: &str = "deploy/examples/frontend";
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCommand {
-    /// Build the frontend example (a `client` pod whose HAProxy splits
-    /// requests between `frontend-v1` and `frontend-v2` over Istio-style
-    /// mTLS), print how to reach it, and keep it until Ctrl-C.
+    /// Build the frontend example as the demo runs it (sidecars with Istio's
+    /// interception rules, kube-proxy's rules for the Service, a `legacy` pod
+    /// without a sidecar), print how to reach it, and keep it until Ctrl-C.
+    /// The agent is not started: run it by hand against the printed manifests.
     Up {
-        /// Weight of subset v1 in the client's proxy.
+        /// Weight of subset v1 in the client's sidecar.
         #[arg(long, default_value_t = 50)]
         v1_weight: u32,
-        /// Weight of subset v2 in the client's proxy.
+        /// Weight of subset v2 in the client's sidecar.
         #[arg(long, default_value_t = 50)]
         v2_weight: u32,
-        /// Balance per connection (tcp) instead of per request (http).
-        #[arg(long)]
-        tcp: bool,
     },
     /// Remove what earlier labs left behind (namespaces, veths, bridges,
     /// cgroups, work directories) once their owner process is gone.
@@ -45,48 +42,31 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
         LabCommand::Up {
             v1_weight,
             v2_weight,
-            tcp,
-        } => up(v1_weight, v2_weight, tcp),
+        } => up(v1_weight, v2_weight),
         LabCommand::Down { force } => down(force),
     }
 }
 
-fn up(v1_weight: u32, v2_weight: u32, tcp: bool) -> anyhow::Result<()> {
+fn up(v1_weight: u32, v2_weight: u32) -> anyhow::Result<()> {
     // Until the lab is up, Ctrl-C tears down whatever exists and exits.
     meshdrift_lab::install_signal_cleanup().context("installing the Ctrl-C hook")?;
-    let lab = Lab::new("xtask-lab-up").context("creating the lab (needs root)")?;
-    let client = lab.add_pod("client")?;
-    let v1 = lab.add_pod("frontend-v1")?;
-    let v2 = lab.add_pod("frontend-v2")?;
-    let nginx_v1 = start_frontend(&v1, "v1")?;
-    let nginx_v2 = start_frontend(&v2, "v2")?;
-    let mode = if tcp { ProxyMode::Tcp } else { ProxyMode::Http };
-    let upstream = |pod: &Pod, subset: &str, weight: u32| {
-        let tls = if tcp {
-            UpstreamTls::istio_tcp(SERVICE_PORT, subset, HOST, "client")
-        } else {
-            UpstreamTls::istio_http(SERVICE_PORT, subset, HOST, "client")
-        };
-        Upstream::new(subset, SocketAddr::new(pod.ip(false), MTLS_PORT), weight).tls(tls)
-    };
-    let proxy = Haproxy::builder(PROXY_PORT, mode)
-        .server(upstream(&v1, "v1", v1_weight))
-        .server(upstream(&v2, "v2", v2_weight))
-        .start(&client)
-        .context("starting HAProxy in the client pod")?;
-    let manifests = lab.dir().join("manifests");
-    write_manifests(
-        &manifests,
-        &[(&client, None), (&v1, Some("v1")), (&v2, Some("v2"))],
-        v1_weight,
-        v2_weight,
-    )?;
-
-    print_summary(&lab, &[&client, &v1, &v2], &proxy, &manifests)?;
-    let signal = wait_printing_stats(&proxy)?;
+    let binary = cmd::build_meshdrift()?;
+    let frontend = Frontend::start(FrontendConfig {
+        agent_at_start: false,
+        ..FrontendConfig::new(
+            cmd::workspace_root().join(EXAMPLE),
+            binary.clone(),
+            (v1_weight, v2_weight),
+        )
+    })
+    .context("building the frontend lab (needs root)")?;
+    let proxy = frontend
+        .proxy()
+        .context("the client's sidecar is not running")?;
+    print_summary(&frontend, proxy, &binary.display().to_string())?;
+    let signal = wait_printing_stats(proxy)?;
     println!("\nsignal {signal}: tearing the lab down");
-    drop((proxy, nginx_v1, nginx_v2));
-    lab.teardown().context("tearing the lab down")?;
+    drop(frontend);
     println!("lab removed");
     Ok(())
 }
@@ -117,37 +97,23 @@ fn wait_printing_stats(proxy: &Haproxy) -> anyhow::Result<i32> {
             .collect::<Vec<_>>()
             .join(", ");
         if line != last {
-            println!("haproxy: {line}");
+            println!("client's sidecar: {line}");
             last = line;
         }
     }
 }
 
-fn start_frontend(pod: &Pod, subset: &str) -> anyhow::Result<Nginx> {
-    Nginx::builder(&format!("frontend-{subset}"))
-        .http(HTTP_PORT)
-        .tls(MTLS_PORT)
-        .verify_client(true)
-        .dns_name(HOST)
-        .access_log(true)
-        .start(pod)
-        .with_context(|| format!("starting nginx in {}", pod.name()))
-}
-
-fn print_summary(
-    lab: &Lab,
-    pods: &[&Pod],
-    proxy: &Haproxy,
-    manifests: &Path,
-) -> anyhow::Result<()> {
+fn print_summary(frontend: &Frontend, proxy: &Haproxy, binary: &str) -> anyhow::Result<()> {
+    let lab = &frontend.lab;
     let mut out = String::new();
     writeln!(
         out,
-        "lab {} is up: bridge {}, {} and {}",
+        "lab {} is up: {} and {}, routed through node namespace {}; frontend's cluster IP {}",
         lab.id(),
-        lab.bridge(),
         lab.ipv4_subnet(),
-        lab.ipv6_subnet()
+        lab.ipv6_subnet(),
+        lab.node_netns(),
+        frontend.cluster_ip
     )?;
     writeln!(
         out,
@@ -159,14 +125,22 @@ fn print_summary(
         "{:<13} {:<20} {:<15} {:<20} {:>10}  runs",
         "pod", "netns", "ipv4", "ipv6", "cgroup id"
     )?;
-    for pod in pods {
-        let runs = if pod.name() == "client" {
-            format!(
-                "haproxy :{PROXY_PORT} -> v1/v2 :{MTLS_PORT} (mTLS, SNI outbound_.{SERVICE_PORT}_.<subset>_.{HOST})"
-            )
-        } else {
-            format!("nginx :{HTTP_PORT} plaintext, :{MTLS_PORT} mTLS (client cert required)")
-        };
+    let pods = [
+        (
+            &frontend.client,
+            "sidecar: HAProxy :15001 out (uid 1337) -> v1/v2 :8080, Istio mTLS",
+        ),
+        (
+            &frontend.v1,
+            "sidecar: nginx :15006 in (uid 1337); app nginx :8080",
+        ),
+        (
+            &frontend.v2,
+            "sidecar: nginx :15006 in (uid 1337); app nginx :8080",
+        ),
+        (&frontend.legacy, "no sidecar"),
+    ];
+    for (pod, runs) in pods {
         writeln!(
             out,
             "{:<13} {:<20} {:<15} {:<20} {:>10}  {runs}",
@@ -177,85 +151,47 @@ fn print_summary(
             pod.cgroup_id()
         )?;
     }
-    let ca = lab.ca()?;
-    let client_id = lab.client_identity("client")?;
-    let (c, v1) = (pods[0], pods[1]);
+    let (client, legacy, v1) = (&frontend.client, &frontend.legacy, &frontend.v1);
     writeln!(out, "\ntry:")?;
     writeln!(
         out,
-        "  ip netns exec {} curl -s {}            # through the proxy",
-        c.netns(),
-        proxy.url(false)
+        "  ip netns exec {} curl -s {}     # through the client's sidecar",
+        client.netns(),
+        frontend.service_url()
     )?;
     writeln!(
         out,
-        "  ip netns exec {} curl -sg {}     # plaintext, IPv6",
-        c.netns(),
-        v1.url("http", true, HTTP_PORT)
+        "  ip netns exec {} curl -s {}     # no sidecar: kube-proxy picks v1 or v2",
+        legacy.netns(),
+        frontend.service_url()
     )?;
     writeln!(
         out,
-        "  ip netns exec {} curl -s --cacert {} --cert {} --key {} {}",
-        c.netns(),
-        ca.cert.display(),
-        client_id.cert.display(),
-        client_id.key.display(),
-        v1.url("https", false, MTLS_PORT)
+        "  ip netns exec {} curl -s {}     # straight to a pod (its sidecar takes it in)",
+        legacy.netns(),
+        v1.url("http", false, PLAIN_PORT)
     )?;
     writeln!(
         out,
-        "  ip netns exec {} bash                               # a shell in a pod",
-        c.netns()
+        "  ip netns exec {} iptables -t nat -S         # the sidecar's interception rules",
+        client.netns()
     )?;
-    writeln!(out, "  meshdrift run --manifests {}", manifests.display())?;
     writeln!(
         out,
-        "\nHAProxy's per-server counters (stats socket {}) print below as they change; Ctrl-C tears everything down.",
+        "  ip netns exec {} iptables -t nat -S   # kube-proxy's rules",
+        lab.node_netns()
+    )?;
+    writeln!(
+        out,
+        "  {binary} run --manifests {}",
+        frontend.manifests.display()
+    )?;
+    writeln!(
+        out,
+        "\nThe client sidecar's per-server counters (stats socket {}) print below as they change; Ctrl-C tears everything down.",
         proxy.socket_path().display()
     )?;
     print!("{out}");
-    Ok(())
-}
-
-/// Kubernetes and Istio objects describing the lab, for the agent's files
-/// source: the pods with their IPs and labels, the service, and the
-/// DestinationRule and VirtualService matching the proxy's weights.
-fn write_manifests(
-    dir: &Path,
-    pods: &[(&Pod, Option<&str>)],
-    v1: u32,
-    v2: u32,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut yaml = String::new();
-    for (pod, version) in pods {
-        let labels = match version {
-            Some(v) => format!("app: frontend\n    version: {v}"),
-            None => "app: client".to_owned(),
-        };
-        writeln!(
-            yaml,
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: default\n  labels:\n    {labels}\nspec:\n  nodeName: lab\n  containers:\n  - name: app\n    image: lab\nstatus:\n  podIP: {}\n  podIPs:\n  - ip: {}\n  - ip: {}\n---",
-            pod.name(),
-            pod.ipv4(),
-            pod.ipv4(),
-            pod.ipv6()
-        )?;
-    }
-    writeln!(
-        yaml,
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: frontend\n  namespace: default\nspec:\n  selector:\n    app: frontend\n  ports:\n  - name: http\n    port: {SERVICE_PORT}\n    targetPort: {MTLS_PORT}\n---"
-    )?;
-    writeln!(
-        yaml,
-        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: frontend\n  namespace: default\nspec:\n  host: frontend\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n  subsets:\n  - name: v1\n    labels:\n      version: v1\n  - name: v2\n    labels:\n      version: v2\n---"
-    )?;
-    writeln!(
-        yaml,
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: frontend\n  namespace: default\nspec:\n  hosts:\n  - frontend\n  http:\n  - route:\n    - destination:\n        host: frontend\n        subset: v1\n      weight: {v1}\n    - destination:\n        host: frontend\n        subset: v2\n      weight: {v2}"
-    )?;
-    let path = dir.join("frontend.yaml");
-    std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

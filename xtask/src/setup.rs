@@ -7,7 +7,9 @@ use anyhow::{Context as _, bail};
 use crate::cmd;
 
 /// Debian packages: LLVM 22 for bpf-linker, the lab's real software (h2load
-/// from nghttp2-client, iperf3 for the benchmark), Prometheus (server and
+/// from nghttp2-client, iperf3 for the benchmark, nginx's stream module for
+/// the inbound sidecar, iptables for Istio's and kube-proxy's nat rules,
+/// util-linux's setpriv to run proxies as their user), Prometheus (server and
 /// promtool), Chromium for the report page's browser test, and bpftool for
 /// the kernel's per-program statistics.
 const DEBIAN_PACKAGES: &[&str] = &[
@@ -16,7 +18,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "libzstd-dev",
     "iproute2",
     "nginx",
+    "libnginx-mod-stream",
     "haproxy",
+    "iptables",
+    "util-linux",
     "wrk",
     "curl",
     "openssl",

@@ -117,7 +117,7 @@ async fn the_initial_list_gives_the_same_expectation_as_the_files_source() {
     assert_eq!(objects.endpoint_slices.len(), 1);
     assert_eq!(objects.destination_rules.len(), 1);
     assert_eq!(objects.destination_rules[0].spec.subsets.len(), 2);
-    assert_eq!(objects.peer_authentications.len(), 0);
+    assert_eq!(objects.peer_authentications.len(), 1);
 
     let from_files = files::load_dir(&examples()).unwrap();
     assert_eq!(from_files.problems, vec![]);

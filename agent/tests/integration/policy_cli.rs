@@ -59,7 +59,7 @@ fn explain_frontend_is_a_50_50_istio_mutual_split() {
         assert_eq!(dest["endpoints"][0]["ip"], ip);
         assert_eq!(dest["endpoints"][0]["port"], 8080);
         assert_eq!(dest["endpoints"][0]["expect"], "mtls");
-        assert_eq!(dest["endpoints"][0]["peer_authentication"], "PERMISSIVE");
+        assert_eq!(dest["endpoints"][0]["peer_authentication"], "STRICT");
     }
 }
 
