@@ -136,6 +136,10 @@ struct FlowLine<'a> {
     role: &'static str,
     src: String,
     dst: String,
+    /// Where the client's packets really went when a nat rule in its own
+    /// namespace rewrote `dst` (a sidecar's REDIRECT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nat: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     src_pod: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -203,6 +207,7 @@ impl Printer {
             role: record.role.as_str(),
             src: record.client().to_string(),
             dst: record.server().to_string(),
+            nat: record.nat.map(|to| to.to_string()),
             src_pod: self.pod_name(record.client()),
             dst_pod: self.pod_name(record.server()),
             transport: class.transport,

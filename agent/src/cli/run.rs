@@ -85,6 +85,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Named after the agent, so `top -H` and profiles show whose threads they are.
+        .thread_name("meshdrift")
         .enable_all()
         .build()
         .context("starting the async runtime")?;

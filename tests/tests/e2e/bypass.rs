@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
-use meshdrift_e2e::privileged;
+use meshdrift_e2e::{Agent, host_of, port_of, privileged};
 use meshdrift_lab::{
     meshdrift_bin,
     scenario::{Frontend, FrontendConfig, HOST},
@@ -224,5 +224,96 @@ fn a_connection_around_a_sidecar_is_a_bypass_with_its_count() {
             .iter()
             .all(|split| split["source"]["name"] != "batch"),
         "{report:#}"
+    );
+}
+
+/// What the kernel itself records for interception: the application's socket
+/// to the cluster IP went to its sidecar's 15001 (a REDIRECT in its own
+/// namespace) and is owned by the application; the sidecar's upstream sockets
+/// are owned by uid 1337 and go where they say; a pod without a sidecar dials
+/// the cluster IP with no nat of its own (kube-proxy's DNAT is in the node's
+/// namespace) and arrives at the server's inbound capture port.
+#[test]
+fn the_kernel_sees_the_redirect_and_tells_the_application_from_its_sidecar() {
+    let _slot = privileged();
+    let frontend = frontend(|config| FrontendConfig {
+        agent_at_start: false,
+        ..config
+    });
+    let agent = Agent::observe(&["--update-interval", "1s"]);
+    frontend.send(100, |_, _| {}).expect("traffic");
+    frontend.send_from_legacy(10).expect("legacy traffic");
+    // The sidecar's pooled upstream connections stay open: wait for an update.
+    std::thread::sleep(Duration::from_secs(3));
+    let observed = agent.stop();
+
+    let client = frontend.client.ipv4().to_string();
+    let legacy = frontend.legacy.ipv4().to_string();
+    let cluster_ip = frontend.cluster_ip.to_string();
+    let pods = [
+        frontend.v1.ipv4().to_string(),
+        frontend.v2.ipv4().to_string(),
+    ];
+    let client_flows = |src: &str| -> Vec<&Value> {
+        observed
+            .flows
+            .iter()
+            .filter(|flow| flow["role"] == "client" && host_of(&flow["src"]) == src)
+            .collect()
+    };
+
+    let from_client = client_flows(&client);
+    let application: Vec<_> = from_client
+        .iter()
+        .filter(|flow| host_of(&flow["dst"]) == cluster_ip)
+        .collect();
+    assert!(
+        !application.is_empty(),
+        "no application socket seen: {from_client:?}"
+    );
+    for flow in &application {
+        assert_eq!(flow["nat"], "127.0.0.1:15001", "{flow}");
+        assert_ne!(flow["uid"], 1337, "{flow}");
+    }
+    let upstream: Vec<_> = from_client
+        .iter()
+        .filter(|flow| pods.contains(&host_of(&flow["dst"])))
+        .collect();
+    assert!(
+        !upstream.is_empty(),
+        "no sidecar upstream seen: {from_client:?}"
+    );
+    for flow in &upstream {
+        assert_eq!(flow["uid"], 1337, "{flow}");
+        assert!(flow.get("nat").is_none(), "{flow}");
+    }
+
+    let from_legacy = client_flows(&legacy);
+    assert_eq!(
+        from_legacy
+            .iter()
+            .filter(|flow| flow["event"] == "close")
+            .count(),
+        10,
+        "{from_legacy:?}"
+    );
+    for flow in &from_legacy {
+        assert_eq!(host_of(&flow["dst"]), cluster_ip, "{flow}");
+        assert!(flow.get("nat").is_none(), "{flow}");
+    }
+    let arrived = observed
+        .flows
+        .iter()
+        .filter(|flow| {
+            flow["event"] == "close"
+                && flow["role"] == "server"
+                && host_of(&flow["src"]) == legacy
+                && port_of(&flow["dst"]) == 15006
+                && pods.contains(&host_of(&flow["dst"]))
+        })
+        .count();
+    assert_eq!(
+        arrived, 10,
+        "legacy's connections at the inbound capture port"
     );
 }

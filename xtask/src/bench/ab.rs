@@ -287,23 +287,6 @@ pub fn program_stats() -> anyhow::Result<BTreeMap<String, (u64, u64)>> {
     Ok(out)
 }
 
-/// Turns on the kernel's per-program statistics until dropped.
-pub struct BpfStats;
-
-impl BpfStats {
-    pub fn enable() -> anyhow::Result<Self> {
-        std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
-            .context("enabling kernel.bpf_stats_enabled")?;
-        Ok(Self)
-    }
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
-    }
-}
-
 fn write_manifests(dir: &Path, client: &Pod, server: &Pod) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let yaml = format!(

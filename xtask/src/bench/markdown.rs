@@ -7,12 +7,12 @@ use meshdrift_lab::{h2_error::ESTIMATORS, scenario::Protocol};
 use super::{
     Results,
     ab::{Sample, Workload},
-    empty_program,
+    empty_program, misses,
     stats::Summary,
 };
 
 /// ns per run of each program over all workloads while the agent was attached.
-fn ns_per_run(results: &Results) -> BTreeMap<String, f64> {
+pub(super) fn ns_per_run(results: &Results) -> BTreeMap<String, f64> {
     let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for programs in results.ab.ns_per_run.values() {
         for (name, (time, count)) in programs {
@@ -29,7 +29,7 @@ fn ns_per_run(results: &Results) -> BTreeMap<String, f64> {
 
 /// What the kernel's statistics add to any program run: the empty
 /// comparison program's ns per run.
-fn statistics_cost(results: &Results) -> f64 {
+pub(super) fn statistics_cost(results: &Results) -> f64 {
     ns_per_run(results)
         .get(empty_program::NAME)
         .copied()
@@ -39,7 +39,7 @@ fn statistics_cost(results: &Results) -> f64 {
 /// Kernel nanoseconds per connection in the statistics pass's new-connection
 /// run: meshdrift's programs' time, net of the statistics' own cost per run,
 /// over the connections made.
-fn kernel_ns_per_connection(results: &Results) -> Option<f64> {
+pub(super) fn kernel_ns_per_connection(results: &Results) -> Option<f64> {
     let programs = results.ab.ns_per_run.get(&Workload::NewConnections)?;
     let floor = statistics_cost(results);
     let time: f64 = programs
@@ -52,7 +52,7 @@ fn kernel_ns_per_connection(results: &Results) -> Option<f64> {
     (connections > 0.0).then(|| time / connections)
 }
 
-fn user_ns_per_connection(results: &Results) -> Option<f64> {
+pub(super) fn user_ns_per_connection(results: &Results) -> Option<f64> {
     let rate = &results.rate;
     let seconds = rate.connections as f64 / rate.achieved.max(1.0);
     (rate.connections > 0)
@@ -70,8 +70,31 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
 
-/// The budget table: the figures the project holds itself to.
-pub fn summary_table(results: &Results) -> String {
+/// Which budget a row holds: the misses section explains each by its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetId {
+    NewConnections,
+    KeepAlive,
+    KeepAliveP99,
+    Bulk,
+    Program(&'static str),
+    AgentCpu,
+    AgentRss,
+    Lost,
+    PerConnection,
+}
+
+/// One budget: what, the measured figure as shown, the budget, met or not.
+pub struct Budget {
+    pub id: BudgetId,
+    pub what: String,
+    pub measured: String,
+    pub budget: String,
+    pub met: bool,
+}
+
+/// The figures the project holds itself to, measured.
+pub fn budgets(results: &Results) -> Vec<Budget> {
     let ab = &results.ab;
     let rate_of = |s: &Sample| Some(s.rate);
     let p99 = |s: &Sample| s.p99_ms;
@@ -80,56 +103,52 @@ pub fn summary_table(results: &Results) -> String {
     let keep_alive_p99 = ab.ratio(Workload::KeepAlive, p99);
     let bulk = ab.ratio(Workload::Bulk, rate_of);
     let ns = ns_per_run(results);
-    let program = |name: &str| ns.get(name).copied();
     let kernel = kernel_ns_per_connection(results);
     let user = user_ns_per_connection(results);
-    let mut t = String::new();
-    let _ = writeln!(t, "| what | measured | budget | |");
-    let _ = writeln!(t, "|---|---|---|---|");
-    let mut row = |what: &str, measured: String, budget: &str, ok: bool| {
-        let _ = writeln!(t, "| {what} | {measured} | {budget} | {} |", verdict(ok));
+    let mut rows = Vec::new();
+    let mut row = |id, what: &str, measured: String, budget: &str, met: bool| {
+        rows.push(Budget {
+            id,
+            what: what.to_owned(),
+            measured,
+            budget: budget.to_owned(),
+            met,
+        });
     };
     row(
+        BudgetId::NewConnections,
         "new connections/s, with / without",
         ratio(connections),
         "≥ 0.97",
         connections.is_some_and(|s| s.median >= 0.97),
     );
     row(
+        BudgetId::KeepAlive,
         "keep-alive requests/s, with / without",
         ratio(keep_alive),
         "≥ 0.98",
         keep_alive.is_some_and(|s| s.median >= 0.98),
     );
     row(
+        BudgetId::KeepAliveP99,
         "keep-alive p99 latency, with / without",
         ratio(keep_alive_p99),
         "≤ 1.05",
         keep_alive_p99.is_some_and(|s| s.median <= 1.05),
     );
     row(
+        BudgetId::Bulk,
         "bulk throughput (iperf3), with / without",
         ratio(bulk),
         "≥ 0.98",
         bulk.is_some_and(|s| s.median >= 0.98),
     );
     let floor = statistics_cost(results);
-    for (name, label, budget) in [
-        ("meshdrift_sockops", "`sock_ops`, average ns per run", 150.0),
-        (
-            "meshdrift_egress",
-            "`cgroup_skb` egress, average ns per run",
-            100.0,
-        ),
-        (
-            "meshdrift_ingress",
-            "`cgroup_skb` ingress, average ns per run",
-            60.0,
-        ),
-    ] {
-        let value = program(name);
+    for (name, label, budget) in PROGRAM_BUDGETS {
+        let value = ns.get(name).copied();
         let net = value.map(|v| (v - floor).max(0.0));
         row(
+            BudgetId::Program(name),
             label,
             value.map_or("—".to_owned(), |v| {
                 format!(
@@ -143,6 +162,7 @@ pub fn summary_table(results: &Results) -> String {
     }
     let cores = results.rate.agent_cores;
     row(
+        BudgetId::AgentCpu,
         &format!(
             "agent CPU at {} new connections/s (achieved {:.0}/s)",
             results.rate_target, results.rate.achieved
@@ -152,12 +172,14 @@ pub fn summary_table(results: &Results) -> String {
         cores <= 0.03,
     );
     row(
+        BudgetId::AgentRss,
         "agent peak RSS at that rate",
         format!("**{:.1} MiB**", results.rate.peak_rss_mib),
         "≤ 64 MiB",
         results.rate.peak_rss_mib <= 64.0,
     );
     row(
+        BudgetId::Lost,
         "events lost at that rate",
         format!("**{}**", results.rate.lost),
         "0",
@@ -165,6 +187,7 @@ pub fn summary_table(results: &Results) -> String {
     );
     let total = kernel.zip(user).map(|(k, u)| k + u);
     row(
+        BudgetId::PerConnection,
         "kernel + user cost per connection",
         match (kernel, user) {
             (Some(k), Some(u)) => format!(
@@ -178,6 +201,39 @@ pub fn summary_table(results: &Results) -> String {
         "≤ 5 µs",
         total.is_some_and(|t| t <= 5_000.0),
     );
+    rows
+}
+
+/// Each program's budget, ns per run net of the statistics' own cost.
+pub const PROGRAM_BUDGETS: [(&str, &str, f64); 3] = [
+    ("meshdrift_sockops", "`sock_ops`, average ns per run", 150.0),
+    (
+        "meshdrift_egress",
+        "`cgroup_skb` egress, average ns per run",
+        100.0,
+    ),
+    (
+        "meshdrift_ingress",
+        "`cgroup_skb` ingress, average ns per run",
+        60.0,
+    ),
+];
+
+/// The budget table.
+pub fn summary_table(results: &Results) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "| what | measured | budget | |");
+    let _ = writeln!(t, "|---|---|---|---|");
+    for budget in budgets(results) {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} |",
+            budget.what,
+            budget.measured,
+            budget.budget,
+            verdict(budget.met)
+        );
+    }
     t
 }
 
@@ -202,6 +258,7 @@ pub fn render(results: &Results, machine: &BTreeMap<&'static str, String>) -> St
         results.plan.seconds
     );
     let _ = writeln!(out, "## Budgets\n\n{}", summary_table(results));
+    out.push_str(&misses::render(results));
 
     let _ = writeln!(out, "## With and without the agent\n");
     let _ = writeln!(

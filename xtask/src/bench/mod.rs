@@ -7,8 +7,11 @@ mod ab;
 mod criterion;
 mod empty_program;
 mod markdown;
+mod misses;
+mod profile;
 mod rate;
 mod stats;
+mod sysctl;
 
 use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 
@@ -20,7 +23,7 @@ use meshdrift_lab::{
 use serde_json::Value;
 
 use crate::cmd;
-use ab::{AbLab, AbResults, BpfStats, Workload, program_stats, start_agent};
+use ab::{AbLab, AbResults, Workload, program_stats, start_agent};
 use empty_program::EmptyProgram;
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +72,7 @@ pub struct Results {
     pub criterion: criterion::CriterionResults,
     pub kernel_scaling: Vec<Value>,
     pub h2: Vec<(Cell, Measurement)>,
+    pub profile: profile::Profile,
 }
 
 /// New connections per second the agent must sustain.
@@ -98,6 +102,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let ab = ab_rounds(&lab, &meshdrift, plan)?;
     eprintln!("[bench] the agent at {TARGET_RATE} new connections/s");
     let rate = rate::sustained(&lab, &meshdrift, TARGET_RATE, plan.rate_seconds)?;
+    eprintln!("[bench] where the CPU goes: perf over new connections with the agent");
+    let profile =
+        profile::new_connections(&lab, &meshdrift, Duration::from_secs(plan.seconds * 2))?;
     drop(lab);
 
     eprintln!("[bench] HTTP/2 request estimators against HAProxy's counts");
@@ -112,6 +119,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         criterion,
         kernel_scaling,
         h2,
+        profile,
     };
     let text = markdown::render(&results, &machine(&root));
     println!("{}", markdown::summary_table(&results));
@@ -164,7 +172,7 @@ fn statistics_pass(
     duration: Duration,
     results: &mut AbResults,
 ) -> anyhow::Result<()> {
-    let _stats = BpfStats::enable()?;
+    let _stats = sysctl::Sysctl::set("/proc/sys/kernel/bpf_stats_enabled", "1")?;
     let (agent, _) = start_agent(meshdrift, lab.manifests())?;
     let cgroup = meshdrift_host::cgroup2_root().context("finding the cgroup v2 hierarchy")?;
     let empty = EmptyProgram::attach(&cgroup)?;
