@@ -1,12 +1,8 @@
-//! A loaded, immutable view of the declared world: the inventory index, the
-//! Istio policies, and the reverse maps attribution needs.
+//! The declared world attribution reads: the inventory index, the Istio
+//! policies and their static findings. Built whole from objects, or kept up
+//! to date in place by its owner (the index one object at a time).
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, SocketAddr},
-};
-
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use crate::{
     findings::Finding,
@@ -22,9 +18,6 @@ pub struct Mesh {
     pub findings: Vec<Finding>,
     /// Objects by kind, for the agent's health report.
     pub inventory: BTreeMap<String, u64>,
-    /// (pod IP, target port) → (service FQDN, service port), first by FQDN.
-    endpoints: HashMap<(IpAddr, u16), (String, u16)>,
-    service_vips: HashSet<(IpAddr, u16)>,
 }
 
 impl Mesh {
@@ -37,63 +30,44 @@ impl Mesh {
         let index = Index::build(objects);
         let policies = Policies::build(objects);
         let findings = policy::check(&index, &policies);
-        let mut endpoints = HashMap::new();
-        let mut service_vips = HashSet::new();
-        let mut services: Vec<_> = index.services().iter().collect();
-        services.sort_by(|a, b| a.fqdn.cmp(&b.fqdn));
-        for service in services {
-            for port in &service.ports {
-                for ip in &service.cluster_ips {
-                    service_vips.insert((*ip, port.port));
-                }
-                for endpoint in &service.endpoints {
-                    if let Some(target) = endpoint.target_port(port.port) {
-                        endpoints
-                            .entry((endpoint.ip, target))
-                            .or_insert_with(|| (service.fqdn.clone(), port.port));
-                    }
-                }
-            }
-        }
-        let inventory = BTreeMap::from([
-            ("Pod".to_owned(), objects.pods.len() as u64),
-            ("Service".to_owned(), objects.services.len() as u64),
-            (
-                "EndpointSlice".to_owned(),
-                objects.endpoint_slices.len() as u64,
-            ),
-            ("Namespace".to_owned(), objects.namespaces.len() as u64),
-            (
-                "VirtualService".to_owned(),
-                objects.virtual_services.len() as u64,
-            ),
-            (
-                "DestinationRule".to_owned(),
-                objects.destination_rules.len() as u64,
-            ),
-            (
-                "PeerAuthentication".to_owned(),
-                objects.peer_authentications.len() as u64,
-            ),
-        ]);
-        Self {
+        Self::new(index, policies, findings)
+    }
+
+    pub fn new(index: Index, policies: Policies, findings: Vec<Finding>) -> Self {
+        let mut mesh = Self {
             index,
             policies,
             findings,
-            inventory,
-            endpoints,
-            service_vips,
-        }
+            inventory: BTreeMap::new(),
+        };
+        mesh.refresh_inventory();
+        mesh
     }
 
-    /// The Service (FQDN, port) whose endpoints include this pod IP and target port.
+    /// Recounts the objects by kind after the index or the policies changed.
+    pub fn refresh_inventory(&mut self) {
+        let objects = self.index.counts();
+        let policies = self.policies.counts();
+        self.inventory = [
+            ("Pod", objects.pods),
+            ("Service", objects.services),
+            ("EndpointSlice", objects.endpoint_slices),
+            ("Namespace", objects.namespaces),
+            ("VirtualService", policies.virtual_services),
+            ("DestinationRule", policies.destination_rules),
+            ("PeerAuthentication", policies.peer_authentications),
+        ]
+        .into_iter()
+        .map(|(kind, count)| (kind.to_owned(), count as u64))
+        .collect();
+    }
+
+    /// The Service (FQDN, port) whose endpoints include this pod IP and target port, first by FQDN.
     pub fn service_for_endpoint(&self, server: SocketAddr) -> Option<(&str, u16)> {
-        self.endpoints
-            .get(&(server.ip(), server.port()))
-            .map(|(fqdn, port)| (fqdn.as_str(), *port))
+        self.index.service_for_endpoint(server)
     }
 
     pub fn is_service_vip(&self, server: SocketAddr) -> bool {
-        self.service_vips.contains(&(server.ip(), server.port()))
+        self.index.is_service_vip(server)
     }
 }

@@ -120,20 +120,23 @@ impl<'a> Scope<'a> {
             .entry((&service.fqdn, labels))
             .or_insert_with(|| {
                 service.endpoints.iter().any(|e| {
-                    e.pod
-                        .and_then(|id| index.pod(id))
+                    index
+                        .endpoint_pod(e)
                         .is_some_and(|p| selector_matches(labels, &p.labels))
                 })
             })
     }
 
-    /// Names of at most `limit` pods of `namespace` carrying `labels`.
+    /// Names of at most `limit` pods of `namespace` carrying `labels`, the
+    /// first by name (the index keeps pods in no particular order).
     pub(super) fn some_pods(&self, namespace: &str, labels: &Labels, limit: usize) -> Vec<String> {
-        self.index
+        let mut names: Vec<&str> = self
+            .index
             .pods_matching_iter(namespace, labels)
-            .take(limit)
-            .filter_map(|id| self.index.pod(id).map(|p| p.name.clone()))
-            .collect()
+            .filter_map(|id| self.index.pod(id).map(|p| &*p.name))
+            .collect();
+        names.sort_unstable();
+        names.into_iter().take(limit).map(str::to_owned).collect()
     }
 }
 
