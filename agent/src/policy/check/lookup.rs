@@ -130,13 +130,27 @@ impl<'a> Scope<'a> {
     /// Names of at most `limit` pods of `namespace` carrying `labels`, the
     /// first by name (the index keeps pods in no particular order).
     pub(super) fn some_pods(&self, namespace: &str, labels: &Labels, limit: usize) -> Vec<String> {
-        let mut names: Vec<&str> = self
-            .index
+        let mut first: Vec<&str> = Vec::with_capacity(limit + 1);
+        for id in self.index.pods_matching_iter(namespace, labels) {
+            let Some(name) = self.index.pod(id).map(|p| &*p.name) else {
+                continue;
+            };
+            if first.len() == limit && first.last().is_some_and(|&last| name >= last) {
+                continue;
+            }
+            let position = first.partition_point(|&n| n < name);
+            first.insert(position, name);
+            first.truncate(limit);
+        }
+        first.into_iter().map(str::to_owned).collect()
+    }
+
+    /// Whether some pod of `namespace` carries `labels`.
+    pub(super) fn has_pods(&self, namespace: &str, labels: &Labels) -> bool {
+        self.index
             .pods_matching_iter(namespace, labels)
-            .filter_map(|id| self.index.pod(id).map(|p| &*p.name))
-            .collect();
-        names.sort_unstable();
-        names.into_iter().take(limit).map(str::to_owned).collect()
+            .next()
+            .is_some()
     }
 }
 
