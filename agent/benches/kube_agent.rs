@@ -240,7 +240,9 @@ fn main() {
     let mut deleted = Vec::new();
     for i in 0..CHANGES {
         added.push(change_cost(pid, || server.apply(extra_pod(i))));
-        deleted.push(change_cost(pid, || server.delete(PODS, "ns-7", &format!("bench-extra-{i}"))));
+        deleted.push(change_cost(pid, || {
+            server.delete(PODS, "ns-7", &format!("bench-extra-{i}"))
+        }));
     }
     let ticks = cpu_ticks(pid) - ticks_before;
     let after = reported_pods(&base).expect("the agent's report");
@@ -257,7 +259,11 @@ fn main() {
     );
     report(
         "agent RSS after the pod changes",
-        format!("{} (peak {})", mib(status_kib(pid, "VmRSS")), mib(status_kib(pid, "VmHWM"))),
+        format!(
+            "{} (peak {})",
+            mib(status_kib(pid, "VmRSS")),
+            mib(status_kib(pid, "VmHWM"))
+        ),
     );
     drop(agent);
     drop(cgroup);

@@ -93,21 +93,23 @@ fn bench_policy(c: &mut Criterion) {
     report(
         "synthetic mesh",
         format!(
-        "{} pods, {} services, {} VirtualServices, {} DestinationRules in {:.1} MB of manifests",
-        objects.pods.len(),
-        objects.services.len(),
-        objects.virtual_services.len(),
-        objects.destination_rules.len(),
-        input as f64 / 1e6
-    ));
+            "{} pods, {} services, {} VirtualServices, {} DestinationRules in {:.1} MB of manifests",
+            objects.pods.len(),
+            objects.services.len(),
+            objects.virtual_services.len(),
+            objects.destination_rules.len(),
+            input as f64 / 1e6
+        ),
+    );
     report(
         "manifests loaded at 150 k pods",
         format!(
-        "{load_time:.2?}; peak heap {:.1} MiB ({:.1}× the input), objects held {:.1} MiB",
-        mib(load_peak),
-        load_peak as f64 / input as f64,
-        mib(objects_held)
-    ));
+            "{load_time:.2?}; peak heap {:.1} MiB ({:.1}× the input), objects held {:.1} MiB",
+            mib(load_peak),
+            load_peak as f64 / input as f64,
+            mib(objects_held)
+        ),
+    );
 
     let (index, index_time, index_held, _) = measured(|| Index::build(&objects));
     let (policies, policies_time, policies_held, _) = measured(|| Policies::build(&objects));
@@ -123,10 +125,10 @@ fn bench_policy(c: &mut Criterion) {
     report(
         "meshdrift check at 150 k pods",
         format!(
-        "{check_time:.2?}, {} findings, peak heap {:.1} MiB",
-        findings.len(),
-        mib(check_peak)
-    ),
+            "{check_time:.2?}, {} findings, peak heap {:.1} MiB",
+            findings.len(),
+            mib(check_peak)
+        ),
     );
 
     let mut group = c.benchmark_group("build");

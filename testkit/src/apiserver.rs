@@ -406,4 +406,3 @@ pub fn manifests(dir: &Path) -> Vec<Value> {
     }
     out
 }
-

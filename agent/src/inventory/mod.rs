@@ -20,11 +20,11 @@ mod slab;
 pub use index::{Index, InventoryCounts, PodId};
 pub use names::{Name, PodLabels};
 pub use pod::{PodInfo, TLS_MODE_LABEL};
+pub use protocol::{PortProtocol, RouteKind};
 pub use service::{
     EndpointInfo, EndpointPort, EndpointSource, ServiceInfo, ServiceOrigin, ServicePortInfo,
     TargetPort,
 };
-pub use protocol::{PortProtocol, RouteKind};
 
 /// The cluster DNS domain every Service name lives under.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";

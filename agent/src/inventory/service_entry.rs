@@ -5,11 +5,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::protocol::PortProtocol;
 use super::service::{
     EndpointInfo, EndpointPort, EndpointSource, PodLink, ServiceInfo, ServiceOrigin,
     ServicePortInfo, TargetPort,
 };
-use super::protocol::PortProtocol;
 use crate::model::istio::{ServiceEntryPort, WorkloadEntry};
 use crate::model::{ServiceEntry, namespace_of};
 
@@ -73,10 +73,7 @@ fn port_info(port: &ServiceEntryPort) -> Option<ServicePortInfo> {
 }
 
 /// An endpoint with an IP address; DNS names cannot be matched to flows.
-fn static_endpoint(
-    ports: &[ServicePortInfo],
-    entry: &WorkloadEntry,
-) -> Option<EndpointInfo> {
+fn static_endpoint(ports: &[ServicePortInfo], entry: &WorkloadEntry) -> Option<EndpointInfo> {
     let ip: IpAddr = entry.address.parse().ok()?;
     let ports: Arc<[EndpointPort]> = ports
         .iter()

@@ -56,7 +56,9 @@ impl Sidecar {
     ) -> Option<Sidecar> {
         let injected = container_names.any(|name| name == PROXY_CONTAINER)
             || annotations.contains_key(STATUS_ANNOTATION)
-            || labels.get(TLS_MODE_LABEL).is_some_and(|mode| mode == "istio");
+            || labels
+                .get(TLS_MODE_LABEL)
+                .is_some_and(|mode| mode == "istio");
         if !injected {
             return None;
         }
@@ -72,7 +74,8 @@ impl Sidecar {
             }
         }
         if let Some(value) = annotations.get(EXCLUDE_RANGES) {
-            sidecar.exclude_outbound_ranges = ranges(EXCLUDE_RANGES, value, &mut sidecar.unreadable);
+            sidecar.exclude_outbound_ranges =
+                ranges(EXCLUDE_RANGES, value, &mut sidecar.unreadable);
         }
         if let Some(value) = annotations.get(INCLUDE_RANGES)
             && value.trim() != "*"
@@ -94,14 +97,19 @@ impl Sidecar {
             return Some(Bypass::ExcludedRange);
         }
         match &self.include_outbound_ranges {
-            Some(included) if !included.iter().any(|r| r.contains(&ip)) => Some(Bypass::NotIncluded),
+            Some(included) if !included.iter().any(|r| r.contains(&ip)) => {
+                Some(Bypass::NotIncluded)
+            }
             _ => None,
         }
     }
 }
 
 fn list(value: &str) -> impl Iterator<Item = &str> {
-    value.split(',').map(str::trim).filter(|item| !item.is_empty())
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
 }
 
 /// CIDRs, or single addresses (a host route), as istio-iptables accepts them.
@@ -150,15 +158,30 @@ mod tests {
         ]);
         let sidecar = Sidecar::of_pod([].into_iter(), &annotations, &Labels::new()).unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(sidecar.bypass(ip("10.213.0.5"), 5432), Some(Bypass::ExcludedPort));
-        assert_eq!(sidecar.bypass(ip("10.96.0.10"), 80), Some(Bypass::ExcludedRange));
-        assert_eq!(sidecar.bypass(ip("169.254.169.254"), 80), Some(Bypass::ExcludedRange));
+        assert_eq!(
+            sidecar.bypass(ip("10.213.0.5"), 5432),
+            Some(Bypass::ExcludedPort)
+        );
+        assert_eq!(
+            sidecar.bypass(ip("10.96.0.10"), 80),
+            Some(Bypass::ExcludedRange)
+        );
+        assert_eq!(
+            sidecar.bypass(ip("169.254.169.254"), 80),
+            Some(Bypass::ExcludedRange)
+        );
         assert_eq!(sidecar.bypass(ip("10.213.0.5"), 80), None);
 
-        let only = labels(&[("sidecar.istio.io/status", "{}"), (INCLUDE_RANGES, "10.213.0.0/16")]);
+        let only = labels(&[
+            ("sidecar.istio.io/status", "{}"),
+            (INCLUDE_RANGES, "10.213.0.0/16"),
+        ]);
         let sidecar = Sidecar::of_pod([].into_iter(), &only, &Labels::new()).unwrap();
         assert_eq!(sidecar.bypass(ip("10.213.0.5"), 80), None);
-        assert_eq!(sidecar.bypass(ip("192.0.2.1"), 80), Some(Bypass::NotIncluded));
+        assert_eq!(
+            sidecar.bypass(ip("192.0.2.1"), 80),
+            Some(Bypass::NotIncluded)
+        );
     }
 
     #[test]

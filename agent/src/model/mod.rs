@@ -14,8 +14,8 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::{Deserialize, Deserializer};
 
-pub use istio::{DestinationRule, PeerAuthentication, ServiceEntry, VirtualService};
 pub use change::{Change, Kind, Object, ObjectKey};
+pub use istio::{DestinationRule, PeerAuthentication, ServiceEntry, VirtualService};
 pub use labels::{LabelLookup, Labels, selector_matches};
 pub use meta::{config_order, namespace_of};
 pub use pod::Pod;

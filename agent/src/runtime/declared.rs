@@ -78,7 +78,11 @@ pub fn files(dir: PathBuf, poll: Duration) -> anyhow::Result<(DeclaredFeed, Sour
             match tokio::task::spawn_blocking(move || load_files(&dir_for_load)).await {
                 Ok(Ok(declared)) => {
                     tracing::info!(dir = %dir.display(), "manifests changed; reloaded");
-                    if sender.send(DeclaredUpdate::Replace(declared)).await.is_err() {
+                    if sender
+                        .send(DeclaredUpdate::Replace(declared))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -133,7 +137,10 @@ pub fn from_batches(
             mesh: Arc::new(Mesh::new(index, policies, findings)),
             load_findings: Vec::new(),
         };
-        if sender.blocking_send(DeclaredUpdate::Replace(first)).is_err() {
+        if sender
+            .blocking_send(DeclaredUpdate::Replace(first))
+            .is_err()
+        {
             return;
         }
         while let Some(batch) = batches.blocking_recv() {
@@ -147,7 +154,9 @@ pub fn from_batches(
                 }
             }
             if !inventory.is_empty()
-                && sender.blocking_send(DeclaredUpdate::Inventory(inventory)).is_err()
+                && sender
+                    .blocking_send(DeclaredUpdate::Inventory(inventory))
+                    .is_err()
             {
                 return;
             }

@@ -242,7 +242,10 @@ async fn a_pod_added_and_deleted_through_the_watch_changes_the_index_in_place() 
             .is_none()
     );
     assert_eq!(ids(mesh), before);
-    assert_eq!(mirror.loads, 1, "no rebuild: the first load was changed in place");
+    assert_eq!(
+        mirror.loads, 1,
+        "no rebuild: the first load was changed in place"
+    );
 }
 
 #[tokio::test]
@@ -252,9 +255,7 @@ async fn a_deleted_pod_disappears() {
     mirror.wait("every object", full).await;
 
     server.delete(PODS, "default", "frontend-v2");
-    let mesh = mirror
-        .wait("two pods", |m| m.index.pod_count() == 2)
-        .await;
+    let mesh = mirror.wait("two pods", |m| m.index.pod_count() == 2).await;
     assert_eq!(pod_names(mesh), ["client", "frontend-v1"]);
     assert!(mesh.index.pod_by_name("default", "frontend-v2").is_none());
 }
@@ -396,9 +397,7 @@ async fn a_relist_forgets_what_it_no_longer_names() {
     server.delete(PODS, "default", "frontend-v1");
     let client = frontend_pod("client");
     server.expire_with_silent_change(PODS, client);
-    let mesh = mirror
-        .wait("two pods", |m| m.index.pod_count() == 2)
-        .await;
+    let mesh = mirror.wait("two pods", |m| m.index.pod_count() == 2).await;
     assert_eq!(pod_names(mesh), ["client", "frontend-v2"]);
 }
 
@@ -410,9 +409,7 @@ async fn an_ended_watch_resumes_and_misses_nothing() {
 
     server.end_watches(PODS);
     server.delete(PODS, "default", "frontend-v1");
-    let mesh = mirror
-        .wait("two pods", |m| m.index.pod_count() == 2)
-        .await;
+    let mesh = mirror.wait("two pods", |m| m.index.pod_count() == 2).await;
     assert_eq!(pod_names(mesh), ["client", "frontend-v2"]);
 }
 
@@ -443,9 +440,7 @@ async fn a_burst_of_changes_arrives_at_a_bounded_pace() {
         })
     };
     let updates_before = mirror.updates.len();
-    mirror
-        .wait("23 pods", |m| m.index.pod_count() == 23)
-        .await;
+    mirror.wait("23 pods", |m| m.index.pod_count() == 23).await;
     burst.await.unwrap();
     let updates = &mirror.updates[updates_before..];
     // 20 changes over ~400 ms: a handful of updates, never two too close.

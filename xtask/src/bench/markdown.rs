@@ -47,8 +47,8 @@ fn kernel_ns_per_connection(results: &Results) -> Option<f64> {
         .filter(|(name, _)| name.as_str() != empty_program::NAME)
         .map(|(_, (time, count))| (*time as f64 - floor * *count as f64).max(0.0))
         .sum();
-    let connections = results.ab.stats_pass.get(&Workload::NewConnections)?.rate
-        * results.plan.seconds as f64;
+    let connections =
+        results.ab.stats_pass.get(&Workload::NewConnections)?.rate * results.plan.seconds as f64;
     (connections > 0.0).then(|| time / connections)
 }
 

@@ -133,7 +133,11 @@ impl Index {
         Self::build(&objects)
     }
 
-    fn add_objects<'a>(&mut self, pods: impl Iterator<Item = &'a crate::model::Pod>, objects: &Objects) {
+    fn add_objects<'a>(
+        &mut self,
+        pods: impl Iterator<Item = &'a crate::model::Pod>,
+        objects: &Objects,
+    ) {
         for namespace in &objects.namespaces {
             if let Some(name) = &namespace.metadata.name {
                 self.namespace_objects.insert(name.clone());
@@ -387,8 +391,7 @@ impl Index {
 
     /// Whether `id` is the service [`Index::services`] lists for its host.
     fn is_listed(&self, id: ServiceId, service: &ServiceInfo) -> bool {
-        self.service_by_fqdn.get(&service.fqdn) == Some(&id)
-            || self.wildcard_services.contains(&id)
+        self.service_by_fqdn.get(&service.fqdn) == Some(&id) || self.wildcard_services.contains(&id)
     }
 
     /// Namespaces seen in Namespace objects, pods or services.

@@ -189,11 +189,16 @@ impl Index {
 
 /// The claimant first by namespace and name: who holds a contested IP does
 /// not depend on the order pods arrived in.
-fn first_by_name(pods: &crate::inventory::slab::Slab<PodInfo>, claimants: &[PodId]) -> Option<PodId> {
+fn first_by_name(
+    pods: &crate::inventory::slab::Slab<PodInfo>,
+    claimants: &[PodId],
+) -> Option<PodId> {
     claimants
         .iter()
         .filter_map(|&id| Some((id, pods.get(id)?)))
-        .min_by(|(_, a), (_, b)| (a.namespace.as_str(), &*a.name).cmp(&(b.namespace.as_str(), &*b.name)))
+        .min_by(|(_, a), (_, b)| {
+            (a.namespace.as_str(), &*a.name).cmp(&(b.namespace.as_str(), &*b.name))
+        })
         .map(|(id, _)| id)
 }
 

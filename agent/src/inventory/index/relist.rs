@@ -5,8 +5,8 @@
 use foldhash::{HashMap, HashSet};
 
 use super::{Index, PodId};
-use crate::model::{Kind, Object, ObjectKey, namespace_of};
 use crate::inventory::service::namespace_or_default;
+use crate::model::{Kind, Object, ObjectKey, namespace_of};
 
 #[derive(Debug, Default)]
 pub(super) struct Relisting {

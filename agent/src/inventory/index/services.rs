@@ -86,7 +86,10 @@ impl Index {
             None => {}
         }
         self.slices.insert(key, info);
-        self.slices_of.entry(service.clone()).or_default().insert(name);
+        self.slices_of
+            .entry(service.clone())
+            .or_default()
+            .insert(name);
         self.refresh_service(&service);
         true
     }
