@@ -38,7 +38,7 @@ pub enum DeclaredUpdate {
     /// Inventory objects changed: apply them to the mesh in place.
     Inventory(Vec<Change>),
     /// A policy object changed: the policies, rebuilt.
-    Policies(Policies),
+    Policies(Box<Policies>),
 }
 
 /// The updates, in order; the first is always a [`DeclaredUpdate::Replace`].
@@ -162,7 +162,7 @@ pub fn from_batches(
             }
             if policies_changed
                 && sender
-                    .blocking_send(DeclaredUpdate::Policies(store.build()))
+                    .blocking_send(DeclaredUpdate::Policies(Box::new(store.build())))
                     .is_err()
             {
                 return;

@@ -22,7 +22,7 @@ pub const FINDINGS_REFRESH: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub(super) struct Keeper {
     pending: Vec<Change>,
-    pending_policies: Option<Policies>,
+    pending_policies: Option<Box<Policies>>,
     check: Option<JoinHandle<Vec<Finding>>>,
     /// The inventory changed after the findings were computed.
     stale_since: Option<Instant>,
@@ -66,7 +66,7 @@ impl Keeper {
         let policies = self.pending_policies.take();
         let policies_changed = policies.is_some();
         if let Some(policies) = policies {
-            mesh.policies = policies;
+            mesh.policies = *policies;
         }
         if inventory_changed || policies_changed {
             mesh.refresh_inventory();

@@ -56,7 +56,7 @@ impl Mirror {
             DeclaredUpdate::Policies(policies) => {
                 self.updates.push(Instant::now());
                 let mesh = self.mesh.as_mut().expect("a load before changes");
-                mesh.policies = policies;
+                mesh.policies = *policies;
                 mesh.refresh_inventory();
             }
         }
