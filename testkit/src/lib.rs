@@ -1,10 +1,12 @@
 //! Fixtures the tests share: the demo's situation as a report and as
 //! observations, a synthetic mesh of any size, the agent's HTTP server on a
-//! free port, and the external programs (promtool) some tests run. Tests may
-//! panic here: a panic is the test's failure report.
+//! free port, a stand-in Kubernetes API server, and the external programs
+//! (promtool) some tests run. Tests may panic here: a panic is the test's
+//! failure report.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod apiserver;
 pub mod fixtures;
 pub mod mesh;
 pub mod programs;

@@ -71,7 +71,7 @@ impl SyntheticMesh {
                 } else {
                     "v1"
                 };
-                let ip = format!("10.{}.{}.{}", 64 + p / 65_536, (p / 256) % 256, p % 256);
+                let ip = Self::pod_ip(p);
                 let _ = write!(
                     out,
                     "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {app}-{version}-{p}\n  namespace: {ns}\n  labels:\n    app: {app}\n    version: {version}\n    security.istio.io/tlsMode: istio\n    pod-template-hash: \"{:x}\"\nspec:\n  containers:\n    - name: app\n      ports:\n        - name: http\n          containerPort: 8080\nstatus:\n  phase: Running\n  podIP: {ip}\n",
@@ -92,6 +92,21 @@ impl SyntheticMesh {
             std::fs::write(dir.join(format!("ns-{n:03}.yaml")), text)?;
         }
         Ok(bytes)
+    }
+
+    /// Every object of namespace `n` as the JSON an API server holds, for the
+    /// stand-in API server ([`crate::apiserver`]).
+    pub fn namespace_json(&self, n: usize) -> Vec<serde_json::Value> {
+        serde_yaml_ng::Deserializer::from_str(&self.namespace_yaml(n))
+            .map(|document| {
+                serde::Deserialize::deserialize(document).expect("synthetic YAML is valid")
+            })
+            .collect()
+    }
+
+    /// The IP the synthetic pod number `p` has.
+    pub fn pod_ip(p: usize) -> String {
+        format!("10.{}.{}.{}", 64 + p / 65_536, (p / 256) % 256, p % 256)
     }
 
     /// Every object, loaded from the manifests as the files source loads them.

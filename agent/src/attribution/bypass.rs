@@ -89,8 +89,8 @@ impl Attributor {
             observation: Box::new(Observation {
                 key: SplitKey {
                     source: Workload {
-                        namespace: client.namespace.clone(),
-                        name: client.workload.clone(),
+                        namespace: client.namespace.to_string(),
+                        name: client.workload.to_string(),
                     },
                     host,
                     port,
@@ -133,14 +133,14 @@ impl Attributor {
             Some(pod) if pod.sidecar.is_some() => return Attribution::ServerSide,
             Some(pod) => (
                 Workload {
-                    namespace: pod.namespace.clone(),
-                    name: pod.workload.clone(),
+                    namespace: pod.namespace.to_string(),
+                    name: pod.workload.to_string(),
                 },
                 BypassReason::NoSidecar,
                 pod,
             ),
             None => match mesh.host_network_source(client.ip()) {
-                Some(workload) => (workload.clone(), BypassReason::HostNetwork, server_pod),
+                Some(workload) => (workload, BypassReason::HostNetwork, server_pod),
                 None => return Attribution::ServerSide,
             },
         };

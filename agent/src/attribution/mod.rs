@@ -107,8 +107,8 @@ pub enum Attribution {
 }
 
 /// Answers are cached per client pod and Service port, then by host, so a cache
-/// hit allocates nothing.
-type ExpectationCache = HashMap<(PodId, u16), HashMap<String, Option<Answer>>>;
+/// hit allocates nothing; each with the mesh generation it was computed in.
+type ExpectationCache = HashMap<(PodId, u16), (u64, HashMap<String, Option<Answer>>)>;
 
 /// A policy answer and the split it declares, computed once per client pod, host and port.
 #[derive(Clone)]
@@ -121,6 +121,8 @@ pub struct Attributor {
     mesh: Arc<Mesh>,
     expectations: ExpectationCache,
     cached: usize,
+    /// Bumped when the mesh changes in place: older answers are stale.
+    generation: u64,
     findings: HashMap<String, Finding>,
 }
 
@@ -135,6 +137,7 @@ impl Attributor {
             mesh,
             expectations: HashMap::new(),
             cached: 0,
+            generation: 0,
             findings: HashMap::new(),
         }
     }
@@ -149,6 +152,14 @@ impl Attributor {
 
     pub fn mesh(&self) -> &Arc<Mesh> {
         &self.mesh
+    }
+
+    /// The mesh, to update in place (pods, services, policies), when no one
+    /// else holds it; every cached answer becomes stale at once.
+    pub fn mesh_mut(&mut self) -> Option<&mut Mesh> {
+        let mesh = Arc::get_mut(&mut self.mesh)?;
+        self.generation += 1;
+        Some(mesh)
     }
 
     /// Findings made while attributing (an SNI subset the pod's labels contradict).
@@ -250,8 +261,8 @@ impl Attributor {
         let requests = requests::count(&flow.classification, &delta);
         let key = SplitKey {
             source: Workload {
-                namespace: client.namespace.clone(),
-                name: client.workload.clone(),
+                namespace: client.namespace.to_string(),
+                name: client.workload.to_string(),
             },
             host,
             port,
@@ -283,7 +294,8 @@ impl Attributor {
         if let Some(cached) = self
             .expectations
             .get(&(client_id, port))
-            .and_then(|by_host| by_host.get(host))
+            .filter(|(generation, _)| *generation == self.generation)
+            .and_then(|(_, by_host)| by_host.get(host))
         {
             return cached.clone();
         }
@@ -305,10 +317,12 @@ impl Attributor {
                 None
             }
         };
-        self.expectations
-            .entry((client_id, port))
-            .or_default()
-            .insert(host.to_owned(), answer.clone());
+        let (generation, by_host) = self.expectations.entry((client_id, port)).or_default();
+        if *generation != self.generation {
+            by_host.clear();
+            *generation = self.generation;
+        }
+        by_host.insert(host.to_owned(), answer.clone());
         self.cached += 1;
         answer
     }
@@ -321,7 +335,7 @@ impl Attributor {
         };
         let matches = labels
             .iter()
-            .all(|(key, value)| pod.labels.get(key) == Some(value));
+            .all(|(key, value)| pod.labels.get(key) == Some(value.as_str()));
         if matches || self.findings.len() >= MAX_FINDINGS {
             return;
         }

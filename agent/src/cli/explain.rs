@@ -58,7 +58,7 @@ fn find_client<'a>(index: &'a Index, from: &str) -> anyhow::Result<&'a PodInfo> 
     if let Some(pod) = index.pod_by_name(namespace, name) {
         return Ok(pod);
     }
-    let known: Vec<String> = index.pods().iter().take(10).map(PodInfo::key).collect();
+    let known: Vec<String> = index.pods().take(10).map(PodInfo::key).collect();
     bail!(
         "no pod {namespace}/{name} in the manifests (pods include: {})",
         if known.is_empty() {

@@ -3,17 +3,19 @@
 //! with their ports, virtual IPs, endpoints and visibility.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use super::index::{
-    EndpointInfo, EndpointPort, EndpointSource, Index, ServiceInfo, ServiceOrigin, ServicePortInfo,
-    TargetPort,
-};
 use super::protocol::PortProtocol;
+use super::service::{
+    EndpointInfo, EndpointPort, EndpointSource, PodLink, ServiceInfo, ServiceOrigin,
+    ServicePortInfo, TargetPort,
+};
 use crate::model::istio::{ServiceEntryPort, WorkloadEntry};
 use crate::model::{ServiceEntry, namespace_of};
 
-/// The services one ServiceEntry declares, one per host.
-pub(super) fn service_infos(index: &Index, entry: &ServiceEntry) -> Vec<ServiceInfo> {
+/// The services one ServiceEntry declares, one per host. Endpoints a
+/// `workloadSelector` chooses are the index's to derive (they follow pods).
+pub(super) fn service_infos(entry: &ServiceEntry) -> Vec<ServiceInfo> {
     let namespace = namespace_of(&entry.metadata);
     let name = entry.metadata.name.clone().unwrap_or_default();
     let spec = &entry.spec;
@@ -24,14 +26,11 @@ pub(super) fn service_infos(index: &Index, entry: &ServiceEntry) -> Vec<ServiceI
         .map(|s| s.labels.clone())
         .filter(|labels| !labels.is_empty());
     let (endpoints, endpoints_from) = match &selector {
-        Some(selector) => (
-            index.endpoints_from_selector(&namespace, &ports, selector),
-            EndpointSource::Selector,
-        ),
+        Some(_) => (Vec::new(), EndpointSource::Selector),
         None => (
             spec.endpoints
                 .iter()
-                .filter_map(|e| static_endpoint(index, &ports, e))
+                .filter_map(|e| static_endpoint(&ports, e))
                 .collect(),
             EndpointSource::ServiceEntry,
         ),
@@ -74,13 +73,9 @@ fn port_info(port: &ServiceEntryPort) -> Option<ServicePortInfo> {
 }
 
 /// An endpoint with an IP address; DNS names cannot be matched to flows.
-fn static_endpoint(
-    index: &Index,
-    ports: &[ServicePortInfo],
-    entry: &WorkloadEntry,
-) -> Option<EndpointInfo> {
+fn static_endpoint(ports: &[ServicePortInfo], entry: &WorkloadEntry) -> Option<EndpointInfo> {
     let ip: IpAddr = entry.address.parse().ok()?;
-    let ports = ports
+    let ports: Arc<[EndpointPort]> = ports
         .iter()
         .map(|p| {
             // An endpoint's `ports` remaps a Service port, by name.
@@ -102,9 +97,9 @@ fn static_endpoint(
         .collect();
     Some(EndpointInfo {
         ip,
-        pod: index.pod_id_by_ip(ip),
         ready: true,
         ports,
+        link: PodLink::Address,
     })
 }
 

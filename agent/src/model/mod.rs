@@ -1,9 +1,10 @@
 //! The Kubernetes and Istio objects meshdrift reads, as typed data: the leaf
 //! that both the inventory (who is who) and the policy engine (what is
 //! declared) build on. Sources (manifest files, the Kubernetes API) produce
-//! [`Objects`]; nothing here knows where they came from or what they mean for
+//! [`Objects`] (or, watching, one [`Change`] at a time); nothing here knows where they came from or what they mean for
 //! traffic.
 
+mod change;
 pub mod istio;
 mod labels;
 mod meta;
@@ -13,8 +14,9 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::{Deserialize, Deserializer};
 
+pub use change::{Change, Kind, Object, ObjectKey};
 pub use istio::{DestinationRule, PeerAuthentication, ServiceEntry, VirtualService};
-pub use labels::{Labels, selector_matches};
+pub use labels::{LabelLookup, Labels, selector_matches};
 pub use meta::{config_order, namespace_of};
 pub use pod::Pod;
 

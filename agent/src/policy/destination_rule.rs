@@ -10,7 +10,9 @@ use super::ROOT_NAMESPACE;
 use super::host;
 use super::visibility::Visibility;
 use crate::model::istio::{ClientTlsSettings, PortTrafficPolicy, Subset, TlsMode, TrafficPolicy};
-use crate::model::{DestinationRule, Labels, config_order, namespace_of, selector_matches};
+use crate::model::{
+    DestinationRule, LabelLookup, Labels, config_order, namespace_of, selector_matches,
+};
 
 /// One DestinationRule with its host expanded.
 #[derive(Debug, Clone)]
@@ -206,7 +208,7 @@ impl DestinationRuleIndex {
     pub fn lookup(
         &self,
         client_namespace: &str,
-        client_labels: &Labels,
+        client_labels: &dyn LabelLookup,
         fqdn: &str,
         service_namespace: Option<&str>,
     ) -> Option<&MergedRule> {

@@ -580,7 +580,7 @@ impl Policies {
             .endpoints
             .iter()
             .filter_map(|endpoint| {
-                let pod = endpoint.pod.and_then(|id| index.pod(id));
+                let pod = index.endpoint_pod(endpoint);
                 if let Some(labels) = subset_labels
                     && !pod.is_some_and(|p| selector_matches(labels, &p.labels))
                 {

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use super::MESH_GATEWAY;
 use super::cidr;
 use crate::model::istio::{HttpMatchRequest, L4MatchAttributes, TlsMatchAttributes};
-use crate::model::{Labels, selector_matches};
+use crate::model::{LabelLookup, Labels, selector_matches};
 
 /// Outcome of a match for one client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub enum Truth {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientFacts<'a> {
     pub namespace: &'a str,
-    pub labels: &'a Labels,
+    pub labels: &'a dyn LabelLookup,
     /// The Service port the client dialled.
     pub port: u16,
     /// The Service's cluster IPs (what the application dials).

@@ -14,6 +14,7 @@ mod matching;
 mod mtls;
 mod peer_authentication;
 mod policies;
+mod store;
 mod visibility;
 
 pub use check::check;
@@ -22,7 +23,8 @@ pub use expectation::{
     Candidate, DestinationExpectation, EndpointExpectation, ExpectError, Expectation, ExpectedTls,
     RouteRef, TlsExpectation, TlsSource, normalised_weights, resolve_client_host,
 };
-pub use policies::{Policies, VirtualServiceEntry};
+pub use policies::{Policies, PolicyCounts, VirtualServiceEntry};
+pub use store::PolicyStore;
 
 /// Istio's root namespace: mesh-wide DestinationRules and PeerAuthentications live here.
 pub const ROOT_NAMESPACE: &str = "istio-system";

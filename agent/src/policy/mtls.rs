@@ -47,9 +47,8 @@ impl AutoMtls {
                 return AutoMtls::Off("headless Service without endpoints".to_owned());
             }
             let without_sidecar = service.endpoints.iter().find(|endpoint| {
-                !endpoint
-                    .pod
-                    .and_then(|id| index.pod(id))
+                !index
+                    .endpoint_pod(endpoint)
                     .is_some_and(PodInfo::has_istio_tls_mode)
             });
             if let Some(endpoint) = without_sidecar {

@@ -33,9 +33,12 @@ pub(crate) struct PeerAuthenticationIndex {
 }
 
 impl PeerAuthenticationIndex {
-    pub fn build(resources: &[PeerAuthentication]) -> Self {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn build<'a>(resources: impl Iterator<Item = &'a PeerAuthentication>) -> Self {
         let mut entries: Vec<PeerAuthenticationEntry> = resources
-            .iter()
             .map(|pa| PeerAuthenticationEntry {
                 namespace: namespace_of(&pa.metadata),
                 name: pa.metadata.name.clone().unwrap_or_default(),

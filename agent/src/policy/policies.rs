@@ -13,7 +13,9 @@ use super::host;
 use super::peer_authentication::PeerAuthenticationIndex;
 use super::visibility::Visibility;
 use crate::model::istio::VirtualServiceSpec;
-use crate::model::{Objects, VirtualService, config_order, namespace_of};
+use crate::model::{
+    DestinationRule, Objects, PeerAuthentication, VirtualService, config_order, namespace_of,
+};
 
 /// A VirtualService with its hosts expanded.
 #[derive(Debug, Clone)]
@@ -48,13 +50,31 @@ pub struct Policies {
     pub(crate) peer_authentications: PeerAuthenticationIndex,
 }
 
+/// How many policy objects of each kind are indexed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyCounts {
+    pub virtual_services: usize,
+    pub destination_rules: usize,
+    pub peer_authentications: usize,
+}
+
 impl Policies {
     pub fn build(objects: &Objects) -> Policies {
-        let mut virtual_services: Vec<VirtualServiceEntry> = objects
-            .virtual_services
-            .iter()
-            .map(virtual_service_entry)
-            .collect();
+        Self::build_from(
+            objects.virtual_services.iter(),
+            objects.destination_rules.iter(),
+            objects.peer_authentications.iter(),
+        )
+    }
+
+    /// Builds the index from policy objects wherever they are kept.
+    pub fn build_from<'a>(
+        virtual_services: impl Iterator<Item = &'a VirtualService>,
+        destination_rules: impl Iterator<Item = &'a DestinationRule>,
+        peer_authentications: impl Iterator<Item = &'a PeerAuthentication>,
+    ) -> Policies {
+        let mut virtual_services: Vec<VirtualServiceEntry> =
+            virtual_services.map(virtual_service_entry).collect();
         virtual_services.sort_by(|a, b| {
             config_order(
                 (&a.created, &a.name, &a.namespace),
@@ -79,16 +99,15 @@ impl Policies {
             }
         }
         let destination_rules = DestinationRuleIndex::build(
-            objects
-                .destination_rules
-                .iter()
+            destination_rules
                 .map(DestinationRuleEntry::from_resource)
                 .collect(),
         );
+        let peer_authentications = PeerAuthenticationIndex::build(peer_authentications);
         debug!(
             virtual_services = virtual_services.len(),
             destination_rules = destination_rules.entries().len(),
-            peer_authentications = objects.peer_authentications.len(),
+            peer_authentications = peer_authentications.len(),
             "policy index built"
         );
         Policies {
@@ -96,7 +115,15 @@ impl Policies {
             vs_by_exact_host,
             vs_wildcards,
             destination_rules,
-            peer_authentications: PeerAuthenticationIndex::build(&objects.peer_authentications),
+            peer_authentications,
+        }
+    }
+
+    pub fn counts(&self) -> PolicyCounts {
+        PolicyCounts {
+            virtual_services: self.virtual_services.len(),
+            destination_rules: self.destination_rules.entries().len(),
+            peer_authentications: self.peer_authentications.len(),
         }
     }
 

@@ -56,6 +56,15 @@ impl Agent {
         self.load_findings = declared.load_findings.clone();
     }
 
+    pub fn mesh(&self) -> &Arc<Mesh> {
+        self.attributor.mesh()
+    }
+
+    /// The mesh to update in place, unless something else holds it.
+    pub fn mesh_mut(&mut self) -> Option<&mut Mesh> {
+        self.attributor.mesh_mut()
+    }
+
     /// Seconds since the agent started: the drift engine's clock.
     fn now(&self) -> f64 {
         self.started.elapsed().as_secs_f64()

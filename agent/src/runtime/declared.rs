@@ -1,7 +1,8 @@
 //! Where the agent gets the declared world: a directory of manifests (re-read
-//! when it changes) or the Kubernetes API (watched). Either way the agent
-//! receives a freshly built [`Mesh`] with the problems met loading it;
-//! building runs off the agent's event loop.
+//! whole when it changes) or the Kubernetes API (watched). The agent first
+//! receives a [`Mesh`] built off its event loop; from the Kubernetes API it
+//! then receives each change, which it applies to that mesh in place (a pod
+//! costs what it touches), and rebuilt policies when a policy object changes.
 
 use std::{
     path::{Path, PathBuf},
@@ -10,16 +11,17 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
 use crate::{
     attribution::Mesh,
     findings::{Finding, Severity, codes},
     inventory::{
-        files,
-        kube::{KubeSource, KubeSourceHandle},
+        Index, files,
+        kube::{Batches, KubeSource, KubeSourceHandle, Listed},
     },
-    model::Objects,
+    model::{Change, Objects},
+    policy::{self, Policies, PolicyStore},
 };
 
 /// One load of the declared world.
@@ -29,8 +31,18 @@ pub struct Declared {
     pub load_findings: Vec<Finding>,
 }
 
-/// The latest declared world; `None` until the first load completes.
-pub type DeclaredFeed = watch::Receiver<Option<Arc<Declared>>>;
+/// What the agent is told about the declared world.
+pub enum DeclaredUpdate {
+    /// A whole declared world: the first load, or a manifest directory re-read.
+    Replace(Declared),
+    /// Inventory objects changed: apply them to the mesh in place.
+    Inventory(Vec<Change>),
+    /// A policy object changed: the policies, rebuilt.
+    Policies(Box<Policies>),
+}
+
+/// The updates, in order; the first is always a [`DeclaredUpdate::Replace`].
+pub type DeclaredFeed = mpsc::Receiver<DeclaredUpdate>;
 
 /// Keeps the source's background work alive; dropping it stops the watching.
 pub struct SourceGuard {
@@ -49,7 +61,10 @@ impl Drop for SourceGuard {
 pub fn files(dir: PathBuf, poll: Duration) -> anyhow::Result<(DeclaredFeed, SourceGuard)> {
     let mut fingerprint = manifest_fingerprint(&dir);
     let first = load_files(&dir)?;
-    let (sender, feed) = watch::channel(Some(Arc::new(first)));
+    let (sender, feed) = mpsc::channel(1);
+    sender
+        .try_send(DeclaredUpdate::Replace(first))
+        .map_err(|_| anyhow::anyhow!("the agent stopped before the first load"))?;
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(poll);
         loop {
@@ -63,7 +78,11 @@ pub fn files(dir: PathBuf, poll: Duration) -> anyhow::Result<(DeclaredFeed, Sour
             match tokio::task::spawn_blocking(move || load_files(&dir_for_load)).await {
                 Ok(Ok(declared)) => {
                     tracing::info!(dir = %dir.display(), "manifests changed; reloaded");
-                    if sender.send(Some(Arc::new(declared))).is_err() {
+                    if sender
+                        .send(DeclaredUpdate::Replace(declared))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -82,35 +101,81 @@ pub async fn kubernetes() -> anyhow::Result<(DeclaredFeed, SourceGuard)> {
     let client = KubeSource::connect()
         .await
         .context("connecting to the Kubernetes API (in-cluster service account or kubeconfig); pass --manifests DIR to run without a cluster")?;
-    let (mut snapshots, handle) = KubeSource::start(client)
+    let (batches, handle) = KubeSource::start(client)
         .await
         .context("watching the Kubernetes API")?;
-    let (sender, feed) = watch::channel(None);
-    let task = tokio::spawn(async move {
-        loop {
-            let objects = snapshots.borrow_and_update().clone();
-            if let Some(objects) = objects {
-                match tokio::task::spawn_blocking(move || declared_from(&objects)).await {
-                    Ok(declared) => {
-                        if sender.send(Some(Arc::new(declared))).is_err() {
-                            return;
-                        }
-                    }
-                    Err(err) => tracing::warn!(%err, "building the inventory failed"),
+    Ok(from_batches(batches, Some(handle)))
+}
+
+/// The agent's feed from the kube source's batches: the index is built off
+/// the event loop until every kind has listed, then handed over with the
+/// policies; later inventory changes are passed on as they come, and policy
+/// changes rebuild the policies here.
+pub fn from_batches(
+    mut batches: Batches,
+    handle: Option<KubeSourceHandle>,
+) -> (DeclaredFeed, SourceGuard) {
+    let (sender, feed) = mpsc::channel(16);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut index = Index::default();
+        let mut store = PolicyStore::default();
+        let mut listed = Listed::default();
+        while !listed.all() {
+            let Some(batch) = batches.blocking_recv() else {
+                return;
+            };
+            for change in &batch {
+                listed.note(change);
+                index.apply(change);
+                store.apply(change);
+            }
+        }
+        let policies = store.build();
+        let findings = policy::check(&index, &policies);
+        tracing::info!(pods = index.pod_count(), "inventory loaded");
+        let first = Declared {
+            mesh: Arc::new(Mesh::new(index, policies, findings)),
+            load_findings: Vec::new(),
+        };
+        if sender
+            .blocking_send(DeclaredUpdate::Replace(first))
+            .is_err()
+        {
+            return;
+        }
+        while let Some(batch) = batches.blocking_recv() {
+            let mut policies_changed = false;
+            let mut inventory = Vec::new();
+            for change in batch {
+                if change.kind().is_policy() {
+                    policies_changed |= store.apply(&change);
+                } else {
+                    inventory.push(change);
                 }
             }
-            if snapshots.changed().await.is_err() {
+            if !inventory.is_empty()
+                && sender
+                    .blocking_send(DeclaredUpdate::Inventory(inventory))
+                    .is_err()
+            {
+                return;
+            }
+            if policies_changed
+                && sender
+                    .blocking_send(DeclaredUpdate::Policies(Box::new(store.build())))
+                    .is_err()
+            {
                 return;
             }
         }
     });
-    Ok((
+    (
         feed,
         SourceGuard {
-            _kube: Some(handle),
+            _kube: handle,
             task,
         },
-    ))
+    )
 }
 
 fn declared_from(objects: &Objects) -> Declared {

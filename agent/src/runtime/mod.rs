@@ -5,12 +5,14 @@
 
 mod agent;
 mod declared;
+mod keeper;
 mod probe_loop;
 mod run;
 mod shutdown;
 
 pub use agent::Agent;
-pub use declared::Declared;
+pub use declared::{Declared, DeclaredFeed, DeclaredUpdate, from_batches};
+pub use keeper::FINDINGS_REFRESH;
 pub use probe_loop::ProbeLoop;
 pub use run::{AgentConfig, run};
 pub use shutdown::Shutdown;

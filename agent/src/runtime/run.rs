@@ -5,7 +5,13 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 
-use super::{Shutdown, agent::Agent, declared, probe_loop::ProbeLoop};
+use super::{
+    Shutdown,
+    agent::Agent,
+    declared::{self, DeclaredUpdate},
+    keeper::Keeper,
+    probe_loop::ProbeLoop,
+};
 use crate::{
     drift::{DriftConfig, DriftEngine},
     export::Metrics,
@@ -53,20 +59,22 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         let _ = http_stopped.await;
     }));
 
-    if declared_feed.borrow().is_none() {
+    if config.manifests.is_none() {
         eprintln!(
             "meshdrift: waiting for the first list of Pods, Services, EndpointSlices, Namespaces and Istio resources"
         );
     }
+    let mut keeper = Keeper::default();
     let first = tokio::select! {
-        first = declared_feed.wait_for(Option::is_some) => {
-            first.context("the inventory source stopped before its first load")?.clone()
+        first = declared_feed.recv() => {
+            first.context("the inventory source stopped before its first load")?
         }
         () = shutdown.requested() => return Ok(()),
     };
-    if let Some(declared) = first {
-        agent.use_declared(&declared);
+    if !matches!(first, DeclaredUpdate::Replace(_)) {
+        anyhow::bail!("the inventory source began with a change, not a whole load");
     }
+    keeper.receive(&mut agent, first);
     let mut probe_loop = ProbeLoop::attach(&config.probe, false)?;
     agent.counting_since(probe_loop.probe().attached_at());
     state.set_ready(true);
@@ -90,18 +98,17 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 }
             }
             _ = publish_tick.tick() => {
+                keeper.tick(&agent);
                 let losses = probe_loop.losses();
                 publisher.publish(agent.report(losses, probe_loop.flows_tracked()));
             }
-            changed = declared_feed.changed() => {
-                if changed.is_err() {
+            update = declared_feed.recv() => {
+                let Some(update) = update else {
                     break Err(anyhow::anyhow!("the inventory source stopped"));
-                }
-                let latest = declared_feed.borrow_and_update().clone();
-                if let Some(declared) = latest {
-                    agent.use_declared(&declared);
-                }
+                };
+                keeper.receive(&mut agent, update);
             }
+            findings = keeper.checked() => keeper.finish_check(&mut agent, findings),
             () = shutdown.requested() => break Ok(()),
         }
     };

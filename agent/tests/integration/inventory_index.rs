@@ -24,10 +24,10 @@ fn pod_by_ip_names_namespace_name_and_labels() {
     let idx = index(&base());
     let pod = idx.pod_by_ip("10.0.0.2".parse().unwrap()).unwrap();
     assert_eq!(
-        (pod.namespace.as_str(), pod.name.as_str()),
+        (pod.namespace.as_str(), &*pod.name),
         ("default", "reviews-v2")
     );
-    assert_eq!(pod.labels.get("version").map(String::as_str), Some("v2"));
+    assert_eq!(pod.labels.get("version"), Some("v2"));
     assert!(idx.pod_by_ip("10.9.9.9".parse().unwrap()).is_none());
 }
 
@@ -36,11 +36,11 @@ fn pod_ips_include_every_family() {
     let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: dual, namespace: default}\nspec: {containers: [{name: c, image: i}]}\nstatus:\n  podIP: 10.0.0.7\n  podIPs: [{ip: 10.0.0.7}, {ip: 'fd00::7'}]\n";
     let idx = index(yaml);
     assert_eq!(
-        idx.pod_by_ip("fd00::7".parse().unwrap()).unwrap().name,
+        &*idx.pod_by_ip("fd00::7".parse().unwrap()).unwrap().name,
         "dual"
     );
     assert_eq!(
-        idx.pod_by_ip("10.0.0.7".parse().unwrap()).unwrap().name,
+        &*idx.pod_by_ip("10.0.0.7".parse().unwrap()).unwrap().name,
         "dual"
     );
 }
@@ -63,7 +63,7 @@ fn duplicate_pod_ips_keep_the_first_and_warn() {
         pod("b", "second", "10.0.0.1", "x: y")
     ));
     assert_eq!(
-        idx.pod_by_ip("10.0.0.1".parse().unwrap()).unwrap().name,
+        &*idx.pod_by_ip("10.0.0.1".parse().unwrap()).unwrap().name,
         "first"
     );
     assert_eq!(idx.warnings().len(), 1);
@@ -170,9 +170,9 @@ fn endpoint_slices_win_over_selectors() {
     assert_eq!(reviews.endpoints_from, EndpointSource::EndpointSlices);
     assert_eq!(reviews.endpoints.len(), 2);
     let first = &reviews.endpoints[0];
-    assert_eq!(idx.pod(first.pod.unwrap()).unwrap().name, "reviews-v2");
+    assert_eq!(&*idx.endpoint_pod(first).unwrap().name, "reviews-v2");
     assert_eq!(first.target_port(9080), Some(9443));
-    assert!(reviews.endpoints[1].pod.is_none());
+    assert!(idx.endpoint_pod(&reviews.endpoints[1]).is_none());
     assert!(!reviews.endpoints[1].ready);
 }
 

@@ -20,6 +20,7 @@ mod http_manifests;
 mod http_report_cli;
 mod http_server;
 mod inventory_files;
+mod inventory_incremental;
 mod inventory_index;
 mod kube_source;
 mod metrics_exposition;

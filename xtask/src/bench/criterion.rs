@@ -1,6 +1,8 @@
 //! The criterion benchmarks of the agent crate: the user-space pipeline and
-//! the policy engine. Figures are read back from criterion's own estimates
-//! and from the lines the benchmarks print (`BENCH {json}`).
+//! the policy engine; with them the inventory's scaling and the agent's
+//! memory at 150 k pods fed by the stand-in Kubernetes API server (plain
+//! benchmarks that only print). Figures are read back from criterion's own
+//! estimates and from the lines the benchmarks print (`BENCH {json}`).
 
 use std::{collections::BTreeMap, path::Path, process::Command};
 
@@ -39,6 +41,10 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<CriterionResults> {
             "pipeline",
             "--bench",
             "policy",
+            "--bench",
+            "inventory",
+            "--bench",
+            "kube_agent",
             "--",
         ]);
     if quick {

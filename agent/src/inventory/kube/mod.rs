@@ -1,49 +1,52 @@
 //! The kube source: the declared world read from the Kubernetes API.
 //!
-//! Reflectors watch Pods, Services, EndpointSlices, Namespaces and Istio's
+//! Watchers follow Pods, Services, EndpointSlices, Namespaces and Istio's
 //! ServiceEntries, VirtualServices, DestinationRules and PeerAuthentications
-//! cluster-wide
-//! (attribution needs destination pods on every node), and a snapshot of
-//! [`Objects`] is published whenever they change.
+//! cluster-wide (attribution needs destination pods on every node), and
+//! deliver every change as it happens, in batches: [`Change`]s, each object
+//! already in the slim form the index keeps. The source keeps no object: a
+//! full Pod is about 5 KB, and every agent watches every pod.
+//!
+//! Every kind is first listed (`Listing`, its objects, `Listed`); once all
+//! have been, batches come at most one per `min_interval`, so a rollout of
+//! hundreds of pods costs a few updates.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use meshdrift::inventory::kube::KubeSource;
+//! use meshdrift::inventory::{Index, kube::KubeSource};
 //! let client = KubeSource::connect().await?;
-//! let (mut snapshots, _handle) = KubeSource::start(client).await?;
-//! while snapshots.changed().await.is_ok() {
-//!     let Some(objects) = snapshots.borrow_and_update().clone() else { continue };
-//!     let _index = meshdrift::inventory::Index::build(&objects);
+//! let (mut batches, _handle) = KubeSource::start(client).await?;
+//! let mut index = Index::default();
+//! while let Some(batch) = batches.recv().await {
+//!     for change in &batch {
+//!         index.apply(change);
+//!     }
 //! }
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod istio;
-mod progress;
 mod prune;
-mod snapshot;
 mod watch;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::api::Api;
-use kube::runtime::reflector::store::Writer;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::model::{DestinationRule, Objects, PeerAuthentication, ServiceEntry, VirtualService};
-use istio::{
-    DESTINATION_RULE, IstioKind, PEER_AUTHENTICATION, SERVICE_ENTRY, Typed, VIRTUAL_SERVICE,
-};
-use progress::{Kind, Progress, Reporter};
-use snapshot::Stores;
-use watch::IstioTiming;
+use crate::model::{self, Change, Kind, Object};
+use istio::{DESTINATION_RULE, PEER_AUTHENTICATION, SERVICE_ENTRY, Typed, VIRTUAL_SERVICE};
+use watch::{IstioTiming, Watched};
 
-/// Snapshots: `None` until every kind has completed its first list.
-pub type Snapshots = tokio::sync::watch::Receiver<Option<Arc<Objects>>>;
+pub use batch::Listed;
+
+/// Batches of changes, in the order they happened.
+pub type Batches = mpsc::Receiver<Vec<Change>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeSourceError {
@@ -55,7 +58,7 @@ pub enum KubeSourceError {
 
 #[derive(Debug, Clone)]
 pub struct KubeSourceOptions {
-    /// The shortest time between two snapshots.
+    /// The shortest time between two batches once every kind has listed.
     pub min_interval: Duration,
     /// How often an Istio kind that is not served is looked for again.
     pub crd_recheck: Duration,
@@ -72,6 +75,9 @@ impl Default for KubeSourceOptions {
 
 pub struct KubeSource;
 
+/// Changes a watcher may get ahead of the batcher by.
+const WATCHER_BUFFER: usize = 1024;
+
 impl KubeSource {
     /// A client from the in-cluster service account, or the kubeconfig
     /// outside a cluster.
@@ -82,65 +88,59 @@ impl KubeSource {
     }
 
     /// Starts watching with the default options.
-    pub async fn start(client: Client) -> Result<(Snapshots, KubeSourceHandle), KubeSourceError> {
+    pub async fn start(client: Client) -> Result<(Batches, KubeSourceHandle), KubeSourceError> {
         Self::start_with(client, KubeSourceOptions::default()).await
     }
 
-    /// Starts watching. The watchers run until the handle is dropped or shut down.
+    /// Starts watching. The watchers run until the handle is dropped or the
+    /// batches' receiver is.
     pub async fn start_with(
         client: Client,
         options: KubeSourceOptions,
-    ) -> Result<(Snapshots, KubeSourceHandle), KubeSourceError> {
+    ) -> Result<(Batches, KubeSourceHandle), KubeSourceError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| KubeSourceError::NoRuntime)?;
-        let (progress_tx, progress_rx) = tokio::sync::watch::channel(Progress::default());
-        let report = |kind| Reporter::new(kind, progress_tx.clone());
-        let mut tasks = Vec::new();
-
-        let pods = Writer::<Pod>::default();
-        let services = Writer::<Service>::default();
-        let endpoint_slices = Writer::<EndpointSlice>::default();
-        let namespaces = Writer::<Namespace>::default();
-        let service_entries = istio_writer::<ServiceEntry>(&SERVICE_ENTRY);
-        let virtual_services = istio_writer::<VirtualService>(&VIRTUAL_SERVICE);
-        let destination_rules = istio_writer::<DestinationRule>(&DESTINATION_RULE);
-        let peer_authentications = istio_writer::<PeerAuthentication>(&PEER_AUTHENTICATION);
-        let stores = Stores {
-            pods: pods.as_reader(),
-            services: services.as_reader(),
-            endpoint_slices: endpoint_slices.as_reader(),
-            namespaces: namespaces.as_reader(),
-            service_entries: service_entries.as_reader(),
-            virtual_services: virtual_services.as_reader(),
-            destination_rules: destination_rules.as_reader(),
-            peer_authentications: peer_authentications.as_reader(),
-        };
-
+        let (changes_tx, changes) = mpsc::channel(WATCHER_BUFFER);
+        let tx = || changes_tx.clone();
         let c = || client.clone();
-        tasks.push(runtime.spawn(watch::core(
-            Api::all(c()),
-            pods,
-            prune::pod,
-            report(Kind::Pod),
-        )));
-        tasks.push(runtime.spawn(watch::core(
-            Api::all(c()),
-            services,
-            prune::service,
-            report(Kind::Service),
-        )));
-        tasks.push(runtime.spawn(watch::core(
-            Api::all(c()),
-            endpoint_slices,
-            prune::endpoint_slice,
-            report(Kind::EndpointSlice),
-        )));
-        tasks.push(runtime.spawn(watch::core(
-            Api::all(c()),
-            namespaces,
-            prune::namespace,
-            report(Kind::Namespace),
-        )));
+        let mut tasks = vec![
+            runtime.spawn(watch::core(
+                Api::<Pod>::all(c()),
+                Watched {
+                    kind: Kind::Pod,
+                    convert: |pod| Some(Object::Pod(Box::new(model::Pod::from(&pod)))),
+                },
+                |_| {},
+                tx(),
+            )),
+            runtime.spawn(watch::core(
+                Api::<Service>::all(c()),
+                Watched {
+                    kind: Kind::Service,
+                    convert: |service| Some(Object::Service(Box::new(service))),
+                },
+                prune::service,
+                tx(),
+            )),
+            runtime.spawn(watch::core(
+                Api::<EndpointSlice>::all(c()),
+                Watched {
+                    kind: Kind::EndpointSlice,
+                    convert: |slice| Some(Object::EndpointSlice(Box::new(slice))),
+                },
+                prune::endpoint_slice,
+                tx(),
+            )),
+            runtime.spawn(watch::core(
+                Api::<Namespace>::all(c()),
+                Watched {
+                    kind: Kind::Namespace,
+                    convert: |namespace| namespace.metadata.name.map(Object::Namespace),
+                },
+                prune::namespace,
+                tx(),
+            )),
+        ];
         let timing = IstioTiming {
             recheck: options.crd_recheck,
             retry_max: Duration::from_secs(30),
@@ -148,47 +148,56 @@ impl KubeSource {
         tasks.push(runtime.spawn(watch::istio(
             c(),
             SERVICE_ENTRY,
-            service_entries,
-            report(Kind::ServiceEntry),
+            Watched {
+                kind: Kind::ServiceEntry,
+                convert: |typed: Typed<model::ServiceEntry>| {
+                    typed.value.map(|v| Object::ServiceEntry(Box::new(v)))
+                },
+            },
+            tx(),
             timing,
         )));
         tasks.push(runtime.spawn(watch::istio(
             c(),
             VIRTUAL_SERVICE,
-            virtual_services,
-            report(Kind::VirtualService),
+            Watched {
+                kind: Kind::VirtualService,
+                convert: |typed: Typed<model::VirtualService>| {
+                    typed.value.map(|v| Object::VirtualService(Box::new(v)))
+                },
+            },
+            tx(),
             timing,
         )));
         tasks.push(runtime.spawn(watch::istio(
             c(),
             DESTINATION_RULE,
-            destination_rules,
-            report(Kind::DestinationRule),
+            Watched {
+                kind: Kind::DestinationRule,
+                convert: |typed: Typed<model::DestinationRule>| {
+                    typed.value.map(|v| Object::DestinationRule(Box::new(v)))
+                },
+            },
+            tx(),
             timing,
         )));
         tasks.push(runtime.spawn(watch::istio(
             c(),
             PEER_AUTHENTICATION,
-            peer_authentications,
-            report(Kind::PeerAuthentication),
+            Watched {
+                kind: Kind::PeerAuthentication,
+                convert: |typed: Typed<model::PeerAuthentication>| {
+                    typed.value.map(|v| Object::PeerAuthentication(Box::new(v)))
+                },
+            },
+            tx(),
             timing,
         )));
-
-        let (out, snapshots) = tokio::sync::watch::channel(None);
-        tasks.push(runtime.spawn(snapshot::publish(
-            stores,
-            progress_rx,
-            out,
-            options.min_interval,
-        )));
-        Ok((snapshots, KubeSourceHandle { tasks }))
+        drop(changes_tx);
+        let (out, batches) = mpsc::channel(1);
+        tasks.push(runtime.spawn(batch::run(changes, out, options.min_interval)));
+        Ok((batches, KubeSourceHandle { tasks }))
     }
-}
-
-fn istio_writer<T: Clone>(spec: &IstioKind) -> Writer<Typed<T>> {
-    // The store keys objects by name and namespace; the version in its
-    // resource does not matter, so the first one to try serves for all.
-    Writer::new(spec.resource(spec.versions[0]))
 }
 
 /// Keeps the watchers running; dropping it stops them.
@@ -198,7 +207,7 @@ pub struct KubeSourceHandle {
 }
 
 impl KubeSourceHandle {
-    /// Stops every watcher and the snapshot publisher.
+    /// Stops every watcher and the batcher.
     pub fn shutdown(self) {
         drop(self);
     }

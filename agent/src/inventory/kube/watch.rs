@@ -1,8 +1,11 @@
-//! One task per kind: a `kube::runtime` watcher feeding a reflector store.
+//! One task per kind: a `kube::runtime` watcher whose events become
+//! [`Change`]s, each object in the slim form meshdrift keeps (a Pod becomes
+//! a [`model::Pod`](crate::model::Pod) as it arrives). Nothing here keeps the
+//! objects: the consumer does, in its index.
 //!
 //! The watcher relists by itself when a watch ends or the server answers
-//! 410 Gone, and the store swaps in a relist only once it is complete, so a
-//! snapshot never sees a half-listed kind.
+//! 410 Gone; a relist is delivered as `Listing`, the objects, `Listed`, and
+//! the consumer forgets what the relist did not name.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -10,18 +13,65 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::istio::{IstioKind, Typed};
-use super::progress::Reporter;
+use crate::model::{Change, Kind, Object, ObjectKey, namespace_of};
 
-/// Watches a built-in kind for ever, pruning each object with `prune`.
-pub(crate) async fn core<K>(api: Api<K>, mut writer: Writer<K>, prune: fn(&mut K), report: Reporter)
-where
+/// What a watcher of one kind does with its objects.
+pub(crate) struct Watched<K> {
+    pub(crate) kind: Kind,
+    /// The slim form, or `None` for an object meshdrift cannot use.
+    pub(crate) convert: fn(K) -> Option<Object>,
+}
+
+/// Where changes go; `false` once the consumer is gone.
+async fn send(tx: &mpsc::Sender<Change>, change: Change) -> bool {
+    tx.send(change).await.is_ok()
+}
+
+fn key_of<K: Resource>(object: &K, kind: Kind) -> ObjectKey {
+    let meta = object.meta();
+    let name = meta.name.clone().unwrap_or_default();
+    match kind {
+        Kind::Namespace => ObjectKey::new("", name),
+        _ => ObjectKey::new(namespace_of(meta), name),
+    }
+}
+
+/// Turns one watcher event into changes; `false` once the consumer is gone.
+async fn forward<K: Resource>(
+    event: Event<K>,
+    watched: &Watched<K>,
+    tx: &mpsc::Sender<Change>,
+) -> bool {
+    let kind = watched.kind;
+    match event {
+        Event::Init => send(tx, Change::Listing(kind)).await,
+        Event::InitDone => {
+            debug!(kind = kind.name(), "listed");
+            send(tx, Change::Listed(kind)).await
+        }
+        Event::InitApply(object) | Event::Apply(object) => match (watched.convert)(object) {
+            Some(object) => send(tx, Change::Applied(object)).await,
+            None => true,
+        },
+        Event::Delete(object) => send(tx, Change::Deleted(kind, key_of(&object, kind))).await,
+    }
+}
+
+/// Watches a built-in kind until the consumer is gone, pruning each object
+/// with `prune` before it is converted.
+pub(crate) async fn core<K>(
+    api: Api<K>,
+    watched: Watched<K>,
+    prune: fn(&mut K),
+    tx: mpsc::Sender<Change>,
+) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let stream = watcher::watcher(api, watcher::Config::default())
@@ -30,36 +80,23 @@ where
     let mut stream = std::pin::pin!(stream);
     while let Some(item) = stream.next().await {
         match item {
-            Ok(event) => apply(&mut writer, &event, &report),
-            Err(err) => log_watch_error(&report, &err),
+            Ok(event) => {
+                if !forward(event, &watched, &tx).await {
+                    return;
+                }
+            }
+            Err(err) => log_watch_error(watched.kind, &err),
         }
     }
 }
 
-/// Applies one event to the store and tells the snapshot builder.
-fn apply<K>(writer: &mut Writer<K>, event: &Event<K>, report: &Reporter)
-where
-    K: Resource + Clone,
-    K::DynamicType: Clone + Eq + std::hash::Hash,
-{
-    writer.apply_watcher_event(event);
-    match event {
-        Event::InitDone => {
-            debug!(kind = report.kind().name(), "listed");
-            report.listed();
-        }
-        Event::Apply(_) | Event::Delete(_) => report.changed(),
-        Event::Init | Event::InitApply(_) => {}
-    }
-}
-
-fn log_watch_error(report: &Reporter, err: &watcher::Error) {
+fn log_watch_error(kind: Kind, err: &watcher::Error) {
     match err {
         // Expected now and then: the watcher relists.
         watcher::Error::WatchError(status) if status.code == 410 => {
-            debug!(kind = report.kind().name(), "watch expired; relisting");
+            debug!(kind = kind.name(), "watch expired; relisting");
         }
-        _ => warn!(kind = report.kind().name(), error = %err, "watch failed; retrying"),
+        _ => warn!(kind = kind.name(), error = %err, "watch failed; retrying"),
     }
 }
 
@@ -70,14 +107,15 @@ pub(crate) struct IstioTiming {
     pub(crate) retry_max: Duration,
 }
 
-/// Watches an Istio kind for ever. When its CRD is not installed the kind
-/// counts as listed and empty (a mesh without, say, PeerAuthentications is
-/// ordinary), and the CRD is looked for again every `timing.recheck`.
+/// Watches an Istio kind until the consumer is gone. When its CRD is not
+/// installed the kind counts as listed and empty (a mesh without, say,
+/// PeerAuthentications is ordinary), and the CRD is looked for again every
+/// `timing.recheck`.
 pub(crate) async fn istio<T>(
     client: Client,
     spec: IstioKind,
-    mut writer: Writer<Typed<T>>,
-    report: Reporter,
+    watched: Watched<Typed<T>>,
+    tx: mpsc::Sender<Change>,
     timing: IstioTiming,
 ) where
     T: DeserializeOwned + Clone + Send + Sync + 'static,
@@ -92,7 +130,9 @@ pub(crate) async fn istio<T>(
                 retry = Duration::from_secs(1);
                 info!(kind = spec.kind, group = spec.group, version, "watching");
                 let api = Api::<Typed<T>>::all_with(client.clone(), &spec.resource(version));
-                watch_served(api, &mut writer, &report).await;
+                if !watch_served(api, &watched, &tx).await {
+                    return;
+                }
                 info!(kind = spec.kind, version, "no longer served; looking again");
             }
             Ok(None) => {
@@ -103,9 +143,13 @@ pub(crate) async fn istio<T>(
                         "not served by the API server (CRD not installed?); treating as empty"
                     );
                     absent_logged = true;
-                    // Once per absence, so rechecks do not publish snapshots.
-                    writer.apply_watcher_event(&Event::Init);
-                    apply(&mut writer, &Event::InitDone, &report);
+                    // Once per absence: an empty list, so rechecks change nothing.
+                    let kind = watched.kind;
+                    if !send(&tx, Change::Listing(kind)).await
+                        || !send(&tx, Change::Listed(kind)).await
+                    {
+                        return;
+                    }
                 }
                 tokio::time::sleep(timing.recheck).await;
             }
@@ -134,8 +178,13 @@ async fn served_version(
     Ok(None)
 }
 
-/// Runs the watcher until the kind stops being served.
-async fn watch_served<T>(api: Api<Typed<T>>, writer: &mut Writer<Typed<T>>, report: &Reporter)
+/// Runs the watcher until the kind stops being served (`true`) or the
+/// consumer is gone (`false`).
+async fn watch_served<T>(
+    api: Api<Typed<T>>,
+    watched: &Watched<Typed<T>>,
+    tx: &mpsc::Sender<Change>,
+) -> bool
 where
     T: DeserializeOwned + Clone + Send + Sync + 'static,
 {
@@ -144,25 +193,28 @@ where
     while let Some(item) = stream.next().await {
         match item {
             Ok(event) => {
-                warn_untyped(&event, report);
-                apply(writer, &event, report);
+                warn_untyped(&event, watched.kind);
+                if !forward(event, watched, tx).await {
+                    return false;
+                }
             }
             Err(watcher::Error::InitialListFailed(err) | watcher::Error::WatchStartFailed(err))
                 if is_not_found(&err) =>
             {
-                return;
+                return true;
             }
-            Err(err) => log_watch_error(report, &err),
+            Err(err) => log_watch_error(watched.kind, &err),
         }
     }
+    true
 }
 
-fn warn_untyped<T>(event: &Event<Typed<T>>, report: &Reporter) {
+fn warn_untyped<T>(event: &Event<Typed<T>>, kind: Kind) {
     if let Event::Apply(object) | Event::InitApply(object) = event
         && let Some(problem) = &object.problem
     {
         warn!(
-            kind = report.kind().name(),
+            kind = kind.name(),
             namespace = object.metadata.namespace.as_deref().unwrap_or(""),
             name = object.metadata.name.as_deref().unwrap_or(""),
             problem,

@@ -58,10 +58,7 @@ pub(super) fn check<'a>(
                 ),
             ));
         }
-        if scope
-            .some_pods(&service.namespace, &subset.labels, 1)
-            .is_empty()
-        {
+        if !scope.has_pods(&service.namespace, &subset.labels) {
             findings.push(Finding::new(
                 codes::SUBSET_MATCHES_NO_WORKLOAD,
                 Severity::Warning,

@@ -120,20 +120,37 @@ impl<'a> Scope<'a> {
             .entry((&service.fqdn, labels))
             .or_insert_with(|| {
                 service.endpoints.iter().any(|e| {
-                    e.pod
-                        .and_then(|id| index.pod(id))
+                    index
+                        .endpoint_pod(e)
                         .is_some_and(|p| selector_matches(labels, &p.labels))
                 })
             })
     }
 
-    /// Names of at most `limit` pods of `namespace` carrying `labels`.
+    /// Names of at most `limit` pods of `namespace` carrying `labels`, the
+    /// first by name (the index keeps pods in no particular order).
     pub(super) fn some_pods(&self, namespace: &str, labels: &Labels, limit: usize) -> Vec<String> {
+        let mut first: Vec<&str> = Vec::with_capacity(limit + 1);
+        for id in self.index.pods_matching_iter(namespace, labels) {
+            let Some(name) = self.index.pod(id).map(|p| &*p.name) else {
+                continue;
+            };
+            if first.len() == limit && first.last().is_some_and(|&last| name >= last) {
+                continue;
+            }
+            let position = first.partition_point(|&n| n < name);
+            first.insert(position, name);
+            first.truncate(limit);
+        }
+        first.into_iter().map(str::to_owned).collect()
+    }
+
+    /// Whether some pod of `namespace` carries `labels`.
+    pub(super) fn has_pods(&self, namespace: &str, labels: &Labels) -> bool {
         self.index
             .pods_matching_iter(namespace, labels)
-            .take(limit)
-            .filter_map(|id| self.index.pod(id).map(|p| p.name.clone()))
-            .collect()
+            .next()
+            .is_some()
     }
 }
 
