@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::{
     Results,
     ab::Workload,
-    markdown::{
+    budgets::{
         BudgetId, budgets, kernel_ns_per_connection, ns_per_run, statistics_cost,
         user_ns_per_connection,
     },

@@ -4,6 +4,7 @@
 //! and command. Not part of `cargo xtask test`.
 
 mod ab;
+mod budgets;
 mod criterion;
 mod empty_program;
 mod markdown;
