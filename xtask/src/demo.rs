@@ -95,13 +95,18 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     })?;
     eprintln!();
 
-    step("waiting for the verdicts");
+    step(
+        "waiting until every request is counted (pooled connections report at each 10 s sweep) and the verdicts settle",
+    );
     let healthy = args.healthy;
+    let sent = args.requests as u64;
     let (report, settled) = frontend.wait_report(Duration::from_secs(30), |report| {
         let tested = report["splits"].as_array().is_some_and(|splits| {
-            splits
-                .iter()
-                .any(|split| split["source"]["name"] == "client" && split["p_value"].is_number())
+            splits.iter().any(|split| {
+                split["source"]["name"] == "client"
+                    && split["p_value"].is_number()
+                    && split["samples"].as_u64().is_some_and(|n| n >= sent)
+            })
         });
         tested
             && (healthy

@@ -96,12 +96,12 @@ impl Agent {
         }
     }
 
-    /// The verdicts over the window ending now, with the agent's health.
     /// Records when the kernel programs began to count.
     pub fn counting_since(&mut self, attached_at: std::time::SystemTime) {
         self.counting_since = Some(rfc3339_millis(attached_at));
     }
 
+    /// The verdicts over the window ending now, with the agent's health.
     pub fn report(&mut self, mut losses: LossCounters, flows_tracked: usize) -> Report {
         losses.late = self.engine.late_dropped();
         let now = self.now();
