@@ -20,6 +20,12 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
+    /// Gives back the capacity that doubling while growing left unused.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.slots.shrink_to_fit();
+        self.free.shrink_to_fit();
+    }
+
     pub(crate) fn insert(&mut self, value: T) -> usize {
         self.len += 1;
         match self.free.pop() {

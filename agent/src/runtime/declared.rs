@@ -130,6 +130,7 @@ pub fn from_batches(
                 store.apply(change);
             }
         }
+        index.shrink_to_fit();
         let policies = store.build();
         let findings = policy::check(&index, &policies);
         tracing::info!(pods = index.pod_count(), "inventory loaded");

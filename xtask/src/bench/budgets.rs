@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::{
     Results,
     ab::{Sample, Workload},
-    empty_program,
+    criterion, empty_program,
     stats::Summary,
 };
 
@@ -76,6 +76,7 @@ pub enum BudgetId {
     AgentCpu,
     AgentRss,
     Lost,
+    ClusterRss,
     PerConnection,
 }
 
@@ -179,6 +180,18 @@ pub fn budgets(results: &Results) -> Vec<Budget> {
         format!("**{}**", results.rate.lost),
         "0",
         results.rate.lost == 0,
+    );
+    let cluster_rss = results.criterion.printed_value(criterion::CLUSTER_RSS);
+    row(
+        BudgetId::ClusterRss,
+        "agent peak RSS at 150 k pods and 20 k Services (the stand-in Kubernetes API)",
+        cluster_rss.map_or("—".to_owned(), |value| {
+            format!("**{value}** (peak, steady)")
+        }),
+        "< 150 MiB",
+        cluster_rss
+            .and_then(criterion::leading_number)
+            .is_some_and(|mib| mib < 150.0),
     );
     let total = kernel.zip(user).map(|(k, u)| k + u);
     row(

@@ -19,6 +19,30 @@ pub struct CriterionResults {
     pub printed: Vec<Value>,
 }
 
+impl CriterionResults {
+    /// The value a benchmark printed for `what` (its `BENCH` line).
+    pub fn printed_value(&self, what: &str) -> Option<&str> {
+        self.printed
+            .iter()
+            .find(|line| line["what"] == what)
+            .and_then(|line| line["value"].as_str())
+    }
+}
+
+/// The leading number of a printed value (`"374.0 MiB, 373.5 MiB"` → 374.0).
+pub fn leading_number(value: &str) -> Option<f64> {
+    let end = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    value[..end].parse().ok()
+}
+
+/// `agent/benches/kube_agent.rs`: the agent's resident memory at 150 k pods.
+pub const CLUSTER_RSS: &str = "agent RSS at 150 k pods via the Kubernetes API (peak, steady)";
+/// `agent/benches/policy.rs`: what the inventory and the policies hold.
+pub const HEAP_HELD: &str =
+    "heap held at 150 k pods (inventory index, policies, policy objects kept for rebuilds)";
+
 const BENCHES: [&str; 5] = [
     "pipeline/record_to_tally",
     "build/inventory_index_150k_pods_20k_services",
@@ -77,4 +101,16 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<CriterionResults> {
         }
     }
     Ok(CriterionResults { median_ns, printed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leading_number;
+
+    #[test]
+    fn the_leading_number_of_a_printed_value() {
+        assert_eq!(leading_number("374.0 MiB, 373.5 MiB"), Some(374.0));
+        assert_eq!(leading_number("6.3s"), Some(6.3));
+        assert_eq!(leading_number("— MiB"), None);
+    }
 }

@@ -11,6 +11,7 @@ use super::{
         BudgetId, budgets, kernel_ns_per_connection, ns_per_run, statistics_cost,
         user_ns_per_connection,
     },
+    criterion,
     profile::Spender,
 };
 
@@ -202,6 +203,26 @@ fn explain(results: &Results, id: BudgetId) -> String {
              meshdrift's share of all CPU is {ours:.1} %. When the range of the rounds \
              spans the budget the miss is this VM's noise as much as the agent."
         ),
+        BudgetId::ClusterRss => {
+            let held = results
+                .criterion
+                .printed_value(criterion::HEAP_HELD)
+                .unwrap_or("—");
+            format!(
+                "What the agent holds at that size, measured on the heap by a counting \
+                 allocator (inventory index, policies, policy objects kept for rebuilds): \
+                 {held}; the rest is the binary, the async runtime, the kernel objects' \
+                 metadata and the allocator's slack. The index already keeps each string \
+                 once (interned labels and names) and a pod change costs what that pod \
+                 touches; per pod it still holds the pod's record, its IP, its name, its \
+                 label postings and its endpoint entries in hash maps of its own. What \
+                 would remove most of the rest: keep only the pods on this node and the \
+                 endpoints of Services they reach in full, and the remaining pods as an \
+                 IP → (workload, labels-id) table of a few dozen bytes each; build the \
+                 policies lazily per host instead of for all 20 000 at once; and drop the \
+                 raw policy objects after building, re-listing a kind when one changes."
+            )
+        }
         BudgetId::AgentCpu | BudgetId::AgentRss | BudgetId::Lost => format!(
             "The agent's threads held {:.1} % of all CPU samples in the profile; \
              the per-connection user-space cost is {user_us:.1} µs.",

@@ -129,6 +129,7 @@ impl Index {
     pub fn build(objects: &Objects) -> Index {
         let mut index = Index::default();
         index.add_objects(objects.pods.iter(), objects);
+        index.shrink_to_fit();
         index
     }
 
@@ -215,6 +216,30 @@ impl Index {
 
     /// Bumped by every change: whatever was derived from the index (an
     /// expectation) is stale when it differs.
+    /// Gives back the capacity the containers grew into while a whole
+    /// cluster was listed: doubling leaves up to half of each unused, and
+    /// later changes grow them again only as far as they need.
+    pub fn shrink_to_fit(&mut self) {
+        self.pods.shrink_to_fit();
+        self.services.shrink_to_fit();
+        self.pod_by_ip.shrink_to_fit();
+        self.ip_claims.shrink_to_fit();
+        let (pods, hasher) = (&self.pods, &self.hasher);
+        self.pod_by_name.shrink_to_fit(|&id| {
+            use std::hash::BuildHasher as _;
+            pods.get(id)
+                .map_or(0, |p| hasher.hash_one((p.namespace.as_str(), &*p.name)))
+        });
+        self.namespaces.shrink_to_fit();
+        self.fqdn_claims.shrink_to_fit();
+        self.service_by_fqdn.shrink_to_fit();
+        self.slices.shrink_to_fit();
+        self.slices_of.shrink_to_fit();
+        self.endpoint_owners.shrink_to_fit();
+        self.vips.shrink_to_fit();
+        self.host_network.shrink_to_fit();
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation
     }
