@@ -60,7 +60,7 @@ pub fn user_ns_per_connection(results: &Results) -> Option<f64> {
 
 pub fn ratio(summary: Option<Summary>) -> String {
     summary.map_or_else(
-        || "—".to_owned(),
+        || NOT_MEASURED.to_owned(),
         |s| format!("**{:.3}** [{:.3}–{:.3}]", s.median, s.min, s.max),
     )
 }
@@ -87,6 +87,15 @@ pub struct Budget {
     pub measured: String,
     pub budget: String,
     pub met: bool,
+}
+
+/// What a run that did not measure a figure shows for it.
+pub const NOT_MEASURED: &str = "—";
+
+impl Budget {
+    pub fn measured(&self) -> bool {
+        self.measured != NOT_MEASURED
+    }
 }
 
 /// The figures the project holds itself to, measured.
@@ -146,7 +155,7 @@ pub fn budgets(results: &Results) -> Vec<Budget> {
         row(
             BudgetId::Program(name),
             label,
-            value.map_or("—".to_owned(), |v| {
+            value.map_or(NOT_MEASURED.to_owned(), |v| {
                 format!(
                     "**{:.0}** net ({v:.0} measured − {floor:.0} empty program)",
                     (v - floor).max(0.0)
@@ -185,7 +194,7 @@ pub fn budgets(results: &Results) -> Vec<Budget> {
     row(
         BudgetId::ClusterRss,
         "agent peak RSS at 150 k pods and 20 k Services (the stand-in Kubernetes API)",
-        cluster_rss.map_or("—".to_owned(), |value| {
+        cluster_rss.map_or(NOT_MEASURED.to_owned(), |value| {
             format!("**{value}** (peak, steady)")
         }),
         "< 150 MiB",
@@ -204,7 +213,7 @@ pub fn budgets(results: &Results) -> Vec<Budget> {
                 k / 1e3,
                 u / 1e3
             ),
-            _ => "—".to_owned(),
+            _ => NOT_MEASURED.to_owned(),
         },
         "≤ 5 µs",
         total.is_some_and(|t| t <= 5_000.0),

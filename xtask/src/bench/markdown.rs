@@ -28,7 +28,11 @@ pub fn summary_table(results: &Results) -> String {
             budget.what,
             budget.measured,
             budget.budget,
-            verdict(budget.met)
+            if budget.measured() {
+                verdict(budget.met)
+            } else {
+                "not measured in this run"
+            }
         );
     }
     t
@@ -183,6 +187,12 @@ pub fn render(results: &Results, machine: &BTreeMap<&'static str, String>) -> St
     }
 
     let _ = writeln!(out, "\n## Policy engine and inventory\n");
+    if results.plan.quick {
+        let _ = writeln!(
+            out,
+            "`--quick` leaves the scale benchmarks (150 k pods) to the full run.\n"
+        );
+    }
     let median = |id: &str| results.criterion.median_ns.get(id).copied();
     let _ = writeln!(out, "| what | measured |");
     let _ = writeln!(out, "|---|---|");

@@ -29,7 +29,8 @@ use empty_program::EmptyProgram;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Fewer and shorter rounds (about 3 minutes instead of 20).
+    /// A smoke run in under 3 minutes: 2 rounds of 1 s, no scale benchmarks
+    /// (the full run takes about 20).
     #[arg(long)]
     pub quick: bool,
 }
@@ -37,6 +38,7 @@ pub struct BenchArgs {
 /// How long and how often.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
+    pub quick: bool,
     pub rounds: usize,
     pub seconds: u64,
     pub rate_seconds: u64,
@@ -47,13 +49,15 @@ impl Plan {
     fn new(quick: bool) -> Self {
         if quick {
             Plan {
-                rounds: 3,
-                seconds: 2,
+                quick,
+                rounds: 2,
+                seconds: 1,
                 rate_seconds: 5,
-                h2_requests: 10_000,
+                h2_requests: 5_000,
             }
         } else {
             Plan {
+                quick,
                 rounds: 9,
                 seconds: 4,
                 rate_seconds: 20,
@@ -227,7 +231,7 @@ fn h2_table(
 ) -> anyhow::Result<Vec<(Cell, Measurement)>> {
     let example = root.join("deploy/examples/frontend");
     let concurrency: &[(u32, u32)] = if quick {
-        &[(4, 1), (16, 32)]
+        &[(16, 32)]
     } else {
         &[(4, 1), (8, 8), (16, 32)]
     };

@@ -66,6 +66,11 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// Samples in symbols too small to list (under 0.01 % each).
+    pub fn unlisted(&self) -> f64 {
+        (100.0 - self.symbols.iter().map(|s| s.percent).sum::<f64>()).max(0.0)
+    }
+
     pub fn share(&self, spender: Spender) -> f64 {
         self.symbols
             .iter()
@@ -136,7 +141,7 @@ pub fn new_connections(
     }
     let report = Command::new("perf")
         .args(["report", "--stdio", "--no-children", "--sort", "comm,sym"])
-        .args(["--percent-limit", "0.2", "-i"])
+        .args(["--percent-limit", "0.01", "-i"])
         .arg(&data)
         .output()
         .context("running `perf report`")?;
