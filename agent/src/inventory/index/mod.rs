@@ -214,8 +214,6 @@ impl Index {
         }
     }
 
-    /// Bumped by every change: whatever was derived from the index (an
-    /// expectation) is stale when it differs.
     /// Gives back the capacity the containers grew into while a whole
     /// cluster was listed: doubling leaves up to half of each unused, and
     /// later changes grow them again only as far as they need.
@@ -240,6 +238,8 @@ impl Index {
         self.host_network.shrink_to_fit();
     }
 
+    /// Bumped by every change: whatever was derived from the index (an
+    /// expectation) is stale when it differs.
     pub fn generation(&self) -> u64 {
         self.generation
     }
