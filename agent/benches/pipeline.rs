@@ -25,6 +25,7 @@ use meshdrift_ebpf::{
     FlowAddrs, FlowEvent, FlowState, PAYLOAD_CAPTURE_LEN, PayloadEvent, RecordKind, Role,
     flow_flags,
 };
+use meshdrift_testkit::hex_fixture;
 
 /// Connections per batch: each is four records (both sockets' first bytes
 /// and closes), as a connection between two pods of one node produces.
@@ -36,16 +37,9 @@ fn bytes_of<T>(value: &T) -> Vec<u8> {
 }
 
 fn client_hello() -> Vec<u8> {
-    let text = include_str!("../tests/fixtures/wire/openssl_tls13_istio_http.hex");
-    let digits: Vec<u8> = text
-        .lines()
-        .filter(|line| !line.trim_start().starts_with('#'))
-        .flat_map(|line| line.bytes().filter(|b| !b.is_ascii_whitespace()))
-        .collect();
-    digits
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-        .collect()
+    hex_fixture(include_str!(
+        "../tests/fixtures/wire/openssl_tls13_istio_http.hex"
+    ))
 }
 
 fn addrs(role: Role, client_port: u16) -> FlowAddrs {

@@ -8,11 +8,13 @@
 
 pub mod apiserver;
 pub mod fixtures;
+pub mod hex;
 pub mod mesh;
 pub mod programs;
 pub mod server;
 
 pub use fixtures::{HOST, drift_report, observation, populated_metrics, workload};
+pub use hex::hex_fixture;
 pub use mesh::SyntheticMesh;
 pub use programs::promtool;
 pub use server::{Server, get};

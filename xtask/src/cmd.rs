@@ -33,37 +33,27 @@ pub const REQUIRE_EBPF: (&str, &str) = ("MESHDRIFT_REQUIRE_EBPF", "1");
 
 /// Builds the `meshdrift` binary (debug profile) and returns its path.
 pub fn build_meshdrift() -> anyhow::Result<PathBuf> {
-    let root = workspace_root();
-    run(Command::new("cargo")
-        .current_dir(&root)
-        .env(REQUIRE_EBPF.0, REQUIRE_EBPF.1)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "meshdrift-agent",
-            "--bin",
-            "meshdrift",
-        ]))?;
-    Ok(root.join("target/debug/meshdrift"))
+    build_meshdrift_profile(false)
 }
 
 /// Builds the `meshdrift` binary (release profile, as it ships) and returns its path.
 pub fn build_meshdrift_release() -> anyhow::Result<PathBuf> {
+    build_meshdrift_profile(true)
+}
+
+fn build_meshdrift_profile(release: bool) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
-    run(Command::new("cargo")
+    let mut command = Command::new("cargo");
+    command
         .current_dir(&root)
         .env(REQUIRE_EBPF.0, REQUIRE_EBPF.1)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "meshdrift-agent",
-            "--bin",
-            "meshdrift",
-        ]))?;
-    Ok(root.join("target/release/meshdrift"))
+        .args(["build", "--quiet"]);
+    if release {
+        command.arg("--release");
+    }
+    run(command.args(["-p", "meshdrift-agent", "--bin", "meshdrift"]))?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(root.join("target").join(profile).join("meshdrift"))
 }
 
 /// Runs a command inheriting stdio, failing with its command line when it fails.

@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use super::{
     Answer, Attribution, Attributor, Chosen, Exclusion, choose_destination, expected_transport,
-    opens_connection, requests,
+    observe, workload_of,
 };
 use crate::{
     inventory::{PodId, PodInfo},
     model::istio::PeerMode,
-    observation::{BypassReason, Destination, ExpectedTransport, Observation, SplitKey, Workload},
+    observation::{BypassReason, Destination, ExpectedTransport, SplitKey},
     pipeline::ObservedFlow,
 };
 
@@ -84,28 +84,19 @@ impl Attributor {
                 "a connection went around the client's sidecar"
             );
         }
-        let requests = requests::count(&flow.classification, &flow.delta);
-        Attribution::Bypass {
-            observation: Box::new(Observation {
-                key: SplitKey {
-                    source: Workload {
-                        namespace: client.namespace.to_string(),
-                        name: client.workload.to_string(),
-                    },
-                    host,
-                    port,
-                },
-                destination: Destination::Subset { subset },
-                transport: flow.classification.transport,
-                expected_transport: expected,
-                requests: requests.requests,
-                estimated: requests.estimated,
-                connections: opens_connection(flow),
-                bytes: flow.delta.bytes(),
-                at_seconds,
-                bypass: Some(BypassReason::SidecarBypassed),
-            }),
-        }
+        let key = SplitKey {
+            source: workload_of(client),
+            host,
+            port,
+        };
+        bypass(
+            flow,
+            key,
+            subset,
+            expected,
+            at_seconds,
+            BypassReason::SidecarBypassed,
+        )
     }
 
     /// An accepted socket: a bypass when a client without a sidecar (or on
@@ -131,14 +122,7 @@ impl Attributor {
         }
         let (source, reason, client_pod) = match mesh.index.pod_by_ip(client.ip()) {
             Some(pod) if pod.sidecar.is_some() => return Attribution::ServerSide,
-            Some(pod) => (
-                Workload {
-                    namespace: pod.namespace.to_string(),
-                    name: pod.workload.to_string(),
-                },
-                BypassReason::NoSidecar,
-                pod,
-            ),
+            Some(pod) => (workload_of(pod), BypassReason::NoSidecar, pod),
             None => match mesh.host_network_source(client.ip()) {
                 Some(workload) => (workload, BypassReason::HostNetwork, server_pod),
                 None => return Attribution::ServerSide,
@@ -168,24 +152,32 @@ impl Attributor {
             PeerMode::Disable => Some(ExpectedTransport::Plaintext),
             PeerMode::Permissive | PeerMode::Unset => None,
         };
-        let requests = requests::count(&flow.classification, &flow.delta);
-        Attribution::Bypass {
-            observation: Box::new(Observation {
-                key: SplitKey {
-                    source,
-                    host: host.to_owned(),
-                    port,
-                },
-                destination: Destination::Subset { subset },
-                transport: flow.classification.transport,
-                expected_transport: expected,
-                requests: requests.requests,
-                estimated: requests.estimated,
-                connections: opens_connection(flow),
-                bytes: flow.delta.bytes(),
-                at_seconds,
-                bypass: Some(reason),
-            }),
-        }
+        let key = SplitKey {
+            source,
+            host: host.to_owned(),
+            port,
+        };
+        bypass(flow, key, subset, expected, at_seconds, reason)
+    }
+}
+
+/// A bypass row's observation: the subset reached, no client proxy.
+fn bypass(
+    flow: &ObservedFlow,
+    key: SplitKey,
+    subset: Option<String>,
+    expected: Option<ExpectedTransport>,
+    at_seconds: f64,
+    reason: BypassReason,
+) -> Attribution {
+    Attribution::Bypass {
+        observation: Box::new(observe(
+            flow,
+            key,
+            Destination::Subset { subset },
+            expected,
+            at_seconds,
+            Some(reason),
+        )),
     }
 }

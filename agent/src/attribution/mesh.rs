@@ -91,13 +91,8 @@ impl Mesh {
     pub fn host_network_source(&self, ip: IpAddr) -> Option<Workload> {
         let mut pods = self.index.host_network_pods(ip);
         let first = pods.next()?;
-        let workload = |pod: &crate::inventory::PodInfo| Workload {
-            namespace: pod.namespace.to_string(),
-            name: pod.workload.to_string(),
-        };
-        let chosen = workload(first);
-        if pods.all(|pod| workload(pod) == chosen) {
-            return Some(chosen);
+        if pods.all(|pod| pod.namespace == first.namespace && pod.workload == first.workload) {
+            return Some(super::workload_of(first));
         }
         let node = first
             .node

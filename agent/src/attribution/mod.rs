@@ -258,28 +258,20 @@ impl Attributor {
                     None,
                 ),
             };
-        let requests = requests::count(&flow.classification, &delta);
         let key = SplitKey {
-            source: Workload {
-                namespace: client.namespace.to_string(),
-                name: client.workload.to_string(),
-            },
+            source: workload_of(client),
             host,
             port,
         };
         Attribution::Counted {
-            observation: Box::new(Observation {
+            observation: Box::new(observe(
+                flow,
                 key,
                 destination,
-                transport: flow.classification.transport,
                 expected_transport,
-                requests: requests.requests,
-                estimated: requests.estimated,
-                connections: opens_connection(flow),
-                bytes: delta.bytes(),
                 at_seconds,
-                bypass: None,
-            }),
+                None,
+            )),
             declared,
         }
     }
@@ -358,6 +350,39 @@ impl Attributor {
 /// connection counts once, when it first carries data (which is also when
 /// the kernel learns its owner and where it really went). A flow adopted
 /// mid-life was opened before the agent watched, and is not counted.
+/// The workload a pod belongs to, as observations name their source.
+fn workload_of(pod: &PodInfo) -> Workload {
+    Workload {
+        namespace: pod.namespace.to_string(),
+        name: pod.workload.to_string(),
+    }
+}
+
+/// What a flow's latest increment carried, observed under `key`: one
+/// constructor for counted and bypassing flows alike.
+fn observe(
+    flow: &ObservedFlow,
+    key: SplitKey,
+    destination: Destination,
+    expected_transport: Option<ExpectedTransport>,
+    at_seconds: f64,
+    bypass: Option<crate::observation::BypassReason>,
+) -> Observation {
+    let requests = requests::count(&flow.classification, &flow.delta);
+    Observation {
+        key,
+        destination,
+        transport: flow.classification.transport,
+        expected_transport,
+        requests: requests.requests,
+        estimated: requests.estimated,
+        connections: opens_connection(flow),
+        bytes: flow.delta.bytes(),
+        at_seconds,
+        bypass,
+    }
+}
+
 fn opens_connection(flow: &ObservedFlow) -> u64 {
     let total = flow.record.counters.client_bytes;
     u64::from(!flow.record.adopted && total > 0 && flow.delta.counters.client_bytes == total)

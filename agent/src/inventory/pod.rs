@@ -58,6 +58,12 @@ impl PodInfo {
         if self.host_network { &[] } else { &self.ips }
     }
 
+    /// The node addresses a hostNetwork pod shares with its node (none for
+    /// other pods).
+    pub(crate) fn node_ips(&self) -> &[IpAddr] {
+        if self.host_network { &self.ips } else { &[] }
+    }
+
     /// Gives the pod's interned strings back.
     pub(crate) fn release(self, interner: &mut Interner) {
         interner.release(self.namespace);

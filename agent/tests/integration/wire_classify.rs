@@ -5,18 +5,7 @@ use meshdrift::wire::{
     Classification, IstioSni, Transport, classify, classify_mid_stream, parse_istio_sni,
 };
 
-/// Decodes a hex fixture: `#` starts a comment line, whitespace is ignored.
-fn hex_fixture(text: &str) -> Vec<u8> {
-    let digits: Vec<u8> = text
-        .lines()
-        .filter(|line| !line.trim_start().starts_with('#'))
-        .flat_map(|line| line.bytes().filter(|b| !b.is_ascii_whitespace()))
-        .collect();
-    digits
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).expect("ascii"), 16).expect("hex"))
-        .collect()
-}
+use meshdrift_testkit::hex_fixture;
 
 const SIDECAR_HELLO: &str = include_str!("../fixtures/wire/openssl_tls13_istio_http.hex");
 const CURL_HELLO: &str = include_str!("../fixtures/wire/curl_tls13_plain.hex");

@@ -77,11 +77,7 @@ impl Index {
         let namespace = pod.namespace.clone();
         let labels = pod.labels.clone();
         let ips: Vec<IpAddr> = pod.routable_ips().to_vec();
-        let node_ips: Vec<IpAddr> = if pod.host_network {
-            pod.ips.to_vec()
-        } else {
-            Vec::new()
-        };
+        let node_ips: Vec<IpAddr> = pod.node_ips().to_vec();
         for ip in ips {
             self.claim_ip(ip, id);
         }
@@ -115,11 +111,7 @@ impl Index {
         let namespace = pod.namespace.clone();
         let labels = pod.labels.clone();
         let ips: Vec<IpAddr> = pod.routable_ips().to_vec();
-        let node_ips: Vec<IpAddr> = if pod.host_network {
-            pod.ips.to_vec()
-        } else {
-            Vec::new()
-        };
+        let node_ips: Vec<IpAddr> = pod.node_ips().to_vec();
         for ip in ips {
             self.release_ip(ip, id);
         }
