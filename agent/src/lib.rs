@@ -43,4 +43,5 @@ pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod runtime;
+pub mod traffic;
 pub mod wire;

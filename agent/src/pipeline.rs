@@ -152,6 +152,14 @@ impl FlowJoiner {
             ProbeEvent::Flow(record) => match record.kind {
                 FlowKind::Close => Some(self.close(record)),
                 FlowKind::Update => self.sweep_update(record),
+                FlowKind::ConnectFailed { .. } => {
+                    self.open.remove(&record.cookie);
+                    Some(ObservedFlow {
+                        record,
+                        classification: Arc::clone(&self.unclassified),
+                        delta: delta(&FlowCounters::default(), None),
+                    })
+                }
             },
         }
     }

@@ -9,8 +9,8 @@ use meshdrift::observation::{
     BypassReason, Destination, ExpectedTransport, Observation, SplitKey, Unit, Workload,
 };
 use meshdrift::report::{
-    AgentHealth, BypassDestination, BypassRow, Report, SplitVerdict, SubsetShare, TransportVerdict,
-    UnexpectedDestination,
+    AgentHealth, BypassDestination, BypassRow, PolicyCheck, PolicyOutcome, PolicyVerdict, Report,
+    SplitVerdict, SubsetShare, TransportVerdict, UnexpectedDestination,
 };
 use meshdrift::wire::Transport;
 
@@ -133,6 +133,32 @@ pub fn drift_report() -> Report {
             connections: 12,
             requests: 12,
         }],
+        policies: vec![
+            PolicyVerdict {
+                source: workload("loadgen"),
+                host: HOST.into(),
+                port: 80,
+                subset: Some("v1".into()),
+                check: PolicyCheck::MaxRequestsPerConnection,
+                declared: "at most 100 requests per connection".into(),
+                observed: "at most 3200 requests on one of 4 connections".into(),
+                verdict: PolicyOutcome::Violation,
+                reason: "4 connections carried more than 100 requests (the most: 3200)".into(),
+                samples: 4,
+            },
+            PolicyVerdict {
+                source: workload("loadgen"),
+                host: HOST.into(),
+                port: 80,
+                subset: Some("v1".into()),
+                check: PolicyCheck::LoadBalancer,
+                declared: "LEAST_REQUEST (Istio's default) over 1 endpoint".into(),
+                observed: "default/frontend-v1 100.0 % of 3200 requests".into(),
+                verdict: PolicyOutcome::Untested,
+                reason: "the subset has one endpoint: nothing to balance".into(),
+                samples: 3200,
+            },
+        ],
         findings: vec![Finding {
             code: "IST0101".into(),
             severity: Severity::Warning,
@@ -169,6 +195,7 @@ pub fn observation(source: &str, subset: Option<&str>, transport: Transport) -> 
         bytes: 2048,
         at_seconds: 1.0,
         bypass: None,
+        endpoint: subset.map(|s| format!("default/frontend-{s}")),
     }
 }
 

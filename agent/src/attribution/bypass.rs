@@ -67,8 +67,9 @@ impl Attributor {
         let (subset, expected) =
             match (self.expectation(client_id, client, &host, port), server_pod) {
                 (Some(Answer { expectation, .. }), Some(_)) => {
-                    match choose_destination(&expectation, server, None) {
-                        Chosen::Declared(chosen) => {
+                    match choose_destination(&expectation, server, None, false) {
+                        Chosen::Declared(at) => {
+                            let chosen = &expectation.destinations[at];
                             (chosen.subset.clone(), expected_transport(chosen, server))
                         }
                         Chosen::Unexpected(_) => (None, None),

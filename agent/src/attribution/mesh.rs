@@ -9,7 +9,7 @@ use std::{
 
 use crate::{
     findings::Finding,
-    inventory::Index,
+    inventory::{Index, ServiceOrigin, TargetPort},
     model::Objects,
     observation::Workload,
     policy::{self, Policies},
@@ -69,6 +69,23 @@ impl Mesh {
     /// The Service (FQDN, port) whose endpoints include this pod IP and target port, first by FQDN.
     pub fn service_for_endpoint(&self, server: SocketAddr) -> Option<(&str, u16)> {
         self.index.service_for_endpoint(server)
+    }
+
+    /// The ServiceEntry host (FQDN, port) a TLS SNI names, for a connection
+    /// to `port`: the entry's port of that number, or whose target it is.
+    /// Only hosts written out in full: a wildcard host has no single name.
+    pub fn service_for_sni(&self, sni: &str, port: u16) -> Option<(&str, u16)> {
+        let service = self.index.service(sni.trim_end_matches('.'))?;
+        if service.origin != ServiceOrigin::ServiceEntry {
+            return None;
+        }
+        let chosen = service.port(port).or_else(|| {
+            service
+                .ports
+                .iter()
+                .find(|p| p.target_port == TargetPort::Number(port))
+        })?;
+        Some((service.fqdn.as_str(), chosen.port))
     }
 
     pub fn is_service_vip(&self, server: SocketAddr) -> bool {

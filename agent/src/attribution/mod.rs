@@ -32,10 +32,11 @@ use crate::{
     observation::{
         DeclaredSplit, DeclaredSubset, Destination, ExpectedTransport, Observation, SplitKey,
         Workload,
+        conduct::{Activity, ClusterKey, ConnectionEvent, ConnectionSample, DeclaredTraffic},
     },
     pipeline::ObservedFlow,
     policy::{DestinationExpectation, Expectation},
-    probe::Role,
+    probe::{FlowKind, Role},
 };
 
 /// Ports of Istio's own plumbing (docs/istio-semantics.md, WIRE-5): sidecar admin, inbound/outbound
@@ -89,11 +90,16 @@ impl Exclusion {
 /// What became of one flow record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attribution {
-    /// Counted against the declared split.
+    /// Counted against the declared split; `connection` is what the
+    /// traffic-policy checks see of it (absent for an unexpected destination).
     Counted {
         observation: Box<Observation>,
         declared: Arc<DeclaredSplit>,
+        connection: Option<Box<ConnectionSample>>,
     },
+    /// A client proxy's connection attempt that never established, to an
+    /// endpoint of a declared cluster: evidence for outlier detection.
+    FailedAttempt { connection: Box<ConnectionSample> },
     /// Traffic around the mesh's proxies: judged for its transport and shown
     /// as a bypass, never against the declared split.
     Bypass { observation: Box<Observation> },
@@ -110,11 +116,14 @@ pub enum Attribution {
 /// hit allocates nothing; each with the mesh generation it was computed in.
 type ExpectationCache = HashMap<(PodId, u16), (u64, HashMap<String, Option<Answer>>)>;
 
-/// A policy answer and the split it declares, computed once per client pod, host and port.
+/// A policy answer, the split it declares and each destination's traffic
+/// policy, computed once per client pod, host and port.
 #[derive(Clone)]
 struct Answer {
     expectation: Arc<Expectation>,
     declared: Arc<DeclaredSplit>,
+    /// One per `expectation.destinations`, in order.
+    traffic: Arc<[Arc<DeclaredTraffic>]>,
 }
 
 pub struct Attributor {
@@ -124,6 +133,9 @@ pub struct Attributor {
     /// Bumped when the mesh changes in place: older answers are stale.
     generation: u64,
     findings: HashMap<String, Finding>,
+    /// `CLOCK_MONOTONIC` in ns when the agent's clock read 0: kernel
+    /// timestamps become the agent's seconds.
+    clock_origin_ns: u64,
 }
 
 /// Cached expectations at most; the cache is rebuilt on demand.
@@ -139,7 +151,19 @@ impl Attributor {
             cached: 0,
             generation: 0,
             findings: HashMap::new(),
+            clock_origin_ns: 0,
         }
+    }
+
+    /// Sets the kernel time (`CLOCK_MONOTONIC`, ns) at which the agent's
+    /// clock started, so kernel timestamps convert to the agent's seconds.
+    pub fn set_clock_origin(&mut self, monotonic_ns: u64) {
+        self.clock_origin_ns = monotonic_ns;
+    }
+
+    /// A kernel timestamp in the agent's seconds (negative before it started).
+    fn agent_seconds(&self, kernel_ns: u64) -> f64 {
+        (kernel_ns as f64 - self.clock_origin_ns as f64) / 1e9
     }
 
     /// Switches to a newly loaded mesh; cached answers are dropped.
@@ -171,6 +195,9 @@ impl Attributor {
 
     pub fn attribute(&mut self, flow: &ObservedFlow, at_seconds: f64) -> Attribution {
         let record = &flow.record;
+        if let FlowKind::ConnectFailed { timed_out } = record.kind {
+            return self.failed_attempt(flow, timed_out);
+        }
         if record.counters.client_bytes == 0 {
             return Attribution::Pending;
         }
@@ -212,21 +239,32 @@ impl Attributor {
             return excluded(Exclusion::ServiceVip);
         }
         let server_pod = mesh.index.pod_by_ip(server.ip());
+        let mut by_sni_host = false;
         let (host, port) = match flow.classification.istio.as_ref() {
             Some(sni) => (sni.host.clone(), sni.port),
-            None => {
-                if server_pod.is_none() {
-                    return excluded(Exclusion::UnknownDestination);
-                }
-                match mesh.service_for_endpoint(server) {
-                    Some((fqdn, port)) => (fqdn.to_owned(), port),
-                    None => return excluded(Exclusion::NoService),
-                }
-            }
+            None => match mesh.service_for_endpoint(server) {
+                Some((fqdn, port)) => (fqdn.to_owned(), port),
+                // A host outside the cluster (a ServiceEntry resolved by
+                // DNS) is named by the SNI of the TLS the proxy originates.
+                None if server_pod.is_none() => match flow
+                    .classification
+                    .sni
+                    .as_deref()
+                    .and_then(|sni| mesh.service_for_sni(sni, server.port()))
+                {
+                    Some((fqdn, port)) => {
+                        by_sni_host = true;
+                        (fqdn.to_owned(), port)
+                    }
+                    None => return excluded(Exclusion::UnknownDestination),
+                },
+                None => return excluded(Exclusion::NoService),
+            },
         };
         let Some(Answer {
             expectation,
             declared,
+            traffic,
         }) = self.expectation(client_id, client, &host, port)
         else {
             return excluded(Exclusion::NoExpectation);
@@ -237,9 +275,10 @@ impl Attributor {
             .istio
             .as_ref()
             .map(|sni| sni.subset.clone());
-        let (destination, expected_transport) =
-            match choose_destination(&expectation, server, sni_subset) {
-                Chosen::Declared(chosen) => {
+        let (destination, expected_transport, chosen_traffic) =
+            match choose_destination(&expectation, server, sni_subset, by_sni_host) {
+                Chosen::Declared(at) => {
+                    let chosen = &expectation.destinations[at];
                     if let Some(pod) = server_pod {
                         self.check_subset_labels(pod, chosen);
                     }
@@ -248,13 +287,15 @@ impl Attributor {
                             subset: chosen.subset.clone(),
                         },
                         expected_transport(chosen, server),
+                        traffic.get(at).cloned(),
                     )
                 }
                 Chosen::Unexpected(reason) => (
                     Destination::Unexpected {
-                        destination: destination_pod,
+                        destination: destination_pod.clone(),
                         reason,
                     },
+                    None,
                     None,
                 ),
             };
@@ -263,16 +304,119 @@ impl Attributor {
             host,
             port,
         };
+        let mut observation = observe(
+            flow,
+            key,
+            destination,
+            expected_transport,
+            at_seconds,
+            None,
+        );
+        let connection = match (&observation.destination, chosen_traffic) {
+            (Destination::Subset { subset }, Some(declared)) => {
+                observation.endpoint = Some(destination_pod.clone());
+                let cluster = ClusterKey {
+                    source: observation.key.source.clone(),
+                    host: observation.key.host.clone(),
+                    port: observation.key.port,
+                    subset: subset.clone(),
+                };
+                Some(Box::new(ConnectionSample {
+                    cluster,
+                    declared,
+                    client_pod: client.key(),
+                    endpoint: destination_pod,
+                    cookie: record.cookie,
+                    event: ConnectionEvent::Activity(self.activity(flow, &observation, at_seconds)),
+                }))
+            }
+            _ => None,
+        };
         Attribution::Counted {
-            observation: Box::new(observe(
-                flow,
-                key,
-                destination,
-                expected_transport,
-                at_seconds,
-                None,
-            )),
+            observation: Box::new(observation),
             declared,
+            connection,
+        }
+    }
+
+    /// What a counted flow's latest increment tells the traffic-policy checks.
+    fn activity(&self, flow: &ObservedFlow, observation: &Observation, at_seconds: f64) -> Activity {
+        let record = &flow.record;
+        Activity {
+            opened_at: self.agent_seconds(record.start_ns),
+            closed_at: (record.kind == FlowKind::Close).then(|| self.agent_seconds(record.time_ns)),
+            seen_at: at_seconds,
+            requests: observation.requests,
+            estimated: observation.estimated,
+            bytes: observation.bytes,
+            first: flow.delta.first,
+            transport: flow.classification.transport,
+            sni: flow.classification.sni.clone(),
+        }
+    }
+
+    /// A connection attempt that never established. Only a client proxy's
+    /// attempts to an endpoint of a declared cluster are evidence: the
+    /// kernel does not say who owned the socket, so the client must be a pod
+    /// with a sidecar (whose applications' connections its rules redirect to
+    /// the proxy, which accepts them) and the server a cluster endpoint.
+    fn failed_attempt(&mut self, flow: &ObservedFlow, timed_out: bool) -> Attribution {
+        let record = &flow.record;
+        let excluded = |reason| Attribution::Excluded {
+            reason,
+            first: true,
+        };
+        let server = record.server();
+        if record.client().ip().is_loopback() || server.ip().is_loopback() {
+            return excluded(Exclusion::Loopback);
+        }
+        if MESH_INTERNAL_PORTS.contains(&server.port()) {
+            return excluded(Exclusion::MeshInternalPort);
+        }
+        let mesh = Arc::clone(&self.mesh);
+        let Some((client_id, client)) = mesh
+            .index
+            .pod_id_by_ip(record.client().ip())
+            .and_then(|id| Some((id, mesh.index.pod(id)?)))
+            .filter(|(_, pod)| !pod.host_network && pod.sidecar.is_some())
+        else {
+            return excluded(Exclusion::HostTraffic);
+        };
+        let Some((host, port)) = mesh.service_for_endpoint(server) else {
+            return excluded(Exclusion::NoService);
+        };
+        let host = host.to_owned();
+        let Some(answer) = self.expectation(client_id, client, &host, port) else {
+            return excluded(Exclusion::NoExpectation);
+        };
+        let Chosen::Declared(at) = choose_destination(&answer.expectation, server, None, false)
+        else {
+            return excluded(Exclusion::UnknownDestination);
+        };
+        let Some(declared) = answer.traffic.get(at).cloned() else {
+            return excluded(Exclusion::NoExpectation);
+        };
+        let endpoint = mesh
+            .index
+            .pod_by_ip(server.ip())
+            .map_or_else(|| server.ip().to_string(), PodInfo::key);
+        Attribution::FailedAttempt {
+            connection: Box::new(ConnectionSample {
+                cluster: ClusterKey {
+                    source: workload_of(client),
+                    host,
+                    port,
+                    subset: answer.expectation.destinations[at].subset.clone(),
+                },
+                declared,
+                client_pod: client.key(),
+                endpoint,
+                cookie: record.cookie,
+                event: ConnectionEvent::Failed {
+                    at: self.agent_seconds(record.time_ns),
+                    timed_out,
+                },
+            }),
         }
     }
 
@@ -302,6 +446,11 @@ impl Attributor {
         {
             Ok(expectation) => Some(Answer {
                 declared: Arc::new(declared_split(&expectation)),
+                traffic: expectation
+                    .destinations
+                    .iter()
+                    .map(|d| Arc::new(d.traffic.clone()))
+                    .collect(),
                 expectation: Arc::new(expectation),
             }),
             Err(err) => {
@@ -380,6 +529,7 @@ fn observe(
         bytes: flow.delta.bytes(),
         at_seconds,
         bypass,
+        endpoint: None,
     }
 }
 
@@ -388,23 +538,28 @@ fn opens_connection(flow: &ObservedFlow) -> u64 {
     u64::from(!flow.record.adopted && total > 0 && flow.delta.counters.client_bytes == total)
 }
 
-enum Chosen<'a> {
-    Declared(&'a DestinationExpectation),
+/// A declared destination, by its place in `Expectation::destinations`.
+enum Chosen {
+    Declared(usize),
     Unexpected(String),
 }
 
 /// The declared destination a flow belongs to: the SNI subset when there is one,
-/// else the first declared destination whose endpoints include the server.
+/// else the first declared destination whose endpoints include the server —
+/// or, for a host the TLS SNI named (`by_sni_host`), the destination of that
+/// host without a subset, whose addresses DNS resolves and the inventory
+/// does not list.
 fn choose_destination(
     expectation: &Expectation,
     server: SocketAddr,
     sni_subset: Option<Option<String>>,
-) -> Chosen<'_> {
+    by_sni_host: bool,
+) -> Chosen {
     let destinations = &expectation.destinations;
     match sni_subset {
         Some(subset) => destinations
             .iter()
-            .find(|declared| declared.subset == subset)
+            .position(|declared| declared.subset == subset)
             .map_or_else(
                 || {
                     Chosen::Unexpected(format!(
@@ -416,7 +571,16 @@ fn choose_destination(
             ),
         None => destinations
             .iter()
-            .find(|declared| declared.endpoints.iter().any(|endpoint| endpoint.ip == server.ip()))
+            .position(|declared| declared.endpoints.iter().any(|endpoint| endpoint.ip == server.ip()))
+            .or_else(|| {
+                by_sni_host
+                    .then(|| {
+                        destinations.iter().position(|declared| {
+                            declared.host == expectation.host && declared.subset.is_none()
+                        })
+                    })
+                    .flatten()
+            })
             .map_or_else(
                 || {
                     Chosen::Unexpected(format!(

@@ -257,6 +257,7 @@ impl Printer {
         let event = match line.event {
             FlowKind::Update => "update",
             FlowKind::Close => "close",
+            FlowKind::ConnectFailed { .. } => "failed",
         };
         let pods = match (&line.src_pod, &line.dst_pod) {
             (None, None) => String::new(),

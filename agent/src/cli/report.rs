@@ -419,6 +419,7 @@ mod tests {
             }],
             unexpected: vec![],
             bypass: vec![],
+            policies: vec![],
             findings: vec![],
             agent: AgentHealth {
                 version: "0.1.0".into(),

@@ -13,6 +13,10 @@ use std::fmt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
+pub use super::traffic_policy::{
+    ConnectionPoolSettings, ConsistentHashLb, HttpSettings, IstioDuration, LoadBalancerSettings,
+    OutlierDetection, SimpleLb, TcpSettings,
+};
 use super::{Labels, or_default};
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -223,16 +227,29 @@ pub struct WorkloadSelector {
 pub struct TrafficPolicy {
     #[serde(default)]
     pub tls: Option<ClientTlsSettings>,
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    #[serde(default)]
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
     #[serde(default, deserialize_with = "or_default")]
     pub port_level_settings: Vec<PortTrafficPolicy>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PortTrafficPolicy {
     #[serde(default)]
     pub port: Option<PortSelector>,
     #[serde(default)]
     pub tls: Option<ClientTlsSettings>,
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    #[serde(default)]
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -240,6 +257,9 @@ pub struct ClientTlsSettings {
     /// `DISABLE` is the proto zero value: `tls: {}` disables TLS.
     #[serde(default, deserialize_with = "or_default")]
     pub mode: TlsMode,
+    /// The SNI an originating proxy presents (`SIMPLE`, `MUTUAL`).
+    #[serde(default)]
+    pub sni: Option<String>,
 }
 
 /// `ClientTLSSettings.TLSmode`.

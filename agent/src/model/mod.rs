@@ -9,6 +9,7 @@ pub mod istio;
 mod labels;
 mod meta;
 pub mod pod;
+pub mod traffic_policy;
 
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;

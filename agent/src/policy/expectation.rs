@@ -10,11 +10,12 @@ use super::destination_rule::{MergedRule, TlsLevel, cluster_tls, endpoint_tls_mo
 use super::host;
 use super::matching::{self, ClientFacts, Truth};
 use super::mtls::AutoMtls;
+use super::traffic::EffectivePolicy;
 use super::policies::{Policies, VirtualServiceEntry};
 use crate::inventory::{CLUSTER_DOMAIN, Index, PodInfo, RouteKind, ServiceInfo};
 use crate::model::istio::{PeerMode, RouteDestination, TlsMode};
 use crate::model::{Labels, selector_matches};
-use crate::observation::{ExpectedTransport, Unit};
+use crate::observation::{ExpectedTransport, Unit, conduct::DeclaredTraffic};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ExpectError {
@@ -138,6 +139,8 @@ pub struct DestinationExpectation {
     pub destination_rule: Option<String>,
     pub subset_labels: Option<Labels>,
     pub tls: TlsExpectation,
+    /// The cluster's traffic policy beyond TLS, as the checks read it.
+    pub traffic: DeclaredTraffic,
     pub endpoints: Vec<EndpointExpectation>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -362,7 +365,7 @@ impl Policies {
             candidates: Vec::new(),
         };
         let Some(vs) = self.virtual_service_for(&client.namespace, &fqdn) else {
-            out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0)];
+            out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0, out.unit)];
             return Ok(out);
         };
         out.virtual_service = Some(vs.key());
@@ -381,7 +384,7 @@ impl Policies {
                 vs.key(),
                 kind.as_str()
             ));
-            out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0)];
+            out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0, out.unit)];
             return Ok(out);
         }
         // First match wins; routes before it that need L7 attributes make the
@@ -428,6 +431,7 @@ impl Policies {
                         vs,
                         view.destinations,
                         port,
+                        out.unit,
                     ),
                 });
             }
@@ -446,14 +450,14 @@ impl Policies {
                 kind.as_str(),
                 vs.key()
             ));
-            out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0)];
+            out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0, out.unit)];
             return Ok(out);
         };
         out.route = Some(view.reference.clone());
         match view.action {
             Action::Forward => {
                 out.destinations =
-                    self.route_destinations(index, client, vs, view.destinations, port);
+                    self.route_destinations(index, client, vs, view.destinations, port, out.unit);
                 if view.destinations.len() > 1 && out.destinations.iter().all(|d| d.weight == 0.0) {
                     out.reason =
                         Some("every destination has weight 0: nothing receives traffic".to_owned());
@@ -481,6 +485,7 @@ impl Policies {
         vs: &VirtualServiceEntry,
         destinations: &[RouteDestination],
         port: u16,
+        unit: Unit,
     ) -> Vec<DestinationExpectation> {
         let weights = normalised_weights(destinations);
         destinations
@@ -496,12 +501,14 @@ impl Policies {
                     d.destination.subset.as_deref(),
                     port,
                     weight,
+                    unit,
                 )
             })
             .collect()
     }
 
-    /// The rule, TLS and endpoints for one destination.
+    /// The rule, TLS, traffic policy and endpoints for one destination.
+    #[allow(clippy::too_many_arguments)]
     fn destination(
         &self,
         index: &Index,
@@ -510,6 +517,7 @@ impl Policies {
         subset: Option<&str>,
         port: u16,
         weight: f64,
+        unit: Unit,
     ) -> DestinationExpectation {
         let service = index.service(fqdn);
         let service_namespace = service
@@ -554,6 +562,15 @@ impl Policies {
             ),
             _ => Vec::new(),
         };
+        let traffic = EffectivePolicy::of(rule, subset_def, port).declared(
+            rule,
+            fqdn,
+            unit,
+            endpoints
+                .iter()
+                .map(|e| e.pod.clone().unwrap_or_else(|| e.ip.to_string()))
+                .collect(),
+        );
         DestinationExpectation {
             host: fqdn.to_owned(),
             subset: subset.map(str::to_owned),
@@ -562,6 +579,7 @@ impl Policies {
             destination_rule: rule.map(MergedRule::name),
             subset_labels: subset_def.map(|s| s.labels.clone()),
             tls,
+            traffic,
             endpoints,
             note,
         }

@@ -15,6 +15,7 @@ mod mtls;
 mod peer_authentication;
 mod policies;
 mod store;
+pub mod traffic;
 mod visibility;
 
 pub use check::check;

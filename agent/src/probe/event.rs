@@ -17,6 +17,10 @@ pub enum FlowKind {
     Update,
     /// Final counters of a closed flow.
     Close,
+    /// A connection attempt that never reached ESTABLISHED: refused (a RST
+    /// answered the SYN) or, with `timed_out`, abandoned after the SYN was
+    /// retransmitted. It has no counters.
+    ConnectFailed { timed_out: bool },
 }
 
 /// A flow's counters, cumulative since it was established (or adopted), from

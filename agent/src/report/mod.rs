@@ -22,6 +22,10 @@ pub struct Report {
     /// Traffic into the mesh that no proxy carried.
     #[serde(default)]
     pub bypass: Vec<BypassRow>,
+    /// The DestinationRule traffic policies checked against the connections
+    /// the client proxies really made.
+    #[serde(default)]
+    pub policies: Vec<PolicyVerdict>,
     pub findings: Vec<Finding>,
     pub agent: AgentHealth,
 }
@@ -112,6 +116,99 @@ pub struct BypassDestination {
     pub host: String,
     pub port: u16,
     pub subset: Option<String>,
+}
+
+/// One traffic-policy check of one source workload's cluster (host, Service
+/// port, subset), over the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyVerdict {
+    pub source: Workload,
+    pub host: String,
+    pub port: u16,
+    pub subset: Option<String>,
+    pub check: PolicyCheck,
+    /// The declared setting, in words.
+    pub declared: String,
+    /// What the kernel saw, in words.
+    pub observed: String,
+    pub verdict: PolicyOutcome,
+    /// Why the verdict is what it is.
+    pub reason: String,
+    /// The evidence behind it: requests or connections for balance,
+    /// connections for the pool and TLS checks, attempts for outlier detection.
+    pub samples: u64,
+}
+
+/// Which DestinationRule setting a policy verdict is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyCheck {
+    LoadBalancer,
+    ConsistentHash,
+    MaxConnections,
+    MaxRequestsPerConnection,
+    IdleTimeout,
+    OutlierDetection,
+    TlsOrigination,
+}
+
+impl PolicyCheck {
+    pub const ALL: [PolicyCheck; 7] = [
+        PolicyCheck::LoadBalancer,
+        PolicyCheck::ConsistentHash,
+        PolicyCheck::MaxConnections,
+        PolicyCheck::MaxRequestsPerConnection,
+        PolicyCheck::IdleTimeout,
+        PolicyCheck::OutlierDetection,
+        PolicyCheck::TlsOrigination,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyCheck::LoadBalancer => "load_balancer",
+            PolicyCheck::ConsistentHash => "consistent_hash",
+            PolicyCheck::MaxConnections => "max_connections",
+            PolicyCheck::MaxRequestsPerConnection => "max_requests_per_connection",
+            PolicyCheck::IdleTimeout => "idle_timeout",
+            PolicyCheck::OutlierDetection => "outlier_detection",
+            PolicyCheck::TlsOrigination => "tls_origination",
+        }
+    }
+
+    /// The DestinationRule field it reads.
+    pub fn field(self) -> &'static str {
+        match self {
+            PolicyCheck::LoadBalancer => "loadBalancer.simple",
+            PolicyCheck::ConsistentHash => "loadBalancer.consistentHash",
+            PolicyCheck::MaxConnections => "connectionPool.tcp.maxConnections",
+            PolicyCheck::MaxRequestsPerConnection => "connectionPool.http.maxRequestsPerConnection",
+            PolicyCheck::IdleTimeout => "connectionPool.*.idleTimeout",
+            PolicyCheck::OutlierDetection => "outlierDetection",
+            PolicyCheck::TlsOrigination => "tls (SIMPLE/MUTUAL)",
+        }
+    }
+}
+
+/// A traffic-policy verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyOutcome {
+    /// The evidence agrees with the declared setting.
+    Ok,
+    /// The evidence contradicts it.
+    Violation,
+    /// No verdict: not enough evidence, or nothing the kernel can see.
+    Untested,
+}
+
+impl PolicyOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyOutcome::Ok => "ok",
+            PolicyOutcome::Violation => "violation",
+            PolicyOutcome::Untested => "untested",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -14,8 +14,9 @@ use crate::{
     export::Metrics,
     findings::Finding,
     pipeline::ObservedFlow,
-    probe::LossCounters,
+    probe::{LossCounters, monotonic_ns},
     report::{AgentHealth, Report},
+    traffic::{TrafficConfig, TrafficJudge},
 };
 
 /// What the agent keeps between kernel events. The event loop drives it; the
@@ -25,6 +26,7 @@ pub struct Agent {
     started: Instant,
     window: Duration,
     engine: DriftEngine,
+    traffic: TrafficJudge,
     attributor: Attributor,
     metrics: Arc<Metrics>,
     load_findings: Vec<Finding>,
@@ -34,17 +36,39 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(node: String, engine: DriftEngine, metrics: Arc<Metrics>) -> Self {
+        let started = Instant::now();
+        let mut attributor = Attributor::new(Arc::new(Mesh::empty()));
+        attributor.set_clock_origin(monotonic_ns());
+        let drift = engine.config();
+        let traffic = TrafficJudge::new(TrafficConfig {
+            window: drift.window,
+            alpha: drift.alpha,
+            tolerance: drift.tolerance,
+            min_samples: drift.min_samples,
+            ..TrafficConfig::default()
+        });
         Self {
             node,
-            started: Instant::now(),
+            started,
             window: engine.config().window,
             engine,
-            attributor: Attributor::new(Arc::new(Mesh::empty())),
+            traffic,
+            attributor,
             metrics,
             load_findings: Vec::new(),
             excluded: BTreeMap::new(),
             counting_since: None,
         }
+    }
+
+    /// How often the flow map is swept: the traffic checks wait one sweep
+    /// (and a second) before they judge the order of events.
+    pub fn set_update_interval(&mut self, interval: Duration) {
+        let config = TrafficConfig {
+            settle: interval + Duration::from_secs(1),
+            ..self.traffic.config().clone()
+        };
+        self.traffic = TrafficJudge::new(config);
     }
 
     pub fn node(&self) -> &str {
@@ -77,11 +101,16 @@ impl Agent {
             Attribution::Counted {
                 observation,
                 declared,
+                connection,
             } => {
                 self.engine.declare(&observation.key, &declared, now);
                 self.engine.observe(&observation);
                 self.metrics.record(&observation);
+                if let Some(connection) = connection {
+                    self.traffic.observe(&connection);
+                }
             }
+            Attribution::FailedAttempt { connection } => self.traffic.observe(&connection),
             Attribution::Bypass { observation } => {
                 self.engine.observe(&observation);
                 self.metrics.record(&observation);
@@ -119,6 +148,7 @@ impl Agent {
             transport: snapshot.transport,
             unexpected: snapshot.unexpected,
             bypass: snapshot.bypass,
+            policies: self.traffic.snapshot(now),
             findings,
             agent: AgentHealth {
                 version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -13,7 +13,10 @@ use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::{
     pipeline::{FlowJoiner, ObservedFlow},
-    probe::{FlowRecord, KernelLosses, LossCounters, Probe, ProbeConfig, ProbeError, ProbeEvent},
+    probe::{
+        FlowRecord, KernelLosses, LossCounters, Probe, ProbeConfig, ProbeError, ProbeEvent,
+        monotonic_ns,
+    },
 };
 
 /// Open flows remembered at most by the joiner; closes lost on a large scale
@@ -141,16 +144,4 @@ impl ProbeLoop {
             self.joiner.end_sweep();
         }
     }
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock of the kernel's timestamps.
-fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass; CLOCK_MONOTONIC
-    // always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
-    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
 }

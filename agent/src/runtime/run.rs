@@ -47,6 +47,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::new());
     let mut agent = Agent::new(config.node.clone(), engine, Arc::clone(&metrics));
+    agent.set_update_interval(config.probe.update_interval);
     let (state, publisher) = AppState::new(
         agent.report(LossCounters::default(), 0),
         Arc::clone(&metrics),

@@ -58,6 +58,7 @@ fn report() -> Report {
         }],
         unexpected: vec![],
         bypass: vec![],
+        policies: vec![],
         findings: vec![],
         agent: AgentHealth::default(),
     }

@@ -2,6 +2,8 @@
 //! increment of traffic, and the declared split it is compared with. Plain data,
 //! shared by `drift`, `export` and the attribution code in `cli`.
 
+pub mod conduct;
+
 use serde::{Deserialize, Serialize};
 
 use crate::wire::Transport;
@@ -164,6 +166,10 @@ pub struct Observation {
     /// its transport, never against the declared split.
     #[serde(default)]
     pub bypass: Option<BypassReason>,
+    /// The endpoint the flow reached (`namespace/pod`, or its address), when
+    /// it was counted against a declared subset.
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 /// How an observed transport compares with the expected one. The one rule the
