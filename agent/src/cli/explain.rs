@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use super::terminal::TerminalText;
 use super::{OutputFormat, output};
 use crate::inventory::{Index, PodInfo, files};
-use crate::observation::Unit;
+use crate::model::traffic_policy::format_duration;
+use crate::observation::{Unit, conduct::DeclaredTraffic};
 use crate::policy::{DestinationExpectation, Expectation, Policies, TlsSource};
 
 #[derive(Debug, clap::Args)]
@@ -181,6 +182,9 @@ fn render_destination(out: &mut TerminalText, d: &DestinationExpectation, indent
         d.port,
         d.tls.mode.as_str(),
     ));
+    for line in traffic_policy(&d.traffic) {
+        out.line(format_args!("{indent}         {line}"));
+    }
     if let Some(note) = &d.note {
         out.line(format_args!("{indent}         ! {note}"));
     }
@@ -204,4 +208,45 @@ fn render_destination(out: &mut TerminalText, d: &DestinationExpectation, indent
                 .unwrap_or_default()
         ));
     }
+}
+
+/// The cluster's traffic policy beyond TLS, as the agent checks it, and
+/// where in the DestinationRule each setting comes from.
+fn traffic_policy(traffic: &DeclaredTraffic) -> Vec<String> {
+    let mut settings = vec![format!(
+        "load balancing {}",
+        traffic.load_balancer.describe()
+    )];
+    if let Some(n) = traffic.max_connections {
+        settings.push(format!("maxConnections {n}"));
+    }
+    if let Some(n) = traffic.max_requests_per_connection {
+        settings.push(format!("maxRequestsPerConnection {n}"));
+    }
+    if let Some(idle) = traffic.idle_timeout {
+        settings.push(format!("idleTimeout {}", format_duration(idle)));
+    }
+    if let Some(ejection) = &traffic.outlier_detection {
+        settings.push(match ejection.consecutive_errors {
+            Some(n) => format!(
+                "outlier ejection after {n} consecutive failures ({}) for {}",
+                ejection.limit_from,
+                format_duration(ejection.base_ejection_time)
+            ),
+            None => format!("outlier detection without a limit on connection failures ({})", ejection.limit_from),
+        });
+    }
+    if let Some(origination) = &traffic.tls_origination {
+        settings.push(format!(
+            "originates {} TLS with SNI {}{}",
+            origination.mode,
+            origination.sni,
+            if origination.sni_declared { "" } else { " (sni unset: the host)" }
+        ));
+    }
+    let mut lines = vec![format!("traffic policy: {}", settings.join("; "))];
+    for (field, at) in &traffic.defined_at {
+        lines.push(format!("  {field} from {at}"));
+    }
+    lines
 }

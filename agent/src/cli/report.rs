@@ -10,7 +10,7 @@ use super::duration::parse_duration;
 use super::output;
 use super::terminal::{TerminalText, escape};
 use crate::report::format;
-use crate::report::{Report, SplitVerdict};
+use crate::report::{PolicyOutcome, Report, SplitVerdict};
 use crate::wire::Transport;
 
 /// The largest report body read from an agent.
@@ -111,6 +111,7 @@ pub fn render_table(report: &Report) -> String {
     transport(&mut out, report);
     unexpected(&mut out, report);
     bypass(&mut out, report);
+    policies(&mut out, report);
     findings(&mut out, report);
     health(&mut out, report);
     out.into_string()
@@ -248,6 +249,37 @@ fn bypass(out: &mut TerminalText, report: &Report) {
             row.connections.to_string(),
             row.requests.to_string(),
         ]);
+    }
+    table.render(out);
+}
+
+/// One row per check, violations first; what was declared, seen and why on
+/// the lines under it.
+fn policies(out: &mut TerminalText, report: &Report) {
+    section(out, "TRAFFIC POLICIES", report.policies.len());
+    if report.policies.is_empty() {
+        out.line(format_args!("  none"));
+        return;
+    }
+    let mut ordered: Vec<&crate::report::PolicyVerdict> = report.policies.iter().collect();
+    ordered.sort_by_key(|p| match p.verdict {
+        PolicyOutcome::Violation => 0,
+        PolicyOutcome::Ok => 1,
+        PolicyOutcome::Untested => 2,
+    });
+    let mut table = Table::new(["SOURCE", "HOST:PORT", "SUBSET", "CHECK", "VERDICT", "SAMPLES"]);
+    for policy in ordered {
+        table.row([
+            policy.source.to_string(),
+            format!("{}:{}", policy.host, policy.port),
+            policy.subset.clone().unwrap_or_else(|| "-".to_owned()),
+            policy.check.as_str().to_owned(),
+            policy.verdict.as_str().to_ascii_uppercase(),
+            policy.samples.to_string(),
+        ]);
+        table.detail(format!("  declared: {}", policy.declared));
+        table.detail(format!("  observed: {}", policy.observed));
+        table.detail(format!("  {}", policy.reason));
     }
     table.render(out);
 }
@@ -508,6 +540,36 @@ mod tests {
             "{row}"
         );
         assert!(row.contains("VIOLATION (57 plaintext)"), "{row}");
+    }
+
+    #[test]
+    fn traffic_policies_put_violations_first_with_their_evidence() {
+        let mut r = report();
+        for (check, verdict) in [
+            (crate::report::PolicyCheck::LoadBalancer, PolicyOutcome::Untested),
+            (crate::report::PolicyCheck::MaxConnections, PolicyOutcome::Violation),
+        ] {
+            r.policies.push(crate::report::PolicyVerdict {
+                source: workload("client"),
+                host: "backend.default.svc.cluster.local".into(),
+                port: 80,
+                subset: Some("v1".into()),
+                check,
+                declared: "at most 2 connections".into(),
+                observed: "at most 16 open at once".into(),
+                verdict,
+                reason: "more than 2 connections stayed open for 4.0 s".into(),
+                samples: 40,
+            });
+        }
+        let text = render_table(&r);
+        assert!(text.contains("TRAFFIC POLICIES (2)"), "{text}");
+        let violation = text.find("max_connections").expect("violation row");
+        let untested = text.find("load_balancer").expect("untested row");
+        assert!(violation < untested, "violations come first:\n{text}");
+        assert!(text.contains("VIOLATION"), "{text}");
+        assert!(text.contains("declared: at most 2 connections"), "{text}");
+        assert!(text.contains("observed: at most 16 open at once"), "{text}");
     }
 
     #[test]

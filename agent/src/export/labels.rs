@@ -59,6 +59,29 @@ pub(super) struct TransportLabels {
     pub observed: &'static str,
 }
 
+/// One endpoint pod of a cluster, as a source workload reaches it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct EndpointLabels {
+    pub source_namespace: String,
+    pub source_workload: String,
+    pub destination_host: String,
+    pub destination_port: u16,
+    pub destination_subset: String,
+    /// `namespace/pod`, or the address when the endpoint is not a pod.
+    pub destination_pod: String,
+}
+
+/// One traffic-policy check of a source workload's cluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PolicyLabels {
+    pub source_namespace: String,
+    pub source_workload: String,
+    pub destination_host: String,
+    pub destination_port: u16,
+    pub destination_subset: String,
+    pub check: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct FindingLabels {
     pub code: String,
@@ -93,6 +116,30 @@ impl SplitLabels {
             destination_host: self.destination_host.clone(),
             destination_port: self.destination_port,
             destination_subset: subset.unwrap_or_default().to_owned(),
+        }
+    }
+}
+
+impl EndpointLabels {
+    /// Whether these labels are the ones `of(observation, subset, endpoint)`
+    /// would make, compared without building them.
+    pub fn describe(&self, observation: &Observation, subset: &str, endpoint: &str) -> bool {
+        self.destination_port == observation.key.port
+            && self.destination_pod == endpoint
+            && self.destination_host == observation.key.host
+            && self.destination_subset == subset
+            && self.source_workload == observation.key.source.name
+            && self.source_namespace == observation.key.source.namespace
+    }
+
+    pub fn of(observation: &Observation, subset: &str, endpoint: &str) -> Self {
+        EndpointLabels {
+            source_namespace: observation.key.source.namespace.clone(),
+            source_workload: observation.key.source.name.clone(),
+            destination_host: observation.key.host.clone(),
+            destination_port: observation.key.port,
+            destination_subset: subset.to_owned(),
+            destination_pod: endpoint.to_owned(),
         }
     }
 }

@@ -15,11 +15,11 @@ use prometheus_client::registry::Registry;
 use super::cumulative::CumulativeCounters;
 use super::gauges::{FloatGauge, ReplacedGauges};
 use super::labels::{
-    BypassLabels, FindingLabels, KindLabels, SplitLabels, SubsetLabels, TrafficLabels,
-    TransportLabels, VersionLabels,
+    BypassLabels, EndpointLabels, FindingLabels, KindLabels, PolicyLabels, SplitLabels,
+    SubsetLabels, TrafficLabels, TransportLabels, VersionLabels,
 };
 use crate::observation::{Destination, Observation, TransportOutcome, judge_transport};
-use crate::report::Report;
+use crate::report::{PolicyOutcome, Report};
 
 /// Content type of [`Metrics::encode`].
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -38,6 +38,8 @@ pub struct Metrics {
     bypass: Family<BypassLabels, Counter>,
     tls_violations: Family<TransportLabels, Counter>,
     tls_mismatches: Family<TransportLabels, Counter>,
+    endpoint_requests: Family<EndpointLabels, Counter>,
+    policy_violation: ReplacedGauges<PolicyLabels>,
     declared: ReplacedGauges<SubsetLabels>,
     observed: ReplacedGauges<SubsetLabels>,
     drift_ratio: ReplacedGauges<SubsetLabels>,
@@ -53,6 +55,8 @@ pub struct Metrics {
     /// an observation finds its counters without building labels or
     /// locking the families. As bounded as the families themselves.
     traffic: Mutex<HashMap<u64, Vec<TrafficHandles>>>,
+    /// The same for the per-endpoint request counters.
+    endpoints: Mutex<HashMap<u64, Vec<(EndpointLabels, Counter)>>>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -82,6 +86,8 @@ impl Metrics {
             bypass: Family::default(),
             tls_violations: Family::default(),
             tls_mismatches: Family::default(),
+            endpoint_requests: Family::default(),
+            policy_violation: ReplacedGauges::new(),
             declared: ReplacedGauges::new(),
             observed: ReplacedGauges::new(),
             drift_ratio: ReplacedGauges::new(),
@@ -100,6 +106,7 @@ impl Metrics {
                 "reason",
             )),
             traffic: Mutex::new(HashMap::default()),
+            endpoints: Mutex::new(HashMap::default()),
             hasher: foldhash::fast::RandomState::default(),
             excluded_flows: Arc::new(CumulativeCounters::new(
                 "meshdrift_excluded_flows",
@@ -160,6 +167,22 @@ impl Metrics {
              violation: TLS where plaintext (DISABLE) is expected, non-Istio TLS where mTLS is \
              expected, or the reverse for originated TLS (SIMPLE, MUTUAL)",
             self.tls_mismatches.clone(),
+        );
+        r.register(
+            "meshdrift_endpoint_requests",
+            "Requests from a source workload to each endpoint pod of a destination host, port \
+             and subset: how the client proxies spread them (compare with the DestinationRule's \
+             loadBalancer). One series per endpoint and source workload",
+            self.endpoint_requests.clone(),
+        );
+        r.register(
+            "meshdrift_policy_violation",
+            "1 while a source workload's proxies contradict a DestinationRule traffic-policy \
+             setting for a destination host, port and subset (check: load_balancer, \
+             consistent_hash, max_connections, max_requests_per_connection, idle_timeout, \
+             outlier_detection, tls_origination), 0 while they follow it; absent while untested. \
+             See GET /report for the evidence",
+            self.policy_violation.family(),
         );
         r.register(
             "meshdrift_declared_weight_ratio",
@@ -240,6 +263,11 @@ impl Metrics {
             Destination::Unexpected { .. } => None,
         };
         self.count_traffic(observation, subset);
+        if let Some(endpoint) = &observation.endpoint
+            && observation.requests > 0
+        {
+            self.count_endpoint(observation, subset.unwrap_or_default(), endpoint);
+        }
 
         if let Some(reason) = observation.bypass {
             let key = &observation.key;
@@ -321,6 +349,33 @@ impl Metrics {
         }
     }
 
+    fn count_endpoint(&self, observation: &Observation, subset: &str, endpoint: &str) {
+        let mut hasher = self.hasher.build_hasher();
+        observation.key.hash(&mut hasher);
+        subset.hash(&mut hasher);
+        endpoint.hash(&mut hasher);
+        let hash = hasher.finish();
+        let mut cache = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let line = cache.entry(hash).or_default();
+        match line
+            .iter()
+            .find(|(labels, _)| labels.describe(observation, subset, endpoint))
+        {
+            Some((_, counter)) => {
+                counter.inc_by(observation.requests);
+            }
+            None => {
+                let labels = EndpointLabels::of(observation, subset, endpoint);
+                let counter = self.endpoint_requests.get_or_create(&labels).clone();
+                counter.inc_by(observation.requests);
+                line.push((labels, counter));
+            }
+        }
+    }
+
     /// Refreshes every verdict and health series from a report. Series for splits,
     /// subsets, findings and inventory kinds absent from `report` are removed.
     pub fn update(&self, report: &Report) {
@@ -350,6 +405,23 @@ impl Metrics {
         self.p_value.replace(p_value);
         self.drift_detected.replace(detected);
         self.samples.replace(samples);
+        self.policy_violation
+            .replace(report.policies.iter().filter_map(|policy| {
+                let value = match policy.verdict {
+                    PolicyOutcome::Violation => 1.0,
+                    PolicyOutcome::Ok => 0.0,
+                    PolicyOutcome::Untested => return None,
+                };
+                let labels = PolicyLabels {
+                    source_namespace: policy.source.namespace.clone(),
+                    source_workload: policy.source.name.clone(),
+                    destination_host: policy.host.clone(),
+                    destination_port: policy.port,
+                    destination_subset: policy.subset.clone().unwrap_or_default(),
+                    check: policy.check.as_str(),
+                };
+                Some((labels, value))
+            }));
 
         let mut findings: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
         for finding in &report.findings {

@@ -32,5 +32,6 @@ mod policy_endpoint_mtls;
 mod policy_mtls;
 mod policy_properties;
 mod policy_tls_merge;
+mod policy_traffic;
 mod policy_virtual_service;
 mod wire_classify;

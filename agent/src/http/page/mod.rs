@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 mod bars;
 mod escape;
+mod policies;
 
 pub use escape::Esc;
 
@@ -37,6 +38,7 @@ pub fn render(report: &Report) -> String {
     transport(&mut out, &report.transport);
     unexpected(&mut out, &report.unexpected);
     bypass(&mut out, &report.bypass);
+    policies::section(&mut out, &report.policies);
     findings(&mut out, &report.findings);
     health(&mut out, &report.agent);
     out.push_str("</main>");
@@ -104,6 +106,18 @@ fn header(out: &mut String, report: &Report) {
         0,
         "bypassing the mesh",
         !report.bypass.is_empty(),
+    );
+    let policy_violations = report
+        .policies
+        .iter()
+        .filter(|p| p.verdict == crate::report::PolicyOutcome::Violation)
+        .count();
+    tile(
+        out,
+        policy_violations,
+        report.policies.len(),
+        "traffic-policy violations",
+        policy_violations > 0,
     );
     tile(
         out,
