@@ -141,9 +141,14 @@ impl TrafficJudge {
                 pods: BTreeMap::new(),
                 last_seen: f64::MIN,
             });
-        if cluster.declared != sample.declared {
+        if !Arc::ptr_eq(&cluster.declared, &sample.declared) {
+            // Answers are recomputed after every change to the mesh: an equal
+            // policy keeps the evidence, and its newer copy is kept so the
+            // next sample compares by pointer.
+            if cluster.declared != sample.declared {
+                cluster.pods.clear();
+            }
             cluster.declared = Arc::clone(&sample.declared);
-            cluster.pods.clear();
         }
         let pod = cluster.pods.entry(sample.client_pod.clone()).or_default();
         let declared = &cluster.declared;

@@ -11,12 +11,22 @@ pub enum TimelineEvent {
     Failed { endpoint: String, timed_out: bool },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Timeline {
     pending: Vec<(f64, TimelineEvent)>,
     /// Events up to here have been handed out; a later arrival from before
     /// it is handed out at this time, never before what already left.
     settled: f64,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        // Connections opened before the agent started have negative times.
+        Self {
+            pending: Vec::new(),
+            settled: f64::NEG_INFINITY,
+        }
+    }
 }
 
 /// Events waiting at most per pod; beyond it the oldest are settled early.
@@ -93,6 +103,13 @@ mod tests {
         timeline.push(2.0, TimelineEvent::Closed);
         let settled = timeline.settle(6.0);
         assert_eq!(settled, vec![(4.0, TimelineEvent::Closed)]);
+    }
+
+    #[test]
+    fn events_from_before_the_agent_started_keep_their_times() {
+        let mut timeline = Timeline::default();
+        timeline.push(-5.0, opened("a"));
+        assert_eq!(timeline.settle(-1.0), vec![(-5.0, opened("a"))]);
     }
 
     #[test]
