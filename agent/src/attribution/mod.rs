@@ -304,14 +304,7 @@ impl Attributor {
             host,
             port,
         };
-        let mut observation = observe(
-            flow,
-            key,
-            destination,
-            expected_transport,
-            at_seconds,
-            None,
-        );
+        let mut observation = observe(flow, key, destination, expected_transport, at_seconds, None);
         let connection = match (&observation.destination, chosen_traffic) {
             (Destination::Subset { subset }, Some(declared)) => {
                 observation.endpoint = Some(destination_pod.clone());
@@ -340,7 +333,12 @@ impl Attributor {
     }
 
     /// What a counted flow's latest increment tells the traffic-policy checks.
-    fn activity(&self, flow: &ObservedFlow, observation: &Observation, at_seconds: f64) -> Activity {
+    fn activity(
+        &self,
+        flow: &ObservedFlow,
+        observation: &Observation,
+        at_seconds: f64,
+    ) -> Activity {
         let record = &flow.record;
         Activity {
             opened_at: self.agent_seconds(record.start_ns),

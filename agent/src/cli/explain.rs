@@ -233,7 +233,10 @@ fn traffic_policy(traffic: &DeclaredTraffic) -> Vec<String> {
                 ejection.limit_from,
                 format_duration(ejection.base_ejection_time)
             ),
-            None => format!("outlier detection without a limit on connection failures ({})", ejection.limit_from),
+            None => format!(
+                "outlier detection without a limit on connection failures ({})",
+                ejection.limit_from
+            ),
         });
     }
     if let Some(origination) = &traffic.tls_origination {
@@ -241,7 +244,11 @@ fn traffic_policy(traffic: &DeclaredTraffic) -> Vec<String> {
             "originates {} TLS with SNI {}{}",
             origination.mode,
             origination.sni,
-            if origination.sni_declared { "" } else { " (sni unset: the host)" }
+            if origination.sni_declared {
+                ""
+            } else {
+                " (sni unset: the host)"
+            }
         ));
     }
     let mut lines = vec![format!("traffic policy: {}", settings.join("; "))];

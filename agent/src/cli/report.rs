@@ -267,7 +267,14 @@ fn policies(out: &mut TerminalText, report: &Report) {
         PolicyOutcome::Ok => 1,
         PolicyOutcome::Untested => 2,
     });
-    let mut table = Table::new(["SOURCE", "HOST:PORT", "SUBSET", "CHECK", "VERDICT", "SAMPLES"]);
+    let mut table = Table::new([
+        "SOURCE",
+        "HOST:PORT",
+        "SUBSET",
+        "CHECK",
+        "VERDICT",
+        "SAMPLES",
+    ]);
     for policy in ordered {
         table.row([
             policy.source.to_string(),
@@ -546,8 +553,14 @@ mod tests {
     fn traffic_policies_put_violations_first_with_their_evidence() {
         let mut r = report();
         for (check, verdict) in [
-            (crate::report::PolicyCheck::LoadBalancer, PolicyOutcome::Untested),
-            (crate::report::PolicyCheck::MaxConnections, PolicyOutcome::Violation),
+            (
+                crate::report::PolicyCheck::LoadBalancer,
+                PolicyOutcome::Untested,
+            ),
+            (
+                crate::report::PolicyCheck::MaxConnections,
+                PolicyOutcome::Violation,
+            ),
         ] {
             r.policies.push(crate::report::PolicyVerdict {
                 source: workload("client"),

@@ -152,7 +152,7 @@ impl fmt::Display for IstioDuration {
 /// `90s` → "1m30s", `0.25s` → "250ms": the shortest exact spelling.
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 1000 != 0 {
+    if !millis.is_multiple_of(1000) {
         return format!("{millis}ms");
     }
     let seconds = duration.as_secs();
@@ -247,8 +247,7 @@ http: {maxRequestsPerConnection: 10, idleTimeout: 2s}
         let outlier: OutlierDetection =
             serde_yaml_ng::from_str("{consecutive5xxErrors: 3, baseEjectionTime: 60s}").unwrap();
         assert_eq!(outlier.consecutive_5xx_errors, Some(3));
-        let lb: LoadBalancerSettings =
-            serde_yaml_ng::from_str("{simple: SOMETHING_NEW}").unwrap();
+        let lb: LoadBalancerSettings = serde_yaml_ng::from_str("{simple: SOMETHING_NEW}").unwrap();
         assert_eq!(lb.simple, Some(SimpleLb::Other));
         assert!(serde_yaml_ng::from_str::<HttpSettings>("{idleTimeout: soon}").is_err());
     }

@@ -29,7 +29,9 @@ pub struct ClusterKey {
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// `LEAST_REQUEST`, Istio's default when `loadBalancer` is unset.
-    LeastRequest { default: bool },
+    LeastRequest {
+        default: bool,
+    },
     RoundRobin,
     Random,
     LeastConn,
@@ -37,7 +39,9 @@ pub enum Balance {
     /// `consistentHash.useSourceIp`: one endpoint per client address.
     HashSourceIp,
     /// `consistentHash` over an HTTP header, cookie or query parameter.
-    HashL7 { key: &'static str },
+    HashL7 {
+        key: &'static str,
+    },
     /// A `simple` value this version does not know.
     Unknown,
 }

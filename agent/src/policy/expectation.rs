@@ -10,8 +10,8 @@ use super::destination_rule::{MergedRule, TlsLevel, cluster_tls, endpoint_tls_mo
 use super::host;
 use super::matching::{self, ClientFacts, Truth};
 use super::mtls::AutoMtls;
-use super::traffic::EffectivePolicy;
 use super::policies::{Policies, VirtualServiceEntry};
+use super::traffic::EffectivePolicy;
 use crate::inventory::{CLUSTER_DOMAIN, Index, PodInfo, RouteKind, ServiceInfo};
 use crate::model::istio::{PeerMode, RouteDestination, TlsMode};
 use crate::model::{Labels, selector_matches};
@@ -365,7 +365,8 @@ impl Policies {
             candidates: Vec::new(),
         };
         let Some(vs) = self.virtual_service_for(&client.namespace, &fqdn) else {
-            out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0, out.unit)];
+            out.destinations =
+                vec![self.destination(index, client, &fqdn, None, port, 1.0, out.unit)];
             return Ok(out);
         };
         out.virtual_service = Some(vs.key());
@@ -384,7 +385,8 @@ impl Policies {
                 vs.key(),
                 kind.as_str()
             ));
-            out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0, out.unit)];
+            out.destinations =
+                vec![self.destination(index, client, &fqdn, None, port, 1.0, out.unit)];
             return Ok(out);
         }
         // First match wins; routes before it that need L7 attributes make the
@@ -450,7 +452,8 @@ impl Policies {
                 kind.as_str(),
                 vs.key()
             ));
-            out.destinations = vec![self.destination(index, client, &fqdn, None, port, 1.0, out.unit)];
+            out.destinations =
+                vec![self.destination(index, client, &fqdn, None, port, 1.0, out.unit)];
             return Ok(out);
         };
         out.route = Some(view.reference.clone());

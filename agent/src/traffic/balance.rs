@@ -39,12 +39,12 @@ fn bucket(at: f64) -> i64 {
 
 impl EndpointTally {
     pub fn connection(&mut self, at: f64, endpoint: &str) {
-        self.counts(at, endpoint).connections += 1;
+        self.add(at, endpoint, |counts| counts.connections += 1);
     }
 
     pub fn requests(&mut self, at: f64, endpoint: &str, requests: u64) {
         if requests > 0 {
-            self.counts(at, endpoint).requests += requests;
+            self.add(at, endpoint, |counts| counts.requests += requests);
         }
     }
 
@@ -53,12 +53,17 @@ impl EndpointTally {
         self.estimated = true;
     }
 
-    fn counts(&mut self, at: f64, endpoint: &str) -> &mut Counts {
-        self.buckets
-            .entry(bucket(at))
-            .or_default()
-            .entry(endpoint.to_owned())
-            .or_default()
+    /// Changes `endpoint`'s counts in the bucket of `at`; its name is copied
+    /// once per bucket, not per update.
+    fn add(&mut self, at: f64, endpoint: &str, change: impl FnOnce(&mut Counts)) {
+        let endpoints = self.buckets.entry(bucket(at)).or_default();
+        if let Some(counts) = endpoints.get_mut(endpoint) {
+            change(counts);
+            return;
+        }
+        let mut counts = Counts::default();
+        change(&mut counts);
+        endpoints.insert(endpoint.to_owned(), counts);
     }
 
     pub fn expire(&mut self, oldest: f64) {

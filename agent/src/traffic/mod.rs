@@ -133,14 +133,21 @@ impl TrafficJudge {
 
     /// Takes one sample. A cluster whose declared policy changed starts over.
     pub fn observe(&mut self, sample: &ConnectionSample) {
-        let cluster = self
-            .clusters
-            .entry(sample.cluster.clone())
-            .or_insert_with(|| ClusterState {
-                declared: Arc::clone(&sample.declared),
-                pods: BTreeMap::new(),
-                last_seen: f64::MIN,
-            });
+        // Looked up before inserting: the keys are cloned only once per
+        // cluster and pod, not per sample.
+        if !self.clusters.contains_key(&sample.cluster) {
+            self.clusters.insert(
+                sample.cluster.clone(),
+                ClusterState {
+                    declared: Arc::clone(&sample.declared),
+                    pods: BTreeMap::new(),
+                    last_seen: f64::MIN,
+                },
+            );
+        }
+        let Some(cluster) = self.clusters.get_mut(&sample.cluster) else {
+            return;
+        };
         if !Arc::ptr_eq(&cluster.declared, &sample.declared) {
             // Answers are recomputed after every change to the mesh: an equal
             // policy keeps the evidence, and its newer copy is kept so the
@@ -150,7 +157,14 @@ impl TrafficJudge {
             }
             cluster.declared = Arc::clone(&sample.declared);
         }
-        let pod = cluster.pods.entry(sample.client_pod.clone()).or_default();
+        if !cluster.pods.contains_key(&sample.client_pod) {
+            cluster
+                .pods
+                .insert(sample.client_pod.clone(), PodState::default());
+        }
+        let Some(pod) = cluster.pods.get_mut(&sample.client_pod) else {
+            return;
+        };
         let declared = &cluster.declared;
         match &sample.event {
             ConnectionEvent::Failed { at, timed_out } => {
@@ -196,7 +210,8 @@ impl TrafficJudge {
                             .failed(at, &endpoint, timed_out, &cluster.declared),
                     }
                 }
-                pod.pool.settled_until(horizon, &cluster.declared, &self.config);
+                pod.pool
+                    .settled_until(horizon, &cluster.declared, &self.config);
             }
         }
         // An open connection that carried nothing since its last growth has
@@ -420,32 +435,42 @@ fn describe_declared(check: PolicyCheck, declared: &DeclaredTraffic) -> String {
             .map_or_else(String::new, |n| format!("at most {n} connections")),
         PolicyCheck::MaxRequestsPerConnection => declared
             .max_requests_per_connection
-            .map_or_else(String::new, |n| format!("at most {n} requests per connection")),
-        PolicyCheck::IdleTimeout => declared
-            .idle_timeout
-            .map_or_else(String::new, |d| format!("idle connections closed after {}", format_duration(d))),
-        PolicyCheck::OutlierDetection => declared
-            .outlier_detection
-            .as_ref()
-            .map_or_else(String::new, |e| match e.consecutive_errors {
-                Some(n) => format!(
-                    "eject after {n} consecutive failures ({}) for at least {}",
-                    e.limit_from,
-                    format_duration(e.base_ejection_time)
-                ),
-                None => format!("no limit on connection failures ({})", e.limit_from),
+            .map_or_else(String::new, |n| {
+                format!("at most {n} requests per connection")
             }),
-        PolicyCheck::TlsOrigination => declared
-            .tls_origination
-            .as_ref()
-            .map_or_else(String::new, |o| {
-                format!(
-                    "{} TLS with SNI {}{}",
-                    o.mode,
-                    o.sni,
-                    if o.sni_declared { "" } else { " (the host; sni unset)" }
-                )
-            }),
+        PolicyCheck::IdleTimeout => declared.idle_timeout.map_or_else(String::new, |d| {
+            format!("idle connections closed after {}", format_duration(d))
+        }),
+        PolicyCheck::OutlierDetection => {
+            declared
+                .outlier_detection
+                .as_ref()
+                .map_or_else(String::new, |e| match e.consecutive_errors {
+                    Some(n) => format!(
+                        "eject after {n} consecutive failures ({}) for at least {}",
+                        e.limit_from,
+                        format_duration(e.base_ejection_time)
+                    ),
+                    None => format!("no limit on connection failures ({})", e.limit_from),
+                })
+        }
+        PolicyCheck::TlsOrigination => {
+            declared
+                .tls_origination
+                .as_ref()
+                .map_or_else(String::new, |o| {
+                    format!(
+                        "{} TLS with SNI {}{}",
+                        o.mode,
+                        o.sni,
+                        if o.sni_declared {
+                            ""
+                        } else {
+                            " (the host; sni unset)"
+                        }
+                    )
+                })
+        }
     }
 }
 

@@ -81,10 +81,16 @@ impl OriginationTally {
         let (outcome, reason) = if wrong > 0 {
             (
                 PolicyOutcome::Violation,
-                format!("{wrong} connection{} did not originate TLS with SNI {sni}", if wrong == 1 { "" } else { "s" }),
+                format!(
+                    "{wrong} connection{} did not originate TLS with SNI {sni}",
+                    if wrong == 1 { "" } else { "s" }
+                ),
             )
         } else if merged.judged == 0 {
-            (PolicyOutcome::Untested, "no connections whose first bytes were seen yet".to_owned())
+            (
+                PolicyOutcome::Untested,
+                "no connections whose first bytes were seen yet".to_owned(),
+            )
         } else {
             (
                 PolicyOutcome::Ok,

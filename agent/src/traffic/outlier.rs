@@ -63,8 +63,9 @@ impl OutlierState {
     pub fn expire(&mut self, oldest: f64) {
         let first_kept = bucket(oldest);
         self.buckets.retain(|&b, _| b >= first_kept);
-        self.endpoints
-            .retain(|_, h| h.consecutive > 0 || h.ejected.is_some_and(|(_, until)| until >= oldest));
+        self.endpoints.retain(|_, h| {
+            h.consecutive > 0 || h.ejected.is_some_and(|(_, until)| until >= oldest)
+        });
     }
 
     /// Ejections over by `at` end; the endpoint's count starts again.
@@ -103,7 +104,10 @@ impl OutlierState {
         self.release(at);
         self.at(at).attempts += 1;
         if !self.during_ejection(at, endpoint, "a new connection") {
-            self.endpoints.entry(endpoint.to_owned()).or_default().consecutive = 0;
+            self.endpoints
+                .entry(endpoint.to_owned())
+                .or_default()
+                .consecutive = 0;
         }
     }
 
@@ -148,17 +152,14 @@ impl OutlierState {
         let Some(ejection) = &declared.outlier_detection else {
             return false;
         };
-        let hosts = declared
-            .endpoints
-            .len()
-            .max(self.endpoints.len())
-            .max(1) as u64;
+        let hosts = declared.endpoints.len().max(self.endpoints.len()).max(1) as u64;
         let out = self
             .endpoints
             .iter()
             .filter(|(name, h)| name.as_str() != endpoint && h.ejected.is_some())
             .count() as u64;
-        let within_max = out == 0 || (out + 1) * 100 <= u64::from(ejection.max_ejection_percent) * hosts;
+        let within_max =
+            out == 0 || (out + 1) * 100 <= u64::from(ejection.max_ejection_percent) * hosts;
         let healthy_percent = (hosts - out - 1) * 100 / hosts;
         let panic = ejection.min_health_percent > 0
             && healthy_percent < u64::from(ejection.min_health_percent);
@@ -166,13 +167,16 @@ impl OutlierState {
     }
 
     pub fn judge(&self, declared: &DeclaredTraffic, _now: f64) -> PodVerdict {
-        let merged = self.buckets.values().fold(Bucket::default(), |a, b| Bucket {
-            attempts: a.attempts + b.attempts,
-            failures: a.failures + b.failures,
-            ejections: a.ejections + b.ejections,
-            attempts_while_ejected: a.attempts_while_ejected + b.attempts_while_ejected,
-            violation: b.violation.clone().or(a.violation),
-        });
+        let merged = self
+            .buckets
+            .values()
+            .fold(Bucket::default(), |a, b| Bucket {
+                attempts: a.attempts + b.attempts,
+                failures: a.failures + b.failures,
+                ejections: a.ejections + b.ejections,
+                attempts_while_ejected: a.attempts_while_ejected + b.attempts_while_ejected,
+                violation: b.violation.clone().or(a.violation),
+            });
         let observed = format!(
             "{} attempts, {} failed; {} ejection{} due",
             merged.attempts,
@@ -187,12 +191,18 @@ impl OutlierState {
             samples: merged.attempts,
         };
         let Some(ejection) = &declared.outlier_detection else {
-            return verdict(PolicyOutcome::Untested, "no outlier detection declared".to_owned());
+            return verdict(
+                PolicyOutcome::Untested,
+                "no outlier detection declared".to_owned(),
+            );
         };
         let Some(limit) = ejection.consecutive_errors else {
             return verdict(
                 PolicyOutcome::Untested,
-                format!("no consecutive-error limit applies to connection failures ({})", ejection.limit_from),
+                format!(
+                    "no consecutive-error limit applies to connection failures ({})",
+                    ejection.limit_from
+                ),
             );
         };
         if merged.attempts_while_ejected > 0 {
@@ -201,7 +211,11 @@ impl OutlierState {
                 format!(
                     "{} attempt{} reached an endpoint that {limit} consecutive failures should have ejected for {} (latest: {})",
                     merged.attempts_while_ejected,
-                    if merged.attempts_while_ejected == 1 { "" } else { "s" },
+                    if merged.attempts_while_ejected == 1 {
+                        ""
+                    } else {
+                        "s"
+                    },
                     format_duration(ejection.base_ejection_time),
                     merged.violation.as_deref().unwrap_or("?")
                 ),

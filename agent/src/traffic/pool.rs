@@ -87,7 +87,12 @@ impl PoolState {
     }
 
     /// Every event up to `horizon` has been replayed.
-    pub fn settled_until(&mut self, horizon: f64, _declared: &DeclaredTraffic, _config: &TrafficConfig) {
+    pub fn settled_until(
+        &mut self,
+        horizon: f64,
+        _declared: &DeclaredTraffic,
+        _config: &TrafficConfig,
+    ) {
         self.advance(horizon);
     }
 
@@ -119,14 +124,16 @@ impl PoolState {
     }
 
     fn merged(&self) -> Bucket {
-        self.buckets.values().fold(Bucket::default(), |a, b| Bucket {
-            connections: a.connections + b.connections,
-            max_open: a.max_open.max(b.max_open),
-            longest_above: a.longest_above.max(b.longest_above),
-            max_requests: a.max_requests.max(b.max_requests),
-            over_request_limit: a.over_request_limit + b.over_request_limit,
-            longest_idle: a.longest_idle.max(b.longest_idle),
-        })
+        self.buckets
+            .values()
+            .fold(Bucket::default(), |a, b| Bucket {
+                connections: a.connections + b.connections,
+                max_open: a.max_open.max(b.max_open),
+                longest_above: a.longest_above.max(b.longest_above),
+                max_requests: a.max_requests.max(b.max_requests),
+                over_request_limit: a.over_request_limit + b.over_request_limit,
+                longest_idle: a.longest_idle.max(b.longest_idle),
+            })
     }
 
     /// `maxConnections`: more connections open at once than the limit, for
@@ -143,7 +150,10 @@ impl PoolState {
             "at most {} open at once{}",
             merged.max_open,
             if merged.longest_above > 0.0 {
-                format!(", above {limit} for {:.1} s at the longest", merged.longest_above)
+                format!(
+                    ", above {limit} for {:.1} s at the longest",
+                    merged.longest_above
+                )
             } else {
                 String::new()
             }
@@ -163,7 +173,10 @@ impl PoolState {
         } else {
             (
                 PolicyOutcome::Ok,
-                format!("never above {limit} for longer than {}", format_duration(config.grace)),
+                format!(
+                    "never above {limit} for longer than {}",
+                    format_duration(config.grace)
+                ),
             )
         };
         PodVerdict {
@@ -188,7 +201,11 @@ impl PoolState {
                 format!(
                     "{} connection{} carried more than {limit} requests (the most: {})",
                     merged.over_request_limit,
-                    if merged.over_request_limit == 1 { "" } else { "s" },
+                    if merged.over_request_limit == 1 {
+                        ""
+                    } else {
+                        "s"
+                    },
                     merged.max_requests
                 ),
             )

@@ -87,7 +87,12 @@ fn sample_from(
     }
 }
 
-fn failed(declared: &Arc<DeclaredTraffic>, endpoint: &str, at: f64, timed_out: bool) -> ConnectionSample {
+fn failed(
+    declared: &Arc<DeclaredTraffic>,
+    endpoint: &str,
+    at: f64,
+    timed_out: bool,
+) -> ConnectionSample {
     ConnectionSample {
         cluster: cluster(),
         declared: Arc::clone(declared),
@@ -99,13 +104,26 @@ fn failed(declared: &Arc<DeclaredTraffic>, endpoint: &str, at: f64, timed_out: b
 }
 
 /// One short connection per request to `endpoint`, opened at `at`.
-fn request(judge: &mut TrafficJudge, declared: &Arc<DeclaredTraffic>, cookie: u64, endpoint: &'static str, at: f64) {
+fn request(
+    judge: &mut TrafficJudge,
+    declared: &Arc<DeclaredTraffic>,
+    cookie: u64,
+    endpoint: &'static str,
+    at: f64,
+) {
     let conn = Conn {
         cookie,
         endpoint,
         opened_at: at,
     };
-    judge.observe(&activity(declared, &conn, at + 0.01, 1, 100, Some(at + 0.005)));
+    judge.observe(&activity(
+        declared,
+        &conn,
+        at + 0.01,
+        1,
+        100,
+        Some(at + 0.005),
+    ));
 }
 
 fn verdict(verdicts: &[PolicyVerdict], check: PolicyCheck) -> &PolicyVerdict {
@@ -234,14 +252,50 @@ fn a_connection_carrying_more_requests_than_declared_is_a_violation() {
             opened_at: cookie as f64,
         };
         // Ten requests over two updates and a close: exactly the limit.
-        obeying.observe(&activity(&limited, &conn, cookie as f64 + 0.5, 6, 600, None));
-        obeying.observe(&activity(&limited, &conn, cookie as f64 + 0.9, 4, 400, Some(cookie as f64 + 0.8)));
-        breaking.observe(&activity(&limited, &conn, cookie as f64 + 0.5, 6, 600, None));
-        breaking.observe(&activity(&limited, &conn, cookie as f64 + 0.9, 5, 500, Some(cookie as f64 + 0.8)));
+        obeying.observe(&activity(
+            &limited,
+            &conn,
+            cookie as f64 + 0.5,
+            6,
+            600,
+            None,
+        ));
+        obeying.observe(&activity(
+            &limited,
+            &conn,
+            cookie as f64 + 0.9,
+            4,
+            400,
+            Some(cookie as f64 + 0.8),
+        ));
+        breaking.observe(&activity(
+            &limited,
+            &conn,
+            cookie as f64 + 0.5,
+            6,
+            600,
+            None,
+        ));
+        breaking.observe(&activity(
+            &limited,
+            &conn,
+            cookie as f64 + 0.9,
+            5,
+            500,
+            Some(cookie as f64 + 0.8),
+        ));
     }
-    let row = verdict(&obeying.snapshot(10.0), PolicyCheck::MaxRequestsPerConnection).clone();
+    let row = verdict(
+        &obeying.snapshot(10.0),
+        PolicyCheck::MaxRequestsPerConnection,
+    )
+    .clone();
     assert_eq!(row.verdict, PolicyOutcome::Ok, "{row:#?}");
-    let row = verdict(&breaking.snapshot(10.0), PolicyCheck::MaxRequestsPerConnection).clone();
+    let row = verdict(
+        &breaking.snapshot(10.0),
+        PolicyCheck::MaxRequestsPerConnection,
+    )
+    .clone();
     assert_eq!(row.verdict, PolicyOutcome::Violation, "{row:#?}");
     assert!(row.reason.starts_with("3 connections"), "{}", row.reason);
 }
@@ -299,11 +353,20 @@ fn attempts_to_an_endpoint_after_its_ejection_are_a_violation() {
         obeying.observe_request(&declared, i as u64 + 1, A, at + 0.1);
     }
     for i in 0..20u64 {
-        obeying.observe_request(&declared, 100 + i, if i % 2 == 0 { A } else { B }, 4.0 + i as f64);
+        obeying.observe_request(
+            &declared,
+            100 + i,
+            if i % 2 == 0 { A } else { B },
+            4.0 + i as f64,
+        );
     }
     let row = verdict(&obeying.snapshot(40.0), PolicyCheck::OutlierDetection).clone();
     assert_eq!(row.verdict, PolicyOutcome::Ok, "{row:#?}");
-    assert!(row.reason.contains("mTLS"), "the blind spot is said: {}", row.reason);
+    assert!(
+        row.reason.contains("mTLS"),
+        "the blind spot is said: {}",
+        row.reason
+    );
 
     // The same three failures, then the proxy keeps dialing C.
     let mut breaking = judge();
@@ -402,12 +465,19 @@ fn tls_origination_needs_tls_with_the_declared_sni() {
     for (transport, sni) in [
         (Transport::Tls, Some("wrong.external.test")),
         (Transport::Http, None),
-        (Transport::IstioMtls, Some("outbound_.443_._.api.external.test")),
+        (
+            Transport::IstioMtls,
+            Some("outbound_.443_._.api.external.test"),
+        ),
     ] {
         let mut wrong = judge();
         wrong.observe(&first(2, transport, sni));
         let row = verdict(&wrong.snapshot(10.0), PolicyCheck::TlsOrigination).clone();
-        assert_eq!(row.verdict, PolicyOutcome::Violation, "{transport:?} {row:#?}");
+        assert_eq!(
+            row.verdict,
+            PolicyOutcome::Violation,
+            "{transport:?} {row:#?}"
+        );
     }
 }
 
@@ -428,7 +498,11 @@ fn one_violating_pod_makes_the_workload_row_a_violation_and_a_new_policy_starts_
     let rows = judge.snapshot(10.0);
     let row = verdict(&rows, PolicyCheck::MaxRequestsPerConnection);
     assert_eq!(row.verdict, PolicyOutcome::Violation);
-    assert!(row.observed.starts_with("client pod default/client-2"), "{}", row.observed);
+    assert!(
+        row.observed.starts_with("client pod default/client-2"),
+        "{}",
+        row.observed
+    );
     assert_eq!(row.samples, 2);
 
     let relaxed = declared(|d| d.max_requests_per_connection = Some(100));
@@ -454,11 +528,20 @@ fn evidence_leaves_with_the_window() {
         judge.observe_request(&rr, i, A, i as f64 * 0.01);
     }
     assert!(!judge.snapshot(10.0).is_empty());
-    assert!(judge.snapshot(200.0).is_empty(), "nothing seen in the last minute");
+    assert!(
+        judge.snapshot(200.0).is_empty(),
+        "nothing seen in the last minute"
+    );
 }
 
 impl TrafficJudge {
-    fn observe_request(&mut self, declared: &Arc<DeclaredTraffic>, cookie: u64, endpoint: &'static str, at: f64) {
+    fn observe_request(
+        &mut self,
+        declared: &Arc<DeclaredTraffic>,
+        cookie: u64,
+        endpoint: &'static str,
+        at: f64,
+    ) {
         request(self, declared, cookie, endpoint, at);
     }
 }

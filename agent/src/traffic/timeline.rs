@@ -53,9 +53,8 @@ impl Timeline {
         } else {
             horizon
         };
-        self.pending.sort_by(|(a, x), (b, y)| {
-            a.total_cmp(b).then_with(|| order(x).cmp(&order(y)))
-        });
+        self.pending
+            .sort_by(|(a, x), (b, y)| a.total_cmp(b).then_with(|| order(x).cmp(&order(y))));
         let ready = self.pending.partition_point(|(at, _)| *at <= horizon);
         if ready > 0 {
             self.settled = self.settled.max(self.pending[ready - 1].0);

@@ -33,6 +33,6 @@ mod policy_mtls;
 mod policy_properties;
 mod policy_tls_merge;
 mod policy_traffic;
-mod traffic_agent;
 mod policy_virtual_service;
+mod traffic_agent;
 mod wire_classify;

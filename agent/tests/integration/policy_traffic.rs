@@ -32,7 +32,11 @@ fn tp1_unset_settings_are_istio_defaults() {
     let t = v1_traffic("{}", "{}");
     assert_eq!(t.load_balancer, Balance::LeastRequest { default: true });
     assert_eq!(
-        (t.max_connections, t.max_requests_per_connection, t.idle_timeout),
+        (
+            t.max_connections,
+            t.max_requests_per_connection,
+            t.idle_timeout
+        ),
         (None, None, None)
     );
     assert!(t.outlier_detection.is_none() && t.tls_origination.is_none());
@@ -82,7 +86,9 @@ fn tp2_the_dr7_merge_applies_to_every_setting() {
             "consistentHash wins over simple; a header hash needs L7",
             "{loadBalancer: {simple: ROUND_ROBIN, consistentHash: {httpHeaderName: x-user}}}",
             "{}",
-            Balance::HashL7 { key: "httpHeaderName" },
+            Balance::HashL7 {
+                key: "httpHeaderName",
+            },
             None,
         ),
         (
@@ -113,7 +119,10 @@ fn tp3_http_clusters_take_the_http_idle_timeout_and_request_limit() {
         .iter()
         .find(|(field, _)| field == "connectionPool")
         .map(|(_, at)| at.as_str());
-    assert_eq!(source, Some("DestinationRule default/reviews, trafficPolicy"));
+    assert_eq!(
+        source,
+        Some("DestinationRule default/reviews, trafficPolicy")
+    );
 }
 
 #[test]
@@ -137,8 +146,18 @@ fn tp4_tcp_clusters_take_the_tcp_idle_timeout() {
 fn tp5_connection_failures_eject_at_the_lower_enabled_limit() {
     // (why, outlierDetection, limit, from)
     let table = [
-        ("unset: Envoy's five", "{}", Some(5), "consecutive5xxErrors (Envoy's default)"),
-        ("5xx errors", "{consecutive5xxErrors: 3}", Some(3), "consecutive5xxErrors"),
+        (
+            "unset: Envoy's five",
+            "{}",
+            Some(5),
+            "consecutive5xxErrors (Envoy's default)",
+        ),
+        (
+            "5xx errors",
+            "{consecutive5xxErrors: 3}",
+            Some(3),
+            "consecutive5xxErrors",
+        ),
         (
             "gateway errors below the 5xx default",
             "{consecutiveGatewayErrors: 2}",
@@ -151,7 +170,12 @@ fn tp5_connection_failures_eject_at_the_lower_enabled_limit() {
             Some(4),
             "consecutiveGatewayErrors",
         ),
-        ("both disabled", "{consecutive5xxErrors: 0, consecutiveGatewayErrors: 0}", None, "every counting field is 0"),
+        (
+            "both disabled",
+            "{consecutive5xxErrors: 0, consecutiveGatewayErrors: 0}",
+            None,
+            "every counting field is 0",
+        ),
         (
             "split local-origin errors count on their own",
             "{splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 2, consecutive5xxErrors: 9}",
@@ -200,16 +224,24 @@ fn tp6_originated_tls_presents_the_declared_sni_or_the_host() {
         "{entry}---\n{}",
         rule("{mode: SIMPLE, sni: api.internal.test}")
     ));
-    let d = &m.expect("default/client", "api.external.test", 443).destinations[0];
+    let d = &m
+        .expect("default/client", "api.external.test", 443)
+        .destinations[0];
     let origination = d.traffic.tls_origination.as_ref().expect("SIMPLE");
     assert_eq!(
-        (origination.mode, origination.sni.as_str(), origination.sni_declared),
+        (
+            origination.mode,
+            origination.sni.as_str(),
+            origination.sni_declared
+        ),
         ("SIMPLE", "api.internal.test", true)
     );
     assert_eq!(d.traffic.endpoints, ["203.0.113.7"]);
 
     let m = mesh(&format!("{entry}---\n{}", rule("{mode: MUTUAL}")));
-    let d = &m.expect("default/client", "api.external.test", 443).destinations[0];
+    let d = &m
+        .expect("default/client", "api.external.test", 443)
+        .destinations[0];
     let origination = d.traffic.tls_origination.as_ref().expect("MUTUAL");
     assert_eq!(
         (origination.sni.as_str(), origination.sni_declared),
@@ -218,7 +250,9 @@ fn tp6_originated_tls_presents_the_declared_sni_or_the_host() {
 
     for other in ["{mode: ISTIO_MUTUAL}", "{mode: DISABLE}"] {
         let m = mesh(&format!("{entry}---\n{}", rule(other)));
-        let d = &m.expect("default/client", "api.external.test", 443).destinations[0];
+        let d = &m
+            .expect("default/client", "api.external.test", 443)
+            .destinations[0];
         assert!(d.traffic.tls_origination.is_none(), "{other}");
     }
 }
@@ -232,9 +266,9 @@ fn a_bad_duration_is_an_error_that_names_the_object() {
     ));
     let problems: Vec<String> = outcome.problems.iter().map(ToString::to_string).collect();
     assert!(
-        problems
-            .iter()
-            .any(|p| p.contains("DestinationRule") && p.contains("reviews") && p.contains("\"soon\" is not a duration")),
+        problems.iter().any(|p| p.contains("DestinationRule")
+            && p.contains("reviews")
+            && p.contains("\"soon\" is not a duration")),
         "{problems:#?}"
     );
 }

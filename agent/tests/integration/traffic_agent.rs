@@ -123,7 +123,13 @@ fn closed(cookie: u64, server: &str, at_ns: u64, classification: Classification)
         requests: 1,
         ..FlowCounters::default()
     };
-    let mut record = record(FlowKind::Close, cookie, 40_000 + cookie as u16, server, at_ns);
+    let mut record = record(
+        FlowKind::Close,
+        cookie,
+        40_000 + cookie as u16,
+        server,
+        at_ns,
+    );
     record.counters = counters;
     record.time_ns = at_ns + 1_000_000;
     ObservedFlow {
@@ -179,7 +185,11 @@ fn a_proxy_that_keeps_dialing_an_ejected_endpoint_is_an_outlier_violation() {
     assert_eq!(row.verdict, PolicyOutcome::Violation, "{row:#?}");
     assert_eq!(row.subset.as_deref(), Some("v1"));
     assert_eq!(row.source.to_string(), "default/client");
-    assert!(row.reason.contains("default/backend-v1-c"), "{}", row.reason);
+    assert!(
+        row.reason.contains("default/backend-v1-c"),
+        "{}",
+        row.reason
+    );
     assert_eq!(row.samples, 7, "six failed attempts and one connection");
 }
 
@@ -201,20 +211,41 @@ fn originated_tls_to_a_service_entry_is_judged_by_address_or_by_sni() {
     let external = format!("{EXTERNAL}:443");
     agent.consume(&closed(1, &external, ago(5.0), tls("api.external.test")));
     let report = agent.report(LossCounters::default(), 0);
-    let row = policy(&report.policies, "api.external.test", PolicyCheck::TlsOrigination);
+    let row = policy(
+        &report.policies,
+        "api.external.test",
+        PolicyCheck::TlsOrigination,
+    );
     assert_eq!(row.verdict, PolicyOutcome::Ok, "{row:#?}");
 
     // The same address with another SNI: the address names the host.
     agent.consume(&closed(2, &external, ago(4.0), tls("wrong.external.test")));
     let report = agent.report(LossCounters::default(), 0);
-    let row = policy(&report.policies, "api.external.test", PolicyCheck::TlsOrigination);
+    let row = policy(
+        &report.policies,
+        "api.external.test",
+        PolicyCheck::TlsOrigination,
+    );
     assert_eq!(row.verdict, PolicyOutcome::Violation, "{row:#?}");
-    assert!(row.observed.contains("wrong.external.test"), "{}", row.observed);
+    assert!(
+        row.observed.contains("wrong.external.test"),
+        "{}",
+        row.observed
+    );
 
     // A DNS-resolved host has no address in the inventory: its SNI names it.
-    agent.consume(&closed(3, "203.0.113.50:443", ago(3.0), tls("dns.external.test")));
+    agent.consume(&closed(
+        3,
+        "203.0.113.50:443",
+        ago(3.0),
+        tls("dns.external.test"),
+    ));
     let report = agent.report(LossCounters::default(), 0);
-    let row = policy(&report.policies, "dns.external.test", PolicyCheck::TlsOrigination);
+    let row = policy(
+        &report.policies,
+        "dns.external.test",
+        PolicyCheck::TlsOrigination,
+    );
     assert_eq!(row.verdict, PolicyOutcome::Ok, "{row:#?}");
     assert_eq!(row.subset, None);
 }
