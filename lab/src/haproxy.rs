@@ -45,6 +45,18 @@ pub struct UpstreamTls {
 }
 
 impl UpstreamTls {
+    /// Plain TLS origination, as a DestinationRule's `tls: {mode: SIMPLE,
+    /// sni: …}` asks of a sidecar: this SNI, no client certificate, no ALPN
+    /// (HTTP/1.1 inside). The server's certificate is not verified.
+    pub fn simple(sni: &str) -> Self {
+        UpstreamTls {
+            sni: Some(sni.to_owned()),
+            alpn: Vec::new(),
+            client_identity: None,
+            tls13_only: false,
+        }
+    }
+
     /// What an Istio sidecar sends for an HTTP/1.1 service: SNI
     /// `outbound_.<port>_.<subset>_.<host>`, ALPN `istio-http/1.1, istio,
     /// http/1.1`, and the `client_identity` certificate.
@@ -94,7 +106,62 @@ pub struct Upstream {
     /// Speak h2c (HTTP/2 with prior knowledge) to a plaintext upstream.
     /// Over TLS the protocol follows the ALPN the server picks.
     pub h2c: bool,
+    /// At most this many requests in flight on the server at once (HAProxy
+    /// queues the rest); with pooled connections, also at most this many
+    /// connections in use to it.
+    pub maxconn: Option<u32>,
+    /// Send at most this many requests over an already-used connection
+    /// (`max-reuse`), so each connection carries at most N + 1 requests.
+    /// HAProxy 2.6 enforces it on HTTP/2 server connections only; for
+    /// HTTP/1.1 see [`HaproxyBuilder::requests_per_connection`].
+    pub max_reuse: Option<u32>,
+    /// Take the server out of the balance after consecutive connection
+    /// errors ([`Observe`]).
+    pub observe: Option<Observe>,
 }
+
+/// Passive outlier detection on one server: after `error_limit` consecutive
+/// layer-4 errors (a refused or failed connection) HAProxy marks the server
+/// down and stops dialing it for `ejection`.
+///
+/// HAProxy only acts on what it observes when health checks are on, and a
+/// health check is a connection of its own: this one dials a listener of the
+/// proxy itself on loopback (never the server), succeeds at once, and then
+/// only every `ejection` once the server is down (`fastinter`, `downinter`;
+/// `inter` is an hour), so the server comes back after `ejection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observe {
+    pub error_limit: u32,
+    pub ejection: Duration,
+}
+
+/// How the backend picks a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// In turn, by weight (`balance roundrobin`).
+    #[default]
+    RoundRobin,
+    /// By a hash of the client's source address (`balance source`): one
+    /// client always reaches the same server.
+    Source,
+    /// The server with the fewest requests in flight (`balance leastconn`).
+    LeastConn,
+}
+
+impl Balance {
+    fn keyword(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "roundrobin",
+            Balance::Source => "source",
+            Balance::LeastConn => "leastconn",
+        }
+    }
+}
+
+/// The loopback port the proxy's own health listener takes when a server
+/// has [`Observe`]: Istio's sidecar health port, which its interception
+/// rules leave alone.
+pub const HEALTH_PORT: u16 = 15021;
 
 impl Upstream {
     pub fn new(name: &str, addr: SocketAddr, weight: u32) -> Self {
@@ -104,7 +171,32 @@ impl Upstream {
             weight,
             tls: None,
             h2c: false,
+            maxconn: None,
+            max_reuse: None,
+            observe: None,
         }
+    }
+
+    /// See [`Upstream::maxconn`](Upstream#structfield.maxconn).
+    pub fn maxconn(mut self, n: u32) -> Self {
+        self.maxconn = Some(n.max(1));
+        self
+    }
+
+    /// See [`Upstream::max_reuse`](Upstream#structfield.max_reuse).
+    pub fn max_reuse(mut self, n: u32) -> Self {
+        self.max_reuse = Some(n);
+        self
+    }
+
+    /// Mark the server down after `error_limit` consecutive connection
+    /// errors, for `ejection` (see [`Observe`]).
+    pub fn observe(mut self, error_limit: u32, ejection: Duration) -> Self {
+        self.observe = Some(Observe {
+            error_limit: error_limit.max(1),
+            ejection: ejection.max(Duration::from_millis(1)),
+        });
+        self
     }
 
     pub fn h2c(mut self, on: bool) -> Self {
@@ -128,6 +220,11 @@ pub struct HaproxyBuilder {
     maxconn: u32,
     reuse: bool,
     uid: Option<u32>,
+    balance: Balance,
+    retries: Option<u32>,
+    pool_purge_delay: Option<Duration>,
+    timeout_server: Duration,
+    requests_per_connection: Option<u32>,
 }
 
 /// A running HAProxy in a pod; stopped on drop.
@@ -141,6 +238,10 @@ pub struct Haproxy {
     socket: PathBuf,
     servers: Vec<Upstream>,
 }
+
+/// How long a server may stay silent, by default; also how long an idle
+/// pooled connection may stay open.
+const DEFAULT_TIMEOUT_SERVER: Duration = Duration::from_secs(120);
 
 /// The stats socket path must fit in sockaddr_un (108 bytes).
 const SUN_PATH_MAX: usize = 107;
@@ -156,6 +257,11 @@ impl Haproxy {
             maxconn: 10_000,
             reuse: true,
             uid: None,
+            balance: Balance::default(),
+            retries: None,
+            pool_purge_delay: None,
+            timeout_server: DEFAULT_TIMEOUT_SERVER,
+            requests_per_connection: None,
         }
     }
 
@@ -212,6 +318,68 @@ impl Haproxy {
     pub fn stats(&self) -> Result<HaproxyStats> {
         HaproxyStats::parse(&self.admin("show stat")?)
     }
+
+    /// `show servers conn be`, parsed: each server's pooled connections.
+    pub fn connections(&self) -> Result<Vec<ServerConnections>> {
+        ServerConnections::parse(&self.admin("show servers conn be")?)
+    }
+}
+
+/// One server's row of `show servers conn`: connections in use and idle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerConnections {
+    /// The server's name.
+    pub name: String,
+    /// Connections carrying a request now (`used_cur`).
+    pub used_cur: u64,
+    /// The most connections in use at once so far (`used_max`).
+    pub used_max: u64,
+    /// Open connections waiting in the pool for the next request (`idle_cur`).
+    pub idle_cur: u64,
+}
+
+impl ServerConnections {
+    /// Parses `show servers conn`; columns are found by header name.
+    pub fn parse(text: &str) -> Result<Vec<ServerConnections>> {
+        let mut lines = text.lines();
+        let header = lines
+            .next()
+            .and_then(|l| l.strip_prefix("# "))
+            .ok_or_else(|| {
+                LabError::parse(
+                    "HAProxy show servers conn",
+                    format!("no `# bkname/svname …` header in {text:?}"),
+                )
+            })?;
+        let columns: Vec<&str> = header.split_whitespace().collect();
+        let index = |name: &'static str| {
+            columns.iter().position(|c| *c == name).ok_or_else(|| {
+                LabError::parse("HAProxy show servers conn", format!("no column {name}"))
+            })
+        };
+        let (name, used_cur, used_max, idle_cur) = (
+            index("bkname/svname")?,
+            index("used_cur")?,
+            index("used_max")?,
+            index("idle_cur")?,
+        );
+        let mut rows = Vec::new();
+        for line in lines.filter(|l| !l.trim().is_empty()) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let num = |i: usize| fields.get(i).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let server = fields.get(name).copied().unwrap_or_default();
+            rows.push(ServerConnections {
+                name: server
+                    .split_once('/')
+                    .map_or(server, |(_, sv)| sv)
+                    .to_owned(),
+                used_cur: num(used_cur),
+                used_max: num(used_max),
+                idle_cur: num(idle_cur),
+            });
+        }
+        Ok(rows)
+    }
 }
 
 impl HaproxyBuilder {
@@ -237,6 +405,47 @@ impl HaproxyBuilder {
 
     pub fn maxconn(mut self, n: u32) -> Self {
         self.maxconn = n.max(1);
+        self
+    }
+
+    /// How the backend picks a server (default round robin).
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// Retry a failed connection up to `n` times, each retry on another
+    /// server (`retries n` + `option redispatch 1`), as Istio's default
+    /// retry policy does on connect failures: the client sees no error.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = Some(n);
+        self
+    }
+
+    /// Keep idle pooled server connections this long before HAProxy starts
+    /// closing them (`pool-purge-delay`, 5 s by default in HAProxy).
+    pub fn pool_purge_delay(mut self, delay: Duration) -> Self {
+        self.pool_purge_delay = Some(delay);
+        self
+    }
+
+    /// No server connection carries more than `n` requests. HAProxy 2.6
+    /// leaves [`Upstream::max_reuse`](Upstream#structfield.max_reuse) to the
+    /// lower layers and only its HTTP/2 connections respect it (HTTP/1.1
+    /// ones carry on regardless), so instead each server connection belongs
+    /// to one client connection (`http-reuse never`, which overrides
+    /// [`HaproxyBuilder::reuse`]) and the proxy closes the client connection
+    /// (`Connection: close`) with its `n`th response: the server
+    /// connections close with it.
+    pub fn requests_per_connection(mut self, n: u32) -> Self {
+        self.requests_per_connection = Some(n.max(1));
+        self
+    }
+
+    /// `timeout server` (default 120 s): also the longest an idle pooled
+    /// connection stays open.
+    pub fn timeout_server(mut self, timeout: Duration) -> Self {
+        self.timeout_server = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -339,22 +548,41 @@ impl HaproxyBuilder {
         };
         let _ = writeln!(
             c,
-            "defaults\n    mode {mode}\n    timeout connect 5s\n    timeout client 120s\n    timeout server 120s\n    timeout http-keep-alive 120s\n"
+            "defaults\n    mode {mode}\n    timeout connect 5s\n    timeout client 120s\n    timeout server {}ms\n    timeout http-keep-alive 120s\n",
+            self.timeout_server.as_millis()
         );
         let _ = writeln!(
             c,
             "frontend fe\n    bind :{port}\n    bind :::{port} v6only\n    default_backend be\n",
             port = self.port
         );
-        let _ = writeln!(c, "backend be\n    balance roundrobin");
-        if self.mode == ProxyMode::Http && self.reuse {
+        if self.servers.iter().any(|s| s.observe.is_some()) {
+            // The target of the health checks `observe` needs: answered by
+            // the proxy itself, so no check ever dials a server.
+            let _ = writeln!(
+                c,
+                "frontend health\n    mode http\n    bind 127.0.0.1:{HEALTH_PORT}\n    http-request return status 200\n"
+            );
+        }
+        let _ = writeln!(c, "backend be\n    balance {}", self.balance.keyword());
+        if let Some(n) = self.retries {
+            let _ = writeln!(c, "    retries {n}\n    option redispatch 1");
+        }
+        if let (ProxyMode::Http, Some(n)) = (self.mode, self.requests_per_connection) {
+            let _ = writeln!(
+                c,
+                "    http-reuse never\n    http-request set-var(sess.requests) var(sess.requests,0),add(1)\n    http-after-response set-header Connection close if {{ var(sess.requests) -m int ge {n} }}"
+            );
+        } else if self.mode == ProxyMode::Http && self.reuse {
             // Like Envoy: any idle pooled connection to the chosen server may
             // carry the next request, whichever client sent it.
             let _ = writeln!(c, "    http-reuse always");
         } else if self.mode == ProxyMode::Http {
             let _ = writeln!(c, "    http-reuse never\n    option http-server-close");
         }
-        // No `check`: health probes would be connections the agent counts.
+        // No `check` unless a server observes errors, and then against the
+        // proxy's own health listener: probes of servers would be
+        // connections the agent counts.
         for (s, cert) in self.servers.iter().zip(certs) {
             let addr = match s.addr {
                 SocketAddr::V4(a) => a.to_string(),
@@ -377,6 +605,23 @@ impl HaproxyBuilder {
                 }
             } else if s.h2c {
                 let _ = write!(c, " proto h2");
+            }
+            if let Some(n) = s.maxconn {
+                let _ = write!(c, " maxconn {n}");
+            }
+            if let Some(n) = s.max_reuse {
+                let _ = write!(c, " max-reuse {n}");
+            }
+            if let Some(delay) = self.pool_purge_delay {
+                let _ = write!(c, " pool-purge-delay {}ms", delay.as_millis());
+            }
+            if let Some(observe) = &s.observe {
+                let ejection = observe.ejection.as_millis();
+                let _ = write!(
+                    c,
+                    " check addr 127.0.0.1 port {HEALTH_PORT} inter 1h fastinter {ejection}ms downinter {ejection}ms rise 1 fall 1 observe layer4 error-limit {} on-error mark-down",
+                    observe.error_limit
+                );
             }
             let _ = writeln!(c);
         }
@@ -428,8 +673,10 @@ pub struct ServerStats {
     pub name: String,
     pub status: String,
     pub weight: u64,
-    /// Connections currently open.
+    /// Requests (HTTP mode) or connections (TCP mode) in flight now.
     pub scur: u64,
+    /// The most in flight at once so far.
+    pub smax: u64,
     /// Requests (HTTP mode) or connections (TCP mode) handled, in total.
     pub stot: u64,
     /// Upstream connections HAProxy opened.
@@ -447,6 +694,13 @@ pub struct ServerStats {
     /// Connection errors (`econ`) and response errors (`eresp`).
     pub econ: u64,
     pub eresp: u64,
+    /// Connection attempts retried on the same server (`wretr`) and on
+    /// another one (`wredis`).
+    pub wretr: u64,
+    pub wredis: u64,
+    /// The last health check's result (`check_status`, e.g. `L4OK`, or
+    /// `HANA` when observed errors marked the server down).
+    pub check_status: String,
 }
 
 impl ServerStats {
@@ -465,6 +719,9 @@ impl ServerStats {
         self.hrsp_other += o.hrsp_other;
         self.econ += o.econ;
         self.eresp += o.eresp;
+        self.wretr += o.wretr;
+        self.wredis += o.wredis;
+        self.smax += o.smax;
     }
 }
 
@@ -521,6 +778,7 @@ impl HaproxyStats {
                 status: text(index("status")),
                 weight: num("weight"),
                 scur: num("scur"),
+                smax: num("smax"),
                 stot: num("stot"),
                 connect: num("connect"),
                 reuse: num("reuse"),
@@ -534,6 +792,9 @@ impl HaproxyStats {
                 hrsp_other: num("hrsp_other"),
                 econ: num("econ"),
                 eresp: num("eresp"),
+                wretr: num("wretr"),
+                wredis: num("wredis"),
+                check_status: text(index("check_status")),
             };
             match (row.proxy.as_str(), row.name.as_str()) {
                 ("fe", "FRONTEND") => stats.frontend = Some(row),

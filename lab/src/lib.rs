@@ -78,13 +78,15 @@ pub mod nginx;
 pub mod prometheus;
 pub mod scenario;
 pub mod sidecar;
+pub mod traffic_policy;
 
 pub use agent::{AgentOutput, AgentProcess, meshdrift_bin};
 pub use certs::{CertAuthority, Identity};
 pub use cgroup::{cgroup_id, cgroup2_root};
 pub use error::{LabError, Result};
 pub use haproxy::{
-    Haproxy, HaproxyBuilder, HaproxyStats, ProxyMode, ServerStats, Upstream, UpstreamTls,
+    Balance, Haproxy, HaproxyBuilder, HaproxyStats, Observe, ProxyMode, ServerConnections,
+    ServerStats, Upstream, UpstreamTls,
 };
 pub use kube_proxy::ClusterService;
 pub use lab::Lab;

@@ -11,6 +11,7 @@
 //! the ports and ranges the pod's `traffic.sidecar.istio.io/exclude*`
 //! annotations name.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -130,6 +131,29 @@ impl InboundProxy {
     /// Starts the inbound proxy in `pod` in front of the application on
     /// `127.0.0.1:app_port`. `http2` offers h2 as well as HTTP/1.1 over TLS.
     pub fn start(pod: &Pod, app_port: u16, http2: bool, dns_names: &[&str]) -> Result<Self> {
+        Self::launch(pod, app_port, http2, dns_names, false)
+    }
+
+    /// [`InboundProxy::start`], and log every request that arrives over
+    /// mTLS ([`InboundProxy::requests_by_connection`]): the application
+    /// behind the proxy sees the proxy's own pooled connections, this log
+    /// sees the client proxy's.
+    pub fn start_with_access_log(
+        pod: &Pod,
+        app_port: u16,
+        http2: bool,
+        dns_names: &[&str],
+    ) -> Result<Self> {
+        Self::launch(pod, app_port, http2, dns_names, true)
+    }
+
+    fn launch(
+        pod: &Pod,
+        app_port: u16,
+        http2: bool,
+        dns_names: &[&str],
+        access_log: bool,
+    ) -> Result<Self> {
         let lab = pod.lab()?;
         let dir = lab.instance_dir("inbound", pod.name())?;
         let identity = pod.server_identity(dns_names)?;
@@ -143,7 +167,7 @@ impl InboundProxy {
         let cert = own(&identity.cert, "cert.pem")?;
         let key = own(&identity.key, "key.pem")?;
         let ca = own(&ca, "ca.pem")?;
-        let conf = render(&dir, app_port, http2, (&cert, &key, &ca));
+        let conf = render(&dir, app_port, http2, access_log, (&cert, &key, &ca));
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).map_err(|e| LabError::io("writing", &conf_path, e))?;
         chown_tree(&dir, PROXY_UID)?;
@@ -174,6 +198,39 @@ impl InboundProxy {
     pub fn error_log(&self) -> String {
         crate::process::read_lossy(&self.dir.join("error.log"))
     }
+
+    /// Access log lines (with [`InboundProxy::start_with_access_log`]), in
+    /// the format of [`crate::Nginx::access_log`]: the client is the
+    /// subject of the certificate the client's proxy presented.
+    pub fn access_log(&self) -> Vec<String> {
+        crate::process::read_lossy(&self.dir.join("access.log"))
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Requests per mTLS connection of the client whose certificate's common
+    /// name is `client`, by the proxy's connection serial number: one entry
+    /// per connection the client's proxy opened to this pod.
+    pub fn requests_by_connection(&self, client: &str) -> Result<BTreeMap<u64, u64>> {
+        let mut by_connection = BTreeMap::new();
+        for line in self.access_log() {
+            let (dn, rest) = line
+                .split_once(" client=\"")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .ok_or_else(|| LabError::parse("inbound proxy access log line", line.clone()))?;
+            if !dn.split(',').any(|part| part == format!("CN={client}")) {
+                continue;
+            }
+            let serial = rest
+                .split_whitespace()
+                .next()
+                .and_then(|serial| serial.parse::<u64>().ok())
+                .ok_or_else(|| LabError::parse("inbound proxy access log line", line.clone()))?;
+            *by_connection.entry(serial).or_default() += 1;
+        }
+        Ok(by_connection)
+    }
 }
 
 impl Drop for InboundProxy {
@@ -200,6 +257,7 @@ fn render(
     dir: &Path,
     app_port: u16,
     http2: bool,
+    access_log: bool,
     (cert, key, ca): (&Path, &Path, &Path),
 ) -> String {
     let d = dir.display();
@@ -216,7 +274,16 @@ fn render(
         "stream {{\n    map $ssl_preread_protocol $inbound_upstream {{\n        \"\" 127.0.0.1:{app_port};\n        default 127.0.0.1:{INBOUND_TLS_PORT};\n    }}\n\
          \x20   server {{\n        listen {INBOUND_PORT};\n        ssl_preread on;\n        proxy_pass $inbound_upstream;\n        proxy_bind {INBOUND_SOURCE};\n    }}\n}}\n"
     );
-    let _ = writeln!(c, "http {{\n    access_log off;");
+    if access_log {
+        // nginx's own format of the lab (`crate::nginx`): one worker, so
+        // `$connection` numbers each mTLS connection once.
+        let _ = writeln!(
+            c,
+            "http {{\n    log_format lab '$remote_addr $remote_port $server_port $ssl_protocol sni=$ssl_server_name alpn=$ssl_alpn_protocol client=\"$ssl_client_s_dn\" $connection $connection_requests \"$request\" $status $msec $request_time';\n    access_log {d}/access.log lab;"
+        );
+    } else {
+        let _ = writeln!(c, "http {{\n    access_log off;");
+    }
     for kind in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
         let _ = writeln!(c, "    {kind}_temp_path {d}/tmp-{kind};");
     }

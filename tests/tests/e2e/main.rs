@@ -18,3 +18,4 @@ mod observe;
 mod prometheus_scrape;
 mod report_page;
 mod rules;
+mod traffic_policy;
