@@ -64,6 +64,12 @@ pub struct FrontendConfig {
     /// so a multiplexing proxy keeps more requests in flight on its
     /// connections to v2.
     pub slow_v2: Option<SlowResponses>,
+    /// `connectionPool.http.maxRequestsPerConnection` to declare in the
+    /// example's DestinationRule, if any.
+    pub declared_max_requests_per_connection: Option<u32>,
+    /// Whether the client's proxy closes each upstream connection after that
+    /// many requests; else it reuses them without limit.
+    pub proxy_requests_per_connection: Option<u32>,
 }
 
 impl FrontendConfig {
@@ -82,6 +88,8 @@ impl FrontendConfig {
             agent_at_start: true,
             protocol: Protocol::Http1,
             slow_v2: None,
+            declared_max_requests_per_connection: None,
+            proxy_requests_per_connection: None,
         }
     }
 }
@@ -195,6 +203,9 @@ impl Frontend {
         if let Some((w1, w2)) = config.declared_weights {
             write_virtual_service(&manifests, w1, w2)?;
         }
+        if let Some(limit) = config.declared_max_requests_per_connection {
+            declare_max_requests_per_connection(&manifests, limit)?;
+        }
         let agent_listen = free_loopback_port()?;
         let mut frontend = Self {
             lab,
@@ -279,13 +290,14 @@ impl Frontend {
                 Protocol::H2c => endpoint.h2c(true),
             }
         };
-        self.proxy = Some(
-            Haproxy::builder(PROXY_PORT, ProxyMode::Http)
-                .uid(PROXY_UID)
-                .server(upstream("v1", &self.v1, w1))
-                .server(upstream("v2", &self.v2, w2))
-                .start(&self.client)?,
-        );
+        let mut proxy = Haproxy::builder(PROXY_PORT, ProxyMode::Http)
+            .uid(PROXY_UID)
+            .server(upstream("v1", &self.v1, w1))
+            .server(upstream("v2", &self.v2, w2));
+        if let Some(limit) = self.config.proxy_requests_per_connection {
+            proxy = proxy.requests_per_connection(limit);
+        }
+        self.proxy = Some(proxy.start(&self.client)?);
         Ok(())
     }
 
@@ -498,6 +510,26 @@ fn write_manifests(
         std::fs::write(&target, node_agent).map_err(|e| LabError::io("writing", &target, e))?;
     }
     Ok(())
+}
+
+/// Adds `connectionPool.http.maxRequestsPerConnection` to the example's
+/// DestinationRule (its `trafficPolicy` holds only `tls`).
+fn declare_max_requests_per_connection(dir: &Path, limit: u32) -> Result<()> {
+    let path = dir.join("destinationrule.yaml");
+    let text = std::fs::read_to_string(&path).map_err(|e| LabError::io("reading", &path, e))?;
+    let anchor = "  trafficPolicy:\n";
+    if !text.contains(anchor) {
+        return Err(LabError::invalid(
+            "the example's DestinationRule",
+            format!("{} has no top-level trafficPolicy to extend", path.display()),
+        ));
+    }
+    let text = text.replacen(
+        anchor,
+        &format!("{anchor}    connectionPool:\n      http:\n        maxRequestsPerConnection: {limit}\n"),
+        1,
+    );
+    std::fs::write(&path, text).map_err(|e| LabError::io("writing", &path, e))
 }
 
 fn write_virtual_service(dir: &Path, w1: u32, w2: u32) -> Result<()> {

@@ -141,7 +141,7 @@ pub fn drift_report() -> Report {
                 subset: Some("v1".into()),
                 check: PolicyCheck::MaxRequestsPerConnection,
                 declared: "at most 100 requests per connection".into(),
-                observed: "at most 3200 requests on one of 4 connections".into(),
+                observed: "the busiest of 4 connections carried 3200 requests".into(),
                 verdict: PolicyOutcome::Violation,
                 reason: "4 connections carried more than 100 requests (the most: 3200)".into(),
                 samples: 4,

@@ -32,6 +32,11 @@ const DEMO_FOR: &str = "5s";
 const DRIFT_ALERT: &str = "MeshdriftSplitDrift";
 const VIOLATION_ALERT: &str = "MeshdriftMtlsViolation";
 const BYPASS_ALERT: &str = "MeshdriftSidecarBypass";
+const POLICY_ALERT: &str = "MeshdriftPolicyViolation";
+/// What the demo's DestinationRule declares as
+/// `connectionPool.http.maxRequestsPerConnection`: the stale sidecar reuses
+/// its connections without limit, the healthy one closes them at this count.
+const MAX_REQUESTS_PER_CONNECTION: u32 = 50;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -55,7 +60,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let scenario = if args.healthy {
         "healthy: the client's sidecar follows the declared 50/50 over mTLS, everything meshed"
     } else {
-        "drift: the client's sidecar runs a stale 80/20 against the declared 50/50, and a pod without a sidecar sends plaintext to the Service"
+        "drift: the client's sidecar runs a stale 80/20 against the declared 50/50 and reuses its connections past the declared maxRequestsPerConnection, and a pod without a sidecar sends plaintext to the Service"
     };
     step(&format!("scenario — {scenario}"));
     step(
@@ -64,6 +69,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     );
     let frontend = Frontend::start(FrontendConfig {
         legacy_plaintext: !args.healthy,
+        declared_max_requests_per_connection: Some(MAX_REQUESTS_PER_CONNECTION),
+        proxy_requests_per_connection: args.healthy.then_some(MAX_REQUESTS_PER_CONNECTION),
         ..FrontendConfig::new(
             root.join(EXAMPLE),
             binary.clone(),
@@ -112,6 +119,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             && (healthy
                 || (any(report, "splits", "drift")
                     && any(report, "transport", "violation")
+                    && report["policies"].as_array().is_some_and(|rows| {
+                        rows.iter().any(|row| row["verdict"] == "violation")
+                    })
                     && report["bypass"]
                         .as_array()
                         .is_some_and(|rows| !rows.is_empty())))
@@ -152,7 +162,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             outcome = Err(anyhow::anyhow!("the healthy scenario was flagged"));
         }
     } else {
-        for name in [DRIFT_ALERT, VIOLATION_ALERT, BYPASS_ALERT] {
+        for name in [DRIFT_ALERT, VIOLATION_ALERT, BYPASS_ALERT, POLICY_ALERT] {
             match prometheus.wait_for_firing(name, Duration::from_secs(60))? {
                 Some(alert) => println!(
                     "  FIRING {name}: {}",

@@ -192,8 +192,10 @@ impl PoolState {
         let merged = self.merged();
         let limit = declared.max_requests_per_connection.unwrap_or(u64::MAX);
         let observed = format!(
-            "at most {} requests on one of {} connections",
-            merged.max_requests, merged.connections
+            "the busiest of {} connection{} carried {} requests",
+            merged.connections,
+            if merged.connections == 1 { "" } else { "s" },
+            merged.max_requests
         );
         let (outcome, reason) = if merged.over_request_limit > 0 {
             (
