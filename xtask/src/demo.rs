@@ -4,10 +4,12 @@
 //! The lab is wired like a mesh: sidecars intercept with Istio's nat rules,
 //! applications dial the Service's cluster IP, kube-proxy's rules DNAT it.
 //! By default the client's sidecar runs a stale 80/20 configuration against
-//! the declared 50/50, and `legacy`, a pod without a sidecar, sends plaintext
-//! to the cluster IP: meshdrift must flag the drift, the bypass and the mTLS
-//! violation, and the alerts must fire. `--healthy` runs the sidecar at the
-//! declared weights with everything meshed: nothing may be flagged.
+//! the declared 50/50 and reuses its connections past the declared
+//! `maxRequestsPerConnection`, and `legacy`, a pod without a sidecar, sends
+//! plaintext to the cluster IP: meshdrift must flag the drift, the bypass,
+//! the mTLS violation and the traffic-policy violation, and the alerts must
+//! fire. `--healthy` runs the sidecar at the declared weights, within the
+//! request limit, with everything meshed: nothing may be flagged.
 
 use std::{
     io::{IsTerminal as _, Write as _},
