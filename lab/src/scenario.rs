@@ -521,12 +521,17 @@ fn declare_max_requests_per_connection(dir: &Path, limit: u32) -> Result<()> {
     if !text.contains(anchor) {
         return Err(LabError::invalid(
             "the example's DestinationRule",
-            format!("{} has no top-level trafficPolicy to extend", path.display()),
+            format!(
+                "{} has no top-level trafficPolicy to extend",
+                path.display()
+            ),
         ));
     }
     let text = text.replacen(
         anchor,
-        &format!("{anchor}    connectionPool:\n      http:\n        maxRequestsPerConnection: {limit}\n"),
+        &format!(
+            "{anchor}    connectionPool:\n      http:\n        maxRequestsPerConnection: {limit}\n"
+        ),
         1,
     );
     std::fs::write(&path, text).map_err(|e| LabError::io("writing", &path, e))

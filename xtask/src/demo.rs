@@ -121,9 +121,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             && (healthy
                 || (any(report, "splits", "drift")
                     && any(report, "transport", "violation")
-                    && report["policies"].as_array().is_some_and(|rows| {
-                        rows.iter().any(|row| row["verdict"] == "violation")
-                    })
+                    && report["policies"]
+                        .as_array()
+                        .is_some_and(|rows| rows.iter().any(|row| row["verdict"] == "violation"))
                     && report["bypass"]
                         .as_array()
                         .is_some_and(|rows| !rows.is_empty())))

@@ -126,11 +126,6 @@ impl TrafficJudge {
         &self.config
     }
 
-    /// Open connections followed now.
-    pub fn followed(&self) -> usize {
-        self.followed.len()
-    }
-
     /// Takes one sample. A cluster whose declared policy changed starts over.
     pub fn observe(&mut self, sample: &ConnectionSample) {
         // Looked up before inserting: the keys are cloned only once per
@@ -196,11 +191,11 @@ impl TrafficJudge {
                 for (at, event) in pod.timeline.settle(horizon) {
                     match event {
                         TimelineEvent::Opened { endpoint } => {
-                            pod.pool.opened(at, &cluster.declared, &self.config);
+                            pod.pool.opened(at, &cluster.declared);
                             pod.outlier.connected(at, &endpoint, &cluster.declared);
                         }
                         TimelineEvent::Closed => {
-                            pod.pool.closed(at, &cluster.declared, &self.config);
+                            pod.pool.closed(at, &cluster.declared);
                         }
                         TimelineEvent::Failed {
                             endpoint,
@@ -234,12 +229,7 @@ impl TrafficJudge {
                 let per_pod: Vec<(&String, PodVerdict)> = cluster
                     .pods
                     .iter()
-                    .map(|(name, pod)| {
-                        (
-                            name,
-                            judge(check, pod, &cluster.declared, &self.config, now),
-                        )
-                    })
+                    .map(|(name, pod)| (name, judge(check, pod, &cluster.declared, &self.config)))
                     .collect();
                 if let Some(verdict) = combine(key, check, &cluster.declared, per_pod) {
                     verdicts.push(verdict);
@@ -363,7 +353,6 @@ fn judge(
     pod: &PodState,
     declared: &DeclaredTraffic,
     config: &TrafficConfig,
-    now: f64,
 ) -> PodVerdict {
     match check {
         PolicyCheck::LoadBalancer => pod.balance.judge_spread(declared, config),
@@ -371,7 +360,7 @@ fn judge(
         PolicyCheck::MaxConnections => pod.pool.judge_max_connections(declared, config),
         PolicyCheck::MaxRequestsPerConnection => pod.pool.judge_requests(declared),
         PolicyCheck::IdleTimeout => pod.pool.judge_idle(declared, config),
-        PolicyCheck::OutlierDetection => pod.outlier.judge(declared, now),
+        PolicyCheck::OutlierDetection => pod.outlier.judge(declared),
         PolicyCheck::TlsOrigination => pod.origination.judge(declared),
     }
 }

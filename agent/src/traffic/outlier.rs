@@ -166,7 +166,7 @@ impl OutlierState {
         within_max && !panic
     }
 
-    pub fn judge(&self, declared: &DeclaredTraffic, _now: f64) -> PodVerdict {
+    pub fn judge(&self, declared: &DeclaredTraffic) -> PodVerdict {
         let merged = self
             .buckets
             .values()

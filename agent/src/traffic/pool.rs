@@ -73,13 +73,13 @@ impl PoolState {
         }
     }
 
-    pub fn opened(&mut self, at: f64, declared: &DeclaredTraffic, _config: &TrafficConfig) {
+    pub fn opened(&mut self, at: f64, declared: &DeclaredTraffic) {
         self.advance(at);
         self.open += 1;
         self.recount(at, declared);
     }
 
-    pub fn closed(&mut self, at: f64, declared: &DeclaredTraffic, _config: &TrafficConfig) {
+    pub fn closed(&mut self, at: f64, declared: &DeclaredTraffic) {
         self.advance(at);
         // A close whose opening was forgotten (the policy changed meanwhile) is not counted.
         self.open = (self.open - 1).max(0);
