@@ -443,6 +443,18 @@ impl TrafficPolicyLab {
     }
 
     /// The agent's `GET /report`.
+    /// The agent's `/metrics` exposition, as text.
+    pub fn metrics(&self) -> Result<String> {
+        let url = format!("{}/metrics", self.agent_url);
+        ureq::get(&url)
+            .call()
+            .and_then(|mut response| response.body_mut().read_to_string())
+            .map_err(|e| LabError::Parse {
+                what: "the agent's metrics",
+                detail: format!("{url}: {e}"),
+            })
+    }
+
     pub fn report(&self) -> Result<Value> {
         get_json(&format!("{}/report", self.agent_url), "the agent's report")
     }

@@ -92,6 +92,72 @@ fn load_balancer_round_robin_is_judged_from_each_workloads_requests() {
         "weights 9:1 gave backend-v1-a {broken:.3}"
     );
     expect_verdicts(&lab);
+    // The per-endpoint counter equals what each HAProxy sent each server,
+    // and the violation gauge names the check.
+    let truth: Vec<(Side, String, u64)> = Side::BOTH
+        .into_iter()
+        .flat_map(|side| {
+            requests(&lab, side)
+                .into_iter()
+                .map(move |(server, n)| (side, server, n))
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + REPORT_TIMEOUT;
+    let (metrics, counted) = loop {
+        let metrics = lab.metrics().expect("the agent's metrics");
+        let counted: Vec<(Side, String, Option<f64>)> = truth
+            .iter()
+            .map(|(side, server, _)| {
+                let value = sample(
+                    &metrics,
+                    "meshdrift_endpoint_requests_total",
+                    &[
+                        ("source_workload", side.pod_name()),
+                        ("destination_pod", &format!("default/{server}")),
+                        ("destination_subset", "v1"),
+                    ],
+                );
+                (*side, server.clone(), value)
+            })
+            .collect();
+        let exact = truth
+            .iter()
+            .zip(&counted)
+            .all(|((_, _, n), (_, _, value))| *value == Some(*n as f64));
+        if exact || std::time::Instant::now() > deadline {
+            break (metrics, counted);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for ((side, server, n), (_, _, value)) in truth.iter().zip(&counted) {
+        assert_eq!(
+            *value,
+            Some(*n as f64),
+            "{} → {server}: HAProxy sent {n}, meshdrift_endpoint_requests_total says {value:?}",
+            side.pod_name()
+        );
+    }
+    for (side, expected) in [(Side::Obey, 0.0), (Side::Break, 1.0)] {
+        let gauge = sample(
+            &metrics,
+            "meshdrift_policy_violation",
+            &[("source_workload", side.pod_name()), ("check", "load_balancer")],
+        );
+        assert_eq!(gauge, Some(expected), "{}'s violation gauge", side.pod_name());
+    }
+}
+
+/// The value of the first sample of `name` whose labels include `labels`.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+        let (set, value) = rest.rsplit_once("} ")?;
+        labels
+            .iter()
+            .all(|(key, value)| set.contains(&format!("{key}=\"{value}\"")))
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
 }
 
 #[test]
