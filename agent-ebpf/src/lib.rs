@@ -1,9 +1,9 @@
 //! Record types shared by meshdrift's kernel programs and its user space.
 //!
 //! Everything here is `#[repr(C)]` plain data: the kernel keeps [`FlowState`]
-//! in its flow map (which user space sweeps) and writes [`FlowEvent`] and
-//! [`PayloadEvent`] records into the ring buffer; user space reads them back
-//! byte for byte. The library builds for the BPF target and for the host alike.
+//! in its flow map (which user space sweeps) and writes [`FlowEvent`],
+//! [`PayloadEvent`] and [`ConnectFailedEvent`] records into the ring buffer;
+//! user space reads them back byte for byte. The library builds for the BPF target and for the host alike.
 
 #![no_std]
 // The BPF target links aya-ebpf for the programs in the binary, not for these types.
@@ -52,6 +52,8 @@ pub enum RecordKind {
     Close = 2,
     /// The first client payload bytes of a flow.
     Payload = 3,
+    /// A connect that never reached ESTABLISHED.
+    ConnectFailed = 4,
 }
 
 impl RecordKind {
@@ -60,6 +62,7 @@ impl RecordKind {
         match value {
             2 => Some(Self::Close),
             3 => Some(Self::Payload),
+            4 => Some(Self::ConnectFailed),
             _ => None,
         }
     }
@@ -98,7 +101,8 @@ impl Role {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Loss {
-    /// A close record could not be reserved in the ring buffer (it was full).
+    /// A close or connect-failed record could not be reserved in the ring
+    /// buffer (it was full).
     RingbufFull = 0,
     /// A payload record could not be reserved in the ring buffer.
     PayloadRingbufFull = 1,
@@ -300,6 +304,29 @@ pub struct FlowEvent {
     pub state: FlowState,
 }
 
+/// A connect that never reached ESTABLISHED: the socket went from SYN_SENT
+/// straight to CLOSE (refused by a RST, timed out, or aborted by its owner).
+/// Such a socket was never in the flow map, so the record carries its
+/// addresses itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectFailedEvent {
+    /// [`RecordKind::ConnectFailed`] as its byte.
+    pub kind: u8,
+    /// 1 when the SYN was retransmitted (timed out rather than refused)
+    pub retransmitted: u8,
+    /// Never written by the programs, never read.
+    pub _pad: [u8; 6],
+    pub cookie: u64,
+    /// CLOCK_MONOTONIC coarse ns of the failure
+    pub time_ns: u64,
+    /// The client socket's addresses; its role is always [`Role::Client`].
+    pub addrs: FlowAddrs,
+}
+
+// No implicit padding: user space reads the record byte for byte.
+const _: () = assert!(size_of::<ConnectFailedEvent>() == 24 + size_of::<FlowAddrs>());
+
 /// The first client payload bytes of a flow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -359,6 +386,7 @@ mod user {
     unsafe impl aya::Pod for super::FlowAddrs {}
     unsafe impl aya::Pod for super::FlowEvent {}
     unsafe impl aya::Pod for super::PayloadEvent {}
+    unsafe impl aya::Pod for super::ConnectFailedEvent {}
     unsafe impl aya::Pod for super::PortRange {}
 }
 
@@ -379,7 +407,11 @@ mod tests {
 
     #[test]
     fn record_kinds_and_roles_round_trip_through_their_bytes() {
-        for kind in [RecordKind::Close, RecordKind::Payload] {
+        for kind in [
+            RecordKind::Close,
+            RecordKind::Payload,
+            RecordKind::ConnectFailed,
+        ] {
             assert_eq!(RecordKind::from_u8(kind as u8), Some(kind));
         }
         for role in [Role::Client, Role::Server] {

@@ -5,7 +5,8 @@ use core::{ffi::c_void, ptr::read_volatile};
 use aya_ebpf::{
     bindings::{
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
-        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE, bpf_sock_ops,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
+        BPF_TCP_CLOSE, BPF_TCP_SYN_SENT, bpf_sock_ops,
     },
     helpers::{bpf_get_socket_cookie, bpf_sock_ops_cb_flags_set},
     macros::{cgroup_skb, cgroup_sock, sock_ops},
@@ -15,14 +16,14 @@ use meshdrift_ebpf::{FlowAddrs, FlowState, Loss, Role, flow_flags};
 
 use crate::{
     packet,
-    state::{FLOWS, count_loss, emit_close, now_ns, read_shared},
+    state::{FLOWS, count_loss, emit_close, emit_connect_failed, now_ns, read_shared},
 };
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
-/// Arms only the state callback, and only for flows it records: every other
-/// operation returns at once.
+/// Arms only the state callback: for flows it records, and for every active
+/// open (so a connect that fails is seen); every other operation returns at once.
 #[sock_ops]
 pub fn meshdrift_sockops(ctx: SockOpsContext) -> u32 {
     let ops = ctx.ops;
@@ -32,16 +33,40 @@ pub fn meshdrift_sockops(ctx: SockOpsContext) -> u32 {
     match op {
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => on_established(ops, Role::Client),
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => on_established(ops, Role::Server),
+        // Runs for every connect(): nothing but the flag, so the common case
+        // (a connect that succeeds) pays one helper call here.
+        BPF_SOCK_OPS_TCP_CONNECT_CB => arm_state_callback(ops),
         BPF_SOCK_OPS_STATE_CB => {
             // SAFETY: as above; args[1] is the new state for STATE_CB.
             let new_state = unsafe { read_volatile(&raw const (*ops).__bindgen_anon_1.args[1]) };
             if new_state == BPF_TCP_CLOSE {
+                // SAFETY: as above; args[0] is the old state.
+                let old_state =
+                    unsafe { read_volatile(&raw const (*ops).__bindgen_anon_1.args[0]) };
+                // A socket that never established has no flow to close,
+                // unless it was adopted from data sent with its SYN; its
+                // close, if any, goes first and keeps its classification.
                 on_close(ops);
+                if old_state == BPF_TCP_SYN_SENT {
+                    on_connect_failed(ops);
+                }
             }
         }
         _ => {}
     }
     1
+}
+
+/// Asks for state callbacks on this socket, keeping the flags already set.
+#[inline(always)]
+fn arm_state_callback(ops: *mut bpf_sock_ops) {
+    // SAFETY: context field read at its declared width.
+    let flags = unsafe { read_volatile(&raw const (*ops).bpf_sock_ops_cb_flags) };
+    // SAFETY: helper call on the context pointer the kernel gave us. Failure
+    // only means no state callback: no close record for a recorded flow (the
+    // sweep then finds it gone and user space says so), no record of a
+    // failed connect.
+    let _ = unsafe { bpf_sock_ops_cb_flags_set(ops, (flags | BPF_SOCK_OPS_STATE_CB_FLAG) as i32) };
 }
 
 #[inline(always)]
@@ -58,11 +83,24 @@ fn on_established(ops: *mut bpf_sock_ops, flow_role: Role) {
         count_loss(Loss::FlowMapInsert);
         return;
     }
-    // SAFETY: as above.
-    let flags = unsafe { read_volatile(&raw const (*ops).bpf_sock_ops_cb_flags) };
-    // SAFETY: as above. Failure only means no close record; the sweep then
-    // finds the flow gone and user space says so.
-    let _ = unsafe { bpf_sock_ops_cb_flags_set(ops, (flags | BPF_SOCK_OPS_STATE_CB_FLAG) as i32) };
+    arm_state_callback(ops);
+}
+
+/// The socket left SYN_SENT for CLOSE: refused (a RST answered the SYN),
+/// timed out, or given up by its owner. It was never established, so it is
+/// not in the flow map; the record carries its addresses.
+#[inline(always)]
+fn on_connect_failed(ops: *mut bpf_sock_ops) {
+    let Some(addrs) = read_addrs(ops, Role::Client) else {
+        return;
+    };
+    // SAFETY: context field read at its declared width. The kernel adds each
+    // retransmission of the SYN here; a refused connect has none, one that
+    // timed out at least one unless its owner gave up within the first RTO.
+    let retransmitted = unsafe { read_volatile(&raw const (*ops).total_retrans) } > 0;
+    // SAFETY: helper call on the context pointer the kernel gave us.
+    let cookie = unsafe { bpf_get_socket_cookie(ops.cast::<c_void>()) };
+    emit_connect_failed(cookie, &addrs, retransmitted, now_ns());
 }
 
 #[inline(always)]

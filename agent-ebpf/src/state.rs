@@ -10,7 +10,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use meshdrift_ebpf::{
-    DEFAULT_RING_BUFFER_BYTES, FlowEvent, FlowState, Loss, MAX_FLOWS, PortRange, RecordKind,
+    ConnectFailedEvent, DEFAULT_RING_BUFFER_BYTES, FlowAddrs, FlowEvent, FlowState, Loss,
+    MAX_FLOWS, PortRange, RecordKind,
 };
 
 /// Close and payload records for user space. The loader may resize it.
@@ -83,6 +84,26 @@ pub fn emit_close(cookie: u64, state: *const FlowState, now_ns: u64) {
         (*event).cookie = cookie;
         (*event).time_ns = now_ns;
         copy_words(&raw mut (*event).state, state);
+    }
+    entry.submit(submit_flags());
+}
+
+/// Tells user space a connect failed, or counts the loss.
+#[inline(always)]
+pub fn emit_connect_failed(cookie: u64, addrs: &FlowAddrs, retransmitted: bool, now_ns: u64) {
+    let Some(mut entry) = EVENTS.reserve::<ConnectFailedEvent>(0) else {
+        count_loss(Loss::RingbufFull);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` is reserved ring-buffer memory for a `ConnectFailedEvent`.
+    // The padding is left as it is: nobody reads it.
+    unsafe {
+        (*event).kind = RecordKind::ConnectFailed as u8;
+        (*event).retransmitted = u8::from(retransmitted);
+        (*event).cookie = cookie;
+        (*event).time_ns = now_ns;
+        (*event).addrs = *addrs;
     }
     entry.submit(submit_flags());
 }

@@ -133,7 +133,8 @@ impl FlowJoiner {
         }))
     }
 
-    /// Consumes one ring-buffer record; returns the observed flow for closes.
+    /// Consumes one ring-buffer record; returns the observed flow for closes
+    /// and failed connects.
     pub fn push(&mut self, event: ProbeEvent) -> Option<ObservedFlow> {
         match event {
             ProbeEvent::Payload(payload) => {
@@ -152,14 +153,23 @@ impl FlowJoiner {
             ProbeEvent::Flow(record) => match record.kind {
                 FlowKind::Close => Some(self.close(record)),
                 FlowKind::Update => self.sweep_update(record),
-                FlowKind::ConnectFailed { .. } => {
-                    self.open.remove(&record.cookie);
-                    Some(ObservedFlow {
-                        record,
-                        classification: Arc::clone(&self.unclassified),
-                        delta: delta(&FlowCounters::default(), None),
-                    })
-                }
+                FlowKind::ConnectFailed { .. } => Some(self.connect_failed(record)),
+            },
+        }
+    }
+
+    /// A connect that never reached ESTABLISHED: no bytes to classify, no
+    /// counters to difference. It passes through on its own and never opens
+    /// an entry; an entry for its cookie (a payload record of a socket that
+    /// sent data in its SYN) is gone with the socket.
+    fn connect_failed(&mut self, record: FlowRecord) -> ObservedFlow {
+        self.open.remove(&record.cookie);
+        ObservedFlow {
+            record,
+            classification: Arc::clone(&self.unclassified),
+            delta: FlowDelta {
+                counters: FlowCounters::default(),
+                first: true,
             },
         }
     }
@@ -299,6 +309,40 @@ mod tests {
         let mut joiner = FlowJoiner::new(16);
         let close = joiner.push(flow(FlowKind::Close, 2)).unwrap();
         assert_eq!(close.classification.transport, Transport::None);
+    }
+
+    fn connect_failed(cookie: u64, timed_out: bool) -> ProbeEvent {
+        let mut failed = record(FlowKind::ConnectFailed { timed_out }, cookie, 0, 0);
+        failed.counters = FlowCounters::default();
+        ProbeEvent::Flow(failed)
+    }
+
+    #[test]
+    fn a_failed_connect_passes_through_unclassified_and_keeps_no_entry() {
+        let mut joiner = FlowJoiner::new(16);
+        let failed = joiner.push(connect_failed(3, true)).unwrap();
+        assert_eq!(
+            failed.record.kind,
+            FlowKind::ConnectFailed { timed_out: true }
+        );
+        assert_eq!(failed.classification.transport, Transport::None);
+        assert_eq!(
+            failed.delta,
+            FlowDelta {
+                counters: FlowCounters::default(),
+                first: true,
+            }
+        );
+        assert_eq!(joiner.tracked(), 0, "a failed connect never opens an entry");
+
+        // An entry its cookie already had (a payload sent with the SYN) is dropped.
+        joiner.push(payload(4, b"GET / HTTP/1.1\r\n\r\n"));
+        assert_eq!(joiner.tracked(), 1);
+        let failed = joiner.push(connect_failed(4, false)).unwrap();
+        assert_eq!(failed.classification.transport, Transport::None);
+        assert!(failed.delta.first);
+        assert_eq!(joiner.tracked(), 0);
+        assert_eq!(joiner.losses(), JoinerLosses::default());
     }
 
     #[test]

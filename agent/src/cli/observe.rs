@@ -22,7 +22,9 @@ use crate::{
     src/dst are the connection's client and server ends, whichever socket the record \
     is for; counters are cumulative for the flow. Long-lived flows report an update \
     every --update-interval while they carry traffic, and every flow reports once when \
-    it closes. Loss counters are printed on exit.")]
+    it closes. A connect that never reached ESTABLISHED is a `failed` line, refused \
+    (answered by a reset) or timed out (its SYN was retransmitted). Loss counters are \
+    printed on exit.")]
 pub struct ObserveArgs {
     /// Output format: an aligned table, or one JSON object per line.
     #[arg(long, short, value_enum, default_value = "table")]
@@ -132,7 +134,11 @@ async fn observe(
 /// One line of `observe --output json`.
 #[derive(Debug, Serialize)]
 struct FlowLine<'a> {
-    event: FlowKind,
+    /// `update`, `close` or `failed`.
+    event: &'static str,
+    /// Why a `failed` connect failed: `refused` or `timed_out`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<&'static str>,
     role: &'static str,
     src: String,
     dst: String,
@@ -199,11 +205,24 @@ impl Printer {
     }
 
     fn record(&mut self, flow: &ObservedFlow) -> Result<(), OutputError> {
+        let text = self.render(flow);
+        self.out.write_str(&text)
+    }
+
+    /// The line (with the table's header before the first row) for one flow.
+    fn render(&mut self, flow: &ObservedFlow) -> String {
         let record = &flow.record;
         let class = &flow.classification;
         let istio = class.istio.as_ref();
+        let (event, failure) = match record.kind {
+            FlowKind::Update => ("update", None),
+            FlowKind::Close => ("close", None),
+            FlowKind::ConnectFailed { timed_out: false } => ("failed", Some("refused")),
+            FlowKind::ConnectFailed { timed_out: true } => ("failed", Some("timed_out")),
+        };
         let line = FlowLine {
-            event: record.kind,
+            event,
+            failure,
             role: record.role.as_str(),
             src: record.client().to_string(),
             dst: record.server().to_string(),
@@ -229,11 +248,10 @@ impl Printer {
             cgroup_id: record.cgroup_id,
             uid: record.uid,
         };
-        let text = match self.format {
+        match self.format {
             ObserveFormat::Json => json_line(&line),
             ObserveFormat::Table => self.table_row(&line),
-        };
-        self.out.write_str(&text)
+        }
     }
 
     fn table_row(&mut self, line: &FlowLine<'_>) -> String {
@@ -254,11 +272,6 @@ impl Printer {
                 "MS"
             ));
         }
-        let event = match line.event {
-            FlowKind::Update => "update",
-            FlowKind::Close => "close",
-            FlowKind::ConnectFailed { .. } => "failed",
-        };
         let pods = match (&line.src_pod, &line.dst_pod) {
             (None, None) => String::new(),
             (src, dst) => format!(
@@ -267,9 +280,28 @@ impl Printer {
                 dst.as_deref().unwrap_or("?")
             ),
         };
+        if let Some(failure) = line.failure {
+            // No transport, subset or counters: the connection never carried
+            // a byte. Why it failed stands where its transport would.
+            out.line(format_args!(
+                "{:<6} {:<6} {:<40} {:<40} {:<10} {:<8} {:>6} {:>10} {:>10} {:>8}  {}",
+                line.event,
+                line.role,
+                line.src,
+                line.dst,
+                failure.replace('_', " "),
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                pods
+            ));
+            return out.into_string();
+        }
         out.line(format_args!(
             "{:<6} {:<6} {:<40} {:<40} {:<10} {:<8} {:>6} {:>10} {:>10} {:>8}  {}",
-            event,
+            line.event,
             line.role,
             line.src,
             line.dst,
@@ -311,4 +343,76 @@ fn json_line(line: &impl Serialize) -> String {
     let json = serde_json::to_string(line)
         .unwrap_or_else(|err| serde_json::json!({ "error": err.to_string() }).to_string());
     json + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        pipeline::FlowDelta,
+        probe::{FlowCounters, FlowRecord, Role},
+        wire,
+    };
+
+    fn observed(kind: FlowKind) -> ObservedFlow {
+        ObservedFlow {
+            record: FlowRecord {
+                kind,
+                cookie: 9,
+                cgroup_id: 0,
+                uid: 0,
+                role: Role::Client,
+                local: "10.0.0.1:40000".parse().unwrap(),
+                remote: "10.0.0.2:8081".parse().unwrap(),
+                start_ns: 0,
+                time_ns: 0,
+                counters: FlowCounters::default(),
+                adopted: false,
+                nat: None,
+            },
+            classification: Arc::new(wire::classify(&[])),
+            delta: FlowDelta {
+                counters: FlowCounters::default(),
+                first: true,
+            },
+        }
+    }
+
+    #[test]
+    fn a_failed_connect_is_its_own_line_with_why() {
+        let mut table = Printer::new(ObserveFormat::Table, None);
+        let refused = table.render(&observed(FlowKind::ConnectFailed { timed_out: false }));
+        let row = refused.lines().nth(1).unwrap();
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            fields[..5],
+            [
+                "failed",
+                "client",
+                "10.0.0.1:40000",
+                "10.0.0.2:8081",
+                "refused"
+            ],
+            "{row}"
+        );
+        let timed_out = table.render(&observed(FlowKind::ConnectFailed { timed_out: true }));
+        assert!(timed_out.starts_with("failed "), "{timed_out}");
+        assert!(timed_out.contains(" timed out "), "{timed_out}");
+
+        let mut json = Printer::new(ObserveFormat::Json, None);
+        let line: serde_json::Value = serde_json::from_str(
+            &json.render(&observed(FlowKind::ConnectFailed { timed_out: true })),
+        )
+        .unwrap();
+        assert_eq!(line["event"], "failed");
+        assert_eq!(line["failure"], "timed_out");
+        assert_eq!(line["src"], "10.0.0.1:40000");
+        assert_eq!(line["dst"], "10.0.0.2:8081");
+        let close: serde_json::Value =
+            serde_json::from_str(&json.render(&observed(FlowKind::Close))).unwrap();
+        assert_eq!(close["event"], "close");
+        assert!(close.get("failure").is_none());
+    }
 }

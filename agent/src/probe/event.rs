@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::Bytes;
 pub use meshdrift_ebpf::Role;
 use meshdrift_ebpf::{
-    FlowAddrs, FlowEvent, FlowState, PayloadEvent, RecordKind, addr_bytes, direction, flow_flags,
+    ConnectFailedEvent, FlowAddrs, FlowEvent, FlowState, PayloadEvent, RecordKind, addr_bytes,
+    direction, flow_flags,
 };
 use serde::Serialize;
 
@@ -17,9 +18,10 @@ pub enum FlowKind {
     Update,
     /// Final counters of a closed flow.
     Close,
-    /// A connection attempt that never reached ESTABLISHED: refused (a RST
-    /// answered the SYN) or, with `timed_out`, abandoned after the SYN was
-    /// retransmitted. It has no counters.
+    /// A connect that never reached ESTABLISHED: refused (`timed_out`
+    /// false: the SYN was answered by a RST, or its owner gave up before
+    /// any retransmission), or timed out (the SYN was retransmitted). The
+    /// record's counters are zero and it starts and ends at the failure.
     ConnectFailed { timed_out: bool },
 }
 
@@ -181,6 +183,27 @@ pub fn decode(record: &[u8]) -> Result<ProbeEvent, DecodeError> {
             FlowRecord::from_state(FlowKind::Close, event.cookie, event.time_ns, &event.state)
                 .map(ProbeEvent::Flow)
         }
+        RecordKind::ConnectFailed => {
+            let event: ConnectFailedEvent = read_record(record, first)?;
+            let (local, remote) = socket_addrs(&event.addrs);
+            Ok(ProbeEvent::Flow(FlowRecord {
+                kind: FlowKind::ConnectFailed {
+                    timed_out: event.retransmitted != 0,
+                },
+                cookie: event.cookie,
+                cgroup_id: 0,
+                uid: 0,
+                // Only an active open fails to connect.
+                role: Role::Client,
+                local,
+                remote,
+                start_ns: event.time_ns,
+                time_ns: event.time_ns,
+                counters: FlowCounters::default(),
+                adopted: false,
+                nat: None,
+            }))
+        }
         RecordKind::Payload => {
             let event: PayloadEvent = read_record(record, first)?;
             let len = usize::try_from(event.len)
@@ -325,6 +348,40 @@ mod tests {
         assert!(flow.adopted);
     }
 
+    fn connect_failed_event(family: u8, retransmitted: u8) -> ConnectFailedEvent {
+        ConnectFailedEvent {
+            kind: RecordKind::ConnectFailed as u8,
+            retransmitted,
+            _pad: [0; 6],
+            cookie: 11,
+            time_ns: 5_000_000,
+            addrs: addrs(family, Role::Client),
+        }
+    }
+
+    #[test]
+    fn decodes_a_refused_and_a_timed_out_connect() {
+        let ProbeEvent::Flow(refused) = decode(&as_bytes(&connect_failed_event(4, 0))).unwrap()
+        else {
+            panic!("expected a flow record");
+        };
+        assert_eq!(refused.kind, FlowKind::ConnectFailed { timed_out: false });
+        assert_eq!(refused.role, Role::Client);
+        assert_eq!(refused.local, "10.213.0.10:40000".parse().unwrap());
+        assert_eq!(refused.remote, "10.213.0.11:8443".parse().unwrap());
+        assert_eq!((refused.start_ns, refused.time_ns), (5_000_000, 5_000_000));
+        assert_eq!(refused.counters, FlowCounters::default());
+        assert_eq!(refused.cookie, 11);
+        assert!(!refused.adopted && refused.nat.is_none());
+
+        let ProbeEvent::Flow(timed_out) = decode(&as_bytes(&connect_failed_event(6, 1))).unwrap()
+        else {
+            panic!("expected a flow record");
+        };
+        assert_eq!(timed_out.kind, FlowKind::ConnectFailed { timed_out: true });
+        assert_eq!(timed_out.remote, "[fd00::b]:8443".parse().unwrap());
+    }
+
     #[test]
     fn payload_length_is_clamped_to_the_buffer() {
         let event = PayloadEvent {
@@ -351,6 +408,13 @@ mod tests {
             decode(&[RecordKind::Close as u8, 0, 0]),
             Err(DecodeError::Short { .. })
         ));
+        let failed = as_bytes(&connect_failed_event(4, 1));
+        for len in 1..failed.len() {
+            assert!(
+                matches!(decode(&failed[..len]), Err(DecodeError::Short { .. })),
+                "a connect-failed record cut to {len} bytes"
+            );
+        }
         assert_eq!(decode(&[99]), Err(DecodeError::UnknownKind(99)));
         let mut bad_role = close_event(4, Role::Client);
         bad_role.state.addrs.role = 7;

@@ -11,6 +11,7 @@
 mod bypass;
 mod counting;
 mod drift;
+mod failed_connect;
 mod http2;
 mod kernel_selftest;
 mod lab;
