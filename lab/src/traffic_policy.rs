@@ -33,6 +33,9 @@ use crate::{
     sidecar::{OUTBOUND_PORT, PROXY_UID},
 };
 
+/// Time between two requests of the outlier-detection load.
+const OUTLIER_PACE: Duration = Duration::from_millis(100);
+
 /// The Service whose subset the policies are declared for.
 pub const HOST: &str = "backend.default.svc.cluster.local";
 pub const SERVICE_PORT: u16 = 80;
@@ -391,7 +394,13 @@ impl TrafficPolicyLab {
                 return Ok(());
             }
         };
-        let curl = Curl::new(&url).count(requests);
+        let mut curl = Curl::new(&url).count(requests);
+        if self.check == PolicyCheck::OutlierDetection {
+            // Paced, as a client's requests arrive: attempts then fall well
+            // after the ejection began, not in the instant an ejection takes
+            // to reach a proxy's workers (which is not judged).
+            curl = curl.interval(OUTLIER_PACE);
+        }
         let runs = Side::BOTH
             .iter()
             .map(|side| curl.spawn(&self.client(*side).pod))

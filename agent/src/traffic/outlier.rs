@@ -10,8 +10,9 @@
 //! cannot see), an attempt that timed out counts as a failure but never as
 //! an attempt during an ejection (its start is unknown), an ejection that
 //! `maxEjectionPercent` or `minHealthPercent` could have prevented is not
-//! judged, and attempts within a quarter second of an ejection's edges were
-//! already under way.
+//! judged, and attempts within a tenth of a second of an ejection's edges
+//! may have been under way, or dispatched before the ejection reached every
+//! worker thread of the proxy.
 
 use std::collections::BTreeMap;
 
@@ -22,8 +23,10 @@ use crate::{
 };
 
 const BUCKET_SECONDS: f64 = 10.0;
-/// Attempts this close to an ejection's start or end are not judged.
-const EDGE_SECONDS: f64 = 0.25;
+/// Attempts this close to an ejection's start or end are not judged: a
+/// refused attempt's failure comes one round trip after it began, and Envoy
+/// ejects on its main thread, then tells its workers.
+const EDGE_SECONDS: f64 = 0.1;
 /// What outlier detection cannot see, said with every verdict.
 const BLIND_SPOT: &str =
     "only failed connection attempts count: 5xx answers inside mTLS are not visible to the kernel";

@@ -406,7 +406,7 @@ fn outlier_detection_errs_towards_silence() {
 
     // An attempt a moment after the ejection began was already under way.
     let mut racing = judge();
-    for at in [1.0, 2.0, 3.0, 3.1] {
+    for at in [1.0, 2.0, 3.0, 3.05] {
         racing.observe(&failed(&declared, C, at, false));
     }
     let row = verdict(&racing.snapshot(40.0), PolicyCheck::OutlierDetection).clone();

@@ -141,9 +141,17 @@ fn load_balancer_round_robin_is_judged_from_each_workloads_requests() {
         let gauge = sample(
             &metrics,
             "meshdrift_policy_violation",
-            &[("source_workload", side.pod_name()), ("check", "load_balancer")],
+            &[
+                ("source_workload", side.pod_name()),
+                ("check", "load_balancer"),
+            ],
         );
-        assert_eq!(gauge, Some(expected), "{}'s violation gauge", side.pod_name());
+        assert_eq!(
+            gauge,
+            Some(expected),
+            "{}'s violation gauge",
+            side.pod_name()
+        );
     }
 }
 

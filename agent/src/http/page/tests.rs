@@ -198,16 +198,28 @@ fn traffic_policies_list_violations_first_and_escape_their_words() {
     };
     r.policies = vec![
         row(PolicyCheck::LoadBalancer, PolicyOutcome::Ok, "even"),
-        row(PolicyCheck::MaxConnections, PolicyOutcome::Violation, "<b>16</b> open"),
+        row(
+            PolicyCheck::MaxConnections,
+            PolicyOutcome::Violation,
+            "<b>16</b> open",
+        ),
     ];
     let html = render(&r);
     assert!(html.contains("Traffic policies <span class=\"count\">(2)</span>"));
-    assert!(html.contains("1 <small>of 2</small></span>traffic-policy violations"), "summary tile");
-    let violation = html.find("<code>max_connections</code>").expect("violation row");
+    assert!(
+        html.contains("1 <small>of 2</small></span>traffic-policy violations"),
+        "summary tile"
+    );
+    let violation = html
+        .find("<code>max_connections</code>")
+        .expect("violation row");
     let ok = html.find("<code>load_balancer</code>").expect("ok row");
     assert!(violation < ok, "violations come first");
     assert!(html.contains("<span class=\"badge violation\">VIOLATION</span>"));
-    assert!(html.contains("&lt;b&gt;16&lt;/b&gt; open"), "observed words are escaped");
+    assert!(
+        html.contains("&lt;b&gt;16&lt;/b&gt; open"),
+        "observed words are escaped"
+    );
     r.policies.clear();
     assert!(render(&r).contains("No client proxy connection to a DestinationRule"));
 }
