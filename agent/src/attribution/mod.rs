@@ -349,7 +349,13 @@ impl Attributor {
             bytes: observation.bytes,
             first: flow.delta.first,
             transport: flow.classification.transport,
-            sni: flow.classification.sni.clone(),
+            // Only a connection's first update is judged for the TLS it
+            // originates: later ones do not copy the name again.
+            sni: flow
+                .delta
+                .first
+                .then(|| flow.classification.sni.clone())
+                .flatten(),
         }
     }
 

@@ -227,12 +227,14 @@ pub struct WorkloadSelector {
 pub struct TrafficPolicy {
     #[serde(default)]
     pub tls: Option<ClientTlsSettings>,
+    // Boxed: most rules set none of them, and an unset one then costs a
+    // pointer, not the settings' size, in every rule and subset kept.
     #[serde(default)]
-    pub load_balancer: Option<LoadBalancerSettings>,
+    pub load_balancer: Option<Box<LoadBalancerSettings>>,
     #[serde(default)]
-    pub connection_pool: Option<ConnectionPoolSettings>,
+    pub connection_pool: Option<Box<ConnectionPoolSettings>>,
     #[serde(default)]
-    pub outlier_detection: Option<OutlierDetection>,
+    pub outlier_detection: Option<Box<OutlierDetection>>,
     #[serde(default, deserialize_with = "or_default")]
     pub port_level_settings: Vec<PortTrafficPolicy>,
 }
@@ -244,12 +246,14 @@ pub struct PortTrafficPolicy {
     pub port: Option<PortSelector>,
     #[serde(default)]
     pub tls: Option<ClientTlsSettings>,
+    // Boxed: most rules set none of them, and an unset one then costs a
+    // pointer, not the settings' size, in every rule and subset kept.
     #[serde(default)]
-    pub load_balancer: Option<LoadBalancerSettings>,
+    pub load_balancer: Option<Box<LoadBalancerSettings>>,
     #[serde(default)]
-    pub connection_pool: Option<ConnectionPoolSettings>,
+    pub connection_pool: Option<Box<ConnectionPoolSettings>>,
     #[serde(default)]
-    pub outlier_detection: Option<OutlierDetection>,
+    pub outlier_detection: Option<Box<OutlierDetection>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

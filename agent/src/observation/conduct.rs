@@ -164,9 +164,11 @@ pub struct Activity {
     pub estimated: bool,
     /// Payload bytes, both ways, since the last update.
     pub bytes: u64,
-    /// True on the connection's first update.
+    /// True on the connection's first update: the one whose first bytes
+    /// the TLS-origination check reads.
     pub first: bool,
-    /// What its first client bytes were, and the SNI they named.
+    /// What its first client bytes were, and the SNI they named (on the
+    /// first update only).
     pub transport: Transport,
     pub sni: Option<String>,
 }

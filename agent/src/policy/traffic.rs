@@ -51,18 +51,18 @@ impl EffectivePolicy {
             Some(entry) => (
                 Self {
                     tls: sourced(entry.tls.as_ref(), &at_port),
-                    load_balancer: sourced(entry.load_balancer.as_ref(), &at_port),
-                    connection_pool: sourced(entry.connection_pool.as_ref(), &at_port),
-                    outlier_detection: sourced(entry.outlier_detection.as_ref(), &at_port),
+                    load_balancer: sourced(entry.load_balancer.as_deref(), &at_port),
+                    connection_pool: sourced(entry.connection_pool.as_deref(), &at_port),
+                    outlier_detection: sourced(entry.outlier_detection.as_deref(), &at_port),
                 },
                 true,
             ),
             None => (
                 Self {
                     tls: sourced(policy.tls.as_ref(), &top),
-                    load_balancer: sourced(policy.load_balancer.as_ref(), &top),
-                    connection_pool: sourced(policy.connection_pool.as_ref(), &top),
-                    outlier_detection: sourced(policy.outlier_detection.as_ref(), &top),
+                    load_balancer: sourced(policy.load_balancer.as_deref(), &top),
+                    connection_pool: sourced(policy.connection_pool.as_deref(), &top),
+                    outlier_detection: sourced(policy.outlier_detection.as_deref(), &top),
                 },
                 false,
             ),

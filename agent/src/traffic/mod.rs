@@ -276,7 +276,11 @@ fn follow(
         );
         pod.balance.connection(activity.seen_at, &sample.endpoint);
         pod.pool.connection(activity.seen_at);
-        pod.origination.connection(activity, declared);
+        // A connection first met mid-life (the agent restarted, or the
+        // policy changed) has no first bytes to judge.
+        if activity.first {
+            pod.origination.connection(activity, declared);
+        }
     }
     if activity.estimated {
         pod.balance.estimated();

@@ -458,6 +458,17 @@ fn tls_origination_needs_tls_with_the_declared_sni() {
             },
         )
     };
+    // A connection met mid-life (its first bytes were before the agent
+    // started) is not judged: nothing is known of its handshake.
+    let mut midway = judge();
+    let mut later = first(9, Transport::Tls, None);
+    if let ConnectionEvent::Activity(activity) = &mut later.event {
+        activity.first = false;
+    }
+    midway.observe(&later);
+    let row = verdict(&midway.snapshot(10.0), PolicyCheck::TlsOrigination).clone();
+    assert_eq!(row.verdict, PolicyOutcome::Untested, "{row:#?}");
+
     let mut right = judge();
     right.observe(&first(1, Transport::Tls, Some("api.external.test")));
     let row = verdict(&right.snapshot(10.0), PolicyCheck::TlsOrigination).clone();
