@@ -84,7 +84,6 @@ struct PodState {
 struct ClusterState {
     declared: Arc<DeclaredTraffic>,
     pods: BTreeMap<String, PodState>,
-    last_seen: f64,
 }
 
 /// An open connection being followed, by socket cookie.
@@ -136,7 +135,6 @@ impl TrafficJudge {
                 ClusterState {
                     declared: Arc::clone(&sample.declared),
                     pods: BTreeMap::new(),
-                    last_seen: f64::MIN,
                 },
             );
         }
@@ -164,7 +162,6 @@ impl TrafficJudge {
         match &sample.event {
             ConnectionEvent::Failed { at, timed_out } => {
                 pod.last_seen = pod.last_seen.max(*at);
-                cluster.last_seen = cluster.last_seen.max(*at);
                 pod.timeline.push(
                     *at,
                     TimelineEvent::Failed {
@@ -175,7 +172,6 @@ impl TrafficJudge {
             }
             ConnectionEvent::Activity(activity) => {
                 pod.last_seen = pod.last_seen.max(activity.seen_at);
-                cluster.last_seen = cluster.last_seen.max(activity.seen_at);
                 follow(&mut self.followed, declared, pod, sample, activity);
             }
         }
@@ -205,8 +201,7 @@ impl TrafficJudge {
                             .failed(at, &endpoint, timed_out, &cluster.declared),
                     }
                 }
-                pod.pool
-                    .settled_until(horizon, &cluster.declared, &self.config);
+                pod.pool.settled_until(horizon);
             }
         }
         // An open connection that carried nothing since its last growth has

@@ -87,12 +87,7 @@ impl PoolState {
     }
 
     /// Every event up to `horizon` has been replayed.
-    pub fn settled_until(
-        &mut self,
-        horizon: f64,
-        _declared: &DeclaredTraffic,
-        _config: &TrafficConfig,
-    ) {
+    pub fn settled_until(&mut self, horizon: f64) {
         self.advance(horizon);
     }
 
