@@ -41,6 +41,32 @@ pub struct AgentOutput {
 }
 
 impl AgentProcess {
+    /// Starts `meshdrift run` on a lab's manifests, listening on `listen`,
+    /// sweeping and re-reading every second (so tests wait seconds, not the
+    /// defaults' tens), with `extra` arguments after those.
+    pub fn run_on_manifests(
+        binary: &Path,
+        manifests: &Path,
+        listen: std::net::SocketAddr,
+        extra: &[String],
+    ) -> Result<Self> {
+        let manifests = manifests.display().to_string();
+        let listen = listen.to_string();
+        let mut args: Vec<&str> = vec![
+            "run",
+            "--manifests",
+            &manifests,
+            "--listen",
+            &listen,
+            "--update-interval",
+            "1s",
+            "--reload-interval",
+            "1s",
+        ];
+        args.extend(extra.iter().map(String::as_str));
+        Self::start(binary, &args, "agent running", Duration::from_secs(60))
+    }
+
     /// Starts `binary args...` and waits until a line of its standard error
     /// contains `ready_marker` (the agent says so once its programs are attached).
     pub fn start(

@@ -420,25 +420,11 @@ impl TrafficPolicyLab {
     /// running, if any).
     pub fn start_agent(&mut self) -> Result<()> {
         self.stop_agent()?;
-        let manifests = self.manifests.display().to_string();
-        let listen = self.agent_listen.to_string();
-        let mut args: Vec<&str> = vec![
-            "run",
-            "--manifests",
-            &manifests,
-            "--listen",
-            &listen,
-            "--update-interval",
-            "1s",
-            "--reload-interval",
-            "1s",
-        ];
-        args.extend(self.config.agent_args.iter().map(String::as_str));
-        self.agent = Some(AgentProcess::start(
+        self.agent = Some(AgentProcess::run_on_manifests(
             &self.config.meshdrift,
-            &args,
-            "agent running",
-            Duration::from_secs(60),
+            &self.manifests,
+            self.agent_listen,
+            &self.config.agent_args,
         )?);
         Ok(())
     }

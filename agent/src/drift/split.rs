@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::observation::{DeclaredSplit, ESTIMATED_SHARE_ERROR, SplitKey, Unit};
+use crate::report::format::{plural, share_in_words as percent};
 use crate::report::{SplitVerdict, SubsetShare};
 
 use super::DriftConfig;
@@ -316,14 +317,6 @@ fn amount(unit: Unit, counts: &Counts) -> String {
             plural(counts.connections)
         ),
     }
-}
-
-fn plural(n: u64) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
-fn percent(share: f64) -> String {
-    format!("{:.1} %", share * 100.0)
 }
 
 /// A p-value as a person reads it.

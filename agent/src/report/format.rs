@@ -8,6 +8,16 @@ pub fn percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)
 }
 
+/// A share in 0..1 as verdicts write it in a sentence (`80.0 %`).
+pub fn share_in_words(share: f64) -> String {
+    format!("{:.1} %", share * 100.0)
+}
+
+/// The plural ending of a count: `1 connection`, `2 connections`.
+pub fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// A difference of shares in percentage points, signed (`+30.0 pp`).
 pub fn points(delta: f64) -> String {
     format!("{:+.1} pp", delta * 100.0)

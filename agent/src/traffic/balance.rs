@@ -5,14 +5,17 @@
 
 use std::collections::BTreeMap;
 
-use super::{PodVerdict, TrafficConfig, percent};
+use super::{PodVerdict, TrafficConfig};
 use crate::{
     drift::chi_square_gof,
     observation::{
         ESTIMATED_SHARE_ERROR, Unit,
         conduct::{Balance, DeclaredTraffic},
     },
-    report::PolicyOutcome,
+    report::{
+        PolicyOutcome,
+        format::{share_in_words as percent, unit as unit_name},
+    },
 };
 
 /// Seconds per bucket: the window forgets evidence this coarsely.
@@ -238,13 +241,6 @@ impl EndpointTally {
             PolicyOutcome::Ok,
             format!("all {n} {unit} reached one endpoint"),
         )
-    }
-}
-
-fn unit_name(unit: Unit) -> &'static str {
-    match unit {
-        Unit::Request => "requests",
-        Unit::Connection => "connections",
     }
 }
 

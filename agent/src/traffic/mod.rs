@@ -27,7 +27,7 @@ use crate::{
     observation::conduct::{
         Activity, Balance, ClusterKey, ConnectionEvent, ConnectionSample, DeclaredTraffic,
     },
-    report::{PolicyCheck, PolicyOutcome, PolicyVerdict},
+    report::{PolicyCheck, PolicyOutcome, PolicyVerdict, format::plural},
 };
 
 use balance::EndpointTally;
@@ -205,8 +205,13 @@ impl TrafficJudge {
             }
         }
         // An open connection that carried nothing since its last growth has
-        // been idle at least until the last sweep before `horizon`.
-        for connection in self.followed.values() {
+        // been idle at least until the last sweep before `horizon`. Walked
+        // only when some cluster declares an idle timeout.
+        let idle_declared = self
+            .clusters
+            .values()
+            .any(|cluster| cluster.declared.idle_timeout.is_some());
+        for connection in self.followed.values().filter(|_| idle_declared) {
             let Some(cluster) = self.clusters.get_mut(&connection.cluster) else {
                 continue;
             };
@@ -411,11 +416,7 @@ fn describe_declared(check: PolicyCheck, declared: &DeclaredTraffic) -> String {
                 "{} over {} endpoint{}",
                 declared.load_balancer.describe(),
                 declared.endpoints.len(),
-                if declared.endpoints.len() == 1 {
-                    ""
-                } else {
-                    "s"
-                }
+                plural(declared.endpoints.len() as u64)
             )
         }
         PolicyCheck::MaxConnections => declared
@@ -460,11 +461,6 @@ fn describe_declared(check: PolicyCheck, declared: &DeclaredTraffic) -> String {
                 })
         }
     }
-}
-
-/// Percent with one decimal, for the words of a verdict.
-fn percent(fraction: f64) -> String {
-    format!("{:.1} %", fraction * 100.0)
 }
 
 #[cfg(test)]

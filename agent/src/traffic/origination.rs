@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::PodVerdict;
 use crate::{
     observation::conduct::{Activity, DeclaredTraffic},
-    report::PolicyOutcome,
+    report::{PolicyOutcome, format::plural},
     wire::Transport,
 };
 
@@ -83,7 +83,7 @@ impl OriginationTally {
                 PolicyOutcome::Violation,
                 format!(
                     "{wrong} connection{} did not originate TLS with SNI {sni}",
-                    if wrong == 1 { "" } else { "s" }
+                    plural(wrong)
                 ),
             )
         } else if merged.judged == 0 {

@@ -18,8 +18,9 @@ use std::collections::BTreeMap;
 
 use super::PodVerdict;
 use crate::{
-    model::traffic_policy::format_duration, observation::conduct::DeclaredTraffic,
-    report::PolicyOutcome,
+    model::traffic_policy::format_duration,
+    observation::conduct::DeclaredTraffic,
+    report::{PolicyOutcome, format::plural},
 };
 
 const BUCKET_SECONDS: f64 = 10.0;
@@ -185,7 +186,7 @@ impl OutlierState {
             merged.attempts,
             merged.failures,
             merged.ejections,
-            if merged.ejections == 1 { "" } else { "s" }
+            plural(merged.ejections)
         );
         let verdict = |outcome, reason: String| PodVerdict {
             outcome,
@@ -214,11 +215,7 @@ impl OutlierState {
                 format!(
                     "{} attempt{} reached an endpoint that {limit} consecutive failures should have ejected for {} (latest: {})",
                     merged.attempts_while_ejected,
-                    if merged.attempts_while_ejected == 1 {
-                        ""
-                    } else {
-                        "s"
-                    },
+                    plural(merged.attempts_while_ejected),
                     format_duration(ejection.base_ejection_time),
                     merged.violation.as_deref().unwrap_or("?")
                 ),

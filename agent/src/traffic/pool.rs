@@ -9,7 +9,7 @@ use super::{PodVerdict, TrafficConfig};
 use crate::{
     model::traffic_policy::format_duration,
     observation::{ESTIMATED_SHARE_ERROR, conduct::DeclaredTraffic},
-    report::PolicyOutcome,
+    report::{PolicyOutcome, format::plural},
 };
 
 const BUCKET_SECONDS: f64 = 10.0;
@@ -189,7 +189,7 @@ impl PoolState {
         let observed = format!(
             "the busiest of {} connection{} carried {} requests",
             merged.connections,
-            if merged.connections == 1 { "" } else { "s" },
+            plural(merged.connections),
             merged.max_requests
         );
         let (outcome, reason) = if merged.over_request_limit > 0 {
@@ -198,11 +198,7 @@ impl PoolState {
                 format!(
                     "{} connection{} carried more than {limit} requests (the most: {})",
                     merged.over_request_limit,
-                    if merged.over_request_limit == 1 {
-                        ""
-                    } else {
-                        "s"
-                    },
+                    plural(merged.over_request_limit),
                     merged.max_requests
                 ),
             )
