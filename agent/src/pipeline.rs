@@ -116,6 +116,11 @@ impl FlowJoiner {
         self.open.len()
     }
 
+    /// Whether `cookie`'s flow is remembered as open.
+    pub fn is_open(&self, cookie: u64) -> bool {
+        self.open.contains_key(&cookie)
+    }
+
     /// The entry of `cookie`, made if there is room; `None` (and a loss) when
     /// the table is full.
     fn entry(&mut self, cookie: u64) -> Option<&mut OpenFlow> {

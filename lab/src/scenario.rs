@@ -5,8 +5,10 @@
 //! mTLS in front of the application's nginx on 8080); applications dial the
 //! Service's cluster IP, which kube-proxy's rules in the node's namespace
 //! DNAT to a pod. A `legacy` pod has no sidecar; an optional `batch` pod has
-//! one whose annotations leave port 8080 out of it. `meshdrift run` judges it
-//! all. The demo and the end-to-end tests share it.
+//! one whose annotations leave port 8080 out of it; an optional `reporter`
+//! pod has none either but is enrolled in Istio's ambient mode by its
+//! namespace's label (the lab runs no ztunnel: its plaintext goes to the
+//! cluster IP like legacy's). `meshdrift run` judges it all. The demo and the end-to-end tests share it.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
@@ -51,6 +53,10 @@ pub struct FrontendConfig {
     /// Whether a `batch` pod runs, with a sidecar whose annotations exclude
     /// port 8080, sending plaintext straight to frontend-v1 with each batch.
     pub bypass: bool,
+    /// Whether the `reporter` pod runs in namespace `analytics`, which its
+    /// label enrolls in ambient mode; [`Frontend::send_from_ambient`] sends
+    /// from it.
+    pub ambient_client: bool,
     /// Whether a hostNetwork pod (`node-agent`, the node's own address) runs;
     /// [`Frontend::send_from_host_network`] sends from it.
     pub host_network_client: bool,
@@ -83,6 +89,7 @@ impl FrontendConfig {
             declared_weights: None,
             legacy_plaintext: false,
             bypass: false,
+            ambient_client: false,
             host_network_client: false,
             agent_args: Vec::new(),
             agent_at_start: true,
@@ -117,6 +124,8 @@ pub struct Frontend {
     pub bypass: Option<Pod>,
     /// The hostNetwork pod ([`FrontendConfig::host_network_client`]).
     pub host_network: Option<Pod>,
+    /// The ambient-mode pod ([`FrontendConfig::ambient_client`]).
+    pub ambient: Option<Pod>,
     /// The frontend Service's cluster IP.
     pub cluster_ip: Ipv4Addr,
     pub manifests: PathBuf,
@@ -130,6 +139,10 @@ pub struct Frontend {
     _inbound: Vec<InboundProxy>,
 }
 
+/// The ambient-mode pod and its namespace.
+pub const AMBIENT_POD: &str = "reporter";
+pub const AMBIENT_NAMESPACE: &str = "analytics";
+
 /// The port the `batch` pod's sidecar leaves out.
 const BYPASSED_PORT: u16 = PLAIN_PORT;
 
@@ -142,6 +155,11 @@ impl Frontend {
         let legacy = lab.add_pod_at("legacy", 13)?;
         let bypass = if config.bypass {
             Some(lab.add_pod_at("batch", 14)?)
+        } else {
+            None
+        };
+        let ambient = if config.ambient_client {
+            Some(lab.add_pod_at(AMBIENT_POD, 15)?)
         } else {
             None
         };
@@ -199,6 +217,7 @@ impl Frontend {
             lab.id(),
             bypass.is_some(),
             host_network.is_some(),
+            ambient.is_some(),
         )?;
         if let Some((w1, w2)) = config.declared_weights {
             write_virtual_service(&manifests, w1, w2)?;
@@ -215,6 +234,7 @@ impl Frontend {
             legacy,
             bypass,
             host_network,
+            ambient,
             cluster_ip,
             agent_url: format!("http://{agent_listen}"),
             agent_listen,
@@ -348,6 +368,22 @@ impl Frontend {
         expect_ok("plaintext requests from legacy", count, &report)
     }
 
+    /// `count` plaintext requests from the ambient-mode `reporter` pod to the
+    /// cluster IP, one connection each.
+    pub fn send_from_ambient(&self, count: usize) -> Result<()> {
+        let pod = self.ambient.as_ref().ok_or_else(|| {
+            LabError::invalid(
+                "scenario",
+                "no ambient pod (FrontendConfig::ambient_client)",
+            )
+        })?;
+        let report = Curl::new(&self.service_url())
+            .count(count)
+            .new_connection_per_request(true)
+            .run(pod)?;
+        expect_ok("requests from the ambient pod", count, &report)
+    }
+
     /// `count` plaintext requests from the hostNetwork pod to the cluster
     /// IP, one connection each (kube-proxy's rules in the node's own
     /// namespace pick the endpoint).
@@ -441,6 +477,7 @@ fn write_manifests(
     id: u8,
     bypass: bool,
     host_network: bool,
+    ambient: bool,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| LabError::io("creating", dir, e))?;
     let prefix = format!("10.213.{id}.");
@@ -483,6 +520,18 @@ fn write_manifests(
         );
         let target = dir.join("batch.yaml");
         std::fs::write(&target, batch).map_err(|e| LabError::io("writing", &target, e))?;
+    }
+    if ambient {
+        let reporter = format!(
+            "# A namespace enrolled in Istio's ambient mode, and a pod of it: no\n\
+             # sidecar, ztunnel carries its traffic.\n\
+             apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {AMBIENT_NAMESPACE}\n  labels:\n    istio.io/dataplane-mode: ambient\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {AMBIENT_POD}\n  namespace: {AMBIENT_NAMESPACE}\n  labels:\n    app: {AMBIENT_POD}\n\
+             spec:\n  containers:\n    - name: {AMBIENT_POD}\n      image: curlimages/curl:8.5.0\n\
+             status:\n  phase: Running\n  podIP: {prefix}15\n"
+        );
+        let target = dir.join("reporter.yaml");
+        std::fs::write(&target, reporter).map_err(|e| LabError::io("writing", &target, e))?;
     }
     if host_network {
         let node_agent = format!(

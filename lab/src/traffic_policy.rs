@@ -360,7 +360,8 @@ impl TrafficPolicyLab {
     /// applications would send it; fails unless every request succeeded.
     /// - load balancer: 400 requests over one kept-alive connection;
     /// - consistent hash: 100;
-    /// - max connections: wrk, 16 connections for 5 s;
+    /// - max connections: wrk, 16 connections for 5 s, the proxies' pools
+    ///   left open;
     /// - max requests per connection: 300 over one kept-alive connection;
     /// - idle timeout: 20 requests, then 8 s of silence;
     /// - outlier detection: 60 requests one after the other;
@@ -528,8 +529,10 @@ fn proxy(
         (PolicyCheck::MaxRequestsPerConnection, true) => {
             builder = builder.requests_per_connection(10)
         }
-        // Pooled and left open far longer than the declared 2 s.
-        (PolicyCheck::IdleTimeout, false) => {
+        // Pooled and left open far longer than the declared 2 s; for
+        // maxConnections both pools stay open through the report, as pooled
+        // upstream connections in a mesh do.
+        (PolicyCheck::IdleTimeout, false) | (PolicyCheck::MaxConnections, _) => {
             builder = builder
                 .pool_purge_delay(Duration::from_secs(120))
                 .timeout_server(Duration::from_secs(120))

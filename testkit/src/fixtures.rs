@@ -9,8 +9,8 @@ use meshdrift::observation::{
     BypassReason, Destination, ExpectedTransport, Observation, SplitKey, Unit, Workload,
 };
 use meshdrift::report::{
-    AgentHealth, BypassDestination, BypassRow, PolicyCheck, PolicyOutcome, PolicyVerdict, Report,
-    SplitVerdict, SubsetShare, TransportVerdict, UnexpectedDestination,
+    AgentHealth, AmbientRow, BypassRow, PolicyCheck, PolicyOutcome, PolicyVerdict, Report,
+    ServiceDestination, SplitVerdict, SubsetShare, TransportVerdict, UnexpectedDestination,
 };
 use meshdrift::wire::Transport;
 
@@ -123,7 +123,7 @@ pub fn drift_report() -> Report {
         }],
         bypass: vec![BypassRow {
             source: workload("legacy"),
-            destination: BypassDestination {
+            destination: ServiceDestination {
                 host: HOST.into(),
                 port: 80,
                 subset: Some("v2".into()),
@@ -132,6 +132,17 @@ pub fn drift_report() -> Report {
             transport: "http".into(),
             connections: 12,
             requests: 12,
+        }],
+        ambient: vec![AmbientRow {
+            source: workload("batch"),
+            destination: ServiceDestination {
+                host: HOST.into(),
+                port: 80,
+                subset: None,
+            },
+            transport: "http".into(),
+            connections: 3,
+            requests: 9,
         }],
         policies: vec![
             PolicyVerdict {
@@ -195,6 +206,7 @@ pub fn observation(source: &str, subset: Option<&str>, transport: Transport) -> 
         bytes: 2048,
         at_seconds: 1.0,
         bypass: None,
+        ambient: false,
         endpoint: subset.map(|s| format!("default/frontend-{s}")),
     }
 }

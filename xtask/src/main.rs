@@ -9,6 +9,7 @@ mod cmd;
 mod demo;
 mod fuzz;
 mod lab;
+mod repeat;
 mod setup;
 mod test;
 

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::{cmd, fuzz};
+use crate::{cmd, fuzz, repeat};
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -13,6 +13,12 @@ pub struct TestArgs {
     /// Skip the short run of each fuzz target.
     #[arg(long)]
     pub no_fuzz: bool,
+    /// Run only the end-to-end suite, N times in a row, to find flaky tests:
+    /// each run goes to the end, its output is kept in target/repeat/, and
+    /// the summary names every test that failed and in which runs (lint,
+    /// unit tests and fuzzing are skipped).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeat: Option<u32>,
     /// Arguments passed to `cargo test` after `--` (a test-name filter, `--nocapture`, ...).
     #[arg(last = true)]
     pub test_args: Vec<String>,
@@ -20,6 +26,10 @@ pub struct TestArgs {
 
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     let root = cmd::workspace_root();
+    if let Some(times) = args.repeat {
+        let binary = cmd::build_meshdrift()?;
+        return repeat::run(times, &binary, &args.test_args);
+    }
     if !args.no_lint {
         cmd::run(
             Command::new("cargo")

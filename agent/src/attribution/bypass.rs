@@ -123,6 +123,8 @@ impl Attributor {
         }
         let (source, reason, client_pod) = match mesh.index.pod_by_ip(client.ip()) {
             Some(pod) if pod.sidecar.is_some() => return Attribution::ServerSide,
+            // In the mesh through ztunnel: shown on its own node, not a bypass.
+            Some(pod) if mesh.index.in_ambient(pod) => return Attribution::ServerSide,
             Some(pod) => (workload_of(pod), BypassReason::NoSidecar, pod),
             None => match mesh.host_network_source(client.ip()) {
                 Some(workload) => (workload, BypassReason::HostNetwork, server_pod),

@@ -14,8 +14,11 @@
 //! traffic of their own. An application socket that left such a pod without
 //! being redirected went around the sidecar ([`bypass`]). A client without a
 //! sidecar is judged where its connection arrives: the destination pod's
-//! accepted socket, on that pod's node.
+//! accepted socket, on that pod's node. A client in Istio's ambient mode is
+//! in the mesh without a sidecar: its traffic is shown as such ([`ambient`]),
+//! on its own node.
 
+mod ambient;
 mod bypass;
 mod mesh;
 pub mod requests;
@@ -103,6 +106,9 @@ pub enum Attribution {
     /// Traffic around the mesh's proxies: judged for its transport and shown
     /// as a bypass, never against the declared split.
     Bypass { observation: Box<Observation> },
+    /// A client in Istio's ambient mode: ztunnel carries its traffic, which
+    /// is shown, not judged.
+    Ambient { observation: Box<Observation> },
     /// Left out of split accounting; `first` is true the first time this flow is seen.
     Excluded { reason: Exclusion, first: bool },
     /// A server-side socket whose connection is counted on its client's side.
@@ -226,6 +232,9 @@ impl Attributor {
             return excluded(Exclusion::HostTraffic);
         };
         match &client.sidecar {
+            None if mesh.index.in_ambient(client) => {
+                return self.ambient_client(flow, client, at_seconds);
+            }
             None => return excluded(Exclusion::JudgedAtServer),
             Some(_) if record.uid == PROXY_UID => {}
             Some(_) => {
@@ -282,11 +291,16 @@ impl Attributor {
                     if let Some(pod) = server_pod {
                         self.check_subset_labels(pod, chosen);
                     }
+                    // An endpoint in ambient mode is reached through its
+                    // ztunnel (HBONE): what the sidecar sends it is not judged.
+                    let ambient_server = server_pod.is_some_and(|pod| mesh.index.in_ambient(pod));
                     (
                         Destination::Subset {
                             subset: chosen.subset.clone(),
                         },
-                        expected_transport(chosen, server),
+                        (!ambient_server)
+                            .then(|| expected_transport(chosen, server))
+                            .flatten(),
                         traffic.get(at).cloned(),
                     )
                 }
@@ -533,6 +547,7 @@ fn observe(
         bytes: flow.delta.bytes(),
         at_seconds,
         bypass,
+        ambient: false,
         endpoint: None,
     }
 }

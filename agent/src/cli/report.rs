@@ -111,6 +111,7 @@ pub fn render_table(report: &Report) -> String {
     transport(&mut out, report);
     unexpected(&mut out, report);
     bypass(&mut out, report);
+    ambient(&mut out, report);
     policies(&mut out, report);
     findings(&mut out, report);
     health(&mut out, report);
@@ -245,6 +246,42 @@ fn bypass(out: &mut TerminalText, report: &Report) {
                 .clone()
                 .unwrap_or_else(|| "-".to_owned()),
             format!("BYPASS: {}", format::bypass_reason(row.reason)),
+            row.transport.clone(),
+            row.connections.to_string(),
+            row.requests.to_string(),
+        ]);
+    }
+    table.render(out);
+}
+
+/// Only when some client is in ambient mode (a sidecar mesh has none).
+fn ambient(out: &mut TerminalText, report: &Report) {
+    if report.ambient.is_empty() {
+        return;
+    }
+    section(
+        out,
+        "AMBIENT MODE (SHOWN, NOT JUDGED)",
+        report.ambient.len(),
+    );
+    let mut table = Table::new([
+        "SOURCE",
+        "HOST:PORT",
+        "SUBSET",
+        "MODE",
+        "TRANSPORT",
+        "CONNS",
+        "REQS",
+    ]);
+    for row in &report.ambient {
+        table.row([
+            row.source.to_string(),
+            format!("{}:{}", row.destination.host, row.destination.port),
+            row.destination
+                .subset
+                .clone()
+                .unwrap_or_else(|| "-".to_owned()),
+            "AMBIENT".to_owned(),
             row.transport.clone(),
             row.connections.to_string(),
             row.requests.to_string(),
@@ -458,6 +495,7 @@ mod tests {
             }],
             unexpected: vec![],
             bypass: vec![],
+            ambient: vec![],
             policies: vec![],
             findings: vec![],
             agent: AgentHealth {
@@ -508,7 +546,7 @@ mod tests {
         let mut r = report();
         r.bypass.push(crate::report::BypassRow {
             source: workload("batch"),
-            destination: crate::report::BypassDestination {
+            destination: crate::report::ServiceDestination {
                 host: "frontend.default.svc.cluster.local".into(),
                 port: 80,
                 subset: None,
@@ -533,6 +571,44 @@ mod tests {
             assert!(row.contains(cell), "{row}");
         }
         assert!(render_table(&report()).contains("BYPASSING THE MESH (0)\n  none"));
+    }
+
+    #[test]
+    fn ambient_rows_have_their_own_section_and_no_bypass_verdict() {
+        assert!(
+            !render_table(&report()).contains("AMBIENT"),
+            "no section without ambient clients"
+        );
+        let mut r = report();
+        r.ambient.push(crate::report::AmbientRow {
+            source: workload("batch"),
+            destination: crate::report::ServiceDestination {
+                host: "frontend.default.svc.cluster.local".into(),
+                port: 80,
+                subset: None,
+            },
+            transport: "http".into(),
+            connections: 2,
+            requests: 41,
+        });
+        let text = render_table(&r);
+        assert!(
+            text.contains("AMBIENT MODE (SHOWN, NOT JUDGED) (1)"),
+            "{text}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.contains("default/batch"))
+            .expect("ambient row");
+        for cell in [
+            "frontend.default.svc.cluster.local:80",
+            "AMBIENT",
+            "http",
+            "41",
+        ] {
+            assert!(row.contains(cell), "{row}");
+        }
+        assert!(!row.contains("BYPASS"), "{row}");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use tracing::{debug, info, warn};
 
 use crate::observation::{BypassReason, DeclaredSplit, Destination, Observation, SplitKey};
 use crate::report::{
-    BypassDestination, BypassRow, SplitVerdict, TransportVerdict, UnexpectedDestination,
+    AmbientRow, BypassRow, ServiceDestination, SplitVerdict, TransportVerdict,
+    UnexpectedDestination,
 };
 use crate::wire::Transport;
 
@@ -29,6 +30,8 @@ pub struct DriftSnapshot {
     pub unexpected: Vec<UnexpectedDestination>,
     /// By source workload, host, port, subset, reason and transport.
     pub bypass: Vec<BypassRow>,
+    /// By source workload, host, port, subset and transport.
+    pub ambient: Vec<AmbientRow>,
     /// Window totals by source workload, host, port, destination and transport:
     /// requests, connections and bytes (the secondary, byte-weighted view).
     pub tallies: Vec<Tally>,
@@ -74,6 +77,8 @@ pub struct DriftEngine {
     keys: HashMap<SplitKey, KeyState>,
     /// Traffic around the proxies: its own windows, so no split counts it.
     bypass: HashMap<(SplitKey, BypassReason), KeyWindow>,
+    /// Traffic of ambient-mode clients: shown, never judged.
+    ambient: HashMap<SplitKey, KeyWindow>,
     /// First bucket index still kept; older observations are dropped on arrival.
     first_kept: i64,
     late_dropped: u64,
@@ -89,6 +94,7 @@ impl DriftEngine {
             config,
             keys: HashMap::new(),
             bypass: HashMap::new(),
+            ambient: HashMap::new(),
             first_kept: i64::MIN,
             late_dropped: 0,
         })
@@ -193,6 +199,13 @@ impl DriftEngine {
                 .add(index, cell, Counts::of(observation));
             return;
         }
+        if observation.ambient {
+            self.ambient
+                .entry(observation.key.clone())
+                .or_default()
+                .add(index, cell, Counts::of(observation));
+            return;
+        }
         // Look up before inserting: the key is cloned only the first time.
         let state = match self.keys.get_mut(&observation.key) {
             Some(state) => state,
@@ -219,6 +232,10 @@ impl DriftEngine {
             !state.window.is_empty() || declared_recently
         });
         self.bypass.retain(|_, window| {
+            window.expire(first_kept);
+            !window.is_empty()
+        });
+        self.ambient.retain(|_, window| {
             window.expire(first_kept);
             !window.is_empty()
         });
@@ -284,22 +301,12 @@ impl DriftEngine {
         for ((key, reason), window) in &self.bypass {
             let totals = window.totals_from(first);
             transport_groups.add(key, &totals);
-            let mut rows: BTreeMap<(Option<String>, &'static str), Counts> = BTreeMap::new();
-            for (cell, counts) in &totals {
-                let subset = match &cell.target {
-                    Target::Subset(subset) => subset.clone(),
-                    Target::Unexpected { .. } => None,
-                };
-                rows.entry((subset, cell.transport.as_str()))
-                    .or_default()
-                    .add(*counts);
-            }
             snapshot
                 .bypass
-                .extend(rows.into_iter().filter(|(_, c)| !c.is_zero()).map(
+                .extend(by_subset_and_transport(&totals).into_iter().map(
                     |((subset, transport), c)| BypassRow {
                         source: key.source.clone(),
-                        destination: BypassDestination {
+                        destination: ServiceDestination {
                             host: key.host.clone(),
                             port: key.port,
                             subset,
@@ -311,6 +318,30 @@ impl DriftEngine {
                     },
                 ));
         }
+        for (key, window) in &self.ambient {
+            snapshot.ambient.extend(
+                by_subset_and_transport(&window.totals_from(first))
+                    .into_iter()
+                    .map(|((subset, transport), c)| AmbientRow {
+                        source: key.source.clone(),
+                        destination: ServiceDestination {
+                            host: key.host.clone(),
+                            port: key.port,
+                            subset,
+                        },
+                        transport: transport.to_owned(),
+                        connections: c.connections,
+                        requests: c.requests,
+                    }),
+            );
+        }
+        snapshot.ambient.sort_by(|a, b| {
+            (&a.source, &a.destination, &a.transport).cmp(&(
+                &b.source,
+                &b.destination,
+                &b.transport,
+            ))
+        });
         snapshot.bypass.sort_by(|a, b| {
             (
                 &a.source,
@@ -422,6 +453,25 @@ fn ceil_index(at_seconds: f64, bucket_seconds: f64) -> i64 {
     } else {
         raw.ceil() as i64
     }
+}
+
+/// A window's totals by the subset reached and the transport seen, without
+/// the lines that carried nothing.
+fn by_subset_and_transport(
+    totals: &HashMap<Cell, Counts>,
+) -> BTreeMap<(Option<String>, &'static str), Counts> {
+    let mut rows: BTreeMap<(Option<String>, &'static str), Counts> = BTreeMap::new();
+    for (cell, counts) in totals {
+        let subset = match &cell.target {
+            Target::Subset(subset) => subset.clone(),
+            Target::Unexpected { .. } => None,
+        };
+        rows.entry((subset, cell.transport.as_str()))
+            .or_default()
+            .add(*counts);
+    }
+    rows.retain(|_, c| !c.is_zero());
+    rows
 }
 
 fn destination_order(destination: &Destination) -> (u8, Option<&str>, &str) {

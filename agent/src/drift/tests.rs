@@ -51,6 +51,7 @@ fn requests(destination: Destination, requests: u64, at: f64) -> Observation {
         bytes: requests * 1_000,
         at_seconds: at,
         bypass: None,
+        ambient: false,
         endpoint: None,
     }
 }

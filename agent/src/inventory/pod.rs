@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::names::{Interner, Name, PodLabels};
 use super::sidecar::Sidecar;
-use crate::model::Pod;
+use crate::model::{Pod, ambient::AmbientMark};
 
 /// Label that sidecar injection sets on pods that run an Istio proxy.
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
@@ -29,6 +29,9 @@ pub struct PodInfo {
     /// The Istio sidecar and its interception, if the pod has one. Shared:
     /// most sidecars are configured alike.
     pub sidecar: Option<Arc<Sidecar>>,
+    /// What the pod's own labels and annotations say of ambient mode; the
+    /// index joins its namespace's ([`super::Index::in_ambient`]).
+    pub ambient: AmbientMark,
 }
 
 impl PodInfo {
@@ -139,6 +142,7 @@ pub(crate) fn pod_info(pod: &Pod, interner: &mut Interner) -> Option<PodInfo> {
         container_ports,
         phase: status.phase.as_deref().map(|p| interner.intern(p)),
         sidecar,
+        ambient: AmbientMark::of_pod(&pod.metadata.labels, &pod.metadata.annotations),
     })
 }
 

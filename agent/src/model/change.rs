@@ -72,14 +72,34 @@ impl ObjectKey {
     }
 }
 
+/// What meshdrift reads of a Namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    pub name: String,
+    /// Its labels enroll its pods in Istio's ambient mode.
+    pub ambient: bool,
+}
+
+impl NamespaceInfo {
+    pub fn of(namespace: &k8s_openapi::api::core::v1::Namespace) -> Option<Self> {
+        let name = namespace.metadata.name.clone()?;
+        let ambient = namespace
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(super::ambient::namespace_is_ambient);
+        Some(NamespaceInfo { name, ambient })
+    }
+}
+
 /// An object of one of the kinds, in the form meshdrift keeps (pods slim).
 #[derive(Debug, Clone)]
 pub enum Object {
     Pod(Box<Pod>),
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
-    /// A Namespace, by name: nothing else of it is read.
-    Namespace(String),
+    /// A Namespace: its name and whether it enrolls its pods in ambient mode.
+    Namespace(NamespaceInfo),
     ServiceEntry(Box<ServiceEntry>),
     VirtualService(Box<VirtualService>),
     DestinationRule(Box<DestinationRule>),

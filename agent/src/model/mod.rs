@@ -4,6 +4,7 @@
 //! [`Objects`] (or, watching, one [`Change`] at a time); nothing here knows where they came from or what they mean for
 //! traffic.
 
+pub mod ambient;
 mod change;
 pub mod istio;
 mod labels;
@@ -15,7 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::{Deserialize, Deserializer};
 
-pub use change::{Change, Kind, Object, ObjectKey};
+pub use change::{Change, Kind, NamespaceInfo, Object, ObjectKey};
 pub use istio::{DestinationRule, PeerAuthentication, ServiceEntry, VirtualService};
 pub use labels::{LabelLookup, Labels, selector_matches};
 pub use meta::{config_order, namespace_of};

@@ -35,19 +35,24 @@ pub struct PodMeta {
     pub labels: Labels,
     #[serde(default, deserialize_with = "or_default")]
     pub owner_references: Vec<OwnerReference>,
-    /// Istio's sidecar annotations only: other annotations (a
+    /// Istio's sidecar and ambient annotations only: other annotations (a
     /// `kubectl.kubernetes.io/last-applied-configuration` is a whole copy of
     /// the pod) are dropped as they are read.
     #[serde(default, deserialize_with = "sidecar_annotations")]
     pub annotations: Labels,
 }
 
-/// Annotation prefixes that shape a sidecar's interception.
-const SIDECAR_ANNOTATION_PREFIXES: [&str; 2] = ["sidecar.istio.io/", "traffic.sidecar.istio.io/"];
+/// Annotation prefixes that shape a sidecar's interception, and Istio CNI's
+/// ambient redirection mark.
+const KEPT_ANNOTATION_PREFIXES: [&str; 3] = [
+    "sidecar.istio.io/",
+    "traffic.sidecar.istio.io/",
+    super::ambient::ANNOTATION_PREFIX,
+];
 
 /// True for an annotation meshdrift keeps.
-pub fn is_sidecar_annotation(key: &str) -> bool {
-    SIDECAR_ANNOTATION_PREFIXES
+pub fn is_kept_annotation(key: &str) -> bool {
+    KEPT_ANNOTATION_PREFIXES
         .iter()
         .any(|prefix| key.starts_with(prefix))
 }
@@ -56,7 +61,7 @@ fn sidecar_annotations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Lab
     let all = Option::<BTreeMap<String, String>>::deserialize(deserializer)?.unwrap_or_default();
     Ok(all
         .into_iter()
-        .filter(|(key, _)| is_sidecar_annotation(key))
+        .filter(|(key, _)| is_kept_annotation(key))
         .collect())
 }
 
@@ -130,7 +135,7 @@ impl From<&k8s::Pod> for Pod {
                     .annotations
                     .iter()
                     .flatten()
-                    .filter(|(key, _)| is_sidecar_annotation(key))
+                    .filter(|(key, _)| is_kept_annotation(key))
                     .map(|(key, value)| (key.clone(), value.clone()))
                     .collect(),
                 owner_references: meta

@@ -166,6 +166,11 @@ pub struct Observation {
     /// its transport, never against the declared split.
     #[serde(default)]
     pub bypass: Option<BypassReason>,
+    /// Set when ztunnel (Istio's ambient mode), not a sidecar, carries the
+    /// client's traffic: shown as such, never judged until ambient
+    /// verification exists.
+    #[serde(default)]
+    pub ambient: bool,
     /// The endpoint the flow reached (`namespace/pod`, or its address), when
     /// it was counted against a declared subset.
     #[serde(default)]

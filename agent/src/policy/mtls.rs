@@ -7,8 +7,11 @@
 //! PeerAuthentication is DISABLE, and for a headless Service none unless
 //! every pod has a sidecar — a headless cluster then sends mTLS to all its
 //! pods alike. Otherwise the endpoint builder labels each endpoint
-//! (`mtls_checker.go` checkMtlsEnabled): the DestinationRule's mode for the
-//! subset and port when it names one, else the endpoint's sidecar and its own
+//! (`mtls_checker.go` checkMtlsEnabled): only an endpoint whose pod carries
+//! the sidecar's `security.istio.io/tlsMode: istio` label can be labelled for
+//! mTLS (`endpoint_builder.go` buildEnvoyLbEndpoint keeps the pod's own
+//! label and only ever clears it); the DestinationRule's mode for the subset
+//! and port, when it names one, then decides, else the endpoint's own
 //! PeerAuthentication for its port.
 
 use super::destination_rule::{MergedRule, TlsLevel};
@@ -23,8 +26,9 @@ pub(crate) enum AutoMtls {
     Off(String),
     /// mTLS to every endpoint: a headless Service whose pods all have a sidecar.
     All,
-    /// Decided per endpoint. A DestinationRule mode for the subset and port,
-    /// when there is one, decides for every endpoint alike.
+    /// Decided per endpoint: never mTLS to a pod without a sidecar. A
+    /// DestinationRule mode for the subset and port, when there is one,
+    /// decides for every endpoint with a sidecar alike.
     PerEndpoint(Option<(TlsMode, TlsLevel)>),
 }
 
@@ -76,9 +80,13 @@ impl AutoMtls {
         match self {
             AutoMtls::Off(_) => false,
             AutoMtls::All => true,
-            AutoMtls::PerEndpoint(Some((mode, _))) => *mode == TlsMode::IstioMutual,
-            AutoMtls::PerEndpoint(None) => {
-                pod.is_some_and(PodInfo::has_istio_tls_mode) && server != PeerMode::Disable
+            AutoMtls::PerEndpoint(rule_mode) => {
+                let sidecar = pod.is_some_and(PodInfo::has_istio_tls_mode);
+                sidecar
+                    && match rule_mode {
+                        Some((mode, _)) => *mode == TlsMode::IstioMutual,
+                        None => server != PeerMode::Disable,
+                    }
             }
         }
     }
@@ -94,7 +102,7 @@ impl AutoMtls {
             AutoMtls::PerEndpoint(Some((mode, level))) => {
                 let rule = rule.map(MergedRule::name).unwrap_or_default();
                 let outcome = if *mode == TlsMode::IstioMutual {
-                    "mTLS to every endpoint"
+                    "mTLS to the endpoints with a sidecar, plaintext to the others"
                 } else {
                     "plaintext to every endpoint"
                 };

@@ -22,6 +22,10 @@ pub struct Report {
     /// Traffic into the mesh that no proxy carried.
     #[serde(default)]
     pub bypass: Vec<BypassRow>,
+    /// Traffic of pods in Istio's ambient mode (ztunnel, no sidecar): shown,
+    /// not judged.
+    #[serde(default)]
+    pub ambient: Vec<AmbientRow>,
     /// The DestinationRule traffic policies checked against the connections
     /// the client proxies really made.
     #[serde(default)]
@@ -100,7 +104,7 @@ pub struct UnexpectedDestination {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BypassRow {
     pub source: Workload,
-    pub destination: BypassDestination,
+    pub destination: ServiceDestination,
     pub reason: BypassReason,
     /// What the client's first bytes were.
     pub transport: String,
@@ -108,11 +112,25 @@ pub struct BypassRow {
     pub requests: u64,
 }
 
-/// Where bypassing traffic went: the host and Service port, and the subset
+/// Traffic of one source workload in ambient mode to one host, port and
+/// subset, by transport, over the window. Neither a bypass nor a transport
+/// violation: ztunnel (and a waypoint, if any) carries it, which the agent
+/// does not verify yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AmbientRow {
+    pub source: Workload,
+    pub destination: ServiceDestination,
+    /// What the client's first bytes were.
+    pub transport: String,
+    pub connections: u64,
+    pub requests: u64,
+}
+
+/// Where bypassing (or ambient) traffic went: the host and Service port, and the subset
 /// of the pod it reached (`None` when no subset's labels match it, or when
 /// kube-proxy chose the pod on another node).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BypassDestination {
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceDestination {
     pub host: String,
     pub port: u16,
     pub subset: Option<String>,

@@ -115,6 +115,9 @@ impl Agent {
                 self.engine.observe(&observation);
                 self.metrics.record(&observation);
             }
+            // Shown in the report, kept out of the metrics the split,
+            // transport and bypass alerts read.
+            Attribution::Ambient { observation } => self.engine.observe(&observation),
             Attribution::Excluded {
                 reason,
                 first: true,
@@ -123,6 +126,13 @@ impl Agent {
             }
             Attribution::Excluded { .. } | Attribution::ServerSide | Attribution::Pending => {}
         }
+    }
+
+    /// Forgets the open connections the kernel's flow map no longer holds
+    /// although their close record was lost, so they stop counting as open.
+    pub fn forget_vanished_connections(&mut self, is_open: impl Fn(u64) -> bool) {
+        let now = self.now();
+        self.traffic.retain_open(now, is_open);
     }
 
     /// Records when the kernel programs began to count.
@@ -148,6 +158,7 @@ impl Agent {
             transport: snapshot.transport,
             unexpected: snapshot.unexpected,
             bypass: snapshot.bypass,
+            ambient: snapshot.ambient,
             policies: self.traffic.snapshot(now),
             findings,
             agent: AgentHealth {

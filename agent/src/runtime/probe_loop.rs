@@ -37,6 +37,8 @@ pub struct ProbeLoop {
     /// The last loss counters read from the kernel, and failed reads.
     kernel_losses: KernelLosses,
     kernel_read_failed: u64,
+    /// A complete sweep ended since [`ProbeLoop::take_swept`] last asked.
+    swept_completely: bool,
 }
 
 impl ProbeLoop {
@@ -64,7 +66,20 @@ impl ProbeLoop {
             sweep,
             kernel_losses: KernelLosses::default(),
             kernel_read_failed: 0,
+            swept_completely: false,
         })
+    }
+
+    /// Whether a complete sweep of the flow map ended since the last call:
+    /// [`ProbeLoop::is_open`] then answers from it.
+    pub fn take_swept(&mut self) -> bool {
+        std::mem::take(&mut self.swept_completely)
+    }
+
+    /// Whether the flow of `cookie` was in the kernel's flow map at the last
+    /// complete sweep (or opened since) and has not closed.
+    pub fn is_open(&self, cookie: u64) -> bool {
+        self.joiner.is_open(cookie)
     }
 
     pub fn probe(&self) -> &Probe {
@@ -142,6 +157,7 @@ impl ProbeLoop {
         self.drain(out);
         if complete {
             self.joiner.end_sweep();
+            self.swept_completely = true;
         }
     }
 }

@@ -97,6 +97,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 for flow in flows.drain(..) {
                     agent.consume(&flow);
                 }
+                if probe_loop.take_swept() {
+                    agent.forget_vanished_connections(|cookie| probe_loop.is_open(cookie));
+                }
             }
             _ = publish_tick.tick() => {
                 keeper.tick(&agent);

@@ -86,13 +86,16 @@ struct ClusterState {
     pods: BTreeMap<String, PodState>,
 }
 
-/// An open connection being followed, by socket cookie.
+/// An open connection being followed, by socket cookie, from its first
+/// update until its close (or until the kernel's flow map no longer has it).
 #[derive(Debug)]
 struct Followed {
     cluster: ClusterKey,
     pod: String,
     requests: u64,
     estimated: bool,
+    /// When the kernel saw it establish (or adopted it).
+    opened_at: f64,
     /// When the last update that carried bytes was read.
     last_growth: f64,
 }
@@ -204,6 +207,7 @@ impl TrafficJudge {
                 pod.pool.settled_until(horizon);
             }
         }
+        self.count_open_connections(now);
         // An open connection that carried nothing since its last growth has
         // been idle at least until the last sweep before `horizon`. Walked
         // only when some cluster declares an idle timeout.
@@ -239,10 +243,62 @@ impl TrafficJudge {
         verdicts
     }
 
+    /// Forgets followed connections the kernel no longer has although no
+    /// close arrived (a lost close record), closing them at `now` in their
+    /// pod's replay: `is_open` answers from the last complete sweep of the
+    /// flow map.
+    pub fn retain_open(&mut self, now: f64, is_open: impl Fn(u64) -> bool) {
+        let clusters = &mut self.clusters;
+        self.followed.retain(|cookie, connection| {
+            if is_open(*cookie) {
+                return true;
+            }
+            if let Some(pod) = clusters
+                .get_mut(&connection.cluster)
+                .and_then(|cluster| cluster.pods.get_mut(&connection.pod))
+            {
+                pod.timeline.push(now, TimelineEvent::Closed);
+            }
+            false
+        });
+    }
+
+    /// Every connection established and not yet closed, adopted ones
+    /// included, counted for `maxConnections` at `now`: a pool that stays
+    /// open (as pooled upstream connections do) may have opened long before
+    /// the window, so replaying opens and closes alone would not see it.
+    fn count_open_connections(&mut self, now: f64) {
+        let limited = self
+            .clusters
+            .values()
+            .any(|cluster| cluster.declared.max_connections.is_some());
+        if !limited {
+            return;
+        }
+        let mut open: HashMap<(&ClusterKey, &str), Vec<f64>> = HashMap::new();
+        for connection in self.followed.values() {
+            open.entry((&connection.cluster, connection.pod.as_str()))
+                .or_default()
+                .push(connection.opened_at);
+        }
+        for ((key, pod), mut opened) in open {
+            let Some(cluster) = self.clusters.get_mut(key) else {
+                continue;
+            };
+            if cluster.declared.max_connections.is_none() {
+                continue;
+            }
+            if let Some(state) = cluster.pods.get_mut(pod) {
+                state.pool.open_now(now, &mut opened, &cluster.declared);
+                // An open connection is evidence of this pod's pool even
+                // when it has been idle for longer than the window.
+                state.last_seen = state.last_seen.max(now);
+            }
+        }
+    }
+
     fn expire(&mut self, now: f64, window: f64) {
         let oldest = now - window;
-        self.followed
-            .retain(|_, connection| connection.last_growth >= now - 2.0 * window);
         for cluster in self.clusters.values_mut() {
             for pod in cluster.pods.values_mut() {
                 pod.balance.expire(oldest);
@@ -295,6 +351,7 @@ fn follow(
             pod: sample.client_pod.clone(),
             requests: 0,
             estimated: false,
+            opened_at: activity.opened_at,
             last_growth: activity.seen_at,
         }))
     } else {

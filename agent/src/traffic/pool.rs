@@ -86,6 +86,25 @@ impl PoolState {
         self.recount(at, declared);
     }
 
+    /// The connections open at `now`, by the time each opened: at least
+    /// `opened.len()` are open now, and more than the limit have been open
+    /// together since the (limit + 1)-th oldest opened.
+    pub fn open_now(&mut self, now: f64, opened: &mut [f64], declared: &DeclaredTraffic) {
+        let count = i64::try_from(opened.len()).unwrap_or(i64::MAX);
+        let limit = declared
+            .max_connections
+            .and_then(|limit| usize::try_from(limit).ok());
+        let bucket = self.at(now);
+        bucket.max_open = bucket.max_open.max(count);
+        if let Some(limit) = limit
+            && opened.len() > limit
+        {
+            opened.select_nth_unstable_by(limit, f64::total_cmp);
+            let span = (now - opened[limit]).max(0.0);
+            bucket.longest_above = bucket.longest_above.max(span);
+        }
+    }
+
     /// Every event up to `horizon` has been replayed.
     pub fn settled_until(&mut self, horizon: f64) {
         self.advance(horizon);
@@ -163,7 +182,7 @@ impl PoolState {
                     format_duration(config.grace)
                 ),
             )
-        } else if merged.connections == 0 {
+        } else if merged.connections == 0 && merged.max_open == 0 {
             (PolicyOutcome::Untested, "no connections yet".to_owned())
         } else {
             (
@@ -178,7 +197,9 @@ impl PoolState {
             outcome,
             observed,
             reason,
-            samples: merged.connections,
+            samples: merged
+                .connections
+                .max(u64::try_from(merged.max_open).unwrap_or(0)),
         }
     }
 

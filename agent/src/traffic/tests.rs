@@ -240,6 +240,75 @@ fn more_connections_than_declared_for_longer_than_the_grace_is_a_violation() {
     assert!(row.observed.contains("at most 5"), "{}", row.observed);
 }
 
+/// A pool of `size` connections opened `opened_at` (before the agent
+/// started: adopted), first updated at 1 s and never closed.
+fn open_pool(declared: &Arc<DeclaredTraffic>, size: u64, opened_at: f64) -> TrafficJudge {
+    let mut judge = judge();
+    for cookie in 1..=size {
+        let conn = Conn {
+            cookie,
+            endpoint: if cookie % 2 == 0 { A } else { B },
+            opened_at,
+        };
+        judge.observe(&activity(declared, &conn, 1.0, 1, 10, None));
+    }
+    judge
+}
+
+#[test]
+fn connections_that_stay_open_are_counted_at_every_report() {
+    let limited = declared(|d| d.max_connections = Some(2));
+    // Opened long before the window (600 s) and still open: only counting
+    // what is open at the report can see them.
+    for (opened_at, at) in [(-700.0, 30.0), (0.5, 3.0), (0.5, 900.0)] {
+        let mut pool = open_pool(&limited, 20, opened_at);
+        let row = verdict(&pool.snapshot(at), PolicyCheck::MaxConnections).clone();
+        assert_eq!(row.verdict, PolicyOutcome::Violation, "{row:#?}");
+        assert!(
+            row.observed.starts_with("at most 20 open at once"),
+            "{}",
+            row.observed
+        );
+
+        let mut obeying = open_pool(&limited, 2, opened_at);
+        let row = verdict(&obeying.snapshot(at), PolicyCheck::MaxConnections).clone();
+        assert_eq!(row.verdict, PolicyOutcome::Ok, "{row:#?}");
+        assert!(
+            row.observed.starts_with("at most 2 open at once"),
+            "{}",
+            row.observed
+        );
+    }
+}
+
+#[test]
+fn a_crowded_pool_within_the_grace_is_not_a_violation_yet() {
+    let limited = declared(|d| d.max_connections = Some(2));
+    let mut pool = open_pool(&limited, 3, 10.0);
+    // Three open since 10 s, reported at 10.5 s: above for 0.5 s only.
+    let row = verdict(&pool.snapshot(10.5), PolicyCheck::MaxConnections).clone();
+    assert_eq!(row.verdict, PolicyOutcome::Ok, "{row:#?}");
+    let row = verdict(&pool.snapshot(12.0), PolicyCheck::MaxConnections).clone();
+    assert_eq!(row.verdict, PolicyOutcome::Violation, "{row:#?}");
+}
+
+#[test]
+fn a_connection_whose_close_was_lost_stops_counting_once_the_kernel_lost_it() {
+    let limited = declared(|d| d.max_connections = Some(2));
+    let mut pool = open_pool(&limited, 3, 0.5);
+    // The kernel's flow map no longer has connection 3 at 1.2 s, but no
+    // close came.
+    pool.retain_open(1.2, |cookie| cookie != 3);
+    // Long after the opens left the window, only what is open counts.
+    let row = verdict(&pool.snapshot(900.0), PolicyCheck::MaxConnections).clone();
+    assert_eq!(row.verdict, PolicyOutcome::Ok, "{row:#?}");
+    assert!(
+        row.observed.starts_with("at most 2 open at once"),
+        "{}",
+        row.observed
+    );
+}
+
 #[test]
 fn a_connection_carrying_more_requests_than_declared_is_a_violation() {
     let limited = declared(|d| d.max_requests_per_connection = Some(10));

@@ -58,6 +58,7 @@ fn observation(subset: usize, requests: u64, at: f64) -> Observation {
         bytes: requests * 512,
         at_seconds: at,
         bypass: None,
+        ambient: false,
         endpoint: None,
     }
 }

@@ -184,3 +184,88 @@ fn service_without_selector_has_no_derived_endpoints() {
     assert_eq!(svc.endpoints_from, EndpointSource::None);
     assert!(svc.endpoints.is_empty());
 }
+
+/// AMB-1: a pod is in ambient mode by Istio CNI's mark, its own label, or
+/// its namespace's; `none` opts out; a sidecar pod never is.
+#[test]
+fn ambient_enrollment_joins_the_pod_and_its_namespace() {
+    let namespace = |name: &str, labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\n---\n"
+        )
+    };
+    let pod = |ns: &str, name: &str, ip: &str, labels: &str, annotations: &str, sidecar: bool| {
+        let proxy = if sidecar {
+            "\n    - {name: istio-proxy, image: proxyv2}"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\n  annotations: {{{annotations}}}\n\
+             spec:\n  containers:\n    - {{name: app, image: app}}{proxy}\nstatus: {{podIP: {ip}}}\n---\n"
+        )
+    };
+    let yaml = [
+        namespace("mesh", "istio.io/dataplane-mode: ambient"),
+        namespace("legacy", ""),
+        namespace(
+            "sidecars",
+            "istio.io/dataplane-mode: ambient, istio-injection: enabled",
+        ),
+        pod("mesh", "by-namespace", "10.1.0.1", "app: a", "", false),
+        pod(
+            "mesh",
+            "opted-out",
+            "10.1.0.2",
+            "istio.io/dataplane-mode: none",
+            "",
+            false,
+        ),
+        pod("mesh", "with-sidecar", "10.1.0.3", "app: a", "", true),
+        pod("legacy", "plain", "10.1.0.4", "app: b", "", false),
+        pod(
+            "legacy",
+            "by-label",
+            "10.1.0.5",
+            "istio.io/dataplane-mode: ambient",
+            "",
+            false,
+        ),
+        pod(
+            "legacy",
+            "by-cni",
+            "10.1.0.6",
+            "app: b",
+            "ambient.istio.io/redirection: enabled",
+            false,
+        ),
+        pod(
+            "sidecars",
+            "injected-namespace",
+            "10.1.0.7",
+            "app: c",
+            "",
+            false,
+        ),
+    ]
+    .concat();
+    let idx = index(&yaml);
+    let ambient = |ip: &str| {
+        let pod = idx.pod_by_ip(ip.parse().unwrap()).expect(ip);
+        (pod.name.to_string(), idx.in_ambient(pod))
+    };
+    let got: Vec<(String, bool)> = (1..=7).map(|n| ambient(&format!("10.1.0.{n}"))).collect();
+    let want: Vec<(String, bool)> = [
+        ("by-namespace", true),
+        ("opted-out", false),
+        ("with-sidecar", false),
+        ("plain", false),
+        ("by-label", true),
+        ("by-cni", true),
+        ("injected-namespace", false),
+    ]
+    .iter()
+    .map(|(name, ambient)| ((*name).to_owned(), *ambient))
+    .collect();
+    assert_eq!(got, want);
+}

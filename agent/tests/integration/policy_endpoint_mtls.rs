@@ -94,9 +94,9 @@ fn mtls3_endpoint_mtls_follows_the_rule_mode_else_the_endpoint_peer_authenticati
             [Mtls, Mtls, Plaintext],
         ),
         (
-            "rule ISTIO_MUTUAL with a port-level entry without tls: the rule's mode labels every endpoint",
+            "rule ISTIO_MUTUAL with a port-level entry without tls: the rule's mode labels the endpoints with a sidecar, never one without",
             reviews_rule(&format!("    tls: {{mode: ISTIO_MUTUAL}}\n{PORT_9080_LB}")),
-            [Mtls, Mtls, Mtls],
+            [Mtls, Mtls, Plaintext],
         ),
         (
             "rule DISABLE with a port-level entry without tls: no endpoint gets mTLS",

@@ -82,8 +82,16 @@ fn dr7_subset_policy_merges_field_by_field_over_the_rule() {
             &format!("{{tls: {{mode: ISTIO_MUTUAL}}, portLevelSettings: {LB_9080}}}"),
             "{loadBalancer: {simple: ROUND_ROBIN}}",
             Auto,
-            // Auto mTLS labels the endpoints from the rule's own tls (MTLS-3).
-            Mtls,
+            // Auto mTLS labels the endpoints from the rule's own tls, but
+            // only those whose pod has a sidecar (MTLS-3): reviews-v3 has none.
+            Plaintext,
+        ),
+        (
+            "the subset's port-level entry without tls drops the rule's ISTIO_MUTUAL: auto mTLS, plaintext to a pod without a sidecar",
+            ISTIO,
+            &format!("{{portLevelSettings: {LB_9080}}}"),
+            Auto,
+            Plaintext,
         ),
         (
             "the subset's port-level entry replaces everything: no tls left",

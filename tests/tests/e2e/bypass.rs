@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use meshdrift_e2e::{Agent, host_of, port_of, privileged};
 use meshdrift_lab::{
     meshdrift_bin,
-    scenario::{Frontend, FrontendConfig, HOST},
+    scenario::{AMBIENT_NAMESPACE, AMBIENT_POD, Frontend, FrontendConfig, HOST},
 };
 use serde_json::Value;
 
@@ -184,6 +184,74 @@ fn clients_without_a_sidecar_are_a_bypass_judged_by_kube_proxys_choice() {
         assert_eq!(verdict["violation"], true, "{verdict}");
         assert_eq!(verdict["expected"], "mtls", "{verdict}");
     }
+}
+
+#[test]
+fn a_client_in_ambient_mode_is_shown_as_ambient_never_as_a_bypass() {
+    let _slot = privileged();
+    let frontend = frontend(|config| FrontendConfig {
+        ambient_client: true,
+        ..config
+    });
+    let count = 60;
+    frontend
+        .send_from_ambient(count)
+        .expect("the ambient pod's requests");
+    let served = requests_served(&frontend);
+    assert_eq!(served.values().sum::<u64>(), count as u64, "{served:?}");
+    let ambient_totals = |report: &Value| -> (u64, u64) {
+        report["ambient"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|row| {
+                row["source"]["namespace"] == AMBIENT_NAMESPACE
+                    && row["source"]["name"] == AMBIENT_POD
+                    && row["destination"]["host"] == HOST
+                    && row["destination"]["port"] == 80
+                    && row["transport"] == "http"
+            })
+            .fold((0, 0), |(c, r), row| {
+                (
+                    c + row["connections"].as_u64().unwrap_or(0),
+                    r + row["requests"].as_u64().unwrap_or(0),
+                )
+            })
+    };
+    let want = (count as u64, count as u64);
+    let (report, settled) = frontend
+        .wait_report(Duration::from_secs(30), |report| {
+            ambient_totals(report) == want
+        })
+        .expect("the agent's report");
+    assert!(
+        settled,
+        "ambient rows differ from what the nginx servers logged ({want:?} connections, requests): {:#}",
+        report["ambient"]
+    );
+    let from_ambient = |section: &str| -> Vec<Value> {
+        report[section]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|row| row["source"]["name"] == AMBIENT_POD)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(from_ambient("bypass"), Vec::<Value>::new(), "{report:#}");
+    assert_eq!(from_ambient("transport"), Vec::<Value>::new(), "{report:#}");
+    assert_eq!(from_ambient("splits"), Vec::<Value>::new(), "{report:#}");
+    // What the bypass alert reads has no series for it either.
+    let metrics = ureq::get(&format!("{}/metrics", frontend.agent_url))
+        .call()
+        .and_then(|mut response| response.body_mut().read_to_string())
+        .expect("the agent's metrics");
+    assert!(
+        !metrics
+            .lines()
+            .any(|line| line.contains(&format!("source_workload=\"{AMBIENT_POD}\""))),
+        "{metrics}"
+    );
 }
 
 #[test]

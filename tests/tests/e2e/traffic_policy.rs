@@ -186,10 +186,41 @@ fn consistent_hash_on_the_source_ip_is_judged_from_where_one_client_lands() {
     expect_verdicts(&lab);
 }
 
+/// The connections `side`'s proxy holds open to the backend now, in use or
+/// idle in its pool.
+fn pooled(lab: &TrafficPolicyLab, side: Side) -> u64 {
+    lab.proxy(side)
+        .connections()
+        .expect("HAProxy's pools")
+        .iter()
+        .map(|c| c.used_cur + c.idle_cur)
+        .sum()
+}
+
+/// The `N` of the report's "at most N open at once".
+fn most_open(row: &Value) -> u64 {
+    row["observed"]
+        .as_str()
+        .and_then(|text| text.split("at most ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no open count in {row}"))
+}
+
+/// The agent's window in the pooled test: short, so the pools outlive it
+/// as pooled upstream connections outlive any window in a mesh.
+const SHORT_WINDOW: Duration = Duration::from_secs(10);
+
 #[test]
-fn max_connections_is_judged_from_concurrent_upstream_connections() {
+fn max_connections_is_judged_from_pools_that_stay_open() {
     let _slot = privileged();
-    let lab = start(PolicyCheck::MaxConnections);
+    let mut config = TrafficPolicyConfig::new(PolicyCheck::MaxConnections, meshdrift_bin());
+    config.agent_args = ["--window", "10s"].map(str::to_owned).to_vec();
+    let lab = TrafficPolicyLab::start(config).expect("starting the traffic-policy lab");
+    lab.send_load().expect("the check's load");
+    // Every connection opened more than a window ago: nothing but what is
+    // open now can show the pools.
+    std::thread::sleep(SHORT_WINDOW + Duration::from_secs(3));
     let most_in_use = |side| {
         let connections = lab.proxy(side).connections().expect("HAProxy's pools");
         assert_eq!(connections.len(), 2, "{connections:?}");
@@ -212,7 +243,38 @@ fn max_connections_is_judged_from_concurrent_upstream_connections() {
         broken_used.iter().sum::<u64>() > 2 && broken_smax.iter().sum::<u64>() > 2,
         "16 concurrent clients stayed within 2 connections: used_max {broken_used:?}, smax {broken_smax:?}"
     );
+    // The load is over; both pools are still open, as in a mesh.
+    let (obey_pool, broken_pool) = (pooled(&lab, Side::Obey), pooled(&lab, Side::Break));
+    assert!(
+        (1..=2).contains(&obey_pool) && broken_pool > 2,
+        "pools after the load: client-obey {obey_pool}, client-break {broken_pool}"
+    );
     expect_verdicts(&lab);
+    let report = lab.report().expect("the agent's report");
+    let row = |side| {
+        lab.policy_row(&report, side)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    // Read while the pools are open: what is open is counted.
+    let (obey_now, broken_now) = (pooled(&lab, Side::Obey), pooled(&lab, Side::Break));
+    assert_eq!(
+        (obey_now, broken_now),
+        (obey_pool, broken_pool),
+        "the pools changed during the report"
+    );
+    let obey_seen = most_open(&row(Side::Obey));
+    assert!(
+        (obey_pool..=2).contains(&obey_seen),
+        "client-obey holds {obey_pool} open, the report says at most {obey_seen}: {}",
+        row(Side::Obey)
+    );
+    let broken_seen = most_open(&row(Side::Break));
+    assert!(
+        broken_seen >= broken_pool,
+        "client-break holds {broken_pool} open, the report says at most {broken_seen}: {}",
+        row(Side::Break)
+    );
 }
 
 #[test]

@@ -15,7 +15,8 @@ use crate::findings::Severity;
 use crate::observation::{TransportOutcome, judge_transport};
 use crate::report::format;
 use crate::report::{
-    AgentHealth, BypassRow, Finding, Report, SplitVerdict, TransportVerdict, UnexpectedDestination,
+    AgentHealth, AmbientRow, BypassRow, Finding, Report, SplitVerdict, TransportVerdict,
+    UnexpectedDestination,
 };
 use crate::wire::Transport;
 
@@ -38,6 +39,7 @@ pub fn render(report: &Report) -> String {
     transport(&mut out, &report.transport);
     unexpected(&mut out, &report.unexpected);
     bypass(&mut out, &report.bypass);
+    ambient(&mut out, &report.ambient);
     policies::section(&mut out, &report.policies);
     findings(&mut out, &report.findings);
     health(&mut out, &report.agent);
@@ -360,6 +362,41 @@ fn bypass(out: &mut String, rows: &[BypassRow]) {
             row.destination.port,
             Esc(row.destination.subset.as_deref().unwrap_or("—")),
             format::bypass_reason(row.reason),
+            Esc(&row.transport),
+            row.connections,
+            row.requests,
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
+/// Shown only when some client is in ambient mode: a sidecar mesh has no
+/// such traffic, and an empty section would only be noise there.
+fn ambient(out: &mut String, rows: &[AmbientRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<h2>Ambient mode <span class=\"count\">({})</span></h2>\
+         <p class=\"note\">Clients enrolled in Istio's ambient mode: no sidecar, ztunnel carries \
+         their traffic (and a waypoint, if any, applies the VirtualService). Shown, not judged: \
+         neither a bypass nor a transport violation, and no split verdict until meshdrift \
+         verifies ztunnel and waypoints.</p>\
+         <table><thead><tr><th>source</th><th>host:port</th><th>subset</th><th>mode</th>\
+         <th>transport</th><th class=\"num\">connections</th><th class=\"num\">requests</th></tr></thead><tbody>",
+        rows.len()
+    );
+    for row in rows {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}:{}</td><td>{}</td>\
+             <td><span class=\"badge info\">AMBIENT</span></td><td><code>{}</code></td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            Esc(&row.source.to_string()),
+            Esc(&row.destination.host),
+            row.destination.port,
+            Esc(row.destination.subset.as_deref().unwrap_or("—")),
             Esc(&row.transport),
             row.connections,
             row.requests,

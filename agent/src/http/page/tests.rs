@@ -58,6 +58,7 @@ fn report() -> Report {
         }],
         unexpected: vec![],
         bypass: vec![],
+        ambient: vec![],
         policies: vec![],
         findings: vec![],
         agent: AgentHealth::default(),
@@ -153,11 +154,38 @@ fn empty_report_explains_each_empty_section() {
 }
 
 #[test]
+fn ambient_rows_are_shown_apart_from_bypass_and_not_judged() {
+    assert!(!render(&report()).contains("Ambient mode"));
+    let mut r = report();
+    r.ambient.push(crate::report::AmbientRow {
+        source: workload("batch"),
+        destination: crate::report::ServiceDestination {
+            host: "frontend.default.svc.cluster.local".into(),
+            port: 80,
+            subset: Some("v1".into()),
+        },
+        transport: "http".into(),
+        connections: 2,
+        requests: 41,
+    });
+    let html = render(&r);
+    assert!(html.contains("0</span>bypassing the mesh"), "summary tile");
+    for expected in [
+        "Ambient mode <span class=\"count\">(1)</span>",
+        "default/batch",
+        "<span class=\"badge info\">AMBIENT</span>",
+        "<td class=\"num\">2</td><td class=\"num\">41</td>",
+    ] {
+        assert!(html.contains(expected), "missing {expected:?}");
+    }
+}
+
+#[test]
 fn bypass_rows_show_source_destination_reason_and_counts() {
     let mut r = report();
     r.bypass.push(crate::report::BypassRow {
         source: workload("legacy"),
-        destination: crate::report::BypassDestination {
+        destination: crate::report::ServiceDestination {
             host: "frontend.default.svc.cluster.local".into(),
             port: 80,
             subset: Some("v2".into()),

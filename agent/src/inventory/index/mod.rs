@@ -24,7 +24,9 @@ use super::pod::PodInfo;
 use super::postings::{Postings, PostingsIter};
 use super::service::{EndpointInfo, PodLink, ServiceInfo, SliceInfo};
 use super::slab::Slab;
-use crate::model::{Change, Kind, Labels, Object, ObjectKey, Objects, selector_matches};
+use crate::model::{
+    Change, Kind, Labels, NamespaceInfo, Object, ObjectKey, Objects, selector_matches,
+};
 use relist::Relisting;
 
 /// Position of a pod in the index: stable until the pod is deleted (a later
@@ -62,6 +64,8 @@ pub struct Index {
     namespaces: HashMap<Name, NamespacePods>,
     /// Names of Namespace objects.
     namespace_objects: BTreeSet<String>,
+    /// Namespaces whose labels enroll their pods in ambient mode.
+    ambient_namespaces: BTreeSet<String>,
     services: Slab<ServiceInfo>,
     kube_services: HashMap<ObjectKey, ServiceId>,
     /// A ServiceEntry's services, one per host.
@@ -97,6 +101,7 @@ impl Default for Index {
             hasher: foldhash::fast::FixedState::with_seed(0x6d65_7368),
             namespaces: HashMap::new(),
             namespace_objects: BTreeSet::new(),
+            ambient_namespaces: BTreeSet::new(),
             services: Slab::default(),
             kube_services: HashMap::new(),
             service_entries: HashMap::new(),
@@ -143,10 +148,8 @@ impl Index {
         pods: impl Iterator<Item = &'a crate::model::Pod>,
         objects: &Objects,
     ) {
-        for namespace in &objects.namespaces {
-            if let Some(name) = &namespace.metadata.name {
-                self.namespace_objects.insert(name.clone());
-            }
+        for namespace in objects.namespaces.iter().filter_map(NamespaceInfo::of) {
+            self.upsert_namespace(&namespace);
         }
         // Pods first: each Service then finds its endpoints in the postings
         // once, instead of every pod finding its Services.
@@ -188,7 +191,7 @@ impl Index {
                     Object::Pod(pod) => self.upsert_pod(pod),
                     Object::Service(service) => self.upsert_service(service),
                     Object::EndpointSlice(slice) => self.upsert_slice(slice),
-                    Object::Namespace(name) => self.namespace_objects.insert(name.clone()),
+                    Object::Namespace(namespace) => self.upsert_namespace(namespace),
                     Object::ServiceEntry(entry) => self.upsert_service_entry(entry),
                     Object::VirtualService(_)
                     | Object::DestinationRule(_)
@@ -208,7 +211,10 @@ impl Index {
             Kind::Pod => self.remove_pod(&key.namespace, &key.name),
             Kind::Service => self.remove_service(key),
             Kind::EndpointSlice => self.remove_slice(key),
-            Kind::Namespace => self.namespace_objects.remove(&key.name),
+            Kind::Namespace => {
+                let ambient = self.ambient_namespaces.remove(&key.name);
+                self.namespace_objects.remove(&key.name) || ambient
+            }
             Kind::ServiceEntry => self.remove_service_entry(key),
             Kind::VirtualService | Kind::DestinationRule | Kind::PeerAuthentication => false,
         }
@@ -455,6 +461,27 @@ impl Index {
     /// Whether `id` is the service [`Index::services`] lists for its host.
     fn is_listed(&self, id: ServiceId, service: &ServiceInfo) -> bool {
         self.service_by_fqdn.get(&service.fqdn) == Some(&id) || self.wildcard_services.contains(&id)
+    }
+
+    /// Records a Namespace object; whether anything changed.
+    fn upsert_namespace(&mut self, namespace: &NamespaceInfo) -> bool {
+        let added = self.namespace_objects.insert(namespace.name.clone());
+        let ambient_changed = if namespace.ambient {
+            self.ambient_namespaces.insert(namespace.name.clone())
+        } else {
+            self.ambient_namespaces.remove(&namespace.name)
+        };
+        added || ambient_changed
+    }
+
+    /// Whether `pod` is in Istio's ambient mode: ztunnel, not a sidecar,
+    /// carries its traffic (docs/istio-semantics.md, AMB-1).
+    pub fn in_ambient(&self, pod: &PodInfo) -> bool {
+        !pod.host_network
+            && pod.ambient.in_ambient(
+                self.ambient_namespaces.contains(pod.namespace.as_str()),
+                pod.sidecar.is_some(),
+            )
     }
 
     /// Namespaces seen in Namespace objects, pods or services.

@@ -54,7 +54,7 @@ impl Index {
                 namespace_or_default(slice.metadata.namespace.as_deref()),
                 slice.metadata.name.clone().unwrap_or_default(),
             ),
-            Object::Namespace(name) => ObjectKey::new("", name.clone()),
+            Object::Namespace(namespace) => ObjectKey::new("", namespace.name.clone()),
             Object::ServiceEntry(entry) => ObjectKey::new(
                 namespace_of(&entry.metadata),
                 entry.metadata.name.clone().unwrap_or_default(),

@@ -39,7 +39,7 @@ use kube::api::Api;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::model::{self, Change, Kind, Object};
+use crate::model::{self, Change, Kind, NamespaceInfo, Object};
 use istio::{DESTINATION_RULE, PEER_AUTHENTICATION, SERVICE_ENTRY, Typed, VIRTUAL_SERVICE};
 use watch::{IstioTiming, Watched};
 
@@ -135,7 +135,7 @@ impl KubeSource {
                 Api::<Namespace>::all(c()),
                 Watched {
                     kind: Kind::Namespace,
-                    convert: |namespace| namespace.metadata.name.map(Object::Namespace),
+                    convert: |namespace| NamespaceInfo::of(&namespace).map(Object::Namespace),
                 },
                 prune::namespace,
                 tx(),
