@@ -86,7 +86,33 @@ impl CertAuthority {
         self.issue(file_stem, service_account, &[san], "clientAuth")
     }
 
+    /// A Kubernetes client certificate: the API server reads the common name
+    /// as the user and each organisation as a group (`system:masters`, …).
+    pub fn issue_kubernetes_client(
+        &self,
+        file_stem: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<Identity> {
+        let subject: String = groups
+            .iter()
+            .map(|group| format!("/O={group}"))
+            .chain(std::iter::once(format!("/CN={user}")))
+            .collect();
+        self.issue_subject(file_stem, &subject, &[], "clientAuth")
+    }
+
     fn issue(&self, stem: &str, cn: &str, sans: &[String], usage: &str) -> Result<Identity> {
+        self.issue_subject(stem, &format!("/O=meshdrift-lab/CN={cn}"), sans, usage)
+    }
+
+    fn issue_subject(
+        &self,
+        stem: &str,
+        subject: &str,
+        sans: &[String],
+        usage: &str,
+    ) -> Result<Identity> {
         if stem.is_empty()
             || !stem
                 .chars()
@@ -106,7 +132,6 @@ impl CertAuthority {
             ext_text.push_str(&format!("subjectAltName={}\n", sans.join(",")));
         }
         std::fs::write(&ext, ext_text).map_err(|e| LabError::io("writing", &ext, e))?;
-        let subject = format!("/O=meshdrift-lab/CN={cn}");
         cmd::run(
             Command::new("openssl")
                 .args([
@@ -122,7 +147,7 @@ impl CertAuthority {
                 .arg(&key)
                 .arg("-out")
                 .arg(&csr)
-                .args(["-subj", &subject]),
+                .args(["-subj", subject]),
         )?;
         let serial = format!(
             "{}",

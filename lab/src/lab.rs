@@ -129,6 +129,23 @@ impl Lab {
         }
     }
 
+    /// Links this machine's own network namespace to the lab's node, so the
+    /// pods are reachable from here at their addresses (and
+    /// [`Lab::uplink_ip`] from them). Idempotent within a lab.
+    pub fn connect_uplink(&self) -> Result<std::net::Ipv4Addr> {
+        let address = netns::ipv4_of(self.shared.id, netns::UPLINK_HOST);
+        if !self.shared.take_uplink() {
+            return Ok(address);
+        }
+        netns::create_uplink(self.shared.id)?;
+        Ok(address)
+    }
+
+    /// This machine's address on the lab's uplink ([`Lab::connect_uplink`]).
+    pub fn uplink_ip(&self) -> std::net::Ipv4Addr {
+        netns::ipv4_of(self.shared.id, netns::UPLINK_HOST)
+    }
+
     /// Programs kube-proxy's rules for these Services in the node's
     /// namespace, replacing the previous set.
     pub fn sync_services(&self, services: &[crate::kube_proxy::ClusterService]) -> Result<()> {
@@ -279,6 +296,44 @@ impl Lab {
         });
         lock(&self.pods).insert(name.to_owned(), pod.clone());
         Ok(pod)
+    }
+
+    /// Processes on the node itself, outside any pod: its network namespace
+    /// and a cgroup `node-<name>` of their own under the lab's (node agents
+    /// such as kube-proxy). Teardown stops them with the lab.
+    pub fn node_processes(&self, name: &str) -> Result<Pod> {
+        validate_pod_name(name)?;
+        let id = self.shared.id;
+        let group = format!("node-{name}");
+        let cgroup_path = self.shared.cgroup.join(&group);
+        cgroup::create(&cgroup_path)?;
+        let cgroup_id = cgroup::cgroup_id(&cgroup_path)?;
+        Ok(Pod::new(PodParts {
+            name: group,
+            host: netns::NODE_HOST,
+            ipv4: netns::ipv4_of(id, netns::NODE_HOST),
+            ipv6: netns::ipv6_of(id, netns::NODE_HOST),
+            netns: netns::node_netns_name(id),
+            host_veth: String::new(),
+            cgroup_path,
+            cgroup_id,
+            lab_id: id,
+            lab: Arc::downgrade(&self.shared),
+        }))
+    }
+
+    /// Removes pod `name` now: its processes, network namespace (and veth)
+    /// and cgroup; its name and host number are free again, so a new pod
+    /// can take its address.
+    pub fn remove_pod(&self, name: &str) -> Result<()> {
+        let pod = lock(&self.pods).remove(name).ok_or_else(|| {
+            LabError::invalid("pod", format!("{name} is not in lab {}", self.id()))
+        })?;
+        cgroup::kill_all(pod.cgroup_path(), KILL_TIMEOUT)?;
+        netns::delete_netns(pod.netns())?;
+        cgroup::remove_tree(pod.cgroup_path(), KILL_TIMEOUT)?;
+        self.shared.release_pod(name);
+        Ok(())
     }
 
     /// The pod called `name`, if any.

@@ -69,6 +69,7 @@ mod stale;
 
 pub mod browser;
 pub mod certs;
+pub mod cluster;
 pub mod h2_error;
 pub mod haproxy;
 pub mod iperf;

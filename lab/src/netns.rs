@@ -34,6 +34,11 @@ pub(crate) const NODE: &str = "node";
 pub(crate) const NODE_HOST: u8 = 1;
 /// Host numbers of Services' cluster IPs (`10.213.<id>.200` up).
 pub(crate) const SERVICE_HOSTS: std::ops::RangeInclusive<u8> = 200..=249;
+/// The host end of the link between this machine's own namespace and the
+/// node's (`10.213.<id>.254`, link `mdl<id>h254`): how programs outside the
+/// lab (the tests, kubectl, Prometheus) reach pods, as a machine on the
+/// cluster network would.
+pub(crate) const UPLINK_HOST: u8 = 254;
 /// The gateway every pod routes through, answered by the node on each veth.
 const GATEWAY_V4: &str = "169.254.1.1";
 const GATEWAY_V6: &str = "fe80::1";
@@ -155,6 +160,50 @@ pub(crate) fn create_node(id: u8) -> Result<()> {
     let node_v4 = ipv4_of(id, NODE_HOST).to_string();
     ip(&[
         "-n", &ns, "route", "add", &services, "dev", "lo", "src", &node_v4,
+    ])?;
+    Ok(())
+}
+
+/// Joins this machine's own network namespace to the node's: a veth pair
+/// (`mdl<id>h254` here, `uplink` in the node), the address
+/// `10.213.<id>.254` here, and routes both ways, so the lab's pods and node
+/// are reachable from here (and this address from them). It goes with the
+/// node's namespace.
+pub(crate) fn create_uplink(id: u8) -> Result<()> {
+    let node = node_netns_name(id);
+    let here = host_veth_name(id, UPLINK_HOST);
+    ip(&[
+        "link", "add", "name", &here, "type", "veth", "peer", "name", "uplink", "netns", &node,
+    ])?;
+    let address = ipv4_of(id, UPLINK_HOST).to_string();
+    let node_address = ipv4_of(id, NODE_HOST).to_string();
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{here}/disable_ipv6"), "1");
+    ip(&["addr", "add", &format!("{address}/32"), "dev", &here])?;
+    ip(&["link", "set", "dev", &here, "up"])?;
+    ip(&["-n", &node, "link", "set", "dev", "uplink", "up"])?;
+    ip(&[
+        "-n",
+        &node,
+        "route",
+        "add",
+        &format!("{address}/32"),
+        "dev",
+        "uplink",
+        "src",
+        &node_address,
+    ])?;
+    // The node answers for its own address (on its loopback) on any link.
+    ip(&[
+        "route",
+        "add",
+        &format!("10.213.{id}.0/24"),
+        "via",
+        &node_address,
+        "dev",
+        &here,
+        "onlink",
+        "src",
+        &address,
     ])?;
     Ok(())
 }

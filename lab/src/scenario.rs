@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::{
     AgentOutput, AgentProcess, ClusterService, Curl, Haproxy, InboundProxy, Interception, Lab,
     Nginx, Pod, ProxyMode, SlowResponses, Upstream, UpstreamTls,
+    cluster::{AgentPod, Cluster, ClusterConfig, IstioCrdVersions, Manifests},
     error::{LabError, Result},
     prometheus::{free_loopback_port, get_json},
     sidecar::{OUTBOUND_PORT, PROXY_UID},
@@ -76,6 +77,27 @@ pub struct FrontendConfig {
     /// Whether the client's proxy closes each upstream connection after that
     /// many requests; else it reuses them without limit.
     pub proxy_requests_per_connection: Option<u32>,
+    /// Where the agent learns who is who and what is declared.
+    pub inventory: Inventory,
+}
+
+/// The agent's inventory source in a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Inventory {
+    /// `meshdrift run --manifests DIR` on the scenario's manifests, with the
+    /// lab's own kube-proxy rules.
+    #[default]
+    Manifests,
+    /// A real control plane ([`Cluster`]): the manifests applied with
+    /// kubectl, the pods created through the API, EndpointSlices from the
+    /// controller, the real kube-proxy, and the agent installed from
+    /// `deploy/kubernetes` reading the API server with its service account.
+    Kubernetes(IstioCrdVersions),
+}
+
+impl Inventory {
+    /// The real control plane, with Istio's current CRDs.
+    pub const KUBERNETES: Inventory = Inventory::Kubernetes(IstioCrdVersions::Current);
 }
 
 impl FrontendConfig {
@@ -97,6 +119,7 @@ impl FrontendConfig {
             slow_v2: None,
             declared_max_requests_per_connection: None,
             proxy_requests_per_connection: None,
+            inventory: Inventory::default(),
         }
     }
 }
@@ -115,6 +138,8 @@ pub enum Protocol {
 }
 
 pub struct Frontend {
+    /// The real control plane, with [`Inventory::Kubernetes`].
+    pub cluster: Option<Cluster>,
     pub lab: Lab,
     pub client: Pod,
     pub v1: Pod,
@@ -135,6 +160,8 @@ pub struct Frontend {
     config: FrontendConfig,
     proxy: Option<Haproxy>,
     agent: Option<AgentProcess>,
+    /// The agent's pod, with [`Inventory::Kubernetes`].
+    agent_pod: Option<AgentPod>,
     servers: Vec<Nginx>,
     _inbound: Vec<InboundProxy>,
 }
@@ -201,15 +228,17 @@ impl Frontend {
             })
             .collect::<Result<Vec<_>>>()?;
         let cluster_ip = lab.service_ip(0)?;
-        lab.sync_services(&[ClusterService {
-            name: format!("default/frontend:{SERVICE_PORT}"),
-            cluster_ip,
-            port: SERVICE_PORT,
-            endpoints: vec![
-                SocketAddrV4::new(v1.ipv4(), PLAIN_PORT),
-                SocketAddrV4::new(v2.ipv4(), PLAIN_PORT),
-            ],
-        }])?;
+        if config.inventory == Inventory::Manifests {
+            lab.sync_services(&[ClusterService {
+                name: format!("default/frontend:{SERVICE_PORT}"),
+                cluster_ip,
+                port: SERVICE_PORT,
+                endpoints: vec![
+                    SocketAddrV4::new(v1.ipv4(), PLAIN_PORT),
+                    SocketAddrV4::new(v2.ipv4(), PLAIN_PORT),
+                ],
+            }])?;
+        }
         let manifests = lab.dir().join("manifests");
         write_manifests(
             &config.example,
@@ -225,8 +254,26 @@ impl Frontend {
         if let Some(limit) = config.declared_max_requests_per_connection {
             declare_max_requests_per_connection(&manifests, limit)?;
         }
+        let cluster = match config.inventory {
+            Inventory::Manifests => None,
+            Inventory::Kubernetes(istio_crds) => {
+                let cluster = Cluster::start(
+                    &lab,
+                    ClusterConfig {
+                        istio_crds,
+                        ..ClusterConfig::new(crate::cluster::Upstream::locate()?)
+                    },
+                )?;
+                cluster.apply(&lab, &Manifests::read(&manifests)?)?;
+                // kube-proxy's rules from the Service and the EndpointSlice
+                // the controller made of the two ready pods.
+                cluster.wait_for_service_rules(cluster_ip, SERVICE_PORT, 2)?;
+                Some(cluster)
+            }
+        };
         let agent_listen = free_loopback_port()?;
         let mut frontend = Self {
+            cluster,
             lab,
             client,
             v1,
@@ -242,6 +289,7 @@ impl Frontend {
             config,
             proxy: None,
             agent: None,
+            agent_pod: None,
             servers,
             _inbound: inbound,
         };
@@ -260,8 +308,28 @@ impl Frontend {
 
     /// Starts `meshdrift run` on the scenario's manifests (stopping the one
     /// running, if any).
+    /// With [`Inventory::Kubernetes`], installs it from `deploy/kubernetes`
+    /// instead and runs its pod (once: the DaemonSet keeps it).
     pub fn start_agent(&mut self) -> Result<()> {
         self.stop_agent()?;
+        if let Some(cluster) = &self.cluster {
+            let mut args = Vec::new();
+            if !self
+                .config
+                .agent_args
+                .iter()
+                .any(|arg| arg.starts_with("--update-interval"))
+            {
+                // Sweeps every second, so tests wait seconds, not tens.
+                args.push("--update-interval=1s".to_owned());
+            }
+            args.extend(self.config.agent_args.iter().cloned());
+            let pod = cluster.install_agent(&self.lab, &self.config.meshdrift, &args)?;
+            self.agent_url = pod.url.clone();
+            self.agent_listen = SocketAddr::new(pod.pod.ipv4().into(), pod_port(&pod.url));
+            self.agent_pod = Some(pod);
+            return Ok(());
+        }
         self.agent = Some(AgentProcess::run_on_manifests(
             &self.config.meshdrift,
             &self.manifests,
@@ -307,9 +375,17 @@ impl Frontend {
         Ok(())
     }
 
-    /// Declares new v1/v2 weights in the manifests the agent watches.
+    /// Declares new v1/v2 weights in the manifests the agent watches (or,
+    /// with a cluster, applies them to it).
     pub fn declare_weights(&self, w1: u32, w2: u32) -> Result<()> {
-        write_virtual_service(&self.manifests, w1, w2)
+        write_virtual_service(&self.manifests, w1, w2)?;
+        if let Some(cluster) = &self.cluster {
+            let path = self.manifests.join("virtualservice.yaml");
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| LabError::io("reading", &path, e))?;
+            cluster.apply_objects(&crate::cluster::documents(&text, &path)?)?;
+        }
+        Ok(())
     }
 
     pub fn proxy(&self) -> Option<&Haproxy> {
@@ -440,13 +516,33 @@ impl Frontend {
         }
     }
 
-    /// Stops the agent (SIGINT) and returns what it printed.
+    /// What the agent's pod printed on standard error so far (empty for an
+    /// agent run on the manifests).
+    pub fn agent_stderr(&self) -> String {
+        self.agent_pod
+            .as_ref()
+            .map(AgentPod::stderr)
+            .unwrap_or_default()
+    }
+
+    /// Stops the agent (SIGINT; SIGTERM for its pod) and returns what it printed.
     pub fn stop_agent(&mut self) -> Result<Option<AgentOutput>> {
+        if let Some(pod) = self.agent_pod.take() {
+            return pod.stop(Duration::from_secs(30)).map(Some);
+        }
         self.agent
             .take()
             .map(|agent| agent.stop(Duration::from_secs(30)))
             .transpose()
     }
+}
+
+/// The port of an `http://IP:PORT` URL.
+fn pod_port(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(9477)
 }
 
 fn expect_ok(what: &str, count: usize, report: &crate::CurlReport) -> Result<()> {
@@ -535,8 +631,13 @@ fn write_manifests(
     }
     if host_network {
         let node_agent = format!(
-            "# A hostNetwork pod: the node's own network namespace and address.\n\
-             apiVersion: v1\nkind: Pod\nmetadata:\n  name: node-agent-x7k2p\n  namespace: kube-system\n  labels:\n    app: node-agent\n\
+            "# A hostNetwork DaemonSet and its pod on the node: the node's own\n\
+             # network namespace and address. (A cluster's DaemonSet controller\n\
+             # makes the pod; the manifests source reads it from here.)\n\
+             apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: node-agent\n  namespace: kube-system\n\
+             spec:\n  selector:\n    matchLabels: {{app: node-agent}}\n  template:\n    metadata:\n      labels: {{app: node-agent}}\n\
+             \x20   spec:\n      hostNetwork: true\n      containers:\n        - name: node-agent\n          image: curlimages/curl:8.5.0\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: node-agent-x7k2p\n  namespace: kube-system\n  labels:\n    app: node-agent\n\
              \x20 ownerReferences:\n    - {{apiVersion: apps/v1, kind: DaemonSet, name: node-agent, controller: true, uid: 0d5e}}\n\
              spec:\n  hostNetwork: true\n  nodeName: lab-node\n  containers:\n    - name: node-agent\n      image: curlimages/curl:8.5.0\n\
              status:\n  phase: Running\n  podIP: {prefix}1\n"

@@ -62,9 +62,15 @@ pub(crate) struct LabState {
     ca: Option<CertAuthority>,
     clients: BTreeMap<String, Identity>,
     servers: BTreeMap<String, Identity>,
+    uplink: bool,
 }
 
 impl LabShared {
+    /// True the first time: the caller then creates the uplink.
+    pub(crate) fn take_uplink(&self) -> bool {
+        !std::mem::replace(&mut lock(&self.state).uplink, true)
+    }
+
     pub(crate) fn new(id: u8, name: &str, dir: PathBuf, cgroup: PathBuf) -> Self {
         Self {
             id,

@@ -27,9 +27,11 @@ use serde_json::Value;
 use crate::{
     AgentOutput, AgentProcess, ClusterService, Curl, CurlReport, Haproxy, HaproxyBuilder,
     InboundProxy, Interception, Lab, Nginx, Pod, ProxyMode, Upstream, UpstreamTls, Wrk,
+    cluster::{AgentPod, Cluster, ClusterConfig, Manifests},
     error::{LabError, Result},
     haproxy::Balance,
     prometheus::{free_loopback_port, get_json},
+    scenario::Inventory,
     sidecar::{OUTBOUND_PORT, PROXY_UID},
 };
 
@@ -180,6 +182,8 @@ pub struct TrafficPolicyConfig {
     pub agent_at_start: bool,
     /// More arguments for `meshdrift run`.
     pub agent_args: Vec<String>,
+    /// Where the agent learns who is who and what is declared.
+    pub inventory: Inventory,
 }
 
 impl TrafficPolicyConfig {
@@ -189,6 +193,7 @@ impl TrafficPolicyConfig {
             meshdrift,
             agent_at_start: true,
             agent_args: Vec::new(),
+            inventory: Inventory::default(),
         }
     }
 }
@@ -201,6 +206,8 @@ pub struct Client {
 
 /// The lab of one check; torn down on drop.
 pub struct TrafficPolicyLab {
+    /// The real control plane, with [`Inventory::Kubernetes`].
+    pub cluster: Option<Cluster>,
     pub check: PolicyCheck,
     pub obeying: Client,
     pub breaking: Client,
@@ -216,6 +223,7 @@ pub struct TrafficPolicyLab {
     pub agent_listen: SocketAddr,
     config: TrafficPolicyConfig,
     agent: Option<AgentProcess>,
+    agent_pod: Option<AgentPod>,
     /// The backends' applications, then the external server.
     servers: Vec<Nginx>,
     /// The inbound proxies of the serving backends, by pod.
@@ -270,15 +278,17 @@ impl TrafficPolicyLab {
             );
         }
         let cluster_ip = lab.service_ip(0)?;
-        lab.sync_services(&[ClusterService {
-            name: format!("default/backend:{SERVICE_PORT}"),
-            cluster_ip,
-            port: SERVICE_PORT,
-            endpoints: backends
-                .iter()
-                .map(|pod| SocketAddrV4::new(pod.ipv4(), TARGET_PORT))
-                .collect(),
-        }])?;
+        if config.inventory == Inventory::Manifests {
+            lab.sync_services(&[ClusterService {
+                name: format!("default/backend:{SERVICE_PORT}"),
+                cluster_ip,
+                port: SERVICE_PORT,
+                endpoints: backends
+                    .iter()
+                    .map(|pod| SocketAddrV4::new(pod.ipv4(), TARGET_PORT))
+                    .collect(),
+            }])?;
+        }
         let manifests = lab.dir().join("manifests");
         write_manifests(
             &manifests,
@@ -288,11 +298,27 @@ impl TrafficPolicyLab {
             &backends,
             external.as_ref(),
         )?;
+        let cluster = match config.inventory {
+            Inventory::Manifests => None,
+            Inventory::Kubernetes(istio_crds) => {
+                let cluster = Cluster::start(
+                    &lab,
+                    ClusterConfig {
+                        istio_crds,
+                        ..ClusterConfig::new(crate::cluster::Upstream::locate()?)
+                    },
+                )?;
+                cluster.apply(&lab, &Manifests::read(&manifests)?)?;
+                cluster.wait_for_service_rules(cluster_ip, SERVICE_PORT, backends.len())?;
+                Some(cluster)
+            }
+        };
         let obeying_proxy = proxy(check, Side::Obey, &backends, external.as_ref())?.start(&obey)?;
         let breaking_proxy =
             proxy(check, Side::Break, &backends, external.as_ref())?.start(&breaking)?;
         let agent_listen = free_loopback_port()?;
         let mut lab = Self {
+            cluster,
             check,
             obeying: Client {
                 pod: obey,
@@ -310,6 +336,7 @@ impl TrafficPolicyLab {
             agent_listen,
             config,
             agent: None,
+            agent_pod: None,
             servers,
             inbound,
             lab,
@@ -419,8 +446,27 @@ impl TrafficPolicyLab {
 
     /// Starts `meshdrift run` on the lab's manifests (stopping the one
     /// running, if any).
+    /// With [`Inventory::Kubernetes`], installs it from `deploy/kubernetes`
+    /// and runs its pod instead.
     pub fn start_agent(&mut self) -> Result<()> {
         self.stop_agent()?;
+        if let Some(cluster) = &self.cluster {
+            let mut args = Vec::new();
+            if !self
+                .config
+                .agent_args
+                .iter()
+                .any(|arg| arg.starts_with("--update-interval"))
+            {
+                // Sweeps every second, so tests wait seconds, not tens.
+                args.push("--update-interval=1s".to_owned());
+            }
+            args.extend(self.config.agent_args.iter().cloned());
+            let pod = cluster.install_agent(&self.lab, &self.config.meshdrift, &args)?;
+            self.agent_url = pod.url.clone();
+            self.agent_pod = Some(pod);
+            return Ok(());
+        }
         self.agent = Some(AgentProcess::run_on_manifests(
             &self.config.meshdrift,
             &self.manifests,
@@ -432,6 +478,9 @@ impl TrafficPolicyLab {
 
     /// Stops the agent (SIGINT) and returns what it printed.
     pub fn stop_agent(&mut self) -> Result<Option<AgentOutput>> {
+        if let Some(pod) = self.agent_pod.take() {
+            return pod.stop(Duration::from_secs(30)).map(Some);
+        }
         self.agent
             .take()
             .map(|agent| agent.stop(Duration::from_secs(30)))
@@ -587,7 +636,8 @@ fn expect_ok(what: &str, count: usize, report: &CurlReport) -> Result<()> {
 }
 
 /// A pod of the mesh, as the manifests describe it: labels, the injected
-/// sidecar's status annotation and container, and its IP.
+/// sidecar's status annotation and container, and its IP; and its service
+/// account (the API server admits no pod whose account does not exist).
 fn mesh_pod(pod: &Pod, labels: &[(&str, &str)], image: &str) -> String {
     let labels: String = labels
         .iter()
@@ -597,7 +647,8 @@ fn mesh_pod(pod: &Pod, labels: &[(&str, &str)], image: &str) -> String {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n{labels}    security.istio.io/tlsMode: istio\n\
          \x20 annotations:\n    sidecar.istio.io/status: '{{\"containers\":[\"istio-proxy\"]}}'\n\
          spec:\n  serviceAccountName: {name}\n  containers:\n    - name: app\n      image: {image}\n    - name: istio-proxy\n      image: istio/proxyv2:1.31.0\n\
-         status:\n  phase: Running\n  podIP: {ip}\n",
+         status:\n  phase: Running\n  podIP: {ip}\n\
+         ---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: default\n",
         name = pod.name(),
         ip = pod.ipv4(),
     )

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod cluster;
 mod cmd;
 mod demo;
 mod fuzz;
@@ -12,6 +13,7 @@ mod lab;
 mod repeat;
 mod setup;
 mod test;
+mod upstream;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +45,10 @@ enum Task {
     /// Build or tear down a lab by hand.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// A real Kubernetes control plane in a lab, left running: `cluster up
+    /// --dir DIR`, then `cluster down --dir DIR`.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +60,10 @@ fn main() -> ExitCode {
         Task::Bench(args) => setup::run().and_then(|()| bench::run(&args)),
         Task::Fuzz(args) => setup::fuzz_prerequisites().and_then(|()| fuzz::run(&args)),
         Task::Lab(command) => lab::run(command),
+        Task::Cluster(command @ cluster::ClusterCommand::Up { .. }) => {
+            setup::run().and_then(|()| cluster::run(command))
+        }
+        Task::Cluster(command) => cluster::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,6 +45,10 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     step("bpf-linker built against LLVM 22", install_bpf_linker)?;
     step("cargo-fuzz for the fuzz targets", install_cargo_fuzz)?;
+    step(
+        "the Kubernetes control plane and etcd built from tools/ (Go)",
+        || crate::cluster::prerequisites().map(drop),
+    )?;
     eprintln!("[setup] all prerequisites are in place");
     Ok(())
 }

@@ -35,7 +35,7 @@ impl Attributor {
     pub(super) fn around_sidecar(
         &mut self,
         flow: &ObservedFlow,
-        client_id: PodId,
+        client_id: Option<PodId>,
         client: &PodInfo,
         at_seconds: f64,
     ) -> Attribution {
@@ -121,7 +121,8 @@ impl Attributor {
         if server_pod.sidecar.is_none() {
             return Attribution::ServerSide;
         }
-        let (source, reason, client_pod) = match mesh.index.pod_by_ip(client.ip()) {
+        let started = self.wall_seconds(record.start_ns);
+        let (source, reason, client_pod) = match mesh.index.pod_by_ip_at(client.ip(), started) {
             Some(pod) if pod.sidecar.is_some() => return Attribution::ServerSide,
             // In the mesh through ztunnel: shown on its own node, not a bypass.
             Some(pod) if mesh.index.in_ambient(pod) => return Attribution::ServerSide,

@@ -23,7 +23,11 @@ mod bypass;
 mod mesh;
 pub mod requests;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use foldhash::{HashMap, HashMapExt};
 
@@ -142,6 +146,8 @@ pub struct Attributor {
     /// `CLOCK_MONOTONIC` in ns when the agent's clock read 0: kernel
     /// timestamps become the agent's seconds.
     clock_origin_ns: u64,
+    /// The same moment in seconds since the Unix epoch.
+    clock_origin_wall: f64,
 }
 
 /// Cached expectations at most; the cache is rebuilt on demand.
@@ -158,6 +164,7 @@ impl Attributor {
             generation: 0,
             findings: HashMap::new(),
             clock_origin_ns: 0,
+            clock_origin_wall: 0.0,
         }
     }
 
@@ -165,6 +172,15 @@ impl Attributor {
     /// clock started, so kernel timestamps convert to the agent's seconds.
     pub fn set_clock_origin(&mut self, monotonic_ns: u64) {
         self.clock_origin_ns = monotonic_ns;
+        self.clock_origin_wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64());
+    }
+
+    /// A kernel timestamp in seconds since the Unix epoch, the clock the
+    /// API server stamps objects with.
+    fn wall_seconds(&self, kernel_ns: u64) -> f64 {
+        self.clock_origin_wall + self.agent_seconds(kernel_ns)
     }
 
     /// A kernel timestamp in the agent's seconds (negative before it started).
@@ -223,10 +239,17 @@ impl Attributor {
             return excluded(Exclusion::Loopback);
         }
         let mesh = Arc::clone(&self.mesh);
-        let Some((client_id, client)) = mesh
-            .index
-            .pod_id_by_ip(record.client().ip())
-            .and_then(|id| Some((id, mesh.index.pod(id)?)))
+        // The pod that held the address when the connection was made, also
+        // when it is gone since and its address is another pod's now.
+        let started = self.wall_seconds(record.start_ns);
+        let Some((client_id, client)) =
+            match mesh.index.departed_holder(record.client().ip(), started) {
+                Some(departed) => Some((None, departed)),
+                None => mesh
+                    .index
+                    .pod_id_by_ip(record.client().ip())
+                    .and_then(|id| Some((Some(id), mesh.index.pod(id)?))),
+            }
             .filter(|(_, pod)| !pod.host_network)
         else {
             return excluded(Exclusion::HostTraffic);
@@ -395,7 +418,7 @@ impl Attributor {
         let Some((client_id, client)) = mesh
             .index
             .pod_id_by_ip(record.client().ip())
-            .and_then(|id| Some((id, mesh.index.pod(id)?)))
+            .and_then(|id| Some((Some(id), mesh.index.pod(id)?)))
             .filter(|(_, pod)| !pod.host_network && pod.sidecar.is_some())
         else {
             return excluded(Exclusion::HostTraffic);
@@ -438,18 +461,21 @@ impl Attributor {
         }
     }
 
+    /// The answer for `client` (cached under its id; a pod removed since,
+    /// without one, is answered afresh).
     fn expectation(
         &mut self,
-        client_id: PodId,
+        client_id: Option<PodId>,
         client: &PodInfo,
         host: &str,
         port: u16,
     ) -> Option<Answer> {
-        if let Some(cached) = self
-            .expectations
-            .get(&(client_id, port))
-            .filter(|(generation, _)| *generation == self.generation)
-            .and_then(|(_, by_host)| by_host.get(host))
+        if let Some(client_id) = client_id
+            && let Some(cached) = self
+                .expectations
+                .get(&(client_id, port))
+                .filter(|(generation, _)| *generation == self.generation)
+                .and_then(|(_, by_host)| by_host.get(host))
         {
             return cached.clone();
         }
@@ -475,6 +501,9 @@ impl Attributor {
                 tracing::debug!(client = %client.key(), host, port, %err, "no expectation");
                 None
             }
+        };
+        let Some(client_id) = client_id else {
+            return answer;
         };
         let (generation, by_host) = self.expectations.entry((client_id, port)).or_default();
         if *generation != self.generation {

@@ -11,7 +11,7 @@ mod routes;
 mod state;
 
 pub use routes::router;
-pub use state::{AppState, ReportPublisher};
+pub use state::{AppState, Blockers, ReportPublisher};
 
 /// Serves the routes on `listener` until `shutdown` completes, then finishes the
 /// requests in flight and returns.

@@ -93,15 +93,23 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     if state.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the inventory is not loaded or the probe is not attached yet\n",
-        )
+        return (StatusCode::OK, "ready\n".to_owned());
     }
+    let blockers = state.blockers.now();
+    let body = if blockers.is_empty() {
+        "not ready: the inventory is not loaded or the probe is not attached yet\n".to_owned()
+    } else {
+        let mut body = String::from("not ready: the inventory cannot be loaded:\n");
+        for blocker in blockers {
+            body.push_str("- ");
+            body.push_str(&blocker);
+            body.push('\n');
+        }
+        body
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 async fn not_found() -> (StatusCode, &'static str) {

@@ -17,6 +17,35 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set by `cli` once the inventory is loaded and the probe attached.
     pub ready: Arc<AtomicBool>,
+    /// Why it is not ready yet, when the source can say (a kind it may not
+    /// list, an API server it cannot reach).
+    pub blockers: Blockers,
+}
+
+/// What keeps the agent from being ready, asked when `/readyz` is.
+#[derive(Clone)]
+pub struct Blockers(Arc<dyn Fn() -> Vec<String> + Send + Sync>);
+
+impl Blockers {
+    pub fn new(blockers: impl Fn() -> Vec<String> + Send + Sync + 'static) -> Self {
+        Blockers(Arc::new(blockers))
+    }
+
+    pub fn now(&self) -> Vec<String> {
+        (self.0)()
+    }
+}
+
+impl Default for Blockers {
+    fn default() -> Self {
+        Blockers::new(Vec::new)
+    }
+}
+
+impl std::fmt::Debug for Blockers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Blockers").field(&self.now()).finish()
+    }
 }
 
 impl AppState {
@@ -29,6 +58,7 @@ impl AppState {
             report,
             metrics: metrics.clone(),
             ready: Arc::new(AtomicBool::new(false)),
+            blockers: Blockers::default(),
         };
         (state, ReportPublisher { sender, metrics })
     }

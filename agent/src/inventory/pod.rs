@@ -32,6 +32,10 @@ pub struct PodInfo {
     /// What the pod's own labels and annotations say of ambient mode; the
     /// index joins its namespace's ([`super::Index::in_ambient`]).
     pub ambient: AmbientMark,
+    /// When the API server created it, in seconds since the Unix epoch (0:
+    /// not known): which pod an address belonged to when a connection was
+    /// made ([`super::Index::pod_by_ip_at`]).
+    pub created: u32,
 }
 
 impl PodInfo {
@@ -143,6 +147,13 @@ pub(crate) fn pod_info(pod: &Pod, interner: &mut Interner) -> Option<PodInfo> {
         phase: status.phase.as_deref().map(|p| interner.intern(p)),
         sidecar,
         ambient: AmbientMark::of_pod(&pod.metadata.labels, &pod.metadata.annotations),
+        created: pod
+            .metadata
+            .creation_timestamp
+            .as_deref()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .and_then(|t| u32::try_from(t.as_second()).ok())
+            .unwrap_or(0),
     })
 }
 

@@ -46,6 +46,20 @@ impl Kind {
         }
     }
 
+    /// The API resource, as RBAC rules name it (`endpointslices.discovery.k8s.io`).
+    pub fn resource(self) -> &'static str {
+        match self {
+            Kind::Pod => "pods",
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices.discovery.k8s.io",
+            Kind::Namespace => "namespaces",
+            Kind::ServiceEntry => "serviceentries.networking.istio.io",
+            Kind::VirtualService => "virtualservices.networking.istio.io",
+            Kind::DestinationRule => "destinationrules.networking.istio.io",
+            Kind::PeerAuthentication => "peerauthentications.security.istio.io",
+        }
+    }
+
     /// Istio's policy kinds, which the policy index reads; the others feed
     /// the inventory.
     pub fn is_policy(self) -> bool {

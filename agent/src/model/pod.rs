@@ -40,6 +40,9 @@ pub struct PodMeta {
     /// the pod) are dropped as they are read.
     #[serde(default, deserialize_with = "sidecar_annotations")]
     pub annotations: Labels,
+    /// RFC 3339, as the API server stamps it (whole seconds).
+    #[serde(default)]
+    pub creation_timestamp: Option<String>,
 }
 
 /// Annotation prefixes that shape a sidecar's interception, and Istio CNI's
@@ -138,6 +141,7 @@ impl From<&k8s::Pod> for Pod {
                     .filter(|(key, _)| is_kept_annotation(key))
                     .map(|(key, value)| (key.clone(), value.clone()))
                     .collect(),
+                creation_timestamp: meta.creation_timestamp.as_ref().map(|t| t.0.to_string()),
                 owner_references: meta
                     .owner_references
                     .iter()

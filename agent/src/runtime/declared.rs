@@ -18,7 +18,7 @@ use crate::{
     findings::{Finding, Severity, codes},
     inventory::{
         Index, files,
-        kube::{Batches, KubeSource, KubeSourceHandle, Listed},
+        kube::{Batches, KubeSource, KubeSourceHandle, KubeSourceOptions, Listed, SourceHealth},
     },
     model::{Change, Objects},
     policy::{self, Policies, PolicyStore},
@@ -96,12 +96,17 @@ pub fn files(dir: PathBuf, poll: Duration) -> anyhow::Result<(DeclaredFeed, Sour
     Ok((feed, SourceGuard { _kube: None, task }))
 }
 
-/// Watches the Kubernetes API (in-cluster service account, else kubeconfig).
-pub async fn kubernetes() -> anyhow::Result<(DeclaredFeed, SourceGuard)> {
+/// Watches the Kubernetes API (in-cluster service account, else kubeconfig);
+/// what keeps a kind from listing is told to `health`.
+pub async fn kubernetes(health: SourceHealth) -> anyhow::Result<(DeclaredFeed, SourceGuard)> {
     let client = KubeSource::connect()
         .await
         .context("connecting to the Kubernetes API (in-cluster service account or kubeconfig); pass --manifests DIR to run without a cluster")?;
-    let (batches, handle) = KubeSource::start(client)
+    let options = KubeSourceOptions {
+        health,
+        ..KubeSourceOptions::default()
+    };
+    let (batches, handle) = KubeSource::start_with(client, options)
         .await
         .context("watching the Kubernetes API")?;
     Ok(from_batches(batches, Some(handle)))

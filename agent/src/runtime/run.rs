@@ -15,7 +15,9 @@ use super::{
 use crate::{
     drift::{DriftConfig, DriftEngine},
     export::Metrics,
-    http::{self, AppState},
+    http::{self, AppState, Blockers},
+    inventory::kube::SourceHealth,
+    pipeline::ObservedFlow,
     probe::{LossCounters, ProbeConfig},
 };
 
@@ -37,21 +39,30 @@ pub struct AgentConfig {
 /// How often the report (and the gauges derived from it) is refreshed.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a kernel record waits before it is attributed when the
+/// inventory comes from the API server: the watch delivers a change a
+/// little after it happened and the source batches changes once a second,
+/// so a pod created (or deleted) just before a connection is in the
+/// inventory by the time that connection is attributed.
+const INVENTORY_SETTLE: Duration = Duration::from_secs(2);
+
 /// Runs the agent until SIGINT or SIGTERM; detaches everything before returning.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::install().context("installing the signal handlers")?;
     let engine = DriftEngine::new(config.drift.clone()).context("invalid drift settings")?;
+    let health = SourceHealth::default();
     let (mut declared_feed, _source) = match &config.manifests {
         Some(dir) => declared::files(dir.clone(), config.reload_interval)?,
-        None => declared::kubernetes().await?,
+        None => declared::kubernetes(health.clone()).await?,
     };
     let metrics = Arc::new(Metrics::new());
     let mut agent = Agent::new(config.node.clone(), engine, Arc::clone(&metrics));
     agent.set_update_interval(config.probe.update_interval);
-    let (state, publisher) = AppState::new(
+    let (mut state, publisher) = AppState::new(
         agent.report(LossCounters::default(), 0),
         Arc::clone(&metrics),
     );
+    state.blockers = Blockers::new(move || health.problems());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -88,20 +99,29 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let mut publish_tick = tokio::time::interval(PUBLISH_INTERVAL);
     let mut flows = Vec::with_capacity(1024);
+    let mut waiting = Waiting::new(if config.manifests.is_some() {
+        Duration::ZERO
+    } else {
+        INVENTORY_SETTLE
+    });
     let outcome: anyhow::Result<()> = loop {
         tokio::select! {
             read = probe_loop.read(&mut flows) => {
                 if let Err(err) = read {
                     break Err(err.into());
                 }
-                for flow in flows.drain(..) {
-                    agent.consume(&flow);
-                }
+                waiting.extend(flows.drain(..));
+                waiting.consume_due(&mut agent);
                 if probe_loop.take_swept() {
-                    agent.forget_vanished_connections(|cookie| probe_loop.is_open(cookie));
+                    // A record still waiting speaks for its connection.
+                    let pending = waiting.cookies();
+                    agent.forget_vanished_connections(|cookie| {
+                        probe_loop.is_open(cookie) || pending.contains(&cookie)
+                    });
                 }
             }
             _ = publish_tick.tick() => {
+                waiting.consume_due(&mut agent);
                 keeper.tick(&agent);
                 let losses = probe_loop.losses();
                 publisher.publish(agent.report(losses, probe_loop.flows_tracked()));
@@ -125,4 +145,42 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     eprintln!("meshdrift: stopped; lost records: {losses}");
     outcome
+}
+
+/// Kernel records waiting for the inventory to catch up, oldest first.
+struct Waiting {
+    delay: Duration,
+    queue: std::collections::VecDeque<(std::time::Instant, ObservedFlow)>,
+}
+
+impl Waiting {
+    fn new(delay: Duration) -> Self {
+        Self {
+            delay,
+            queue: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn extend(&mut self, flows: impl Iterator<Item = ObservedFlow>) {
+        let due = std::time::Instant::now() + self.delay;
+        self.queue.extend(flows.map(|flow| (due, flow)));
+    }
+
+    /// The sockets with a record still waiting.
+    fn cookies(&self) -> foldhash::HashSet<u64> {
+        self.queue
+            .iter()
+            .map(|(_, flow)| flow.record.cookie)
+            .collect()
+    }
+
+    /// Attributes every record whose wait is over, in arrival order.
+    fn consume_due(&mut self, agent: &mut Agent) {
+        let now = std::time::Instant::now();
+        while self.queue.front().is_some_and(|(due, _)| *due <= now) {
+            if let Some((_, flow)) = self.queue.pop_front() {
+                agent.consume(&flow);
+            }
+        }
+    }
 }

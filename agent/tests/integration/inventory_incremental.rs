@@ -364,3 +364,64 @@ proptest! {
         prop_assert_eq!(answers(&index), answers(&scratch));
     }
 }
+
+/// A pod removed and its address given to a pod of another workload: the
+/// address answers for the pod that held it at each moment, by the API
+/// server's creation times (the removal reaches the agent later than that).
+#[test]
+fn an_address_answers_for_the_pod_that_held_it_at_the_time() {
+    let pod = |name: &str, app: &str, created: &str| {
+        let mut labels = Labels::new();
+        labels.insert("app".to_owned(), app.to_owned());
+        Pod {
+            metadata: PodMeta {
+                name: Some(name.to_owned()),
+                namespace: Some("default".to_owned()),
+                labels,
+                creation_timestamp: Some(created.to_owned()),
+                ..PodMeta::default()
+            },
+            spec: PodSpec {
+                containers: vec![Container {
+                    name: "app".to_owned(),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            },
+            status: PodStatus {
+                pod_ip: Some("10.0.0.9".to_owned()),
+                phase: Some("Running".to_owned()),
+                ..PodStatus::default()
+            },
+        }
+    };
+    // 2026-12-07T10:00:00Z and ten seconds later.
+    let (t_old, t_new) = (1_796_637_600.0, 1_796_637_610.0);
+    let ip: IpAddr = "10.0.0.9".parse().unwrap();
+    let mut index = Index::default();
+    index.apply(&Change::Applied(Object::Pod(Box::new(pod(
+        "old-7f9",
+        "old",
+        "2026-12-07T10:00:00Z",
+    )))));
+    index.apply(&Change::Deleted(
+        Kind::Pod,
+        ObjectKey::new("default", "old-7f9"),
+    ));
+    index.apply(&Change::Applied(Object::Pod(Box::new(pod(
+        "new-2c1",
+        "new",
+        "2026-12-07T10:00:10Z",
+    )))));
+    let name_at = |at| index.pod_by_ip_at(ip, at).map(|p| p.name.to_string());
+    // A connection made while the old pod held the address is its own.
+    assert_eq!(name_at(t_old + 5.0).as_deref(), Some("old-7f9"));
+    assert_eq!(name_at(t_new).as_deref(), Some("new-2c1"));
+    assert_eq!(name_at(t_new + 60.0).as_deref(), Some("new-2c1"));
+    // Before either existed: the pod holding the address now.
+    assert_eq!(name_at(t_old - 60.0).as_deref(), Some("new-2c1"));
+    assert_eq!(
+        index.pod_by_ip(ip).map(|p| p.name.to_string()).as_deref(),
+        Some("new-2c1")
+    );
+}

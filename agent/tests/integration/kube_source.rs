@@ -22,6 +22,7 @@ fn options() -> KubeSourceOptions {
     KubeSourceOptions {
         min_interval: Duration::from_millis(50),
         crd_recheck: Duration::from_millis(200),
+        ..KubeSourceOptions::default()
     }
 }
 

@@ -1,24 +1,26 @@
 //! The real data plane: sidecar interception (istio-iptables' rules, HAProxy
-//! as the outbound proxy, nginx as the inbound one), kube-proxy's DNAT for the
-//! Service's cluster IP, and traffic that goes around the proxies. Counts are
-//! compared with the proxies' and servers' own. Needs root.
+//! as the outbound proxy, nginx as the inbound one), the real kube-proxy's
+//! DNAT for the Service's cluster IP on the lab's real control plane, and
+//! traffic that goes around the proxies. Counts are compared with the
+//! proxies' and servers' own. Needs root.
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use meshdrift_e2e::{Agent, host_of, port_of, privileged};
 use meshdrift_lab::{
     meshdrift_bin,
-    scenario::{AMBIENT_NAMESPACE, AMBIENT_POD, Frontend, FrontendConfig, HOST},
+    scenario::{AMBIENT_NAMESPACE, AMBIENT_POD, Frontend, FrontendConfig, HOST, Inventory},
 };
 use serde_json::Value;
 
+/// The frontend scenario on the lab's real control plane: the agent
+/// installed from `deploy/kubernetes`, reading the API server.
 fn frontend(config: impl FnOnce(FrontendConfig) -> FrontendConfig) -> Frontend {
     let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/frontend");
-    Frontend::start(config(FrontendConfig::new(
-        example,
-        meshdrift_bin(),
-        (50, 50),
-    )))
+    Frontend::start(config(FrontendConfig {
+        inventory: Inventory::KUBERNETES,
+        ..FrontendConfig::new(example, meshdrift_bin(), (50, 50))
+    }))
     .expect("starting the frontend scenario")
 }
 

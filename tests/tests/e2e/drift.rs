@@ -1,5 +1,7 @@
-//! End-to-end drift verdicts: `meshdrift run` judging the frontend example in
-//! the lab, with a real Prometheus evaluating the shipped alert rules. Needs root.
+//! End-to-end drift verdicts: the agent, installed from `deploy/kubernetes`
+//! on the lab's real control plane and reading the API server, judging the
+//! frontend example, with a real Prometheus evaluating the shipped alert
+//! rules. Needs root.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -7,7 +9,7 @@ use meshdrift_e2e::privileged;
 use meshdrift_lab::{
     browser, meshdrift_bin,
     prometheus::Prometheus,
-    scenario::{Frontend, FrontendConfig, HOST},
+    scenario::{Frontend, FrontendConfig, HOST, Inventory},
 };
 use serde_json::Value;
 
@@ -27,6 +29,8 @@ fn frontend(
     Frontend::start(FrontendConfig {
         declared_weights: declared,
         legacy_plaintext,
+        // The agent installed from deploy/kubernetes, reading the API server.
+        inventory: Inventory::KUBERNETES,
         agent_args: agent_args.iter().map(|arg| (*arg).to_owned()).collect(),
         ..FrontendConfig::new(
             workspace().join("deploy/examples/frontend"),

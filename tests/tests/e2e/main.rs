@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bypass;
+mod cluster;
 mod counting;
 mod drift;
 mod failed_connect;

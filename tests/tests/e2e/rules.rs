@@ -152,11 +152,11 @@ fn every_selector_uses_the_meshdrift_job() {
 #[test]
 fn operator_prometheus_rule_carries_the_same_groups() {
     let plain = yaml("prometheus/rules.yaml");
-    let operator = yaml("kubernetes/prometheusrule.yaml");
+    let operator = yaml("prometheus-operator/prometheusrule.yaml");
     assert_eq!(operator["kind"].as_str(), Some("PrometheusRule"));
     assert_eq!(
         plain["groups"], operator["spec"]["groups"],
-        "deploy/kubernetes/prometheusrule.yaml and deploy/prometheus/rules.yaml disagree"
+        "deploy/prometheus-operator/prometheusrule.yaml and deploy/prometheus/rules.yaml disagree"
     );
 }
 

@@ -1,4 +1,5 @@
-//! DestinationRule traffic policies, one lab per check: `client-obey`'s
+//! DestinationRule traffic policies, one lab per check (on the lab's real
+//! control plane, the agent reading the API server): `client-obey`'s
 //! sidecar does what the rule declares, `client-break`'s does not. Each test
 //! first shows from HAProxy's own counters and the servers' logs that the
 //! proxies really obeyed and broke the field, then that the agent's report
@@ -9,6 +10,7 @@ use std::{collections::BTreeMap, time::Duration};
 use meshdrift_e2e::privileged;
 use meshdrift_lab::{
     HaproxyStats, meshdrift_bin,
+    scenario::Inventory,
     traffic_policy::{
         BACKEND_PODS, EXTERNAL_HOST, EXTERNAL_POD, IDLE, PolicyCheck, REFUSING_POD, Side,
         TrafficPolicyConfig, TrafficPolicyLab, WRONG_SNI,
@@ -19,9 +21,17 @@ use serde_json::Value;
 /// How long the report may take to judge both workloads.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The check's lab on the real control plane: the agent installed from
+/// `deploy/kubernetes`, reading the API server.
+fn config(check: PolicyCheck) -> TrafficPolicyConfig {
+    TrafficPolicyConfig {
+        inventory: Inventory::KUBERNETES,
+        ..TrafficPolicyConfig::new(check, meshdrift_bin())
+    }
+}
+
 fn start(check: PolicyCheck) -> TrafficPolicyLab {
-    let lab = TrafficPolicyLab::start(TrafficPolicyConfig::new(check, meshdrift_bin()))
-        .expect("starting the traffic-policy lab");
+    let lab = TrafficPolicyLab::start(config(check)).expect("starting the traffic-policy lab");
     lab.send_load().expect("the check's load");
     lab
 }
@@ -214,7 +224,7 @@ const SHORT_WINDOW: Duration = Duration::from_secs(10);
 #[test]
 fn max_connections_is_judged_from_pools_that_stay_open() {
     let _slot = privileged();
-    let mut config = TrafficPolicyConfig::new(PolicyCheck::MaxConnections, meshdrift_bin());
+    let mut config = config(PolicyCheck::MaxConnections);
     config.agent_args = ["--window", "10s"].map(str::to_owned).to_vec();
     let lab = TrafficPolicyLab::start(config).expect("starting the traffic-policy lab");
     lab.send_load().expect("the check's load");

@@ -9,6 +9,7 @@
 //! arrived in: two pods claiming one IP, or two ServiceEntries one host,
 //! resolve to the smallest namespace/name.
 
+mod departed;
 mod pods;
 mod relist;
 mod services;
@@ -27,6 +28,7 @@ use super::slab::Slab;
 use crate::model::{
     Change, Kind, Labels, NamespaceInfo, Object, ObjectKey, Objects, selector_matches,
 };
+use departed::Departed;
 use relist::Relisting;
 
 /// Position of a pod in the index: stable until the pod is deleted (a later
@@ -84,6 +86,8 @@ pub struct Index {
     /// Node address → the hostNetwork pods on it (they route no pod IP of
     /// their own, so they are not in `pod_by_ip`).
     host_network: HashMap<IpAddr, Vec<PodId>>,
+    /// Pods removed lately, by the addresses they held.
+    departed: Departed,
     relisting: Relisting,
     /// Interned strings dropped without release since the last purge.
     unreleased: usize,
@@ -113,6 +117,7 @@ impl Default for Index {
             endpoint_owners: HashMap::new(),
             vips: HashMap::new(),
             host_network: HashMap::new(),
+            departed: Departed::default(),
             relisting: Relisting::default(),
             unreleased: 0,
             generation: 0,
@@ -267,6 +272,23 @@ impl Index {
 
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&PodInfo> {
         self.pod_by_ip.get(&ip).and_then(|&id| self.pods.get(id))
+    }
+
+    /// The pod that held `ip` at `at` (seconds since the Unix epoch): the
+    /// pod holding it now unless it was created after `at`, then the last
+    /// created of the pods removed lately that held it (its connections stay
+    /// its own after another pod takes the address).
+    pub fn pod_by_ip_at(&self, ip: IpAddr, at: f64) -> Option<&PodInfo> {
+        self.departed_holder(ip, at).or_else(|| self.pod_by_ip(ip))
+    }
+
+    /// A pod removed lately that held `ip` at `at`, when the pod holding it
+    /// now did not exist yet then.
+    pub fn departed_holder(&self, ip: IpAddr, at: f64) -> Option<&PodInfo> {
+        match self.pod_by_ip(ip) {
+            Some(pod) if pod.created == 0 || f64::from(pod.created) <= at => None,
+            _ => self.departed.held_at(ip, at),
+        }
     }
 
     pub fn pod_id_by_ip(&self, ip: IpAddr) -> Option<PodId> {

@@ -65,6 +65,7 @@ impl Index {
             entry.remove();
         }
         if let Some(pod) = self.pods.remove(id) {
+            self.departed.record(&pod);
             pod.release(&mut self.names);
         }
     }

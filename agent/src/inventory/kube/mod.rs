@@ -26,6 +26,7 @@
 //! ```
 
 mod batch;
+mod health;
 mod istio;
 mod prune;
 mod watch;
@@ -44,6 +45,7 @@ use istio::{DESTINATION_RULE, PEER_AUTHENTICATION, SERVICE_ENTRY, Typed, VIRTUAL
 use watch::{IstioTiming, Watched};
 
 pub use batch::Listed;
+pub use health::SourceHealth;
 
 /// Batches of changes, in the order they happened.
 pub type Batches = mpsc::Receiver<Vec<Change>>;
@@ -62,6 +64,8 @@ pub struct KubeSourceOptions {
     pub min_interval: Duration,
     /// How often an Istio kind that is not served is looked for again.
     pub crd_recheck: Duration,
+    /// Where each kind's failures to list or watch are told (for readiness).
+    pub health: SourceHealth,
 }
 
 impl Default for KubeSourceOptions {
@@ -69,6 +73,7 @@ impl Default for KubeSourceOptions {
         KubeSourceOptions {
             min_interval: Duration::from_secs(1),
             crd_recheck: Duration::from_secs(60),
+            health: SourceHealth::default(),
         }
     }
 }
@@ -103,12 +108,14 @@ impl KubeSource {
         let (changes_tx, changes) = mpsc::channel(WATCHER_BUFFER);
         let tx = || changes_tx.clone();
         let c = || client.clone();
+        let health = options.health.clone();
         let mut tasks = vec![
             runtime.spawn(watch::core(
                 Api::<Pod>::all(c()),
                 Watched {
                     kind: Kind::Pod,
                     convert: |pod| Some(Object::Pod(Box::new(model::Pod::from(&pod)))),
+                    health: health.clone(),
                 },
                 |_| {},
                 tx(),
@@ -118,6 +125,7 @@ impl KubeSource {
                 Watched {
                     kind: Kind::Service,
                     convert: |service| Some(Object::Service(Box::new(service))),
+                    health: health.clone(),
                 },
                 prune::service,
                 tx(),
@@ -127,6 +135,7 @@ impl KubeSource {
                 Watched {
                     kind: Kind::EndpointSlice,
                     convert: |slice| Some(Object::EndpointSlice(Box::new(slice))),
+                    health: health.clone(),
                 },
                 prune::endpoint_slice,
                 tx(),
@@ -136,6 +145,7 @@ impl KubeSource {
                 Watched {
                     kind: Kind::Namespace,
                     convert: |namespace| NamespaceInfo::of(&namespace).map(Object::Namespace),
+                    health: health.clone(),
                 },
                 prune::namespace,
                 tx(),
@@ -153,6 +163,7 @@ impl KubeSource {
                 convert: |typed: Typed<model::ServiceEntry>| {
                     typed.value.map(|v| Object::ServiceEntry(Box::new(v)))
                 },
+                health: health.clone(),
             },
             tx(),
             timing,
@@ -165,6 +176,7 @@ impl KubeSource {
                 convert: |typed: Typed<model::VirtualService>| {
                     typed.value.map(|v| Object::VirtualService(Box::new(v)))
                 },
+                health: health.clone(),
             },
             tx(),
             timing,
@@ -177,6 +189,7 @@ impl KubeSource {
                 convert: |typed: Typed<model::DestinationRule>| {
                     typed.value.map(|v| Object::DestinationRule(Box::new(v)))
                 },
+                health: health.clone(),
             },
             tx(),
             timing,
@@ -189,6 +202,7 @@ impl KubeSource {
                 convert: |typed: Typed<model::PeerAuthentication>| {
                     typed.value.map(|v| Object::PeerAuthentication(Box::new(v)))
                 },
+                health: health.clone(),
             },
             tx(),
             timing,

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::health::SourceHealth;
 use super::istio::{IstioKind, Typed};
 use crate::model::{Change, Kind, Object, ObjectKey, namespace_of};
 
@@ -27,6 +28,8 @@ pub(crate) struct Watched<K> {
     pub(crate) kind: Kind,
     /// The slim form, or `None` for an object meshdrift cannot use.
     pub(crate) convert: fn(K) -> Option<Object>,
+    /// Where failures to list or watch are told.
+    pub(crate) health: SourceHealth,
 }
 
 /// Where changes go; `false` once the consumer is gone.
@@ -54,6 +57,7 @@ async fn forward<K: Resource>(
         Event::Init => send(tx, Change::Listing(kind)).await,
         Event::InitDone => {
             debug!(kind = kind.name(), "listed");
+            watched.health.clear(kind);
             send(tx, Change::Listed(kind)).await
         }
         Event::InitApply(object) | Event::Apply(object) => match (watched.convert)(object) {
@@ -85,19 +89,30 @@ pub(crate) async fn core<K>(
                     return;
                 }
             }
-            Err(err) => log_watch_error(watched.kind, &err),
+            Err(err) => note_watch_error(&watched, err),
         }
     }
 }
 
-fn log_watch_error(kind: Kind, err: &watcher::Error) {
-    match err {
-        // Expected now and then: the watcher relists.
+/// A failed list or watch: 410 Gone is ordinary (the watcher relists);
+/// anything else is a problem of the kind until it lists again, logged once.
+fn note_watch_error<K>(watched: &Watched<K>, err: watcher::Error) {
+    let kind = watched.kind;
+    let err = match err {
         watcher::Error::WatchError(status) if status.code == 410 => {
-            debug!(kind = kind.name(), "watch expired; relisting");
+            info!(kind = kind.name(), "watch expired (410 Gone); relisting");
+            return;
         }
-        _ => warn!(kind = kind.name(), error = %err, "watch failed; retrying"),
-    }
+        watcher::Error::WatchError(status) => kube::Error::Api(status),
+        watcher::Error::InitialListFailed(err)
+        | watcher::Error::WatchStartFailed(err)
+        | watcher::Error::WatchFailed(err) => err,
+        other => {
+            warn!(kind = kind.name(), error = %other, "watch failed; retrying");
+            return;
+        }
+    };
+    watched.health.report(kind, &err);
 }
 
 /// How often an Istio kind that is not served is looked for again.
@@ -136,6 +151,7 @@ pub(crate) async fn istio<T>(
                 info!(kind = spec.kind, version, "no longer served; looking again");
             }
             Ok(None) => {
+                watched.health.clear(watched.kind);
                 if !absent_logged {
                     warn!(
                         kind = spec.kind,
@@ -154,7 +170,8 @@ pub(crate) async fn istio<T>(
                 tokio::time::sleep(timing.recheck).await;
             }
             Err(err) => {
-                warn!(kind = spec.kind, error = %err, retry_in = ?retry, "cannot look up served version");
+                watched.health.report(watched.kind, &err);
+                debug!(kind = spec.kind, retry_in = ?retry, "looking up the served version again");
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(timing.retry_max);
             }
@@ -203,7 +220,7 @@ where
             {
                 return true;
             }
-            Err(err) => log_watch_error(watched.kind, &err),
+            Err(err) => note_watch_error(watched, err),
         }
     }
     true
@@ -223,6 +240,36 @@ fn warn_untyped<T>(event: &Event<Typed<T>>, kind: Kind) {
     }
 }
 
+/// A kind (or a version of it) the API server does not serve. A real API
+/// server answers an unknown group version with a bare `404 page not found`,
+/// not a Status: the code says it.
 fn is_not_found(err: &kube::Error) -> bool {
-    matches!(err, kube::Error::Api(status) if status.is_not_found())
+    matches!(err, kube::Error::Api(status) if status.is_not_found() || status.code == 404)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unserved_version_is_not_found_whether_or_not_a_status_says_so() {
+        // A real API server's answer for a group version it does not serve.
+        let bare = kube::Error::Api(
+            kube::core::Status::failure("404 page not found", "")
+                .with_code(404)
+                .boxed(),
+        );
+        let status = kube::Error::Api(
+            kube::core::Status::failure("not found", "NotFound")
+                .with_code(404)
+                .boxed(),
+        );
+        let forbidden = kube::Error::Api(
+            kube::core::Status::failure("forbidden", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        assert!(is_not_found(&bare) && is_not_found(&status));
+        assert!(!is_not_found(&forbidden));
+    }
 }
