@@ -1,6 +1,11 @@
-//! `cargo xtask demo`: the frontend example in the lab, judged by `meshdrift run`
+//! `cargo xtask demo`: the frontend example in the lab, judged by meshdrift
 //! with a real Prometheus evaluating the shipped alert rules.
 //!
+//! By default the lab runs a real Kubernetes control plane (etcd,
+//! kube-apiserver, the controllers, the scheduler and kube-proxy, built from
+//! tools/), the example's objects are applied to it, and the agent is
+//! installed from `deploy/kubernetes` and reads the API server with its
+//! service account; `--manifests` runs `meshdrift run --manifests` instead.
 //! The lab is wired like a mesh: sidecars intercept with Istio's nat rules,
 //! applications dial the Service's cluster IP, kube-proxy's rules DNAT it.
 //! By default the client's sidecar runs a stale 80/20 configuration against
@@ -21,7 +26,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use meshdrift_lab::{
     prometheus::Prometheus,
-    scenario::{Frontend, FrontendConfig},
+    scenario::{Frontend, FrontendConfig, Inventory},
 };
 use serde_json::Value;
 
@@ -52,6 +57,10 @@ pub struct DemoArgs {
     /// standard input is not a terminal).
     #[arg(long)]
     pub no_wait: bool,
+    /// Run the agent on the example's manifests (`meshdrift run --manifests`)
+    /// instead of a real control plane.
+    #[arg(long)]
+    pub manifests: bool,
 }
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
@@ -65,11 +74,23 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         "drift: the client's sidecar runs a stale 80/20 against the declared 50/50 and reuses its connections past the declared maxRequestsPerConnection, and a pod without a sidecar sends plaintext to the Service"
     };
     step(&format!("scenario — {scenario}"));
-    step(
-        "building the lab (pods client, frontend-v1, frontend-v2 with sidecars, legacy without; \
-         kube-proxy rules for the Service) and starting `meshdrift run`",
-    );
+    let inventory = if args.manifests {
+        step(
+            "building the lab (pods client, frontend-v1, frontend-v2 with sidecars, legacy without; \
+             kube-proxy rules for the Service) and starting `meshdrift run --manifests`",
+        );
+        Inventory::Manifests
+    } else {
+        step(
+            "building the lab (pods client, frontend-v1, frontend-v2 with sidecars, legacy without), \
+             starting a real control plane (etcd, kube-apiserver, kube-controller-manager, \
+             kube-scheduler, kube-proxy; Istio's CRDs), applying the example to it, and installing \
+             meshdrift from deploy/kubernetes",
+        );
+        Inventory::KUBERNETES
+    };
     let frontend = Frontend::start(FrontendConfig {
+        inventory,
         legacy_plaintext: !args.healthy,
         declared_max_requests_per_connection: Some(MAX_REQUESTS_PER_CONNECTION),
         proxy_requests_per_connection: args.healthy.then_some(MAX_REQUESTS_PER_CONNECTION),
@@ -187,6 +208,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     );
     println!("  metrics:      {}/metrics", frontend.agent_url);
     println!("  Prometheus:   {}/alerts", prometheus.url());
+    if let Some(cluster) = &frontend.cluster {
+        println!(
+            "  cluster:      {} get pods -A --kubeconfig {}",
+            cluster.kubectl.binary().display(),
+            cluster.kubectl.kubeconfig().display()
+        );
+    }
     if !args.no_wait && std::io::stdin().is_terminal() {
         println!();
         println!("The lab stays up: press Ctrl-C to tear it down.");

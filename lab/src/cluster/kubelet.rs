@@ -335,6 +335,14 @@ impl Cluster {
         )
     }
 
+    /// Removes lab pod `name` and deletes its object, as a kubelet confirms
+    /// a deletion once the pod's containers and network are gone: its
+    /// address is free for the next pod at once.
+    pub fn remove_pod(&self, lab: &Lab, namespace: &str, name: &str) -> Result<()> {
+        lab.remove_pod(name)?;
+        self.delete_pod(namespace, name)
+    }
+
     /// Deletes a pod's object at once, as its kubelet confirms a deletion
     /// once the containers are gone.
     pub fn delete_pod(&self, namespace: &str, name: &str) -> Result<()> {

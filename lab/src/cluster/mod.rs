@@ -65,6 +65,7 @@ impl Upstream {
             || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/upstream"),
             PathBuf::from,
         );
+        let dir = dir.canonicalize().unwrap_or(dir);
         let upstream = Upstream { dir };
         for program in [
             "etcd",

@@ -335,12 +335,8 @@ fn a_connection_counts_for_the_pod_that_held_the_address_when_it_was_made() {
     // Gone at once, and its address given to a pod of another workload.
     let host = frontend.legacy.host();
     cluster
-        .delete_pod("default", "legacy")
-        .expect("deleting legacy");
-    frontend
-        .lab
-        .remove_pod("legacy")
-        .expect("removing legacy's namespace");
+        .remove_pod(&frontend.lab, "default", "legacy")
+        .expect("removing legacy");
     let successor = frontend
         .lab
         .add_pod_at("successor", host)
