@@ -24,13 +24,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshdrift_testkit::SyntheticMesh;
 use meshdrift_testkit::apiserver::{ApiServer, CORE, ISTIO, PODS};
 use serde_json::{Value, json};
+
+#[path = "kube_agent/real.rs"]
+mod real;
 
 /// How long the agent is given to list 150 000 pods and become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -178,6 +181,36 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
+/// Where the agent lists and watches the mesh.
+#[derive(Clone, Copy)]
+enum Source {
+    /// testkit's stand-in API server, in this process.
+    StandIn,
+    /// kube-apiserver and etcd built from their modules (`cargo xtask cluster up`).
+    KubeApiserver,
+}
+
+impl Source {
+    /// How the printed lines name the source; the stand-in's wording is
+    /// what `cargo xtask bench` reads its budgets from.
+    fn via(self) -> &'static str {
+        match self {
+            Source::StandIn => "the Kubernetes API",
+            Source::KubeApiserver => "kube-apiserver (real control plane)",
+        }
+    }
+}
+
+/// A pod change the measurement makes: add extra pod `i`, or delete it.
+enum Change {
+    Add(usize),
+    Delete(usize),
+}
+
+/// An admin kubeconfig of a cluster made by `cargo xtask cluster up`: the
+/// mesh is loaded into it and the agent measured against kube-apiserver too.
+const REAL_CLUSTER_ENV: &str = "MESHDRIFT_BENCH_KUBECONFIG";
+
 fn main() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -195,11 +228,66 @@ fn main() {
     for n in 0..mesh.namespaces {
         server.preload(mesh.namespace_json(n));
     }
-
     let dir = std::env::temp_dir().join(format!("meshdrift-kube-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
+    measure(Source::StandIn, &kubeconfig, &mesh, |change| match change {
+        Change::Add(i) => server.apply(extra_pod(i)),
+        Change::Delete(i) => server.delete(PODS, "ns-7", &format!("bench-extra-{i}")),
+    });
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let Some(kubeconfig) = std::env::var_os(REAL_CLUSTER_ENV) else {
+        eprintln!(
+            "kube_agent: {REAL_CLUSTER_ENV} is not set: no measurement against kube-apiserver (`cargo xtask bench` starts a cluster and sets it)"
+        );
+        return;
+    };
+    let kubeconfig = PathBuf::from(kubeconfig);
+    let cluster = runtime
+        .block_on(real::Cluster::connect(&kubeconfig))
+        .expect("connecting to the cluster");
+    let started = Instant::now();
+    runtime
+        .block_on(cluster.load(&mesh))
+        .expect("loading the mesh into kube-apiserver");
+    report(
+        "150 k pods, 20 k Services, VirtualServices and DestinationRules written through kube-apiserver in",
+        format!("{:.0?}", started.elapsed()),
+    );
+    // Let the controllers' work on what was written (EndpointSlices) settle.
+    std::thread::sleep(Duration::from_secs(10));
+    let rss = |name| real::process_rss_kib(name).map_or_else(|| "?".to_owned(), mib);
+    report(
+        "kube-apiserver and etcd RSS holding 150 k pods",
+        format!("{}, {}", rss("kube-apiserver"), rss("etcd")),
+    );
+    measure(Source::KubeApiserver, &kubeconfig, &mesh, |change| {
+        let done = match change {
+            Change::Add(i) => {
+                let mut pod = extra_pod(i);
+                pod["status"]["podIP"] = json!(format!("10.250.0.{}", i + 1));
+                runtime.block_on(cluster.add_pod(pod))
+            }
+            Change::Delete(i) => {
+                runtime.block_on(cluster.delete_pod("ns-7", &format!("bench-extra-{i}")))
+            }
+        };
+        done.expect("a pod change through kube-apiserver");
+    });
+}
+
+/// Starts the agent on `kubeconfig`, reports its time to readiness, its
+/// memory and the CPU of pod changes made by `change`.
+fn measure(
+    source: Source,
+    kubeconfig: &Path,
+    mesh: &SyntheticMesh,
+    mut change: impl FnMut(Change),
+) {
+    let via = source.via();
     let cgroup = Cgroup::create();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -210,7 +298,7 @@ fn main() {
             .args(["run", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--node-name", "bench", "--cgroup"])
             .arg(&cgroup.0)
-            .env("KUBECONFIG", &kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -227,11 +315,11 @@ fn main() {
     let pods = reported_pods(&base).expect("the agent's report");
     assert_eq!(pods, mesh.pods as u64, "every pod reached the agent");
     report(
-        "agent at 150 k pods via the Kubernetes API: ready after",
+        &format!("agent at 150 k pods via {via}: ready after"),
         format!("{ready_after:.1?}"),
     );
     report(
-        "agent RSS at 150 k pods via the Kubernetes API (peak, steady)",
+        &format!("agent RSS at 150 k pods via {via} (peak, steady)"),
         format!("{}, {}", mib(peak), mib(steady)),
     );
 
@@ -239,16 +327,13 @@ fn main() {
     let mut added = Vec::new();
     let mut deleted = Vec::new();
     for i in 0..CHANGES {
-        added.push(change_cost(pid, || server.apply(extra_pod(i))));
-        deleted.push(change_cost(pid, || {
-            server.delete(PODS, "ns-7", &format!("bench-extra-{i}"))
-        }));
+        added.push(change_cost(pid, || change(Change::Add(i))));
+        deleted.push(change_cost(pid, || change(Change::Delete(i))));
     }
     let ticks = cpu_ticks(pid) - ticks_before;
-    let after = reported_pods(&base).expect("the agent's report");
-    assert_eq!(after, mesh.pods as u64, "the extra pods came and went");
+    wait_for_pods(&base, mesh.pods as u64);
     report(
-        "agent CPU for one pod change at 150 k pods via the Kubernetes API (added, deleted)",
+        &format!("agent CPU for one pod change at 150 k pods via {via} (added, deleted)"),
         format!(
             "{:.2} ms, {:.2} ms (median of {CHANGES}; utime+stime over all {} windows: {} ticks)",
             median(&mut added) as f64 / 1e6,
@@ -258,7 +343,10 @@ fn main() {
         ),
     );
     report(
-        "agent RSS after the pod changes",
+        &match source {
+            Source::StandIn => "agent RSS after the pod changes".to_owned(),
+            Source::KubeApiserver => format!("agent RSS after the pod changes via {via}"),
+        },
         format!(
             "{} (peak {})",
             mib(status_kib(pid, "VmRSS")),
@@ -267,8 +355,23 @@ fn main() {
     );
     drop(agent);
     drop(cgroup);
-    let _ = std::fs::remove_dir_all(&dir);
-    drop(runtime);
+}
+
+/// The extra pods came and went: the agent's count is the mesh's again
+/// (a watch delivers the last delete a moment after it was made).
+fn wait_for_pods(base: &str, pods: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = reported_pods(base).expect("the agent's report");
+        if now == pods {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent holds {now} pods, not {pods}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn wait_ready(base: &str, started: Instant) {

@@ -115,6 +115,7 @@ fn pipeline(c: &mut Criterion) {
     let mut agent = agent();
     let mut joiner = FlowJoiner::new(1 << 20).client_classification_only();
     let mut next_cookie = 1;
+    let mut flows = Vec::new();
     group.bench_function("record_to_tally", |b| {
         b.iter_batched(
             || {
@@ -124,14 +125,12 @@ fn pipeline(c: &mut Criterion) {
             },
             |batch| {
                 // A sweep per batch, as the agent runs one per update interval.
-                joiner.begin_sweep();
-                for record in &batch {
-                    let event = decode(record).unwrap();
-                    if let Some(flow) = joiner.push(event) {
-                        agent.consume(black_box(&flow));
-                    }
+                let events = batch.iter().map(|record| decode(record).unwrap());
+                flows.clear();
+                joiner.sweep(std::iter::empty(), events, true, &mut flows);
+                for flow in &flows {
+                    agent.consume(black_box(flow));
                 }
-                joiner.end_sweep();
             },
             criterion::BatchSize::LargeInput,
         );

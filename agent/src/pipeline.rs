@@ -4,11 +4,12 @@
 //!
 //! Records come two ways: close and payload records through the ring buffer
 //! as they happen, and the counters of open flows from sweeps of the kernel's
-//! flow map. A sweep is bracketed by [`FlowJoiner::begin_sweep`] and
-//! [`FlowJoiner::end_sweep`]; between the two, its updates go to
-//! [`FlowJoiner::sweep_update`] and the ring buffer is drained once more, so
-//! that a flow the sweep no longer finds either closed (its close record was
-//! drained) or lost its close record, which is then counted.
+//! flow map. [`FlowJoiner::sweep`] takes what one sweep read together with
+//! the ring buffer's records drained after the read, and joins those first:
+//! the kernel queues a flow's first bytes before its counters show them, so a
+//! sweep that read a flow's first request also finds its payload record among
+//! them, and a flow the sweep no longer finds either closed (its close record
+//! was drained) or lost its close record, which is then counted.
 
 use std::sync::Arc;
 
@@ -54,6 +55,10 @@ struct OpenFlow {
     /// found the flow in the kernel's map.
     born: u64,
     seen: u64,
+    /// A sweep read client bytes before the record of the first ones: its
+    /// update waited one sweep for them (the kernel counts a packet's bytes
+    /// a moment before it queues them).
+    waited_for_first_bytes: bool,
 }
 
 /// Losses the joiner counts (see `probe::LossCounters`).
@@ -135,6 +140,7 @@ impl FlowJoiner {
             reported: None,
             born,
             seen: born,
+            waited_for_first_bytes: false,
         }))
     }
 
@@ -193,19 +199,51 @@ impl FlowJoiner {
         }
     }
 
-    /// Starts a sweep of the kernel's flow map.
-    pub fn begin_sweep(&mut self) {
+    /// Joins one sweep of the kernel's flow map: `found` is every open flow
+    /// it read, `queued` the ring buffer's records drained after the read.
+    /// `complete` is false when the read failed part way: flows it did not
+    /// find are then not taken for closed.
+    pub fn sweep(
+        &mut self,
+        found: impl IntoIterator<Item = FlowRecord>,
+        queued: impl IntoIterator<Item = ProbeEvent>,
+        complete: bool,
+        out: &mut Vec<ObservedFlow>,
+    ) {
+        self.begin_sweep();
+        out.extend(queued.into_iter().filter_map(|event| self.push(event)));
+        out.extend(
+            found
+                .into_iter()
+                .filter_map(|record| self.sweep_update(record)),
+        );
+        if complete {
+            self.end_sweep();
+        }
+    }
+
+    fn begin_sweep(&mut self) {
         self.sweep += 1;
     }
 
     /// One open flow as the current sweep found it; `None` when nothing is new.
-    pub fn sweep_update(&mut self, record: FlowRecord) -> Option<ObservedFlow> {
+    fn sweep_update(&mut self, record: FlowRecord) -> Option<ObservedFlow> {
         if self.closed_recently.contains(&record.cookie) {
             return None;
         }
         let sweep = self.sweep;
+        let unclassified = Arc::as_ptr(&self.unclassified);
         let flow = self.entry(record.cookie)?;
         flow.seen = sweep;
+        // Reported now, the connection would count with no transport. Its
+        // record is queued by the next sweep, or lost (and counted as such).
+        if std::ptr::eq(Arc::as_ptr(&flow.classification), unclassified)
+            && record.counters.client_bytes > 0
+            && !flow.waited_for_first_bytes
+        {
+            flow.waited_for_first_bytes = true;
+            return None;
+        }
         let previous = flow.reported.replace(record.counters);
         if previous == Some(record.counters) {
             return None;
@@ -219,9 +257,9 @@ impl FlowJoiner {
         })
     }
 
-    /// Ends the sweep once the ring buffer has been drained after it: flows
-    /// known before the sweep that it did not find left without a close record.
-    pub fn end_sweep(&mut self) {
+    /// Flows known before the sweep that it did not find left without a
+    /// close record.
+    fn end_sweep(&mut self) {
         let sweep = self.sweep;
         let before = self.open.len();
         self.open
@@ -300,9 +338,10 @@ mod tests {
                 .push(payload(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
                 .is_none()
         );
-        joiner.begin_sweep();
-        let update = joiner.push(flow(FlowKind::Update, 1)).unwrap();
-        joiner.end_sweep();
+        let updates = sweep(&mut joiner, vec![record(FlowKind::Update, 1, 1, 0)], vec![]);
+        let [update] = updates.as_slice() else {
+            panic!("one update: {updates:?}");
+        };
         assert_eq!(update.classification.transport, Transport::Http);
         let close = joiner.push(flow(FlowKind::Close, 1)).unwrap();
         assert_eq!(close.classification.transport, Transport::Http);
@@ -360,39 +399,65 @@ mod tests {
         assert_eq!(joiner.losses().flow_table_full, 3);
     }
 
+    /// One sweep through the public entry point: what it read, and what the
+    /// ring buffer held after the read.
+    fn sweep(
+        joiner: &mut FlowJoiner,
+        found: Vec<FlowRecord>,
+        queued: Vec<ProbeEvent>,
+    ) -> Vec<ObservedFlow> {
+        let mut out = Vec::new();
+        joiner.sweep(found, queued, true, &mut out);
+        out
+    }
+
     #[test]
     fn sweeps_and_close_add_up_to_the_final_totals_and_count_the_connection_once() {
         let mut joiner = FlowJoiner::new(8);
-        joiner.begin_sweep();
-        let first = joiner
-            .sweep_update(record(FlowKind::Update, 42, 3, 300))
-            .unwrap()
-            .delta;
-        joiner.end_sweep();
-        joiner.begin_sweep();
+        joiner.push(payload(42, b"GET / HTTP/1.1\r\n\r\n"));
+        let first = sweep(
+            &mut joiner,
+            vec![record(FlowKind::Update, 42, 3, 300)],
+            vec![],
+        );
         assert!(
-            joiner
-                .sweep_update(record(FlowKind::Update, 42, 3, 300))
-                .is_none(),
+            sweep(
+                &mut joiner,
+                vec![record(FlowKind::Update, 42, 3, 300)],
+                vec![]
+            )
+            .is_empty(),
             "an unchanged flow reports nothing"
         );
-        joiner.end_sweep();
-        joiner.begin_sweep();
-        let second = joiner
-            .sweep_update(record(FlowKind::Update, 42, 5, 500))
-            .unwrap()
-            .delta;
-        joiner.end_sweep();
+        let second = sweep(
+            &mut joiner,
+            vec![record(FlowKind::Update, 42, 5, 500)],
+            vec![],
+        );
         let close = joiner
             .push(ProbeEvent::Flow(record(FlowKind::Close, 42, 9, 900)))
             .unwrap()
             .delta;
+        let [first] = first.as_slice() else {
+            panic!("one update from the first sweep: {first:?}");
+        };
+        let [second] = second.as_slice() else {
+            panic!("one update from the third sweep: {second:?}");
+        };
         assert_eq!(
-            (first.counters.requests, first.bytes(), first.first),
+            (
+                first.delta.counters.requests,
+                first.delta.bytes(),
+                first.delta.first
+            ),
             (3, 300, true)
         );
         assert_eq!(
-            (second.counters.requests, second.bytes(), second.first),
+            (
+                second.delta.counters.requests,
+                second.delta.bytes(),
+                second.delta.first
+            ),
             (2, 200, false)
         );
         assert_eq!(
@@ -401,6 +466,86 @@ mod tests {
         );
         assert_eq!(joiner.tracked(), 0);
         assert_eq!(joiner.losses(), JoinerLosses::default());
+    }
+
+    /// The kernel queued the flow's first bytes, then counted its request;
+    /// the sweep read the count before user space drained the queue.
+    #[test]
+    fn a_sweep_joins_the_first_bytes_queued_before_its_read() {
+        let mut joiner = FlowJoiner::new(8);
+        let updates = sweep(
+            &mut joiner,
+            vec![record(FlowKind::Update, 11, 1, 80)],
+            vec![payload(11, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")],
+        );
+        let [update] = updates.as_slice() else {
+            panic!("one update: {updates:?}");
+        };
+        assert_eq!(update.classification.transport, Transport::Http);
+        assert!(update.delta.first);
+        assert_eq!(update.delta.counters.requests, 1);
+    }
+
+    /// The sweep read the flow's bytes in the moment between the kernel
+    /// counting them and queueing them: the update waits for the record.
+    #[test]
+    fn client_bytes_read_before_their_record_wait_one_sweep_for_it() {
+        let mut joiner = FlowJoiner::new(8);
+        assert!(
+            sweep(
+                &mut joiner,
+                vec![record(FlowKind::Update, 12, 0, 80)],
+                vec![]
+            )
+            .is_empty()
+        );
+        let updates = sweep(
+            &mut joiner,
+            vec![record(FlowKind::Update, 12, 1, 80)],
+            vec![payload(12, b"GET / HTTP/1.1\r\n\r\n")],
+        );
+        let [update] = updates.as_slice() else {
+            panic!("one update: {updates:?}");
+        };
+        assert_eq!(update.classification.transport, Transport::Http);
+        assert_eq!(
+            (update.delta.counters.requests, update.delta.first),
+            (1, true)
+        );
+        assert_eq!(joiner.losses(), JoinerLosses::default());
+    }
+
+    /// A payload record the kernel could not queue (counted there) holds
+    /// the flow's counters back one sweep only.
+    #[test]
+    fn a_flow_whose_first_bytes_were_lost_is_reported_at_the_next_sweep() {
+        let mut joiner = FlowJoiner::new(8);
+        let found = || vec![record(FlowKind::Update, 13, 2, 160)];
+        assert!(sweep(&mut joiner, found(), vec![]).is_empty());
+        let updates = sweep(&mut joiner, found(), vec![]);
+        let [update] = updates.as_slice() else {
+            panic!("one update: {updates:?}");
+        };
+        assert_eq!(update.classification.transport, Transport::None);
+        assert_eq!(
+            (update.delta.counters.requests, update.delta.first),
+            (2, true)
+        );
+    }
+
+    #[test]
+    fn a_flow_without_client_bytes_is_reported_unclassified_at_once() {
+        let mut joiner = FlowJoiner::new(8);
+        let updates = sweep(
+            &mut joiner,
+            vec![record(FlowKind::Update, 14, 0, 0)],
+            vec![],
+        );
+        let [update] = updates.as_slice() else {
+            panic!("one update: {updates:?}");
+        };
+        assert!(update.delta.first);
+        assert_eq!(update.delta.bytes(), 0);
     }
 
     #[test]
@@ -419,28 +564,32 @@ mod tests {
     #[test]
     fn a_sweep_that_read_a_flow_just_before_its_removal_does_not_revive_it() {
         let mut joiner = FlowJoiner::new(8);
-        joiner.push(payload(5, b"GET / HTTP/1.1\r\n\r\n"));
-        joiner.push(ProbeEvent::Flow(record(FlowKind::Close, 5, 2, 200)));
-        joiner.begin_sweep();
-        assert!(
-            joiner
-                .sweep_update(record(FlowKind::Update, 5, 2, 200))
-                .is_none()
+        let updates = sweep(
+            &mut joiner,
+            vec![record(FlowKind::Update, 5, 2, 200)],
+            vec![
+                payload(5, b"GET / HTTP/1.1\r\n\r\n"),
+                ProbeEvent::Flow(record(FlowKind::Close, 5, 2, 200)),
+            ],
         );
-        joiner.end_sweep();
+        let [close] = updates.as_slice() else {
+            panic!("the close alone: {updates:?}");
+        };
+        assert_eq!(close.record.kind, FlowKind::Close);
+        assert_eq!(close.classification.transport, Transport::Http);
         assert_eq!(joiner.tracked(), 0);
     }
 
     #[test]
     fn a_flow_gone_from_the_map_without_a_close_is_a_counted_loss() {
         let mut joiner = FlowJoiner::new(8);
-        joiner.begin_sweep();
-        joiner.sweep_update(record(FlowKind::Update, 9, 1, 10));
-        joiner.end_sweep();
+        sweep(
+            &mut joiner,
+            vec![record(FlowKind::Update, 9, 1, 10)],
+            vec![payload(9, b"x")],
+        );
         // Born during the next sweep: not judged by it.
-        joiner.begin_sweep();
-        joiner.push(payload(10, b"x"));
-        joiner.end_sweep();
+        sweep(&mut joiner, vec![], vec![payload(10, b"x")]);
         assert_eq!(joiner.losses().close_unseen, 1);
         assert_eq!(joiner.tracked(), 1);
     }

@@ -94,6 +94,11 @@ impl UpstreamTls {
         self.tls13_only = on;
         self
     }
+
+    /// Whether the offered ALPN lets the server choose HTTP/2.
+    fn offers_h2(&self) -> bool {
+        self.alpn.iter().any(|p| p == "h2" || p == "istio-h2")
+    }
 }
 
 /// One weighted server of the backend.
@@ -225,6 +230,7 @@ pub struct HaproxyBuilder {
     pool_purge_delay: Option<Duration>,
     timeout_server: Duration,
     requests_per_connection: Option<u32>,
+    cpu: Option<usize>,
 }
 
 /// A running HAProxy in a pod; stopped on drop.
@@ -262,6 +268,7 @@ impl Haproxy {
             pool_purge_delay: None,
             timeout_server: DEFAULT_TIMEOUT_SERVER,
             requests_per_connection: None,
+            cpu: None,
         }
     }
 
@@ -392,6 +399,12 @@ impl HaproxyBuilder {
     /// more threads means more upstream connections).
     pub fn threads(mut self, n: u32) -> Self {
         self.threads = n.max(1);
+        self
+    }
+
+    /// Run every thread on CPU `cpu` (`cpu-map`).
+    pub fn cpu(mut self, cpu: usize) -> Self {
+        self.cpu = Some(cpu);
         self
     }
 
@@ -541,6 +554,9 @@ impl HaproxyBuilder {
         if let Some(uid) = self.uid {
             let _ = writeln!(c, "    uid {uid}\n    gid {uid}");
         }
+        if let Some(cpu) = self.cpu {
+            let _ = writeln!(c, "    cpu-map 1/all {cpu}");
+        }
         let _ = writeln!(c);
         let mode = match self.mode {
             ProxyMode::Http => "http",
@@ -599,6 +615,19 @@ impl HaproxyBuilder {
                 }
                 if !tls.alpn.is_empty() {
                     let _ = write!(c, " alpn {}", tls.alpn.join(","));
+                    if self.mode == ProxyMode::Http && !tls.offers_h2() {
+                        // HTTP/1 whatever the server picks: said up front,
+                        // HAProxy installs its HTTP/1 layer before the
+                        // connect instead of after the handshake. Without
+                        // one, HAProxy 2.6 before 2.6.17 misses a refused
+                        // connect whose RST comes in after the first
+                        // handshake attempt, and the request waits out
+                        // `timeout connect` (5 s) instead of going to
+                        // another server at once (fixed upstream by
+                        // "BUG/MEDIUM: connection: report connection errors
+                        // even when no mux is installed").
+                        let _ = write!(c, " proto h1");
+                    }
                 }
                 if tls.tls13_only {
                     let _ = write!(c, " ssl-min-ver TLSv1.3");
@@ -847,6 +876,46 @@ be,BACKEND,0,0,200,1,2,UP,100,2,198,200,0,\n";
         assert_eq!(stats.total().stot, 200);
         assert_eq!(stats.backend.as_ref().map(|b| b.connect), Some(2));
         assert_eq!(stats.frontend.as_ref().map(|f| f.stot), Some(200));
+    }
+
+    fn server_lines(builder: &HaproxyBuilder) -> Vec<String> {
+        let certs = vec![None; builder.servers.len()];
+        builder
+            .render(Path::new("/run/haproxy.sock"), &certs, 100)
+            .lines()
+            .filter(|line| line.trim_start().starts_with("server "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The outlier check's refused dials: a server the client proxy may
+    /// only speak HTTP/1 to has its HTTP/1 layer from the connect on, so a
+    /// refused connect is noticed however late its RST arrives.
+    #[test]
+    fn http1_tls_servers_pin_the_protocol_before_the_handshake() {
+        let addr: SocketAddr = "10.213.1.23:8080".parse().unwrap();
+        let host = "backend.default.svc.cluster.local";
+        let builder = Haproxy::builder(15001, ProxyMode::Http)
+            .server(
+                Upstream::new("http1", addr, 50)
+                    .tls(UpstreamTls::istio_http(80, "v1", host, "client")),
+            )
+            .server(
+                Upstream::new("h2", addr, 50).tls(UpstreamTls::istio_h2(80, "v1", host, "client")),
+            )
+            .server(Upstream::new("no-alpn", addr, 50).tls(UpstreamTls::simple(host)));
+        let lines = server_lines(&builder);
+        assert!(
+            lines[0].contains(" alpn istio-http/1.1,istio,http/1.1 proto h1"),
+            "{lines:#?}"
+        );
+        // The server's ALPN choice decides these: nothing is pinned.
+        assert!(!lines[1].contains(" proto "), "{lines:#?}");
+        assert!(!lines[2].contains(" proto "), "{lines:#?}");
+        let tcp = Haproxy::builder(15001, ProxyMode::Tcp).server(
+            Upstream::new("tcp", addr, 50).tls(UpstreamTls::istio_tcp(80, "v1", host, "client")),
+        );
+        assert!(!server_lines(&tcp)[0].contains(" proto "));
     }
 
     #[test]

@@ -198,7 +198,66 @@ impl Lab {
 
     /// Adds a pod with the host part `host` (`10.213.<id>.<host>`).
     pub fn add_pod_at(&self, name: &str, host: u8) -> Result<Pod> {
+        self.add_pod_on(name, host, 1)
+    }
+
+    /// Adds node `node` (2 to [`netns::MAX_NODES`]): a namespace of its own
+    /// that routes between its pods and reaches the others through node 1,
+    /// with its own address `10.213.<id>.<248 + node>`. Its programs run
+    /// through [`Lab::nth_node_processes`], its pods come from
+    /// [`Lab::add_pod_on`].
+    pub fn add_node(&self, node: u8) -> Result<()> {
+        if !(2..=netns::MAX_NODES).contains(&node) {
+            return Err(LabError::invalid(
+                "node number",
+                format!(
+                    "{node} (node 1 is the lab's own; add 2..={})",
+                    netns::MAX_NODES
+                ),
+            ));
+        }
+        let id = self.shared.id;
+        let name = netns::node_pod_name(node);
+        let ns = netns::nth_node_netns_name(id, node);
+        self.shared.claim_pod(
+            &name,
+            PodRecord {
+                host: netns::node_host(node),
+                netns: ns.clone(),
+            },
+        )?;
+        if let Err(e) = netns::create_extra_node(id, node) {
+            let _ = netns::delete_netns(&ns);
+            self.shared.release_pod(&name);
+            return Err(e);
+        }
+        tracing::debug!(lab = id, node, "node added");
+        Ok(())
+    }
+
+    /// Whether node `node` exists (node 1 always does).
+    fn has_node(&self, node: u8) -> Result<bool> {
+        if node == 1 {
+            return Ok(true);
+        }
+        let ns = netns::nth_node_netns_name(self.shared.id, node);
+        Ok(netns::list_netns()?.contains(&ns))
+    }
+
+    /// The address of node `node` (`10.213.<id>.1` for node 1).
+    pub fn nth_node_ip(&self, node: u8) -> std::net::Ipv4Addr {
+        netns::ipv4_of(self.shared.id, netns::node_host(node))
+    }
+
+    /// Adds a pod with the host part `host` on node `node` (see [`Lab::add_node`]).
+    pub fn add_pod_on(&self, name: &str, host: u8, node: u8) -> Result<Pod> {
         validate_pod_name(name)?;
+        if !self.has_node(node)? {
+            return Err(LabError::invalid(
+                "node number",
+                format!("{node}: the lab has no such node (Lab::add_node makes it)"),
+            ));
+        }
         if !(2..=LAST_POD_HOST).contains(&host) {
             return Err(LabError::invalid(
                 "pod host number",
@@ -223,11 +282,15 @@ impl Lab {
             netns::create_pod_network(&PodLink {
                 netns: &netns_name,
                 host_veth: &host_veth,
-                node_netns: &netns::node_netns_name(id),
+                node_netns: &netns::nth_node_netns_name(id, node),
+                node_host: netns::node_host(node),
                 lab_id: id,
                 ipv4,
                 ipv6,
             })?;
+            if node != 1 {
+                netns::route_pod_via_node(id, node, ipv4, ipv6)?;
+            }
             cgroup::cgroup_id(&cgroup_path)
         };
         let cgroup_id = match build() {
@@ -244,6 +307,7 @@ impl Lab {
         let pod = Pod::new(PodParts {
             name: name.to_owned(),
             host,
+            node,
             ipv4,
             ipv6,
             netns: netns_name,
@@ -285,6 +349,7 @@ impl Lab {
         let pod = Pod::new(PodParts {
             name: name.to_owned(),
             host: netns::NODE_HOST,
+            node: 1,
             ipv4: netns::ipv4_of(id, netns::NODE_HOST),
             ipv6: netns::ipv6_of(id, netns::NODE_HOST),
             netns: node,
@@ -302,18 +367,32 @@ impl Lab {
     /// and a cgroup `node-<name>` of their own under the lab's (node agents
     /// such as kube-proxy). Teardown stops them with the lab.
     pub fn node_processes(&self, name: &str) -> Result<Pod> {
+        self.nth_node_processes(1, name)
+    }
+
+    /// [`Lab::node_processes`] on node `node`; the cgroup is
+    /// `node<k>-<name>` for nodes after the first.
+    pub fn nth_node_processes(&self, node: u8, name: &str) -> Result<Pod> {
         validate_pod_name(name)?;
+        if !self.has_node(node)? {
+            return Err(LabError::invalid(
+                "node number",
+                format!("{node}: the lab has no such node (Lab::add_node makes it)"),
+            ));
+        }
         let id = self.shared.id;
-        let group = format!("node-{name}");
+        let group = format!("{}-{name}", netns::node_pod_name(node));
         let cgroup_path = self.shared.cgroup.join(&group);
         cgroup::create(&cgroup_path)?;
         let cgroup_id = cgroup::cgroup_id(&cgroup_path)?;
+        let host = netns::node_host(node);
         Ok(Pod::new(PodParts {
             name: group,
-            host: netns::NODE_HOST,
-            ipv4: netns::ipv4_of(id, netns::NODE_HOST),
-            ipv6: netns::ipv6_of(id, netns::NODE_HOST),
-            netns: netns::node_netns_name(id),
+            host,
+            node,
+            ipv4: netns::ipv4_of(id, host),
+            ipv6: netns::ipv6_of(id, host),
+            netns: netns::nth_node_netns_name(id, node),
             host_veth: String::new(),
             cgroup_path,
             cgroup_id,
@@ -379,7 +458,10 @@ impl Drop for Lab {
 }
 
 fn validate_pod_name(name: &str) -> Result<()> {
-    let ok = name != netns::NODE
+    let is_node = name
+        .strip_prefix(netns::NODE)
+        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()));
+    let ok = !is_node
         && !name.is_empty()
         && name.len() <= 40
         && name
@@ -392,7 +474,7 @@ fn validate_pod_name(name: &str) -> Result<()> {
         Err(LabError::invalid(
             "pod name",
             format!(
-                "{name:?} (use 1-40 of a-z, 0-9 and '-', not starting with '-'; `node` is the node's)"
+                "{name:?} (use 1-40 of a-z, 0-9 and '-', not starting with '-'; `node` and `node<k>` are the nodes')"
             ),
         ))
     }

@@ -6,7 +6,8 @@
 //! the id), a node namespace `mdl<id>-node` that routes between its pods and
 //! holds kube-proxy's rules ([`Lab::sync_services`]), the subnets
 //! `10.213.<id>.0/24` (pods from .10, the node at .1, cluster IPs from .200)
-//! and `fd00:213:<id>::/64`, the cgroup
+//! and `fd00:213:<id>::/64` ([`Lab::add_node`] adds nodes 2 to 5, each a
+//! namespace of its own linked to the first, at `10.213.<id>.<248+k>`), the cgroup
 //! `<cgroup2 root>/meshdrift-lab-<id>` and a work directory; several labs can
 //! exist at once, in one process or many. Dropping the lab kills its processes
 //! and removes all of it; [`cleanup_stale`] removes what crashed runs left.

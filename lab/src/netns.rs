@@ -47,6 +47,30 @@ pub(crate) fn node_netns_name(id: u8) -> String {
     netns_name(id, NODE)
 }
 
+/// The most nodes a lab has: node 1 and nodes 2 to 5 at host numbers 250
+/// to 253, between the Services' and the uplink's.
+pub const MAX_NODES: u8 = 5;
+
+/// The name a node's namespace takes as a pod (`node` for node 1, `node<k>`).
+pub(crate) fn node_pod_name(node: u8) -> String {
+    if node == 1 {
+        NODE.to_owned()
+    } else {
+        format!("{NODE}{node}")
+    }
+}
+
+/// The namespace of node `node` (1 is `mdl<id>-node`).
+pub(crate) fn nth_node_netns_name(id: u8, node: u8) -> String {
+    netns_name(id, &node_pod_name(node))
+}
+
+/// The host number of node `node`'s own address: 1 for node 1, 248 + k
+/// for node k.
+pub(crate) fn node_host(node: u8) -> u8 {
+    if node <= 1 { NODE_HOST } else { 248 + node }
+}
+
 pub(crate) fn host_veth_name(id: u8, host: u8) -> String {
     format!("{NAME_PREFIX}{id}h{host}")
 }
@@ -131,11 +155,26 @@ static NETNS_LOCK: Mutex<()> = Mutex::new(());
 /// Creates the node's namespace: forwarding on, and the node's own addresses.
 pub(crate) fn create_node(id: u8) -> Result<()> {
     let ns = node_netns_name(id);
+    create_node_namespace(&ns, id, NODE_HOST)?;
+    // Cluster IPs need a route for a connection from the node itself to start
+    // (kube-proxy's DNAT then reroutes it to a pod), as a node's default route
+    // gives them.
+    let services = format!("10.213.{id}.192/26");
+    let node_v4 = ipv4_of(id, NODE_HOST).to_string();
+    ip(&[
+        "-n", &ns, "route", "add", &services, "dev", "lo", "src", &node_v4,
+    ])?;
+    Ok(())
+}
+
+/// A namespace with forwarding on and the node's own addresses on its
+/// loopback.
+fn create_node_namespace(ns: &str, id: u8, host: u8) -> Result<()> {
     {
         let _guard = NETNS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        ip(&["netns", "add", &ns])?;
+        ip(&["netns", "add", ns])?;
     }
-    ip(&["-n", &ns, "link", "set", "dev", "lo", "up"])?;
+    ip(&["-n", ns, "link", "set", "dev", "lo", "up"])?;
     let settings: Vec<(String, String)> = [
         ("net/ipv4/ip_forward", "1"),
         ("net/ipv6/conf/all/forwarding", "1"),
@@ -147,19 +186,131 @@ pub(crate) fn create_node(id: u8) -> Result<()> {
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
-    write_sysctls(&ns, &settings)?;
-    // The node's own address lives on its loopback (it has no uplink here).
-    let v4 = format!("{}/32", ipv4_of(id, NODE_HOST));
-    let v6 = format!("{}/128", ipv6_of(id, NODE_HOST));
-    ip(&["-n", &ns, "addr", "add", &v4, "dev", "lo"])?;
-    ip(&["-n", &ns, "-6", "addr", "add", &v6, "dev", "lo", "nodad"])?;
-    // Cluster IPs need a route for a connection from the node itself to start
-    // (kube-proxy's DNAT then reroutes it to a pod), as a node's default route
-    // gives them.
-    let services = format!("10.213.{id}.192/26");
-    let node_v4 = ipv4_of(id, NODE_HOST).to_string();
+    write_sysctls(ns, &settings)?;
+    let v4 = format!("{}/32", ipv4_of(id, host));
+    let v6 = format!("{}/128", ipv6_of(id, host));
+    ip(&["-n", ns, "addr", "add", &v4, "dev", "lo"])?;
+    ip(&["-n", ns, "-6", "addr", "add", &v6, "dev", "lo", "nodad"])?;
+    Ok(())
+}
+
+/// Creates node `node` (2 and up) and links it to node 1 with a veth pair
+/// (`n<k>` in node 1, `n1` in node k): node k routes everything through
+/// node 1, which routes node k's address (and, as they come, its pods'
+/// addresses, [`route_pod_via_node`]) to it. Link-local next hops
+/// (`fe80::1` on node 1's end, `fe80::<k>` on node k's) carry IPv6.
+pub(crate) fn create_extra_node(id: u8, node: u8) -> Result<()> {
+    let hub = node_netns_name(id);
+    let ns = nth_node_netns_name(id, node);
+    let host = node_host(node);
+    create_node_namespace(&ns, id, host)?;
+    let (hub_link, node_link) = (format!("n{node}"), "n1".to_owned());
     ip(&[
-        "-n", &ns, "route", "add", &services, "dev", "lo", "src", &node_v4,
+        "-n", &hub, "link", "add", "name", &hub_link, "type", "veth", "peer", "name", &node_link,
+        "netns", &ns,
+    ])?;
+    let (hub_v4, node_v4) = (
+        ipv4_of(id, NODE_HOST).to_string(),
+        ipv4_of(id, host).to_string(),
+    );
+    let node_v6 = ipv6_of(id, host).to_string();
+    let node_link_local = format!("fe80::{node}");
+    ip(&[
+        "-n",
+        &hub,
+        "-6",
+        "addr",
+        "add",
+        "fe80::1/64",
+        "dev",
+        &hub_link,
+        "nodad",
+    ])?;
+    ip(&[
+        "-n",
+        &ns,
+        "-6",
+        "addr",
+        "add",
+        &format!("{node_link_local}/64"),
+        "dev",
+        &node_link,
+        "nodad",
+    ])?;
+    ip(&["-n", &hub, "link", "set", "dev", &hub_link, "up"])?;
+    ip(&["-n", &ns, "link", "set", "dev", &node_link, "up"])?;
+    ip(&[
+        "-n",
+        &hub,
+        "route",
+        "add",
+        &format!("{node_v4}/32"),
+        "dev",
+        &hub_link,
+        "src",
+        &hub_v4,
+    ])?;
+    ip(&[
+        "-n",
+        &hub,
+        "-6",
+        "route",
+        "add",
+        &format!("{node_v6}/128"),
+        "via",
+        &node_link_local,
+        "dev",
+        &hub_link,
+    ])?;
+    ip(&[
+        "-n",
+        &ns,
+        "route",
+        "add",
+        &format!("{hub_v4}/32"),
+        "dev",
+        &node_link,
+        "src",
+        &node_v4,
+    ])?;
+    ip(&[
+        "-n", &ns, "route", "add", "default", "via", &hub_v4, "dev", &node_link, "src", &node_v4,
+    ])?;
+    ip(&[
+        "-n", &ns, "-6", "route", "add", "default", "via", "fe80::1", "dev", &node_link, "src",
+        &node_v6,
+    ])?;
+    Ok(())
+}
+
+/// Routes a pod of node `node` (2 and up) from node 1 through that node.
+pub(crate) fn route_pod_via_node(id: u8, node: u8, ipv4: Ipv4Addr, ipv6: Ipv6Addr) -> Result<()> {
+    let hub = node_netns_name(id);
+    let link = format!("n{node}");
+    let via_v4 = ipv4_of(id, node_host(node)).to_string();
+    ip(&[
+        "-n",
+        &hub,
+        "route",
+        "replace",
+        &format!("{ipv4}/32"),
+        "via",
+        &via_v4,
+        "dev",
+        &link,
+        "onlink",
+    ])?;
+    ip(&[
+        "-n",
+        &hub,
+        "-6",
+        "route",
+        "replace",
+        &format!("{ipv6}/128"),
+        "via",
+        &format!("fe80::{node}"),
+        "dev",
+        &link,
     ])?;
     Ok(())
 }
@@ -212,6 +363,8 @@ pub(crate) struct PodLink<'a> {
     pub netns: &'a str,
     pub host_veth: &'a str,
     pub node_netns: &'a str,
+    /// The host number of the node's own address (see [`node_host`]).
+    pub node_host: u8,
     pub lab_id: u8,
     pub ipv4: Ipv4Addr,
     pub ipv6: Ipv6Addr,
@@ -226,8 +379,8 @@ pub(crate) fn create_pod_network(link: &PodLink<'_>) -> Result<()> {
     }
     let (ns, node, veth) = (link.netns, link.node_netns, link.host_veth);
     let node_ips = (
-        ipv4_of(link.lab_id, NODE_HOST),
-        ipv6_of(link.lab_id, NODE_HOST),
+        ipv4_of(link.lab_id, link.node_host),
+        ipv6_of(link.lab_id, link.node_host),
     );
     ip(&[
         "-n", node, "link", "add", "name", veth, "type", "veth", "peer", "name", "eth0", "netns",

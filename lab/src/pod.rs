@@ -32,6 +32,7 @@ pub struct Pod {
 struct PodInner {
     name: String,
     host: u8,
+    node: u8,
     ipv4: Ipv4Addr,
     ipv6: Ipv6Addr,
     netns: String,
@@ -45,6 +46,8 @@ struct PodInner {
 pub(crate) struct PodParts {
     pub name: String,
     pub host: u8,
+    /// The lab node it runs on (1 unless the lab has more).
+    pub node: u8,
     pub ipv4: Ipv4Addr,
     pub ipv6: Ipv6Addr,
     pub netns: String,
@@ -61,6 +64,7 @@ impl Pod {
             inner: Arc::new(PodInner {
                 name: p.name,
                 host: p.host,
+                node: p.node,
                 ipv4: p.ipv4,
                 ipv6: p.ipv6,
                 netns: p.netns,
@@ -80,6 +84,11 @@ impl Pod {
     /// The last octet of the IPv4 address (and last group of the IPv6 one).
     pub fn host(&self) -> u8 {
         self.inner.host
+    }
+
+    /// The lab node the pod runs on (1 unless [`crate::Lab::add_node`] made more).
+    pub fn node(&self) -> u8 {
+        self.inner.node
     }
 
     pub fn ipv4(&self) -> Ipv4Addr {
@@ -150,6 +159,25 @@ impl Pod {
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
             .collect();
         crate::netns::write_sysctls(&self.inner.netns, &settings)
+    }
+
+    /// Has the kernel process what arrives on the pod's `eth0` on CPU `cpu`
+    /// (receive packet steering), whichever CPU sent it: the pod then
+    /// answers a moment later than its peer's own system call returns, as a
+    /// pod on another machine would.
+    pub fn steer_receive_to_cpu(&self, cpu: usize) -> Result<()> {
+        let mask = 1u128
+            .checked_shl(u32::try_from(cpu).unwrap_or(u32::MAX))
+            .ok_or_else(|| LabError::invalid("cpu", cpu.to_string()))?;
+        // sysfs shows the namespace of whoever mounts it: `ip netns exec`
+        // mounts the pod's.
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.inner.netns, "sh", "-c"])
+            .arg(format!(
+                "echo {mask:x} > /sys/class/net/eth0/queues/rx-0/rps_cpus"
+            ));
+        crate::cmd::run(&mut command).map(drop)
     }
 
     /// `http://<ip>:<port>/` with IPv6 in brackets.

@@ -254,6 +254,16 @@ impl TrafficPolicyLab {
         for pod in [&obey, &breaking].into_iter().chain(&backends) {
             Interception::default().install(pod)?;
         }
+        // The refusing endpoint answers on another CPU than the client
+        // proxies run on: its RST then comes after the proxy's connect()
+        // has returned, as from an endpoint on another machine, and never
+        // in the same instant (which would hide a proxy that misses it).
+        if let (Some((_, refusing_cpu)), Some(refusing)) = (
+            outlier_cpus().filter(|_| check == PolicyCheck::OutlierDetection),
+            backends.iter().find(|pod| pod.name() == REFUSING_POD),
+        ) {
+            refusing.steer_receive_to_cpu(refusing_cpu)?;
+        }
         let mut servers = Vec::new();
         let mut inbound = Vec::new();
         for pod in backends.iter().filter(|pod| pod.name() != REFUSING_POD) {
@@ -542,6 +552,15 @@ impl TrafficPolicyLab {
     }
 }
 
+/// The CPUs of the outlier check: the client proxies' and the refusing
+/// endpoint's, the first two this process may run on; `None` with one.
+fn outlier_cpus() -> Option<(usize, usize)> {
+    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+    let mut cpus =
+        (0..nix::sched::CpuSet::count()).filter(|&cpu| allowed.is_set(cpu).unwrap_or(false));
+    Some((cpus.next()?, cpus.next()?))
+}
+
 /// How long the idle-timeout load stays silent after its burst.
 pub const IDLE: Duration = Duration::from_secs(8);
 
@@ -587,8 +606,15 @@ fn proxy(
                 .timeout_server(Duration::from_secs(120))
         }
         // Both retry a refused connection elsewhere, as Istio's default
-        // retry policy does, so the clients see no error either way.
-        (PolicyCheck::OutlierDetection, _) => builder = builder.retries(3),
+        // retry policy does, so the clients see no error either way. On
+        // the CPU the refusing endpoint does not answer on (see
+        // `TrafficPolicyLab::start`).
+        (PolicyCheck::OutlierDetection, _) => {
+            builder = builder.retries(3);
+            if let Some((proxies, _)) = outlier_cpus() {
+                builder = builder.cpu(proxies);
+            }
+        }
         _ => {}
     }
     for (i, pod) in backends.iter().enumerate() {

@@ -116,10 +116,10 @@ fn main() {
         let mut joiner = FlowJoiner::new(1 << 20);
         let mut records = Vec::with_capacity(size as usize);
         let mut sweeps = Vec::new();
+        let mut out = Vec::new();
         for round in 0..5u64 {
             records.clear();
             let started = Instant::now();
-            joiner.begin_sweep();
             sweeper
                 .sweep(map, |cookie, state| {
                     if let Ok(record) =
@@ -129,10 +129,8 @@ fn main() {
                     }
                 })
                 .expect("sweeping the flow map");
-            for record in records.drain(..) {
-                let _ = joiner.sweep_update(record);
-            }
-            joiner.end_sweep();
+            out.clear();
+            joiner.sweep(records.drain(..), std::iter::empty(), true, &mut out);
             sweeps.push(started.elapsed().as_secs_f64());
         }
         // The first sweep makes the joiner's entries; the later ones are the steady state.

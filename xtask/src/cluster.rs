@@ -34,9 +34,11 @@ pub enum ClusterCommand {
         /// Where the kubeconfig, the programs and the supervisor's log go.
         #[arg(long)]
         dir: PathBuf,
-        /// Nodes to register (each a network namespace of the lab with its
-        /// own kube-proxy).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=1))]
+        /// Nodes to register: each a network namespace of the lab (node-1
+        /// at 10.213.<id>.1, node-k at 10.213.<id>.<248+k>, routed through
+        /// node-1) with its own kube-proxy. Lab pods run on node-1 unless
+        /// placed on another (`Lab::add_pod_on`).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
         nodes: u8,
     },
     /// Stop what `cluster up --dir DIR` started and remove its lab.
@@ -49,18 +51,20 @@ pub enum ClusterCommand {
     Serve {
         #[arg(long)]
         dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        nodes: u8,
     },
 }
 
 pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
-        ClusterCommand::Up { dir, nodes: _ } => up(&dir),
+        ClusterCommand::Up { dir, nodes } => up(&dir, nodes),
         ClusterCommand::Down { dir } => down(&dir),
-        ClusterCommand::Serve { dir } => serve(&dir),
+        ClusterCommand::Serve { dir, nodes } => serve(&dir, nodes),
     }
 }
 
-fn up(dir: &Path) -> anyhow::Result<()> {
+fn up(dir: &Path, nodes: u8) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir
         .canonicalize()
@@ -81,6 +85,7 @@ fn up(dir: &Path) -> anyhow::Result<()> {
     command
         .args(["cluster", "serve", "--dir"])
         .arg(&dir)
+        .arg(format!("--nodes={nodes}"))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
@@ -129,11 +134,11 @@ fn up(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(dir: &Path) -> anyhow::Result<()> {
+fn serve(dir: &Path, nodes: u8) -> anyhow::Result<()> {
     meshdrift_lab::install_signal_cleanup().context("installing the signal hook")?;
     let upstream = Upstream::locate()?;
     let lab = Lab::new("cluster").context("creating the lab (needs root)")?;
-    let cluster = Cluster::start(&lab, ClusterConfig::new(upstream.clone()))
+    let cluster = Cluster::start(&lab, ClusterConfig::new(upstream.clone()).nodes(nodes))
         .context("starting the control plane")?;
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin)?;
@@ -157,7 +162,7 @@ fn serve(dir: &Path) -> anyhow::Result<()> {
     std::fs::copy(cluster.kubectl.kubeconfig(), &kubeconfig)?;
     let info = format!(
         "  API server   {server} (etcd, kube-apiserver, kube-controller-manager and kube-scheduler in lab pod {cp}, {cp_ip})\n\
-         \x20 node         {node} ({node_ip}; kube-proxy in iptables mode, the lab as its kubelet)\n\
+         \x20 nodes        {nodes} (kube-proxy in iptables mode on each, the lab as their kubelet)\n\
          \x20 Istio CRDs   installed\n\
          \x20 kubeconfig   {kubeconfig} (cluster admin)\n\
          \x20 programs     {bin}/ (kubectl, kube-apiserver, …, etcd)\n\
@@ -167,8 +172,12 @@ fn serve(dir: &Path) -> anyhow::Result<()> {
         server = cluster.server,
         cp = cluster.control_plane().name(),
         cp_ip = cluster.control_plane().ipv4(),
-        node = cluster.node_name,
-        node_ip = lab.node_ip(false),
+        nodes = cluster
+            .nodes
+            .iter()
+            .map(|node| format!("{} {}", node.name, node.processes.ipv4()))
+            .collect::<Vec<_>>()
+            .join(", "),
         kubeconfig = kubeconfig.display(),
         bin = bin.display(),
         lab_dir = lab.dir().display(),

@@ -136,11 +136,9 @@ impl ProbeLoop {
         );
     }
 
-    /// Reads every open flow's counters, then drains the ring buffer, so a
-    /// flow the sweep did not find has either had its close record read or
-    /// lost it (see `FlowJoiner`).
+    /// Reads every open flow's counters, then drains the ring buffer, and
+    /// joins the two (see `FlowJoiner::sweep`).
     fn sweep_flows(&mut self, out: &mut Vec<ObservedFlow>) {
-        self.joiner.begin_sweep();
         let complete = match self.probe.sweep(monotonic_ns(), &mut self.swept) {
             Ok(()) => true,
             Err(err) => {
@@ -149,15 +147,9 @@ impl ProbeLoop {
                 false
             }
         };
-        out.extend(
-            self.swept
-                .drain(..)
-                .filter_map(|record| self.joiner.sweep_update(record)),
-        );
-        self.drain(out);
-        if complete {
-            self.joiner.end_sweep();
-            self.swept_completely = true;
-        }
+        self.probe.drain(&mut self.records);
+        self.joiner
+            .sweep(self.swept.drain(..), self.records.drain(..), complete, out);
+        self.swept_completely |= complete;
     }
 }

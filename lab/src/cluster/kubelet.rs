@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Cluster, Kubectl, Manifests};
+use super::{Cluster, ClusterNode, Kubectl, Manifests};
 use crate::agent::AgentOutput;
 use crate::error::{LabError, Result};
 use crate::process::Process;
@@ -50,9 +50,9 @@ fn now_micro() -> String {
 }
 
 /// Registers the node (`Ready`, its address, room for pods) and its lease.
-pub(crate) fn register_node(cluster: &Cluster) -> Result<()> {
-    let node = &cluster.node_name;
-    let address = cluster.node.ipv4().to_string();
+pub(crate) fn register_node(cluster: &Cluster, registered: &ClusterNode) -> Result<()> {
+    let node = &registered.name;
+    let address = registered.processes.ipv4().to_string();
     let kubectl = &cluster.kubectl;
     kubectl.with_document(
         &["create"],
@@ -114,29 +114,23 @@ pub(crate) fn register_node(cluster: &Cluster) -> Result<()> {
     Ok(())
 }
 
-/// Renews the node's lease every 10 s until told to stop, so the node
-/// lifecycle controller keeps the node Ready.
-pub(crate) fn renew_lease(cluster: &Cluster) -> (Arc<AtomicBool>, JoinHandle<()>) {
+/// Renews every node's lease every 10 s until told to stop, so the node
+/// lifecycle controller keeps the nodes Ready.
+pub(crate) fn renew_leases(cluster: &Cluster) -> (Arc<AtomicBool>, JoinHandle<()>) {
     let stop = Arc::new(AtomicBool::new(false));
     let kubectl: Kubectl = cluster.kubectl.clone();
-    let node = cluster.node_name.clone();
+    let nodes: Vec<String> = cluster.nodes.iter().map(|node| node.name.clone()).collect();
     let flag = Arc::clone(&stop);
     let handle = std::thread::spawn(move || {
         let mut next = Instant::now() + LEASE_RENEWAL;
         while !flag.load(Ordering::Relaxed) {
             if Instant::now() >= next {
                 let patch = json!({"spec": {"renewTime": now_micro()}}).to_string();
-                if let Err(e) = kubectl.run(&[
-                    "patch",
-                    "lease",
-                    &node,
-                    "-n",
-                    "kube-node-lease",
-                    "--type=merge",
-                    "-p",
-                    &patch,
-                ]) {
-                    tracing::debug!(error = %e, "renewing the node's lease failed; retrying");
+                let mut args = vec!["patch", "lease"];
+                args.extend(nodes.iter().map(String::as_str));
+                args.extend(["-n", "kube-node-lease", "--type=merge", "-p", &patch]);
+                if let Err(e) = kubectl.run(&args) {
+                    tracing::debug!(error = %e, "renewing the nodes' leases failed; retrying");
                 }
                 next = Instant::now() + LEASE_RENEWAL;
             }
@@ -268,7 +262,10 @@ impl Cluster {
         if let Some(map) = object.as_object_mut() {
             map.remove("status");
         }
-        object["spec"]["nodeName"] = json!(self.node_name);
+        object["spec"]["nodeName"] = json!(pod.map_or_else(
+            || self.node_name.clone(),
+            |pod| super::node_name(pod.node())
+        ));
         let account = object["spec"]["serviceAccountName"]
             .as_str()
             .unwrap_or("default")
@@ -312,7 +309,12 @@ impl Cluster {
             })
             .collect();
         let pod_ips: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect();
-        let node_ip = self.node.ipv4().to_string();
+        let node = self
+            .nodes
+            .iter()
+            .find(|node| object["spec"]["nodeName"] == node.name.as_str())
+            .map_or_else(|| self.node.clone(), |node| node.processes.clone());
+        let node_ip = node.ipv4().to_string();
         self.kubectl.patch_status(
             "pod",
             namespace,

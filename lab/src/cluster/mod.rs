@@ -46,8 +46,13 @@ use crate::{Lab, Pod};
 pub const CONTROL_PLANE_HOST: u8 = 2;
 pub const APISERVER_PORT: u16 = 6443;
 const ETCD_CLIENT_PORT: u16 = 2379;
-/// The name the lab's node registers as.
+/// The name the lab's node registers as; node k of a lab with more is `node-<k>`.
 pub const NODE_NAME: &str = "node-1";
+
+/// The Node name of lab node `node`.
+pub fn node_name(node: u8) -> String {
+    format!("node-{node}")
+}
 /// How long a component may take to start on a busy two-core machine.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -103,6 +108,10 @@ pub struct ClusterConfig {
     pub upstream: Upstream,
     /// Which API versions Istio's CRDs serve.
     pub istio_crds: IstioCrdVersions,
+    /// Nodes registered, each with its own namespace and kube-proxy
+    /// (1 to [`crate::netns::MAX_NODES`]); nodes after the first are added
+    /// to the lab ([`Lab::add_node`]).
+    pub nodes: u8,
 }
 
 impl ClusterConfig {
@@ -110,8 +119,23 @@ impl ClusterConfig {
         Self {
             upstream,
             istio_crds: IstioCrdVersions::Current,
+            nodes: 1,
         }
     }
+
+    pub fn nodes(mut self, nodes: u8) -> Self {
+        self.nodes = nodes;
+        self
+    }
+}
+
+/// One node of the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub number: u8,
+    pub name: String,
+    /// Processes on the node's network, outside any pod.
+    pub processes: Pod,
 }
 
 /// A running cluster; dropping it stops its processes (the lab's teardown
@@ -126,6 +150,9 @@ pub struct Cluster {
     /// The `kubernetes` Service's cluster IP, where pods reach the API.
     pub kubernetes_service_ip: Ipv4Addr,
     pub node_name: String,
+    /// Every node: its number in the lab, its Node name and its process
+    /// group (a kubelet's place); the first is [`Cluster::node`].
+    pub nodes: Vec<ClusterNode>,
     pub upstream: Upstream,
     /// The API versions Istio's kinds are served at.
     pub istio_crds: IstioCrdVersions,
@@ -160,7 +187,30 @@ impl Cluster {
         let server = format!("https://{apiserver}");
         let admin = pki.kubeconfig("admin", &server, &pki.admin)?;
         let kubectl = Kubectl::new(&config.upstream.bin("kubectl"), &admin, &dir);
+        if !(1..=crate::netns::MAX_NODES).contains(&config.nodes) {
+            return Err(LabError::invalid(
+                "nodes",
+                format!(
+                    "{} (a lab cluster has 1 to {})",
+                    config.nodes,
+                    crate::netns::MAX_NODES
+                ),
+            ));
+        }
         let node = lab.node_processes("kubelet")?;
+        let mut nodes = vec![ClusterNode {
+            number: 1,
+            name: node_name(1),
+            processes: node.clone(),
+        }];
+        for number in 2..=config.nodes {
+            lab.add_node(number)?;
+            nodes.push(ClusterNode {
+                number,
+                name: node_name(number),
+                processes: lab.nth_node_processes(number, "kubelet")?,
+            });
+        }
         let mut cluster = Cluster {
             dir,
             kubectl,
@@ -169,6 +219,7 @@ impl Cluster {
             apiserver,
             kubernetes_service_ip,
             node_name: NODE_NAME.to_owned(),
+            nodes,
             upstream: config.upstream.clone(),
             istio_crds: config.istio_crds,
             control_plane,
@@ -183,9 +234,13 @@ impl Cluster {
         cluster.start_apiserver()?;
         cluster.start_controllers()?;
         crds::install(&cluster.kubectl, &cluster.upstream, config.istio_crds)?;
-        kubelet::register_node(&cluster)?;
-        cluster.heartbeat = Some(kubelet::renew_lease(&cluster));
-        cluster.start_kube_proxy(lab)?;
+        for node in &cluster.nodes {
+            kubelet::register_node(&cluster, node)?;
+        }
+        cluster.heartbeat = Some(kubelet::renew_leases(&cluster));
+        for number in 1..=config.nodes {
+            cluster.start_kube_proxy(lab, number)?;
+        }
         cluster.wait_for_service_account("default", "default")?;
         tracing::info!(
             lab = id,
@@ -366,15 +421,17 @@ impl Cluster {
     /// kube-proxy in iptables mode in the node's namespace, with its own
     /// kubeconfig (user `system:kube-proxy`, bound to `system:node-proxier`
     /// by the default RBAC).
-    fn start_kube_proxy(&mut self, lab: &Lab) -> Result<()> {
+    /// kube-proxy in iptables mode on node `number`, with its own
+    /// kubeconfig; its health and metrics ports are on that node's loopback.
+    fn start_kube_proxy(&mut self, lab: &Lab, number: u8) -> Result<()> {
         let kubeconfig = self
             .pki
             .kubeconfig("kube-proxy", &self.server, &self.pki.kube_proxy)?;
-        let group = lab.node_processes("kube-proxy")?;
+        let group = lab.nth_node_processes(number, "kube-proxy")?;
         let mut command = Command::new(self.upstream.bin("kube-proxy"));
         command
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--hostname-override={}", self.node_name))
+            .arg(format!("--hostname-override={}", node_name(number)))
             .arg("--proxy-mode=iptables")
             .arg(format!("--cluster-cidr={}", lab.ipv4_subnet()))
             // The node's conntrack table is this machine's: leave its size
@@ -442,8 +499,6 @@ impl Cluster {
         }
     }
 
-    /// Waits until kube-proxy programmed `cluster_ip:port` with exactly
-    /// `endpoints` endpoints in the node's namespace.
     pub fn wait_for_service_rules(
         &self,
         cluster_ip: Ipv4Addr,
@@ -451,33 +506,37 @@ impl Cluster {
         endpoints: usize,
     ) -> Result<()> {
         self.wait_for(
-            &format!("kube-proxy's rules for {cluster_ip}:{port} with {endpoints} endpoints"),
+            &format!(
+                "kube-proxy's rules for {cluster_ip}:{port} with {endpoints} endpoints on every node"
+            ),
             START_TIMEOUT,
             || {
-                let rules = self.node_iptables()?;
-                let Some(chain) = rules.lines().find_map(|line| {
-                    (line.contains(&format!("-d {cluster_ip}/32"))
-                        && line.contains(&format!("--dport {port}"))
-                        && line.contains("-j KUBE-SVC-"))
-                    .then(|| line.rsplit(' ').next().map(str::to_owned))
-                    .flatten()
-                }) else {
-                    return Ok(false);
-                };
-                let count = rules
-                    .lines()
-                    .filter(|line| {
-                        line.starts_with(&format!("-A {chain} ")) && line.contains("-j KUBE-SEP-")
-                    })
-                    .count();
-                Ok(count == endpoints)
+                for node in &self.nodes {
+                    let rules = self.nth_node_iptables(node.number)?;
+                    if service_endpoint_rules(&rules, cluster_ip, port) != Some(endpoints) {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
             },
         )
     }
 
     /// `iptables-save -t nat` of the node's namespace.
     pub fn node_iptables(&self) -> Result<String> {
-        let out = self.node.run(
+        self.nth_node_iptables(1)
+    }
+
+    /// `iptables-save -t nat` of node `number`'s namespace.
+    pub fn nth_node_iptables(&self, number: u8) -> Result<String> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|node| node.number == number)
+            .ok_or_else(|| {
+                LabError::invalid("node number", format!("{number}: not in the cluster"))
+            })?;
+        let out = node.processes.run(
             {
                 let mut command = Command::new("iptables-save");
                 command.args(["-t", "nat"]);
@@ -564,6 +623,26 @@ impl Drop for Cluster {
             process.terminate(Duration::from_secs(10));
         }
     }
+}
+
+/// How many endpoints kube-proxy's nat rules (`iptables-save -t nat`) send
+/// `cluster_ip:port` to; `None` before it has a rule for the Service.
+fn service_endpoint_rules(rules: &str, cluster_ip: Ipv4Addr, port: u16) -> Option<usize> {
+    let chain = rules.lines().find_map(|line| {
+        (line.contains(&format!("-d {cluster_ip}/32"))
+            && line.contains(&format!("--dport {port}"))
+            && line.contains("-j KUBE-SVC-"))
+        .then(|| line.rsplit(' ').next().map(str::to_owned))
+        .flatten()
+    })?;
+    Some(
+        rules
+            .lines()
+            .filter(|line| {
+                line.starts_with(&format!("-A {chain} ")) && line.contains("-j KUBE-SEP-")
+            })
+            .count(),
+    )
 }
 
 /// The last lines of a log, for an error message.

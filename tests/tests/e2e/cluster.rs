@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use meshdrift_e2e::privileged;
 use meshdrift_lab::{
-    Curl, Lab,
+    Curl, Lab, Nginx,
     cluster::{AgentPod, Cluster, ClusterConfig, IstioCrdVersions, Upstream},
     meshdrift_bin,
     scenario::{Frontend, FrontendConfig, HOST, Inventory},
@@ -442,4 +442,141 @@ fn istio_kinds_are_read_from_clusters_without_their_v1_api() {
         "{:#}",
         report["transport"]
     );
+}
+
+/// `cargo xtask cluster up --nodes 2`: both nodes registered and kept Ready,
+/// each with its own kube-proxy; a Service whose endpoint is on node-2 is
+/// reached from a pod on either node through that node's rules, and the
+/// EndpointSlice controller names the endpoint's node.
+#[test]
+fn a_two_node_cluster_serves_a_service_from_either_node_through_its_own_kube_proxy() {
+    let _slot = privileged();
+    let lab = Lab::new("two-nodes").expect("a lab");
+    let cluster = Cluster::start(
+        &lab,
+        ClusterConfig::new(Upstream::locate().expect("cargo xtask setup built the control plane"))
+            .nodes(2),
+    )
+    .expect("a control plane with two nodes");
+    let nodes: Value = serde_json::from_str(
+        &cluster
+            .kubectl
+            .run(&["get", "nodes", "-o", "json"])
+            .expect("the nodes"),
+    )
+    .expect("JSON");
+    let ready: Vec<(String, String)> = nodes["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|node| {
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .map(|c| c["status"].as_str().unwrap_or("").to_owned())
+                .unwrap_or_default();
+            (
+                node["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+                ready,
+            )
+        })
+        .collect();
+    assert_eq!(
+        ready,
+        vec![
+            ("node-1".to_owned(), "True".to_owned()),
+            ("node-2".to_owned(), "True".to_owned())
+        ]
+    );
+
+    let web = lab.add_pod_on("web", 30, 2).expect("a pod on node-2");
+    let nginx = Nginx::builder("web")
+        .http(8080)
+        .access_log(true)
+        .start(&web)
+        .expect("nginx");
+    cluster
+        .run_pod(
+            &json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27",
+                                         "ports": [{"containerPort": 8080}]}]},
+            }),
+            Some(&web),
+        )
+        .expect("web's object");
+    cluster
+        .apply_objects(&[json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        })])
+        .expect("the Service");
+    let cluster_ip: std::net::Ipv4Addr = cluster
+        .kubectl
+        .run(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])
+        .expect("the cluster IP")
+        .trim()
+        .parse()
+        .expect("an IPv4 cluster IP");
+    cluster
+        .wait_for_service_rules(cluster_ip, 80, 1)
+        .expect("kube-proxy's rules on both nodes");
+    let slices: Value = serde_json::from_str(
+        &cluster
+            .kubectl
+            .run(&[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+                "-o",
+                "json",
+            ])
+            .expect("the EndpointSlices"),
+    )
+    .expect("JSON");
+    let endpoints: Vec<(String, String)> = slices["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|slice| slice["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|endpoint| {
+            (
+                endpoint["addresses"][0].as_str().unwrap_or("").to_owned(),
+                endpoint["nodeName"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        endpoints.contains(&(web.ipv4().to_string(), "node-2".to_owned())),
+        "{slices:#}"
+    );
+
+    let url = format!("http://{cluster_ip}:80/");
+    let mut sent = Vec::new();
+    for (name, host, node) in [("client-1", 31, 1), ("client-2", 32, 2)] {
+        let client = lab.add_pod_on(name, host, node).expect("a client pod");
+        let report = Curl::new(&url)
+            .count(10)
+            .new_connection_per_request(true)
+            .run(&client)
+            .expect("the client's requests");
+        assert_eq!(report.count_status(200), 10, "from {name} on node-{node}");
+        sent.push(client.ipv4().to_string());
+    }
+    let log = nginx.access_log();
+    for client in &sent {
+        let served = log
+            .iter()
+            .filter(|line| line.starts_with(&format!("{client} ")))
+            .count();
+        assert_eq!(
+            served, 10,
+            "requests from {client} in nginx's log: {log:#?}"
+        );
+    }
 }

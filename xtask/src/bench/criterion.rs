@@ -1,12 +1,16 @@
 //! The criterion benchmarks of the agent crate: the user-space pipeline and
 //! the policy engine; with them the inventory's scaling and the agent's
-//! memory at 150 k pods fed by the stand-in Kubernetes API server (plain
-//! benchmarks that only print). Figures are read back from criterion's own
-//! estimates and from the lines the benchmarks print (`BENCH {json}`).
+//! memory at 150 k pods fed by the stand-in Kubernetes API server and, in a
+//! full run, by kube-apiserver and etcd of a lab cluster the 150 k pods are
+//! written into (plain benchmarks that only print). Figures are read back
+//! from criterion's own estimates and from the lines the benchmarks print
+//! (`BENCH {json}`).
 
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 use anyhow::Context as _;
+use meshdrift_lab::Lab;
+use meshdrift_lab::cluster::{Cluster, ClusterConfig, Upstream};
 use serde_json::Value;
 
 use crate::cmd;
@@ -71,8 +75,20 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<CriterionResults> {
     if quick {
         command.arg("--quick");
     }
+    // Dropped after the benchmarks: the cluster first, then its lab.
+    let cluster = if quick {
+        None
+    } else {
+        eprintln!("[bench]   a lab cluster for the agent at 150 k pods through kube-apiserver");
+        let lab = Lab::new("bench-cluster").context("creating the cluster's lab")?;
+        let cluster = Cluster::start(&lab, ClusterConfig::new(Upstream::locate()?))
+            .context("starting the lab's control plane")?;
+        command.env("MESHDRIFT_BENCH_KUBECONFIG", cluster.kubectl.kubeconfig());
+        Some((cluster, lab))
+    };
     eprintln!("[xtask] $ {}", cmd::render(&command));
     let output = command.output().context("running cargo bench")?;
+    drop(cluster);
     if !output.status.success() {
         anyhow::bail!(
             "cargo bench failed:\n{}",
