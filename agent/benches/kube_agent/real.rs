@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use meshdrift_testkit::SyntheticMesh;
@@ -50,8 +51,18 @@ impl Cluster {
         Ok(Cluster { client, node })
     }
 
-    /// Writes the whole mesh; prints progress to stderr.
-    pub async fn load(&self, mesh: &SyntheticMesh) -> anyhow::Result<()> {
+    /// Writes the whole mesh, unless the cluster holds its pods already;
+    /// prints progress to stderr. Returns how long the writing took (`None`:
+    /// nothing was written).
+    pub async fn load(&self, mesh: &SyntheticMesh) -> anyhow::Result<Option<Duration>> {
+        let pods = Api::<DynamicObject>::all_with(self.client.clone(), &resource("v1", "Pod"))
+            .list_metadata(&ListParams::default().limit(1))
+            .await?;
+        let held = pods.items.len() as i64 + pods.metadata.remaining_item_count.unwrap_or(0);
+        if held == mesh.pods as i64 {
+            eprintln!("kube_agent: the cluster holds the mesh's {held} pods already");
+            return Ok(None);
+        }
         let started = Instant::now();
         let mut objects: Vec<Value> = (0..mesh.namespaces)
             .flat_map(|n| mesh.namespace_json(n))
@@ -90,7 +101,8 @@ impl Cluster {
             })
             .buffer_unordered(IN_FLIGHT)
             .try_collect::<()>()
-            .await
+            .await?;
+        Ok(Some(started.elapsed()))
     }
 
     async fn create_all(&self, what: &str, objects: Vec<Value>) -> anyhow::Result<()> {
@@ -194,10 +206,12 @@ impl Cluster {
         self.run_pod(pod).await
     }
 
+    /// Deletes a pod at once: no kubelet confirms a graceful deletion here.
     pub async fn delete_pod(&self, namespace: &str, name: &str) -> anyhow::Result<()> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &resource("v1", "Pod"));
-        api.delete(name, &Default::default()).await?;
+        api.delete(name, &DeleteParams::default().grace_period(0))
+            .await?;
         Ok(())
     }
 }
