@@ -260,7 +260,9 @@ fn main() {
     }
     // Let the controllers' work on what was written (EndpointSlices) settle.
     std::thread::sleep(Duration::from_secs(10));
-    let rss = |name| real::process_rss_kib(name).map_or_else(|| "?".to_owned(), mib);
+    let rss = |name| {
+        real::process_id(name).map_or_else(|| "?".to_owned(), |pid| mib(status_kib(pid, "VmRSS")))
+    };
     report(
         "kube-apiserver and etcd RSS holding 150 k pods",
         format!("{}, {}", rss("kube-apiserver"), rss("etcd")),
@@ -270,7 +272,7 @@ fn main() {
             Change::Add(i) => {
                 let mut pod = extra_pod(i);
                 pod["status"]["podIP"] = json!(format!("10.250.0.{}", i + 1));
-                runtime.block_on(cluster.add_pod(pod))
+                runtime.block_on(cluster.run_pod(pod))
             }
             Change::Delete(i) => {
                 runtime.block_on(cluster.delete_pod("ns-7", &format!("bench-extra-{i}")))

@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::{
     AgentOutput, AgentProcess, ClusterService, Curl, Haproxy, InboundProxy, Interception, Lab,
     Nginx, Pod, ProxyMode, SlowResponses, Upstream, UpstreamTls,
-    cluster::{AgentPod, Cluster, ClusterConfig, IstioCrdVersions, Manifests},
+    cluster::{AgentPod, Cluster, ClusterConfig, IstioCrdVersions, Manifests, lab_agent_args},
     error::{LabError, Result},
     prometheus::{free_loopback_port, get_json},
     sidecar::{OUTBOUND_PORT, PROXY_UID},
@@ -313,17 +313,7 @@ impl Frontend {
     pub fn start_agent(&mut self) -> Result<()> {
         self.stop_agent()?;
         if let Some(cluster) = &self.cluster {
-            let mut args = Vec::new();
-            if !self
-                .config
-                .agent_args
-                .iter()
-                .any(|arg| arg.starts_with("--update-interval"))
-            {
-                // Sweeps every second, so tests wait seconds, not tens.
-                args.push("--update-interval=1s".to_owned());
-            }
-            args.extend(self.config.agent_args.iter().cloned());
+            let args = lab_agent_args(&self.config.agent_args);
             let pod = cluster.install_agent(&self.lab, &self.config.meshdrift, &args)?;
             self.agent_url = pod.url.clone();
             self.agent_listen = SocketAddr::new(pod.pod.ipv4().into(), pod_port(&pod.url));

@@ -27,7 +27,7 @@ use serde_json::Value;
 use crate::{
     AgentOutput, AgentProcess, ClusterService, Curl, CurlReport, Haproxy, HaproxyBuilder,
     InboundProxy, Interception, Lab, Nginx, Pod, ProxyMode, Upstream, UpstreamTls, Wrk,
-    cluster::{AgentPod, Cluster, ClusterConfig, Manifests},
+    cluster::{AgentPod, Cluster, ClusterConfig, Manifests, lab_agent_args},
     error::{LabError, Result},
     haproxy::Balance,
     prometheus::{free_loopback_port, get_json},
@@ -461,17 +461,7 @@ impl TrafficPolicyLab {
     pub fn start_agent(&mut self) -> Result<()> {
         self.stop_agent()?;
         if let Some(cluster) = &self.cluster {
-            let mut args = Vec::new();
-            if !self
-                .config
-                .agent_args
-                .iter()
-                .any(|arg| arg.starts_with("--update-interval"))
-            {
-                // Sweeps every second, so tests wait seconds, not tens.
-                args.push("--update-interval=1s".to_owned());
-            }
-            args.extend(self.config.agent_args.iter().cloned());
+            let args = lab_agent_args(&self.config.agent_args);
             let pod = cluster.install_agent(&self.lab, &self.config.meshdrift, &args)?;
             self.agent_url = pod.url.clone();
             self.agent_pod = Some(pod);

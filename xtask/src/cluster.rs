@@ -142,14 +142,7 @@ fn serve(dir: &Path, nodes: u8) -> anyhow::Result<()> {
         .context("starting the control plane")?;
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin)?;
-    for program in [
-        "etcd",
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-        "kube-proxy",
-        "kubectl",
-    ] {
+    for program in meshdrift_lab::cluster::PROGRAMS {
         let target = bin.join(program);
         let _ = std::fs::remove_file(&target);
         let source = upstream.bin(program);

@@ -176,7 +176,7 @@ impl Cluster {
 
     /// Creates the pod on the node and reports it running at the address
     /// the synthetic mesh gave it.
-    async fn run_pod(&self, mut pod: Value) -> anyhow::Result<()> {
+    pub async fn run_pod(&self, mut pod: Value) -> anyhow::Result<()> {
         let status = pod["status"].take();
         if let Some(object) = pod.as_object_mut() {
             object.remove("status");
@@ -201,11 +201,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// Adds a pod to `namespace` and reports it running at `ip`.
-    pub async fn add_pod(&self, pod: Value) -> anyhow::Result<()> {
-        self.run_pod(pod).await
-    }
-
     /// Deletes a pod at once: no kubelet confirms a graceful deletion here.
     pub async fn delete_pod(&self, namespace: &str, name: &str) -> anyhow::Result<()> {
         let api: Api<DynamicObject> =
@@ -221,21 +216,13 @@ fn resource(api_version: &str, kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
 }
 
-/// Resident memory (`VmRSS`, KiB) of the first process named `name`.
-pub fn process_rss_kib(name: &str) -> Option<u64> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let path = entry.path();
-        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
-            continue;
-        };
-        if comm.trim() != name {
-            continue;
-        }
-        let status = std::fs::read_to_string(path.join("status")).ok()?;
-        return status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok());
-    }
-    None
+/// The id of the first process named `name`.
+pub fn process_id(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim() == name).then(|| entry.file_name().to_str()?.parse().ok())?
+        })
 }

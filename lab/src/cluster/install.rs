@@ -17,6 +17,17 @@ pub const AGENT_SELECTOR: &str = "app.kubernetes.io/name=meshdrift";
 /// Host number of the agent's pod on the node (`10.213.<id>.3`).
 pub const AGENT_HOST: u8 = 3;
 
+/// The agent's arguments for a lab scenario: `args`, after a one-second
+/// `--update-interval` unless `args` set one, so tests wait seconds, not tens.
+pub fn lab_agent_args(args: &[String]) -> Vec<String> {
+    let mut all = Vec::with_capacity(args.len() + 1);
+    if !args.iter().any(|arg| arg.starts_with("--update-interval")) {
+        all.push("--update-interval=1s".to_owned());
+    }
+    all.extend(args.iter().cloned());
+    all
+}
+
 /// `deploy/kubernetes` of the workspace.
 pub fn manifests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes")

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub use crds::IstioCrdVersions;
-pub use install::{AGENT_HOST, AGENT_NAMESPACE, AGENT_SELECTOR};
+pub use install::{AGENT_HOST, AGENT_NAMESPACE, AGENT_SELECTOR, lab_agent_args};
 pub use kubectl::Kubectl;
 pub use kubelet::AgentPod;
 pub use manifests::{Manifests, documents};
@@ -56,6 +56,17 @@ pub fn node_name(node: u8) -> String {
 /// How long a component may take to start on a busy two-core machine.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The upstream programs a cluster runs (and the admin's kubectl), as
+/// `cargo xtask setup` builds them into `bin/`.
+pub const PROGRAMS: [&str; 6] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-proxy",
+    "kubectl",
+];
+
 /// Where the upstream programs are: `bin/` and `istio-crds.yaml`.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -72,14 +83,7 @@ impl Upstream {
         );
         let dir = dir.canonicalize().unwrap_or(dir);
         let upstream = Upstream { dir };
-        for program in [
-            "etcd",
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-            "kube-proxy",
-            "kubectl",
-        ] {
+        for program in PROGRAMS {
             let path = upstream.bin(program);
             if !path.is_file() {
                 return Err(LabError::invalid(
