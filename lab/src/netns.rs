@@ -323,6 +323,9 @@ pub(crate) fn route_pod_via_node(id: u8, node: u8, ipv4: Ipv4Addr, ipv6: Ipv6Add
 pub(crate) fn create_uplink(id: u8) -> Result<()> {
     let node = node_netns_name(id);
     let here = host_veth_name(id, UPLINK_HOST);
+    // This id's bridge is ours, so a link of that name is a leftover of an
+    // earlier lab with the id whose namespace the kernel has not freed yet.
+    delete_link(&here)?;
     ip(&[
         "link", "add", "name", &here, "type", "veth", "peer", "name", "uplink", "netns", &node,
     ])?;

@@ -15,6 +15,8 @@ use crate::error::{LabError, Result};
 use crate::process::pid_of;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one query may take to answer.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running Prometheus.
 pub struct Prometheus {
@@ -46,15 +48,33 @@ impl Prometheus {
     /// Starts Prometheus in `dir`, scraping `target` as job `meshdrift` every
     /// second and evaluating `rule_files` every second.
     pub fn start(dir: &Path, target: SocketAddr, rule_files: &[PathBuf]) -> Result<Self> {
+        Self::start_with_token(dir, target, rule_files, None)
+    }
+
+    /// As [`Prometheus::start`], scraping with the bearer token in
+    /// `token_file` (a service account's, for an agent run with
+    /// `--auth kubernetes`), re-read by Prometheus at every scrape.
+    pub fn start_with_token(
+        dir: &Path,
+        target: SocketAddr,
+        rule_files: &[PathBuf],
+        token_file: Option<&Path>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| LabError::io("creating", dir, e))?;
         let listen = free_loopback_port()?;
         let rules = rule_files
             .iter()
             .map(|path| format!("  - {}\n", path.display()))
             .collect::<String>();
+        let authorization = token_file.map_or_else(String::new, |path| {
+            format!(
+                "    authorization:\n      credentials_file: {}\n",
+                path.display()
+            )
+        });
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{rules}\
-             scrape_configs:\n  - job_name: meshdrift\n    static_configs:\n      - targets: ['{target}']\n"
+             scrape_configs:\n  - job_name: meshdrift\n{authorization}    static_configs:\n      - targets: ['{target}']\n"
         );
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config)
@@ -169,29 +189,82 @@ impl Prometheus {
 
     /// The value of an instant query's first sample, if any.
     pub fn query_value(&self, expr: &str) -> Result<Option<f64>> {
-        let encoded: String = expr
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                other => format!("%{other:02X}"),
-            })
-            .collect();
-        let value = self.api(&format!("/api/v1/query?query={encoded}"))?;
+        let value = self.api(&format!("/api/v1/query?query={}", url_encode(expr)))?;
         Ok(value["data"]["result"][0]["value"][1]
             .as_str()
             .and_then(|text| text.parse().ok()))
     }
+
+    /// The series an instant query returns now (each with its `metric`
+    /// labels and `value`), empty when nothing matches. A query Prometheus
+    /// rejects, or one whose result is a scalar or a string rather than
+    /// series, is an error that carries Prometheus's own message.
+    pub fn query(&self, expr: &str) -> Result<Vec<Value>> {
+        let url = format!("{}/api/v1/query?query={}", self.url(), url_encode(expr));
+        let unanswered = |detail: String| LabError::parse("Prometheus API response", detail);
+        // A rejected query is answered 400 with its reason in the body: read it.
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(QUERY_TIMEOUT))
+            .build()
+            .into();
+        let body = agent
+            .get(&url)
+            .call()
+            .and_then(|mut response| response.body_mut().read_to_string())
+            .map_err(|e| unanswered(format!("{url}: {e}")))?;
+        let answer: Value =
+            serde_json::from_str(&body).map_err(|e| unanswered(format!("{url}: {e}: {body}")))?;
+        if answer["status"] != "success" {
+            return Err(LabError::invalid(
+                "PromQL query",
+                format!(
+                    "{expr}: {} {}",
+                    answer["errorType"].as_str().unwrap_or("error"),
+                    answer["error"].as_str().unwrap_or(&body)
+                ),
+            ));
+        }
+        let data = &answer["data"];
+        match (data["resultType"].as_str(), data["result"].as_array()) {
+            (Some("vector" | "matrix"), Some(series)) => Ok(series.clone()),
+            (Some(other), _) => Err(LabError::invalid(
+                "PromQL query",
+                format!("{expr}: returns a {other}, not series"),
+            )),
+            (None, _) => Err(unanswered(format!("{url}: no result in {body}"))),
+        }
+    }
+}
+
+/// `text` as one URL query component.
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 /// `GET url` and its body parsed as JSON; `what` names the document in errors.
 pub fn get_json(url: &str, what: &'static str) -> Result<Value> {
+    get_json_with_token(url, what, None)
+}
+
+/// As [`get_json`], sending `token` as a bearer token when there is one.
+pub fn get_json_with_token(url: &str, what: &'static str, token: Option<&str>) -> Result<Value> {
     let parse_error = |detail: String| LabError::Parse {
         what,
         detail: format!("{url}: {detail}"),
     };
-    let body = ureq::get(url)
+    let mut request = ureq::get(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let body = request
         .call()
         .and_then(|mut response| response.body_mut().read_to_string())
         .map_err(|e| parse_error(e.to_string()))?;

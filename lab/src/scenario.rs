@@ -21,9 +21,11 @@ use serde_json::Value;
 use crate::{
     AgentOutput, AgentProcess, ClusterService, Curl, Haproxy, InboundProxy, Interception, Lab,
     Nginx, Pod, ProxyMode, SlowResponses, Upstream, UpstreamTls,
-    cluster::{AgentPod, Cluster, ClusterConfig, IstioCrdVersions, Manifests, lab_agent_args},
+    cluster::{
+        AGENT_PATHS, AgentPod, Cluster, ClusterConfig, IstioCrdVersions, Manifests, lab_agent_args,
+    },
     error::{LabError, Result},
-    prometheus::{free_loopback_port, get_json},
+    prometheus::{free_loopback_port, get_json_with_token},
     sidecar::{OUTBOUND_PORT, PROXY_UID},
 };
 
@@ -79,6 +81,11 @@ pub struct FrontendConfig {
     pub proxy_requests_per_connection: Option<u32>,
     /// Where the agent learns who is who and what is declared.
     pub inventory: Inventory,
+    /// With [`Inventory::Kubernetes`]: the agent installed from the Helm
+    /// chart with `auth.mode=kubernetes`, and a service account
+    /// `monitoring/prometheus` granted its paths, whose token the scenario
+    /// (and a Prometheus, [`Frontend::agent_token_file`]) sends.
+    pub auth: bool,
 }
 
 /// The agent's inventory source in a scenario.
@@ -120,6 +127,7 @@ impl FrontendConfig {
             declared_max_requests_per_connection: None,
             proxy_requests_per_connection: None,
             inventory: Inventory::default(),
+            auth: false,
         }
     }
 }
@@ -162,6 +170,10 @@ pub struct Frontend {
     agent: Option<AgentProcess>,
     /// The agent's pod, with [`Inventory::Kubernetes`].
     agent_pod: Option<AgentPod>,
+    /// With [`FrontendConfig::auth`]: the token that reads the agent, and
+    /// the file holding it.
+    agent_token: Option<String>,
+    pub agent_token_file: Option<PathBuf>,
     servers: Vec<Nginx>,
     _inbound: Vec<InboundProxy>,
 }
@@ -290,6 +302,8 @@ impl Frontend {
             proxy: None,
             agent: None,
             agent_pod: None,
+            agent_token: None,
+            agent_token_file: None,
             servers,
             _inbound: inbound,
         };
@@ -314,7 +328,19 @@ impl Frontend {
         self.stop_agent()?;
         if let Some(cluster) = &self.cluster {
             let args = lab_agent_args(&self.config.agent_args);
-            let pod = cluster.install_agent(&self.lab, &self.config.meshdrift, &args)?;
+            let pod = if self.config.auth {
+                let pod =
+                    cluster.install_agent_with_auth(&self.lab, &self.config.meshdrift, &args)?;
+                let token =
+                    cluster.service_account_token("monitoring", "prometheus", &AGENT_PATHS)?;
+                let file = self.lab.dir().join("prometheus.token");
+                std::fs::write(&file, &token).map_err(|e| LabError::io("writing", &file, e))?;
+                self.agent_token = Some(token);
+                self.agent_token_file = Some(file);
+                pod
+            } else {
+                cluster.install_agent(&self.lab, &self.config.meshdrift, &args)?
+            };
             self.agent_url = pod.url.clone();
             self.agent_listen = SocketAddr::new(pod.pod.ipv4().into(), pod_port(&pod.url));
             self.agent_pod = Some(pod);
@@ -484,7 +510,11 @@ impl Frontend {
 
     /// The agent's `GET /report`.
     pub fn report(&self) -> Result<Value> {
-        get_json(&format!("{}/report", self.agent_url), "the agent's report")
+        get_json_with_token(
+            &format!("{}/report", self.agent_url),
+            "the agent's report",
+            self.agent_token.as_deref(),
+        )
     }
 
     /// Polls the report until `done` says so; returns the last report either way.

@@ -216,7 +216,14 @@ impl LabShared {
         for pod in &pods {
             note(netns::delete_netns(&pod.netns));
         }
-        // The pods' veths go with the node's namespace.
+        // The uplink is this machine's link: deleted here and now, since the
+        // kernel frees a deleted namespace's links later, and a lab reusing
+        // this id at once would find its name taken. The pods' veths go
+        // with the node's namespace.
+        note(netns::delete_link(&netns::host_veth_name(
+            self.id,
+            netns::UPLINK_HOST,
+        )));
         note(netns::delete_netns(&netns::node_netns_name(self.id)));
         note(cgroup::remove_tree(&self.cgroup, KILL_TIMEOUT));
         if std::env::var(KEEP_ENV).as_deref() == Ok("1") {

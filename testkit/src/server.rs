@@ -36,7 +36,7 @@ impl Server {
                 addr_tx
                     .send(listener.local_addr()?)
                     .expect("report address");
-                http::serve(listener, served, async {
+                http::serve(listener, served, http::ServeOptions::default(), async {
                     let _ = stop.await;
                 })
                 .await

@@ -260,8 +260,9 @@ pub fn prerequisites() -> anyhow::Result<PathBuf> {
     let dir = upstream::default_dir();
     let built = upstream::build(&dir)?;
     eprintln!(
-        "[setup] Kubernetes {} control plane, etcd and Istio's CRDs in {}",
+        "[setup] Kubernetes {} control plane, etcd, Helm {} and Istio's CRDs in {}",
         built.kubernetes_version,
+        built.helm_version,
         dir.display()
     );
     Ok(dir)

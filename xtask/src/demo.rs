@@ -85,7 +85,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             "building the lab (pods client, frontend-v1, frontend-v2 with sidecars, legacy without), \
              starting a real control plane (etcd, kube-apiserver, kube-controller-manager, \
              kube-scheduler, kube-proxy; Istio's CRDs), applying the example to it, and installing \
-             meshdrift from deploy/kubernetes",
+             meshdrift with its Helm chart (deploy/helm/meshdrift) behind the cluster's \
+             authentication (auth.mode=kubernetes)",
         );
         Inventory::KUBERNETES
     };
@@ -94,6 +95,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         legacy_plaintext: !args.healthy,
         declared_max_requests_per_connection: Some(MAX_REQUESTS_PER_CONNECTION),
         proxy_requests_per_connection: args.healthy.then_some(MAX_REQUESTS_PER_CONNECTION),
+        // On the real control plane, as users run it: only callers the API
+        // server allows read the report and the metrics.
+        auth: !args.manifests,
         ..FrontendConfig::new(
             root.join(EXAMPLE),
             binary.clone(),
@@ -102,12 +106,19 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     })?;
     step(&format!("agent serving {}", frontend.agent_url));
 
-    step("starting Prometheus with the shipped alert rules");
+    step(match &frontend.agent_token_file {
+        Some(_) => {
+            "starting Prometheus with the shipped alert rules, scraping with the token of its \
+             service account monitoring/prometheus (granted get on /metrics)"
+        }
+        None => "starting Prometheus with the shipped alert rules",
+    });
     let rules = demo_rules(&root.join(RULES), &frontend.lab.dir().join("rules.yaml"))?;
-    let prometheus = Prometheus::start(
+    let prometheus = Prometheus::start_with_token(
         &frontend.lab.dir().join("prometheus"),
         frontend.agent_listen,
         &[rules],
+        frontend.agent_token_file.as_deref(),
     )?;
 
     step(&format!(
@@ -153,13 +164,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         eprintln!("[demo] warning: the verdicts did not settle within 30 s; showing what there is");
     }
     println!();
-    cmd::run(Command::new(&binary).args([
-        "report",
-        "--url",
-        &frontend.agent_url,
-        "--output",
-        "table",
-    ]))?;
+    let mut report_command = Command::new(&binary);
+    report_command.args(["report", "--url", &frontend.agent_url, "--output", "table"]);
+    if let Some(token) = &frontend.agent_token_file {
+        report_command.arg("--token-file").arg(token);
+    }
+    cmd::run(&mut report_command)?;
 
     step("asking Prometheus which alerts fire");
     let mut outcome = Ok(());
@@ -199,7 +209,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         }
     }
 
-    let page = save_page(&frontend.agent_url, &root.join("target/demo/report.html"))?;
+    let page = save_page(
+        &frontend.agent_url,
+        frontend.agent_token_file.as_deref(),
+        &root.join("target/demo/report.html"),
+    )?;
     println!();
     println!(
         "  report page:  {}/   (saved to {})",
@@ -207,6 +221,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         page.display()
     );
     println!("  metrics:      {}/metrics", frontend.agent_url);
+    if let Some(token) = &frontend.agent_token_file {
+        println!(
+            "  token:        curl -H \"Authorization: Bearer $(cat {})\" {}/report",
+            token.display(),
+            frontend.agent_url
+        );
+    }
     println!("  Prometheus:   {}/alerts", prometheus.url());
     if let Some(cluster) = &frontend.cluster {
         println!(
@@ -250,15 +271,16 @@ fn demo_rules(shipped: &Path, copy: &Path) -> anyhow::Result<PathBuf> {
     Ok(copy.to_path_buf())
 }
 
-fn save_page(agent_url: &str, path: &Path) -> anyhow::Result<PathBuf> {
-    let output = Command::new("curl")
-        .args([
-            "--silent",
-            "--fail",
-            "--max-time",
-            "10",
-            &format!("{agent_url}/"),
-        ])
+fn save_page(agent_url: &str, token_file: Option<&Path>, path: &Path) -> anyhow::Result<PathBuf> {
+    let mut curl = Command::new("curl");
+    curl.args(["--silent", "--fail", "--max-time", "10"]);
+    if let Some(file) = token_file {
+        let token = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the token in {}", file.display()))?;
+        curl.args(["--oauth2-bearer", token.trim()]);
+    }
+    let output = curl
+        .arg(format!("{agent_url}/"))
         .output()
         .context("fetching the report page")?;
     if !output.status.success() {

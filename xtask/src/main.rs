@@ -10,6 +10,7 @@ mod cmd;
 mod demo;
 mod fuzz;
 mod lab;
+mod manifests;
 mod repeat;
 mod setup;
 mod test;
@@ -34,8 +35,9 @@ enum Task {
     /// Run the demo: the lab with the frontend v1/v2 example, real traffic through
     /// HAProxy, and what the agent observed per subset.
     Demo(demo::DemoArgs),
-    /// Run every test: lint, unit, property, the privileged end-to-end suite,
-    /// and each fuzz target for a few seconds.
+    /// Run every test: lint (Rust, and the shipped manifests with helm lint,
+    /// kubernetes-validate and checkov), unit, property, the privileged
+    /// end-to-end suite, and each fuzz target for a few seconds.
     Test(test::TestArgs),
     /// Measure what meshdrift costs against the no-agent limit, and how far
     /// its HTTP/2 estimates are from the truth; rewrites BENCHMARKS.md (needs root).

@@ -10,8 +10,10 @@ use crate::cmd;
 /// from nghttp2-client, iperf3 for the benchmark, nginx's stream module for
 /// the inbound sidecar, iptables for Istio's and kube-proxy's nat rules,
 /// util-linux's setpriv to run proxies as their user), Prometheus (server and
-/// promtool), Chromium for the report page's browser test, and bpftool for
-/// the kernel's per-program statistics.
+/// promtool), Chromium for the report page's browser test, bpftool for
+/// the kernel's per-program statistics, and python3-venv for the virtual
+/// environment the manifests' checks (kubernetes-validate, checkov) are
+/// installed into.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -30,6 +32,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iperf3",
     "nghttp2-client",
     "bpftool",
+    "python3-venv",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -46,7 +49,7 @@ pub fn run() -> anyhow::Result<()> {
     step("bpf-linker built against LLVM 22", install_bpf_linker)?;
     step("cargo-fuzz for the fuzz targets", install_cargo_fuzz)?;
     step(
-        "the Kubernetes control plane and etcd built from tools/ (Go)",
+        "the Kubernetes control plane, etcd and Helm built from tools/ (Go)",
         || crate::cluster::prerequisites().map(drop),
     )?;
     eprintln!("[setup] all prerequisites are in place");

@@ -1,15 +1,24 @@
-//! `cargo xtask test`: lint, then every test of the workspace, privileged ones
-//! included, then a few seconds of each fuzz target.
+//! `cargo xtask test`: lint (the Rust code, then the shipped manifests with
+//! helm lint, kubernetes-validate and checkov), then every test of the
+//! workspace, privileged ones included, then a few seconds of each fuzz
+//! target.
 
 use std::process::Command;
 
-use crate::{cmd, fuzz, repeat};
+use crate::{cmd, fuzz, manifests, repeat, upstream};
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// Skip `cargo fmt --check` and clippy on the host and eBPF crates.
+    /// Skip `cargo fmt --check` and clippy on the host and eBPF crates, and
+    /// the checks of the shipped manifests (helm lint, kubernetes-validate,
+    /// checkov).
     #[arg(long)]
     pub no_lint: bool,
+    /// Run only the checks of the shipped manifests (helm lint,
+    /// kubernetes-validate, checkov on the kustomize output and the chart's
+    /// renderings); the chart's rendering tests are `-- chart`.
+    #[arg(long, conflicts_with_all = ["no_lint", "repeat"])]
+    pub manifests_only: bool,
     /// Skip the short run of each fuzz target.
     #[arg(long)]
     pub no_fuzz: bool,
@@ -29,6 +38,9 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     if let Some(times) = args.repeat {
         let binary = cmd::build_meshdrift()?;
         return repeat::run(times, &binary, &args.test_args);
+    }
+    if args.manifests_only {
+        return manifests::check(&upstream::build(&upstream::default_dir())?);
     }
     if !args.no_lint {
         cmd::run(
@@ -58,6 +70,9 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             "-D",
             "warnings",
         ]))?;
+        // Helm and kubectl as setup built them (up to date: no build here).
+        let built = upstream::build(&upstream::default_dir())?;
+        manifests::check(&built)?;
     }
     // The end-to-end suite runs the real `meshdrift` binary.
     let binary = cmd::build_meshdrift()?;

@@ -2,14 +2,15 @@
 //! kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy and
 //! kubectl, built with Go from the modules pinned in `tools/` (see
 //! `tools/README.md`), plus Istio's CRDs copied out of the pinned
-//! `istio.io/api` module.
+//! `istio.io/api` module, and Helm, which installs and checks the chart in
+//! `deploy/helm/meshdrift`.
 //!
 //! A cold build takes many minutes, so [`build`] records what it built in a
 //! stamp file and does nothing the next time while the pins (the `go.mod` and
-//! `go.sum` files, etcd's `main.go`, the build flags and the Go version) are
-//! the same and every output exists. Go's own caches (GOCACHE, GOMODCACHE) are
-//! left where the environment puts them, so a rebuild after a pin change
-//! reuses whatever did not change.
+//! `go.sum` files, etcd's `main.go`, the `tools.go` files, the build flags
+//! and the Go version) are the same and every output exists. Go's own caches
+//! (GOCACHE, GOMODCACHE) are left where the environment puts them, so a
+//! rebuild after a pin change reuses whatever did not change.
 
 use std::{
     fs,
@@ -41,14 +42,17 @@ pub struct UpstreamBin {
     pub kube_scheduler: PathBuf,
     pub kube_proxy: PathBuf,
     pub kubectl: PathBuf,
+    pub helm: PathBuf,
     /// Istio's CustomResourceDefinitions, one multi-document YAML file.
     pub istio_crds: PathBuf,
     /// The Kubernetes release the binaries were built from, e.g. `v1.36.3`.
     pub kubernetes_version: String,
+    /// The Helm release `helm` was built from, e.g. `v4.3.2`.
+    pub helm_version: String,
 }
 
 impl UpstreamBin {
-    fn at(out: &Path, kubernetes_version: String) -> Self {
+    fn at(out: &Path, kubernetes_version: String, helm_version: String) -> Self {
         let bin = out.join("bin");
         Self {
             etcd: bin.join("etcd"),
@@ -57,13 +61,15 @@ impl UpstreamBin {
             kube_scheduler: bin.join("kube-scheduler"),
             kube_proxy: bin.join("kube-proxy"),
             kubectl: bin.join("kubectl"),
+            helm: bin.join("helm"),
             istio_crds: out.join("istio-crds.yaml"),
             kubernetes_version,
+            helm_version,
         }
     }
 
     /// Every output file, binaries first.
-    pub fn files(&self) -> [&Path; 7] {
+    pub fn files(&self) -> [&Path; 8] {
         [
             &self.etcd,
             &self.kube_apiserver,
@@ -71,6 +77,7 @@ impl UpstreamBin {
             &self.kube_scheduler,
             &self.kube_proxy,
             &self.kubectl,
+            &self.helm,
             &self.istio_crds,
         ]
     }
@@ -82,50 +89,71 @@ struct Program {
     name: &'static str,
     module_dir: &'static str,
     package: &'static str,
-    /// Whether it takes Kubernetes' version ldflags.
-    kubernetes: bool,
+    /// Which release it reports as its version.
+    version: Version,
+}
+
+/// The `-X` flags a program takes so that it reports its release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    /// Kubernetes' component-base and client-go version variables.
+    Kubernetes,
+    /// Helm's `internal/version` variables.
+    Helm,
+    /// None: etcd's version is a constant in its source.
+    Builtin,
 }
 
 /// In build order: kube-apiserver first, as it compiles most of what the
-/// others share; etcd last, from its own module (`tools/etcd`).
+/// others share; etcd and Helm last, each from its own module (`tools/etcd`,
+/// `tools/helm`).
 const PROGRAMS: &[Program] = &[
     Program {
         name: "kube-apiserver",
         module_dir: ".",
         package: "k8s.io/kubernetes/cmd/kube-apiserver",
-        kubernetes: true,
+        version: Version::Kubernetes,
     },
     Program {
         name: "kube-controller-manager",
         module_dir: ".",
         package: "k8s.io/kubernetes/cmd/kube-controller-manager",
-        kubernetes: true,
+        version: Version::Kubernetes,
     },
     Program {
         name: "kube-scheduler",
         module_dir: ".",
         package: "k8s.io/kubernetes/cmd/kube-scheduler",
-        kubernetes: true,
+        version: Version::Kubernetes,
     },
     Program {
         name: "kube-proxy",
         module_dir: ".",
         package: "k8s.io/kubernetes/cmd/kube-proxy",
-        kubernetes: true,
+        version: Version::Kubernetes,
     },
     Program {
         name: "kubectl",
         module_dir: ".",
         package: "k8s.io/kubernetes/cmd/kubectl",
-        kubernetes: true,
+        version: Version::Kubernetes,
     },
     Program {
         name: "etcd",
         module_dir: "etcd",
         package: ".",
-        kubernetes: false,
+        version: Version::Builtin,
+    },
+    Program {
+        name: "helm",
+        module_dir: "helm",
+        package: "helm.sh/helm/v4/cmd/helm",
+        version: Version::Helm,
     },
 ];
+
+/// The Go modules `go mod download` fetches, relative to `tools/`.
+const MODULE_DIRS: &[&str] = &[".", "etcd", "helm"];
 
 /// The files whose contents decide what gets built (relative to `tools/`).
 const PINNED_FILES: &[&str] = &[
@@ -135,32 +163,36 @@ const PINNED_FILES: &[&str] = &[
     "etcd/go.mod",
     "etcd/go.sum",
     "etcd/main.go",
+    "helm/go.mod",
+    "helm/go.sum",
+    "helm/tools.go",
 ];
 
 /// Bump when the way the programs are built changes (flags, outputs).
-const RECIPE: &str = "upstream-recipe-1 CGO_ENABLED=0 -trimpath -s -w";
+const RECIPE: &str = "upstream-recipe-2 CGO_ENABLED=0 -trimpath -s -w +helm";
 
 const STAMP: &str = "upstream.stamp";
 
 /// Where Istio's CRDs sit inside the `istio.io/api` module.
 const ISTIO_CRDS_IN_MODULE: &str = "kubernetes/customresourcedefinitions.gen.yaml";
 
-/// Builds the six programs into `out/bin/` and copies Istio's CRDs to
+/// Builds the seven programs into `out/bin/` and copies Istio's CRDs to
 /// `out/istio-crds.yaml`, unless `out` already holds a build of the same
 /// pins (then it returns at once).
 pub fn build(out: &Path) -> anyhow::Result<UpstreamBin> {
     let tools = tools_dir();
     let go_version = go_version()?;
     let kubernetes_version = kubernetes_version(&tools)?;
+    let helm_version = helm_version(&tools)?;
     let key = stamp_key(&tools, &go_version)?;
-    let built = UpstreamBin::at(out, kubernetes_version.clone());
+    let built = UpstreamBin::at(out, kubernetes_version.clone(), helm_version.clone());
     let stamp = out.join(STAMP);
 
     if fs::read_to_string(&stamp).is_ok_and(|recorded| recorded == key)
         && built.files().iter().all(|file| file.is_file())
     {
         eprintln!(
-            "[setup] upstream Kubernetes {kubernetes_version}, etcd and Istio CRDs: up to date in {}",
+            "[setup] upstream Kubernetes {kubernetes_version}, etcd, Helm {helm_version} and Istio CRDs: up to date in {}",
             out.display()
         );
         return Ok(built);
@@ -176,13 +208,19 @@ pub fn build(out: &Path) -> anyhow::Result<UpstreamBin> {
     fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
 
     eprintln!(
-        "[setup] building upstream Kubernetes {kubernetes_version} and etcd with {go_version} \
+        "[setup] building upstream Kubernetes {kubernetes_version}, etcd and Helm {helm_version} with {go_version} \
          into {} (a cold build takes a long while)",
         out.display()
     );
     let started = Instant::now();
 
-    for dir in [tools.clone(), tools.join("etcd")] {
+    for dir in MODULE_DIRS.iter().map(|dir| {
+        if *dir == "." {
+            tools.clone()
+        } else {
+            tools.join(dir)
+        }
+    }) {
         eprintln!("[setup] downloading Go modules for {} …", dir.display());
         let step = Instant::now();
         go_quietly(
@@ -192,7 +230,8 @@ pub fn build(out: &Path) -> anyhow::Result<UpstreamBin> {
         eprintln!("[setup] downloaded in {:.0?}", step.elapsed());
     }
 
-    let ldflags = ldflags(&kubernetes_version)?;
+    let kubernetes_flags = ldflags(&kubernetes_version)?;
+    let helm_flags = helm_ldflags(&helm_version);
     for (index, program) in PROGRAMS.iter().enumerate() {
         eprintln!(
             "[setup] building {} ({}/{}) …",
@@ -202,10 +241,10 @@ pub fn build(out: &Path) -> anyhow::Result<UpstreamBin> {
         );
         let step = Instant::now();
         let output = bin.join(program.name);
-        let flags = if program.kubernetes {
-            ldflags.as_str()
-        } else {
-            "-s -w"
+        let flags = match program.version {
+            Version::Kubernetes => kubernetes_flags.as_str(),
+            Version::Helm => helm_flags.as_str(),
+            Version::Builtin => "-s -w",
         };
         let mut command = go(&tools.join(program.module_dir));
         command
@@ -284,22 +323,40 @@ fn go_version() -> anyhow::Result<String> {
 
 /// The `k8s.io/kubernetes` version `tools/go.mod` requires, e.g. `v1.36.3`.
 fn kubernetes_version(tools: &Path) -> anyhow::Result<String> {
-    let path = tools.join("go.mod");
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    required_version(&tools.join("go.mod"), "k8s.io/kubernetes")
+}
+
+/// The `helm.sh/helm/v4` version `tools/helm/go.mod` requires, e.g. `v4.3.2`.
+fn helm_version(tools: &Path) -> anyhow::Result<String> {
+    required_version(&tools.join("helm").join("go.mod"), "helm.sh/helm/v4")
+}
+
+/// The version of `module` that the go.mod file at `path` requires.
+fn required_version(path: &Path, module: &str) -> anyhow::Result<String> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
-            // Either `require k8s.io/kubernetes vX` or a line of a require block.
+            // Either `require MODULE vX` or a line of a require block.
             let first = words.next()?;
-            let (module, version) = if first == "require" {
+            let (name, version) = if first == "require" {
                 (words.next()?, words.next()?)
             } else {
                 (first, words.next()?)
             };
-            (module == "k8s.io/kubernetes" && version.starts_with('v')).then(|| version.to_owned())
+            (name == module && version.starts_with('v')).then(|| version.to_owned())
         })
         .next()
-        .with_context(|| format!("{} requires no k8s.io/kubernetes version", path.display()))
+        .with_context(|| format!("{} requires no {module} version", path.display()))
+}
+
+/// `-s -w` and the release `helm version` reports, as Helm's own Makefile
+/// sets them for a tagged build (no `+unreleased` metadata).
+fn helm_ldflags(helm_version: &str) -> String {
+    format!(
+        "-s -w -X helm.sh/helm/v4/internal/version.version={helm_version} \
+         -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
+    )
 }
 
 /// `-s -w` and the version the binaries report (`kubectl version`,
@@ -420,6 +477,43 @@ mod tests {
     fn the_pinned_release_is_read_from_go_mod() {
         let version = kubernetes_version(&tools_dir()).unwrap();
         assert!(version.starts_with("v1."), "{version}");
+        let helm = helm_version(&tools_dir()).unwrap();
+        assert!(helm.starts_with("v4."), "{helm}");
+    }
+
+    #[test]
+    fn helm_reports_its_release() {
+        assert_eq!(
+            helm_ldflags("v4.3.2"),
+            "-s -w -X helm.sh/helm/v4/internal/version.version=v4.3.2 \
+             -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
+        );
+    }
+
+    #[test]
+    fn every_module_and_its_files_are_pinned() {
+        for program in PROGRAMS {
+            assert!(
+                MODULE_DIRS.contains(&program.module_dir),
+                "{} is built from {}, which is never downloaded",
+                program.name,
+                program.module_dir
+            );
+        }
+        for dir in MODULE_DIRS {
+            for file in ["go.mod", "go.sum"] {
+                let path = if *dir == "." {
+                    file.to_owned()
+                } else {
+                    format!("{dir}/{file}")
+                };
+                assert!(
+                    PINNED_FILES.contains(&path.as_str()),
+                    "{path} is not pinned"
+                );
+                assert!(tools_dir().join(&path).is_file(), "{path} is missing");
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The address of a running agent, as `meshdrift report --url` takes it:
-//! `http://HOST[:PORT][/PREFIX]`, or `HOST:PORT` without a scheme. Checked
+//! `http[s]://HOST[:PORT][/PREFIX]`, or `HOST:PORT` without a scheme (http). Checked
 //! before anything connects, so a typo is an error rather than a request
 //! to somewhere else (the HTTP library reads an out-of-range port as none,
 //! that is port 80).
@@ -28,20 +28,16 @@ impl AgentUrl {
         let uri: Uri = with_scheme
             .parse()
             .map_err(|err| format!("{text:?} is not a URL ({err})"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(
-                    "https is not supported: the agent serves plain HTTP (use http://)".to_owned(),
-                );
-            }
+        let scheme = match uri.scheme_str() {
+            Some(scheme @ ("http" | "https")) => scheme,
             other => {
                 return Err(format!(
-                    "unsupported scheme {:?} (expected http://HOST:PORT)",
+                    "unsupported scheme {:?} (expected http://HOST:PORT, or https:// for an \
+                     agent started with --tls-cert-file)",
                     other.unwrap_or_default()
                 ));
             }
-        }
+        };
         let Some(authority) = uri.authority() else {
             return Err(format!("{text:?} names no host"));
         };
@@ -67,8 +63,12 @@ impl AgentUrl {
         }
         let prefix = uri.path().trim_end_matches('/');
         Ok(AgentUrl {
-            base: format!("http://{authority}{prefix}"),
+            base: format!("{scheme}://{authority}{prefix}"),
         })
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.base.starts_with("https://")
     }
 
     /// The URL of one of the agent's endpoints (`/report`).
@@ -98,6 +98,7 @@ mod tests {
             ("http://agent", "http://agent"),
             ("http://agent:80/meshdrift/", "http://agent:80/meshdrift"),
             ("  http://agent:9477  ", "http://agent:9477"),
+            ("https://agent:9477/", "https://agent:9477"),
         ];
         for (text, base) in table {
             assert_eq!(
@@ -116,7 +117,6 @@ mod tests {
             ("127.0.0.1:99999", "99999"),
             ("http://127.0.0.1:0", "port 0"),
             ("http://127.0.0.1:-1", "port -1"),
-            ("https://127.0.0.1:9477", "https"),
             ("ftp://127.0.0.1:9477", "scheme"),
             ("http://", "URL"),
             ("", "empty"),

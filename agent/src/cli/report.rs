@@ -1,5 +1,6 @@
 //! `meshdrift report`: fetch a running agent's report and render it for a terminal.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ pub enum ReportOutput {
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// Base URL of the agent (its --listen address): http://HOST:PORT[/PREFIX], or HOST:PORT.
+    /// Base URL of the agent (its --listen address): http[s]://HOST:PORT[/PREFIX], or HOST:PORT.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477", value_parser = AgentUrl::parse)]
     pub url: AgentUrl,
     /// How long to wait for the agent's whole answer.
@@ -35,10 +36,66 @@ pub struct ReportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: ReportOutput,
+    /// A file holding the bearer token sent to an agent started with --auth kubernetes
+    /// [default: the pod's service-account token, when run inside a pod].
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate(s) to trust for an https:// agent [default: the public web roots].
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where a pod finds its service account's token.
+const IN_CLUSTER_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// How `report` reaches an agent: its URL, the token it sends and the
+/// certificates it trusts.
+#[derive(Debug, Clone)]
+pub struct AgentAccess {
+    pub url: AgentUrl,
+    pub timeout: Duration,
+    pub token: Option<String>,
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl AgentAccess {
+    fn from_args(args: &ReportArgs) -> anyhow::Result<Self> {
+        let token = match &args.token_file {
+            Some(path) => Some(read_token(path)?),
+            None if Path::new(IN_CLUSTER_TOKEN).is_file() => {
+                Some(read_token(Path::new(IN_CLUSTER_TOKEN))?)
+            }
+            None => None,
+        };
+        let ca_pem = match &args.ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("reading --ca-file {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(AgentAccess {
+            url: args.url.clone(),
+            timeout: args.timeout,
+            token,
+            ca_pem,
+        })
+    }
+}
+
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?;
+    let token = token.trim();
+    if token.is_empty() {
+        bail!("the token file {} is empty", path.display());
+    }
+    Ok(token.to_owned())
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let report = fetch(&args.url, args.timeout)?;
+    let access = AgentAccess::from_args(&args)?;
+    let report = fetch(&access)?;
     let text = match args.output {
         ReportOutput::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
         ReportOutput::Table => render_table(&report),
@@ -52,20 +109,57 @@ pub fn decode(body: &str) -> Result<Report, serde_json::Error> {
     serde_json::from_str(body)
 }
 
-fn fetch(base: &AgentUrl, timeout: Duration) -> anyhow::Result<Report> {
-    let url = base.endpoint("/report");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn fetch(access: &AgentAccess) -> anyhow::Result<Report> {
+    let timeout = access.timeout;
+    let url = access.url.endpoint("/report");
+    let mut config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent
-        .get(&url)
+        .http_status_as_error(false);
+    if let Some(pem) = &access.ca_pem {
+        let roots = ureq::tls::parse_pem(pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                Ok(_) => None,
+                Err(err) => Some(Err(err)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading the certificates of --ca-file")?;
+        if roots.is_empty() {
+            bail!("--ca-file holds no PEM certificate");
+        }
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                .build(),
+        );
+    }
+    let agent: ureq::Agent = config.build().into();
+    let mut request = agent.get(&url);
+    if let Some(token) = &access.token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let mut response = request
         .call()
         .map_err(|err| request_failed(&url, err, timeout))?;
     let status = response.status();
     if !status.is_success() {
-        bail!("GET {url}: the agent answered {status}");
+        // The agent's refusal says why (401: token, 403: the grant it lacks).
+        let reason = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_string()
+            .unwrap_or_default();
+        let hint = match status.as_u16() {
+            401 if access.token.is_none() => {
+                " (the agent runs with --auth kubernetes: pass --token-file)"
+            }
+            _ => "",
+        };
+        bail!(
+            "GET {url}: the agent answered {status}{hint}: {}",
+            reason.trim()
+        );
     }
     let body = response
         .body_mut()

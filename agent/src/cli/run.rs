@@ -8,14 +8,18 @@ use anyhow::Context as _;
 use crate::{
     cli::duration::{parse_duration, parse_duration_or_zero},
     drift::DriftConfig,
+    http::TlsFiles,
     probe::ProbeConfig,
-    runtime::{self, AgentConfig},
+    runtime::{self, AgentConfig, AuthMode},
 };
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  \
     sudo meshdrift run --manifests deploy/examples/frontend\n  \
     curl -s localhost:9477/report | jq .splits\n\n\
+    In a cluster with --auth kubernetes:\n  \
+    curl -s -H \"Authorization: Bearer $(kubectl create token prometheus -n monitoring)\" \
+    http://AGENT:9477/metrics\n\n\
     Drift is flagged only when the goodness-of-fit test (p < --alpha) and the practical \
     tolerance (a subset's share off by more than --tolerance) agree, after --min-samples. \
     Traffic to a subset declared at weight 0, or to a destination the route does not \
@@ -61,6 +65,18 @@ pub struct RunArgs {
     /// Kernel ring-buffer size in bytes (a power of two, at least 4096).
     #[arg(long, value_name = "BYTES", default_value_t = meshdrift_ebpf::DEFAULT_RING_BUFFER_BYTES)]
     pub ring_buffer_bytes: u32,
+    /// Who may read /, /report and /metrics. `kubernetes`: callers send a bearer
+    /// token, checked with a TokenReview and authorised with a SubjectAccessReview
+    /// (verb get on the path as a non-resource URL); 401 without a valid token, 403
+    /// without the grant. /healthz and /readyz stay open.
+    #[arg(long, value_enum, default_value = "none")]
+    pub auth: AuthMode,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key-file).
+    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -69,6 +85,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         manifests: args.manifests,
         reload_interval: args.reload_interval,
         listen: args.listen,
+        auth: args.auth,
+        tls: match (args.tls_cert_file, args.tls_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            _ => None,
+        },
         drift: DriftConfig {
             window: args.window,
             grace: args.grace,

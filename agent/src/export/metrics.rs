@@ -49,6 +49,7 @@ pub struct Metrics {
     findings: ReplacedGauges<FindingLabels>,
     flows_tracked: FloatGauge,
     inventory: ReplacedGauges<KindLabels>,
+    inventory_synced: FloatGauge,
     lost_events: Arc<CumulativeCounters>,
     excluded_flows: Arc<CumulativeCounters>,
     /// Counter handles of each traffic line seen, by a hash of its labels:
@@ -97,6 +98,7 @@ impl Metrics {
             findings: ReplacedGauges::new(),
             flows_tracked: FloatGauge::default(),
             inventory: ReplacedGauges::new(),
+            inventory_synced: FloatGauge::default(),
             lost_events: Arc::new(CumulativeCounters::new(
                 "meshdrift_lost_events",
                 "Records lost on the way from the kernel to the tallies since the agent started, by \
@@ -234,6 +236,13 @@ impl Metrics {
             "Objects in the agent's inventory by kind (Pod, Service, VirtualService, ...)",
             self.inventory.family(),
         );
+        r.register(
+            "meshdrift_inventory_last_synced_timestamp_seconds",
+            "When the inventory was last known current (every kind listed and watched without \
+             error, or the manifests loaded), in seconds since the epoch; time() minus it is \
+             how stale the agent's view of the cluster may be",
+            self.inventory_synced.clone(),
+        );
         // A gauge fixed at 1, the usual *_info idiom; kept a gauge rather than an
         // OpenMetrics info so that Prometheus text parsers understand it too.
         let build: Family<VersionLabels, FloatGauge> = Family::default();
@@ -246,6 +255,7 @@ impl Metrics {
             "Always 1; the version label carries the meshdrift version",
             build,
         );
+        r.register_collector(Box::new(super::process::ProcessCollector));
         r.register_collector(Box::new(self.lost_events.clone()));
         r.register_collector(Box::new(self.excluded_flows.clone()));
         self
@@ -448,6 +458,13 @@ impl Metrics {
         );
         self.lost_events.set(&agent.lost_events);
         self.excluded_flows.set(&agent.excluded_flows);
+    }
+
+    /// The inventory is current as of `at`.
+    pub fn inventory_synced(&self, at: std::time::SystemTime) {
+        if let Ok(since_epoch) = at.duration_since(std::time::UNIX_EPOCH) {
+            self.inventory_synced.set(since_epoch.as_secs_f64());
+        }
     }
 
     /// The OpenMetrics text exposition (what Prometheus asks for when it scrapes).

@@ -8,6 +8,7 @@ mod cumulative;
 mod gauges;
 mod labels;
 mod metrics;
+mod process;
 pub mod text;
 
 pub use metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};

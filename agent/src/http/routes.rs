@@ -7,16 +7,28 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
+use super::auth::{KubeGate, require_kubernetes_auth};
 use super::page;
 use super::state::AppState;
 use crate::export::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 
 /// The application's routes, for [`serve`](super::serve) or for embedding.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// With a `gate`, the report page, `/report` and `/metrics` answer only
+/// callers the API server authenticates and allows; `/healthz` and
+/// `/readyz` stay open for the kubelet's probes.
+pub fn router(state: AppState, gate: Option<KubeGate>) -> Router {
+    let protected = Router::new()
         .route("/", get(report_page))
         .route("/report", get(report_json))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    let protected = match gate {
+        Some(gate) => protected.route_layer(axum::middleware::from_fn_with_state(
+            gate,
+            require_kubernetes_auth,
+        )),
+        None => protected,
+    };
+    protected
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

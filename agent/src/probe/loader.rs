@@ -87,6 +87,10 @@ pub enum ProbeError {
         name: &'static str,
         source: aya::maps::MapError,
     },
+    #[error("{0}")]
+    Capabilities(super::capabilities::Missing),
+    #[error("cannot read this process's capabilities: {0}")]
+    ReadCapabilities(io::Error),
     #[error("waiting on the ring buffer: {0}")]
     Poll(io::Error),
     #[error("sweeping the flow map: {0}")]
@@ -125,6 +129,20 @@ fn program_hint(err: &aya::programs::ProgramError) -> &'static str {
     }
 }
 
+/// Fails, naming them, when this process lacks a capability loading or
+/// attaching needs; called at start, before anything else is set up.
+pub fn check_capabilities() -> Result<(), ProbeError> {
+    let effective = super::capabilities::effective().map_err(ProbeError::ReadCapabilities)?;
+    let missing = super::capabilities::missing_from(effective);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ProbeError::Capabilities(super::capabilities::Missing(
+            missing,
+        )))
+    }
+}
+
 /// The attached kernel programs, their ring buffer and their flow map.
 pub struct Probe {
     // Keeps the programs loaded and their cgroup links alive; dropping it detaches them.
@@ -144,6 +162,7 @@ impl Probe {
         if EBPF_OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
         }
+        check_capabilities()?;
         let size = config.ring_buffer_bytes;
         if !size.is_power_of_two() || size < 4096 {
             return Err(ProbeError::RingBufferSize(size));

@@ -2,6 +2,7 @@
 //! load and attach the eBPF programs, read their ring buffer and sweep their
 //! flow map, and turn both into typed events. Knows nothing of Kubernetes or Istio.
 
+pub mod capabilities;
 mod event;
 mod loader;
 mod losses;
@@ -10,7 +11,7 @@ mod sweep;
 pub use event::{
     DecodeError, FlowCounters, FlowKind, FlowRecord, PayloadRecord, ProbeEvent, Role, decode,
 };
-pub use loader::{Probe, ProbeConfig, ProbeError, ebpf_object};
+pub use loader::{Probe, ProbeConfig, ProbeError, check_capabilities, ebpf_object};
 pub use losses::{KernelLosses, LossCounters};
 pub use meshdrift_host::CgroupError;
 pub use sweep::Sweeper;

@@ -14,5 +14,5 @@ pub use agent::Agent;
 pub use declared::{Declared, DeclaredFeed, DeclaredUpdate, from_batches};
 pub use keeper::FINDINGS_REFRESH;
 pub use probe_loop::ProbeLoop;
-pub use run::{AgentConfig, run};
+pub use run::{AgentConfig, AuthMode, run};
 pub use shutdown::Shutdown;

@@ -15,11 +15,22 @@ use super::{
 use crate::{
     drift::{DriftConfig, DriftEngine},
     export::Metrics,
-    http::{self, AppState, Blockers},
+    http::{self, AppState, Blockers, ServeOptions, TlsFiles, auth},
     inventory::kube::SourceHealth,
     pipeline::ObservedFlow,
     probe::{LossCounters, ProbeConfig},
 };
+
+/// Who may read the report and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Anyone who reaches the port (keep it behind a NetworkPolicy).
+    #[default]
+    None,
+    /// Callers the Kubernetes API server authenticates (TokenReview) and
+    /// authorises (SubjectAccessReview) for the path.
+    Kubernetes,
+}
 
 /// Everything the agent needs to know; the CLI fills it from its flags.
 #[derive(Debug, Clone)]
@@ -30,6 +41,10 @@ pub struct AgentConfig {
     pub reload_interval: Duration,
     /// Address of the HTTP server.
     pub listen: SocketAddr,
+    /// Who may read the report and the metrics.
+    pub auth: AuthMode,
+    /// Serve HTTPS with these files instead of HTTP.
+    pub tls: Option<TlsFiles>,
     /// This node's name, shown in the report.
     pub node: String,
     pub drift: DriftConfig,
@@ -49,6 +64,10 @@ const INVENTORY_SETTLE: Duration = Duration::from_secs(2);
 /// Runs the agent until SIGINT or SIGTERM; detaches everything before returning.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::install().context("installing the signal handlers")?;
+    // Before anything waits on the API server: a missing capability is the
+    // first and only thing said.
+    crate::probe::check_capabilities()?;
+    let serve_options = serve_options(&config).await?;
     let engine = DriftEngine::new(config.drift.clone()).context("invalid drift settings")?;
     let health = SourceHealth::default();
     let (mut declared_feed, _source) = match &config.manifests {
@@ -67,7 +86,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(listener, state.clone(), async {
+    let server = tokio::spawn(http::serve(listener, state.clone(), serve_options, async {
         let _ = http_stopped.await;
     }));
 
@@ -123,6 +142,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             _ = publish_tick.tick() => {
                 waiting.consume_due(&mut agent);
                 keeper.tick(&agent);
+                if state.blockers.now().is_empty() {
+                    metrics.inventory_synced(std::time::SystemTime::now());
+                }
                 let losses = probe_loop.losses();
                 publisher.publish(agent.report(losses, probe_loop.flows_tracked()));
             }
@@ -145,6 +167,27 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     eprintln!("meshdrift: stopped; lost records: {losses}");
     outcome
+}
+
+/// The certificate and the API server client the HTTP server needs, loaded
+/// before the agent waits for anything, so a wrong file or a missing
+/// client is said at start.
+async fn serve_options(config: &AgentConfig) -> anyhow::Result<ServeOptions> {
+    let tls = match &config.tls {
+        Some(files) => Some(http::load_tls(files).await?),
+        None => None,
+    };
+    let gate = match config.auth {
+        AuthMode::None => None,
+        AuthMode::Kubernetes => {
+            let client = kube::Client::try_default().await.context(
+                "--auth kubernetes reviews callers' tokens with the API server, but no client \
+                 could be set up (in-cluster service account or kubeconfig)",
+            )?;
+            Some(Arc::new(auth::Gate::new(auth::KubeReviewer::new(client))))
+        }
+    };
+    Ok(ServeOptions { gate, tls })
 }
 
 /// Kernel records waiting for the inventory to catch up, oldest first.

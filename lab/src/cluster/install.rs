@@ -1,15 +1,31 @@
 //! meshdrift installed as its users install it: `kubectl apply -k` of
 //! `deploy/kubernetes` (through an overlay that only adds agent arguments,
-//! as a user's own kustomization would), the DaemonSet controller and the
-//! scheduler putting the agent's pod on the node, and the lab running that
-//! pod as the node's kubelet and container runtime would.
+//! as a user's own kustomization would) or `helm install` of the chart
+//! `deploy/helm/meshdrift`, the DaemonSet controller and the scheduler
+//! putting the agent's pod on the node, and the lab running that pod as the
+//! node's kubelet and container runtime would.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use super::{AgentPod, Cluster};
 use crate::Lab;
 use crate::error::{LabError, Result};
+
+/// How the agent is installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installer {
+    /// `kubectl apply -k` of an overlay over `deploy/kubernetes`.
+    Kustomize,
+    /// `helm install meshdrift deploy/helm/meshdrift --namespace meshdrift
+    /// --create-namespace`, with the chart's default values (the agent's
+    /// extra arguments in `extraArgs`).
+    Helm,
+}
+
+/// The Helm release the lab installs.
+pub const HELM_RELEASE: &str = "meshdrift";
 
 /// The agent's namespace and pod selector in `deploy/kubernetes`.
 pub const AGENT_NAMESPACE: &str = "meshdrift";
@@ -33,6 +49,11 @@ pub fn manifests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes")
 }
 
+/// The Helm chart of the workspace, `deploy/helm/meshdrift`.
+pub fn chart_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/helm/meshdrift")
+}
+
 impl Cluster {
     /// Applies `deploy/kubernetes` with `extra_args` added to the agent's
     /// container, then runs the agent's pod with `binary` for its image.
@@ -42,10 +63,78 @@ impl Cluster {
         binary: &Path,
         extra_args: &[String],
     ) -> Result<AgentPod> {
-        let overlay = self.agent_overlay(extra_args)?;
-        self.kubectl
-            .run(&["apply", "-k", &overlay.display().to_string()])?;
+        self.install_agent_with(Installer::Kustomize, lab, binary, extra_args)
+    }
+
+    /// Installs the agent with `installer` (`extra_args` added to its
+    /// container's), then runs the agent's pod with `binary` for its image.
+    pub fn install_agent_with(
+        &self,
+        installer: Installer,
+        lab: &Lab,
+        binary: &Path,
+        extra_args: &[String],
+    ) -> Result<AgentPod> {
+        match installer {
+            Installer::Kustomize => {
+                let overlay = self.agent_overlay(extra_args)?;
+                self.kubectl
+                    .run(&["apply", "-k", &overlay.display().to_string()])?;
+            }
+            Installer::Helm => {
+                self.helm_install(extra_args, &[])?;
+            }
+        }
         self.run_scheduled_pod(lab, AGENT_NAMESPACE, AGENT_SELECTOR, AGENT_HOST, binary)
+    }
+
+    /// `helm ARGS…` against the cluster, as its admin; Helm's cache,
+    /// configuration and data stay in the cluster's directory.
+    pub fn helm(&self, args: &[&str]) -> Result<String> {
+        let home = self.dir.join("helm");
+        std::fs::create_dir_all(&home).map_err(|e| LabError::io("creating", &home, e))?;
+        crate::cmd::run(
+            Command::new(self.upstream.bin("helm"))
+                .env("HELM_CACHE_HOME", home.join("cache"))
+                .env("HELM_CONFIG_HOME", home.join("config"))
+                .env("HELM_DATA_HOME", home.join("data"))
+                .arg("--kubeconfig")
+                .arg(self.kubectl.kubeconfig())
+                .args(args),
+        )
+    }
+
+    /// `helm upgrade --install` of the chart into the agent's namespace,
+    /// which Helm creates first (the chart's own Namespace object then takes
+    /// it over, labels included), with `set` (`key=value`) over the chart's
+    /// values. Not `--wait`: the pod runs only once the lab, as the node's
+    /// kubelet, starts it.
+    pub(super) fn helm_install(&self, extra_args: &[String], set: &[&str]) -> Result<String> {
+        let chart = chart_dir().display().to_string();
+        let mut args = vec![
+            "upgrade",
+            "--install",
+            HELM_RELEASE,
+            &chart,
+            "--namespace",
+            AGENT_NAMESPACE,
+            "--create-namespace",
+            "--timeout",
+            "2m",
+        ];
+        // JSON is YAML: a values file with the arguments alone, and none
+        // without them (the chart's defaults, untouched).
+        let values = self.dir.join("helm-values.json");
+        let values_arg = values.display().to_string();
+        if !extra_args.is_empty() {
+            let text = serde_json::json!({ "extraArgs": extra_args }).to_string();
+            std::fs::write(&values, text).map_err(|e| LabError::io("writing", &values, e))?;
+            args.extend(["--values", &values_arg]);
+        }
+        for value in set {
+            args.extend(["--set", value]);
+        }
+        self.helm(&args)
     }
 
     /// A kustomization over a copy of `deploy/kubernetes` that appends

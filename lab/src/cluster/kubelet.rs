@@ -577,7 +577,13 @@ impl Cluster {
                 let _ = writeln!(script, "mount -o remount,bind,ro {}", quote(path));
             }
         }
-        let mut exec = format!("exec {}", quote(&binary.display().to_string()));
+        // As the container runtime does: the container's capabilities and
+        // no_new_privs apply to its process only, after the mounts above.
+        let mut exec = format!(
+            "exec {} {}",
+            container_privileges(container).join(" "),
+            quote(&binary.display().to_string())
+        );
         for arg in container["command"]
             .as_array()
             .into_iter()
@@ -591,6 +597,85 @@ impl Cluster {
         let _ = writeln!(script, "{exec}");
         Ok(script)
     }
+}
+
+/// The capabilities a container runtime (containerd, CRI-O) grants when a
+/// container's securityContext says nothing: its default set.
+const RUNTIME_DEFAULT_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// The capability set of a container process from its securityContext:
+/// every capability when privileged, else the runtime's default set minus
+/// `drop` (`ALL` drops every one) plus `add`.
+pub fn container_capabilities(container: &Value) -> Option<Vec<String>> {
+    let context = &container["securityContext"];
+    if context["privileged"] == true {
+        return None;
+    }
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|name| name.trim_start_matches("CAP_").to_ascii_uppercase())
+            .collect()
+    };
+    let drop = names(&context["capabilities"]["drop"]);
+    let mut set: Vec<String> = if drop.iter().any(|name| name == "ALL") {
+        Vec::new()
+    } else {
+        RUNTIME_DEFAULT_CAPABILITIES
+            .iter()
+            .map(|name| (*name).to_owned())
+            .filter(|name| !drop.contains(name))
+            .collect()
+    };
+    for name in names(&context["capabilities"]["add"]) {
+        if !set.contains(&name) {
+            set.push(name);
+        }
+    }
+    Some(set)
+}
+
+/// `setpriv` and its flags, run as the container's entry: the bounding,
+/// inheritable and ambient sets limited to the container's capabilities, so
+/// the root process execs with exactly those effective; `--no-new-privs`
+/// when privilege escalation is not allowed. Nothing for a privileged one.
+fn container_privileges(container: &Value) -> Vec<String> {
+    let Some(capabilities) = container_capabilities(container) else {
+        return Vec::new();
+    };
+    let mut list = String::from("-all");
+    for name in &capabilities {
+        list.push_str(",+");
+        list.push_str(&name.to_ascii_lowercase());
+    }
+    let mut words = vec![
+        "setpriv".to_owned(),
+        format!("--bounding-set={list}"),
+        "--inh-caps=-all".to_owned(),
+        "--ambient-caps=-all".to_owned(),
+    ];
+    if container["securityContext"]["allowPrivilegeEscalation"] == false {
+        words.push("--no-new-privs".to_owned());
+    }
+    words.push("--".to_owned());
+    words
 }
 
 /// Where a hostPath volume's path is on this machine: `/sys/fs/cgroup` is

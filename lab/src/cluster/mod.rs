@@ -14,6 +14,7 @@
 //! (and lab pods into Pod objects) and reports their status as a kubelet
 //! would. Everything runs in the lab's cgroup, so the lab's teardown stops it.
 
+mod access;
 mod crds;
 mod install;
 mod kubectl;
@@ -31,8 +32,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub use access::AGENT_PATHS;
 pub use crds::IstioCrdVersions;
-pub use install::{AGENT_HOST, AGENT_NAMESPACE, AGENT_SELECTOR, lab_agent_args};
+pub use install::{
+    AGENT_HOST, AGENT_NAMESPACE, AGENT_SELECTOR, HELM_RELEASE, Installer, chart_dir,
+    lab_agent_args, manifests_dir,
+};
 pub use kubectl::Kubectl;
 pub use kubelet::AgentPod;
 pub use manifests::{Manifests, documents};
@@ -56,15 +61,16 @@ pub fn node_name(node: u8) -> String {
 /// How long a component may take to start on a busy two-core machine.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The upstream programs a cluster runs (and the admin's kubectl), as
-/// `cargo xtask setup` builds them into `bin/`.
-pub const PROGRAMS: [&str; 6] = [
+/// The upstream programs a cluster runs (and the admin's kubectl and Helm),
+/// as `cargo xtask setup` builds them into `bin/`.
+pub const PROGRAMS: [&str; 7] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
     "kube-proxy",
     "kubectl",
+    "helm",
 ];
 
 /// Where the upstream programs are: `bin/` and `istio-crds.yaml`.

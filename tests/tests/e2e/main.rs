@@ -8,11 +8,15 @@
 // A panic is a test's failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod bypass;
+mod capabilities;
+mod chart;
 mod cluster;
 mod counting;
 mod drift;
 mod failed_connect;
+mod grafana;
 mod http2;
 mod kernel_selftest;
 mod lab;
