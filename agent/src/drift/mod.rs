@@ -41,12 +41,22 @@
 //!   zero. A verdict is re-evaluated at every snapshot over overlapping windows,
 //!   so alert rules should require it to hold for a while (`for:`), not fire on
 //!   one evaluation.
+//! * **Continuous evaluation.** `alpha` bounds the false alarms of one window,
+//!   not of an alert evaluated every 30 s for weeks: the windows overlap and
+//!   each is another chance. BENCHMARKS.md ("Drift alarms under continuous
+//!   evaluation") measures the alarm episodes per day this rule raises on
+//!   healthy traffic, and the delay before it finds a 10-point drift.
+//!   [`SequentialDetector`] is the anytime-valid alternative, measured there
+//!   alongside: an e-detector whose mean time between false alarms is bounded
+//!   below by a duration, at any request rate and however long it runs (the
+//!   derivation heads `drift/sequential.rs`). The engine does not use it yet.
 //! * **Power.** [`required_samples`] computes the exact power of this decision
 //!   rule; a 10-point drift from 50/50 (60/40) is found with ≥ 95 % power from
 //!   [`SAMPLES_FOR_10_POINT_DRIFT`] samples per window at the defaults.
 
 mod config;
 mod engine;
+mod sequential;
 mod split;
 mod stats;
 mod transport;
@@ -54,6 +64,9 @@ mod window;
 
 pub use config::{DriftConfig, DriftConfigError};
 pub use engine::{DriftEngine, DriftSnapshot, Tally};
+pub use sequential::{
+    BatchOutcome, SequentialConfig, SequentialDetector, SequentialError, ln_e_value,
+};
 pub use stats::{
     MIN_EXPECTED_COUNT, SAMPLES_FOR_10_POINT_DRIFT, chi_square_gof, detection_power,
     required_samples, wilson_interval, z_for_alpha,

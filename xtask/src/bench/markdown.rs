@@ -44,7 +44,8 @@ pub fn render(results: &Results, machine: &BTreeMap<&'static str, String>) -> St
     let _ = writeln!(out, "# Benchmarks\n");
     let _ = writeln!(
         out,
-        "Every figure below comes from one run of\n\n```\n{}\n```\n\n\
+        "Every figure below, except in the sections that name their own command, comes \
+         from one run of\n\n```\n{}\n```\n\n\
          on {}, Linux {}, {} (commit `{}`, {}). A/B pairs alternate which side runs first \
          over {} rounds of {} s; ratios are with/without per round, shown as the median \
          [lowest–highest]. The kernel's figures are its own per-program statistics \
@@ -286,6 +287,36 @@ pub fn render(results: &Results, machine: &BTreeMap<&'static str, String>) -> St
     out
 }
 
+/// Sections of BENCHMARKS.md that other commands measure, with the command
+/// in their text; `cargo xtask bench` keeps them as they are.
+pub const CARRIED_OVER: &[&str] = &["## Drift alarms under continuous evaluation"];
+
+/// The [`CARRIED_OVER`] sections of `previous` (the file before this run), each
+/// from its heading to the next second-level heading, preceded by a blank line.
+pub fn carried_over(previous: &str) -> String {
+    let mut out = String::new();
+    let mut keeping = false;
+    for line in previous.lines() {
+        if line.starts_with("## ") {
+            keeping = CARRIED_OVER.contains(&line.trim_end());
+            if keeping {
+                out.push('\n');
+            }
+        }
+        if keeping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    // One trailing newline, whatever the sections ended with.
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
 fn human_ns(ns: f64) -> String {
     if ns >= 1e9 {
         format!("{:.2} s", ns / 1e9)
@@ -295,5 +326,23 @@ fn human_ns(ns: f64) -> String {
         format!("{:.2} µs", ns / 1e3)
     } else {
         format!("{ns:.1} ns")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn carried_over_keeps_only_the_named_sections() {
+        let previous = "# Benchmarks\n\n## Budgets\n\n| a |\n\n\
+                        ## Drift alarms under continuous evaluation\n\ntext\n\n| t |\n\n\n\
+                        ## HTTP/2\n\nmore\n";
+        assert_eq!(
+            carried_over(previous),
+            "\n## Drift alarms under continuous evaluation\n\ntext\n\n| t |\n"
+        );
+        assert_eq!(carried_over("# Benchmarks\n\n## Budgets\n"), "");
+        assert_eq!(carried_over(""), "");
     }
 }

@@ -126,7 +126,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         h2,
         profile,
     };
-    let text = markdown::render(&results, &machine(&root));
+    let mut text = markdown::render(&results, &machine(&root));
+    // Sections measured by other commands are not this run's to rewrite.
+    let previous = std::fs::read_to_string(root.join("BENCHMARKS.md")).unwrap_or_default();
+    text.push_str(&markdown::carried_over(&previous));
     println!("{}", markdown::summary_table(&results));
     std::fs::write(root.join("BENCHMARKS.md"), text).context("writing BENCHMARKS.md")?;
     eprintln!("[bench] BENCHMARKS.md rewritten");
