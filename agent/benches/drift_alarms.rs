@@ -29,11 +29,7 @@
 use std::time::{Duration, Instant};
 
 use meshdrift::drift::{DriftConfig, DriftEngine, SequentialConfig, SequentialDetector};
-use meshdrift::observation::{
-    DeclaredSplit, DeclaredSubset, Destination, ExpectedTransport, Observation, SplitKey, Unit,
-    Workload,
-};
-use meshdrift::wire::Transport;
+use meshdrift_testkit::split_simulation::{declared, key, observation};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use statrs::function::factorial::ln_binomial;
@@ -230,52 +226,6 @@ impl Traffic {
         };
         let n = self.sampler.poisson(self.rate * BUCKET);
         self.sampler.multinomial(n, weights, counts);
-    }
-}
-
-fn key() -> SplitKey {
-    SplitKey {
-        source: Workload {
-            namespace: "shop".into(),
-            name: "web".into(),
-        },
-        host: "frontend.shop.svc.cluster.local".into(),
-        port: 80,
-    }
-}
-
-fn declared(weights: &[f64]) -> DeclaredSplit {
-    DeclaredSplit {
-        unit: Unit::Request,
-        determinable: true,
-        reason: None,
-        subsets: weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| DeclaredSubset {
-                subset: Some(format!("v{}", i + 1)),
-                weight: *w,
-            })
-            .collect(),
-    }
-}
-
-fn observation(subset: usize, requests: u64, at: f64) -> Observation {
-    Observation {
-        key: key(),
-        destination: Destination::Subset {
-            subset: Some(format!("v{}", subset + 1)),
-        },
-        transport: Transport::IstioMtls,
-        expected_transport: Some(ExpectedTransport::Mtls),
-        requests,
-        estimated: false,
-        connections: 1,
-        bytes: requests * 512,
-        at_seconds: at,
-        bypass: None,
-        ambient: false,
-        endpoint: None,
     }
 }
 

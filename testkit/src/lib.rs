@@ -12,6 +12,7 @@ pub mod hex;
 pub mod mesh;
 pub mod programs;
 pub mod server;
+pub mod split_simulation;
 
 pub use fixtures::{HOST, drift_report, observation, populated_metrics, workload};
 pub use hex::hex_fixture;

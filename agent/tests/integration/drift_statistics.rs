@@ -6,62 +6,12 @@
 use std::collections::HashMap;
 
 use meshdrift::drift::{DriftConfig, DriftEngine, SAMPLES_FOR_10_POINT_DRIFT, detection_power};
-use meshdrift::observation::{
-    DeclaredSplit, DeclaredSubset, Destination, ExpectedTransport, Observation, SplitKey, Unit,
-    Workload,
-};
-use meshdrift::wire::Transport;
+use meshdrift_testkit::split_simulation::{declared, key, observation};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use statrs::function::factorial::ln_binomial;
 
 const WINDOWS: usize = 1_000;
-
-fn key() -> SplitKey {
-    SplitKey {
-        source: Workload {
-            namespace: "shop".into(),
-            name: "web".into(),
-        },
-        host: "frontend.shop.svc.cluster.local".into(),
-        port: 80,
-    }
-}
-
-fn declared(weights: &[f64]) -> DeclaredSplit {
-    DeclaredSplit {
-        unit: Unit::Request,
-        determinable: true,
-        reason: None,
-        subsets: weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| DeclaredSubset {
-                subset: Some(format!("v{}", i + 1)),
-                weight: *w,
-            })
-            .collect(),
-    }
-}
-
-fn observation(subset: usize, requests: u64, at: f64) -> Observation {
-    Observation {
-        key: key(),
-        destination: Destination::Subset {
-            subset: Some(format!("v{}", subset + 1)),
-        },
-        transport: Transport::IstioMtls,
-        expected_transport: Some(ExpectedTransport::Mtls),
-        requests,
-        estimated: false,
-        connections: 1,
-        bytes: requests * 512,
-        at_seconds: at,
-        bypass: None,
-        ambient: false,
-        endpoint: None,
-    }
-}
 
 /// Picks a subset for one request routed independently with `weights`.
 fn route(rng: &mut Xoshiro256PlusPlus, weights: &[f64]) -> usize {

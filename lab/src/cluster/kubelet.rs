@@ -660,8 +660,16 @@ fn container_privileges(container: &Value) -> Vec<String> {
     let Some(capabilities) = container_capabilities(container) else {
         return Vec::new();
     };
+    let no_new_privs = container["securityContext"]["allowPrivilegeEscalation"] == false;
+    bounded_to(&capabilities, no_new_privs)
+}
+
+/// `setpriv` and its flags, to put before a command: run as root, it execs
+/// the command with exactly `capabilities` (names as in a securityContext,
+/// `BPF`, `NET_ADMIN`) effective, and with `no_new_privs` when asked.
+pub fn bounded_to(capabilities: &[String], no_new_privs: bool) -> Vec<String> {
     let mut list = String::from("-all");
-    for name in &capabilities {
+    for name in capabilities {
         list.push_str(",+");
         list.push_str(&name.to_ascii_lowercase());
     }
@@ -671,7 +679,7 @@ fn container_privileges(container: &Value) -> Vec<String> {
         "--inh-caps=-all".to_owned(),
         "--ambient-caps=-all".to_owned(),
     ];
-    if container["securityContext"]["allowPrivilegeEscalation"] == false {
+    if no_new_privs {
         words.push("--no-new-privs".to_owned());
     }
     words.push("--".to_owned());

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshdrift_e2e::privileged;
-use meshdrift_lab::cluster::kubelet::container_capabilities;
+use meshdrift_lab::cluster::kubelet::{bounded_to, container_capabilities};
 use meshdrift_lab::meshdrift_bin;
 use meshdrift_lab::scenario::{Frontend, FrontendConfig, HOST};
 use serde_json::Value;
@@ -48,17 +48,12 @@ fn granted() -> Vec<String> {
 /// A script that runs the agent as root bounded to `capabilities`, as the
 /// container's process would be.
 fn bounded_agent(dir: &Path, capabilities: &[String]) -> PathBuf {
-    let mut set = String::from("-all");
-    for name in capabilities {
-        set.push_str(",+");
-        set.push_str(&name.to_ascii_lowercase());
-    }
     let script = dir.join(format!("meshdrift-with-{}", capabilities.join("-")));
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nexec setpriv --bounding-set={set} --inh-caps=-all --ambient-caps=-all \
-             --no-new-privs -- '{}' \"$@\"\n",
+            "#!/bin/sh\nexec {} '{}' \"$@\"\n",
+            bounded_to(capabilities, true).join(" "),
             meshdrift_bin().display()
         ),
     )
