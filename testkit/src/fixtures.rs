@@ -57,6 +57,7 @@ pub fn drift_report() -> Report {
                         ci_high: 0.2126,
                     },
                 ],
+                evidence: None,
             },
             SplitVerdict {
                 source: workload("checkout"),
@@ -86,6 +87,7 @@ pub fn drift_report() -> Report {
                         ci_high: 0.113,
                     },
                 ],
+                evidence: None,
             },
         ],
         transport: vec![
@@ -185,6 +187,8 @@ pub fn drift_report() -> Report {
             inventory: BTreeMap::from([("Pod".to_owned(), 6), ("Service".to_owned(), 2)]),
             excluded_flows: BTreeMap::from([("mesh_internal_port".to_owned(), 17)]),
         },
+        pods: Vec::new(),
+        nodes: Vec::new(),
     }
 }
 
@@ -208,6 +212,7 @@ pub fn observation(source: &str, subset: Option<&str>, transport: Transport) -> 
         bypass: None,
         ambient: false,
         endpoint: subset.map(|s| format!("default/frontend-{s}")),
+        source_pod: None,
     }
 }
 

@@ -56,5 +56,6 @@ pub fn observation(subset: usize, requests: u64, at: f64) -> Observation {
         bypass: None,
         ambient: false,
         endpoint: None,
+        source_pod: None,
     }
 }

@@ -342,6 +342,7 @@ impl Attributor {
             port,
         };
         let mut observation = observe(flow, key, destination, expected_transport, at_seconds, None);
+        observation.source_pod = Some(client.key());
         let connection = match (&observation.destination, chosen_traffic) {
             (Destination::Subset { subset }, Some(declared)) => {
                 observation.endpoint = Some(destination_pod.clone());
@@ -578,6 +579,7 @@ fn observe(
         bypass,
         ambient: false,
         endpoint: None,
+        source_pod: None,
     }
 }
 

@@ -575,6 +575,7 @@ mod tests {
                 drift: true,
                 reason: "v2 gets 20.0%, declared 50.0%".into(),
                 subsets: vec![share("v1", 0.5, 0.8, 3200), share("v2", 0.5, 0.2, 800)],
+                evidence: None,
             }],
             transport: vec![TransportVerdict {
                 source: workload("curl"),
@@ -597,6 +598,8 @@ mod tests {
                 lost_events: BTreeMap::from([("ringbuf_full".to_owned(), 3)]),
                 ..AgentHealth::default()
             },
+            pods: Vec::new(),
+            nodes: Vec::new(),
         }
     }
 

@@ -154,6 +154,7 @@ pub(crate) fn verdict(
         drift: false,
         reason: String::new(),
         subsets,
+        evidence: None,
     };
 
     if !declared.determinable {

@@ -53,6 +53,7 @@ fn requests(destination: Destination, requests: u64, at: f64) -> Observation {
         bypass: None,
         ambient: false,
         endpoint: None,
+        source_pod: None,
     }
 }
 

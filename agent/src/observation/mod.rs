@@ -175,6 +175,10 @@ pub struct Observation {
     /// it was counted against a declared subset.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// The client pod (`namespace/name`) whose proxy made the connection,
+    /// when it is known: its own split is judged too.
+    #[serde(default)]
+    pub source_pod: Option<String>,
 }
 
 /// How an observed transport compares with the expected one. The one rule the

@@ -32,6 +32,15 @@ pub struct Report {
     pub policies: Vec<PolicyVerdict>,
     pub findings: Vec<Finding>,
     pub agent: AgentHealth,
+    /// Each client pod's own split, judged alone (a pod runs on one node, so
+    /// its node's agent sees all of its traffic): how a stale proxy is found
+    /// among a workload's pods.
+    #[serde(default)]
+    pub pods: Vec<PodSplitVerdict>,
+    /// Each node's part of the splits, when the report joins several agents
+    /// (`meshdrift report --prometheus`); empty in one agent's report.
+    #[serde(default)]
+    pub nodes: Vec<NodeShare>,
 }
 
 /// The split verdict for one source workload, host and port.
@@ -54,6 +63,50 @@ pub struct SplitVerdict {
     /// Why the verdict is what it is, in words.
     pub reason: String,
     pub subsets: Vec<SubsetShare>,
+    /// The anytime-valid evidence `drift` is decided by; `None` while the
+    /// split is not tested.
+    #[serde(default)]
+    pub evidence: Option<SequentialEvidence>,
+}
+
+/// Where the sequential test stands: drift is declared when the statistic
+/// crosses the threshold, which bounds the mean time between false alarms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequentialEvidence {
+    /// Natural log of the detector's statistic (a sum of e-values).
+    pub ln_statistic: f64,
+    /// Natural log of the alarm threshold.
+    pub ln_threshold: f64,
+    /// Anytime-valid p-value of "the split follows its weights since the
+    /// policy generation began" (within the tolerance).
+    pub p_value: f64,
+    /// Batches judged since the policy generation began.
+    pub batches: u64,
+    /// Length of one batch, in seconds.
+    pub batch_seconds: u64,
+}
+
+/// One client pod's split for a host and port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodSplitVerdict {
+    /// `namespace/name` of the client pod.
+    pub pod: String,
+    #[serde(flatten)]
+    pub split: SplitVerdict,
+}
+
+/// What one node's agent counted for a subset of a split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeShare {
+    pub node: String,
+    pub source: Workload,
+    pub host: String,
+    pub port: u16,
+    pub subset: Option<String>,
+    /// Requests or connections (the split's unit) in the report's range.
+    pub count: u64,
+    /// The node's share of the key's traffic that went to this subset.
+    pub observed: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

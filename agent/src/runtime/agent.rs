@@ -170,6 +170,8 @@ impl Agent {
                 inventory: mesh.inventory.clone(),
                 excluded_flows: self.excluded.clone(),
             },
+            pods: Vec::new(),
+            nodes: Vec::new(),
         }
     }
 }

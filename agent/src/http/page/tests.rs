@@ -44,6 +44,7 @@ fn report() -> Report {
                     ci_high: 0.23,
                 },
             ],
+            evidence: None,
         }],
         transport: vec![TransportVerdict {
             source: workload("curl"),
@@ -62,6 +63,8 @@ fn report() -> Report {
         policies: vec![],
         findings: vec![],
         agent: AgentHealth::default(),
+        pods: Vec::new(),
+        nodes: Vec::new(),
     }
 }
 
