@@ -50,6 +50,8 @@ pub enum DriftConfigError {
     Alpha(f64),
     #[error("tolerance must be at least 0 and below 1, got {0}")]
     Tolerance(f64),
+    #[error("the sequential test cannot use these settings: {0}")]
+    Sequential(String),
 }
 
 impl DriftConfig {

@@ -9,12 +9,15 @@ use tracing::{debug, info, warn};
 
 use crate::observation::{BypassReason, DeclaredSplit, Destination, Observation, SplitKey};
 use crate::report::{
-    AmbientRow, BypassRow, ServiceDestination, SplitVerdict, TransportVerdict,
+    AmbientRow, BypassRow, PodSplitVerdict, ServiceDestination, SplitVerdict, TransportVerdict,
     UnexpectedDestination,
 };
 use crate::wire::Transport;
 
+use super::pods::PodSplits;
+use super::sequential::SequentialConfig;
 use super::split::{self, Phase, SplitCounts};
+use super::track::SequentialTrack;
 use super::transport::TransportGroups;
 use super::window::{Cell, Counts, KeyWindow, Target};
 use super::{DriftConfig, DriftConfigError};
@@ -35,6 +38,8 @@ pub struct DriftSnapshot {
     /// Window totals by source workload, host, port, destination and transport:
     /// requests, connections and bytes (the secondary, byte-weighted view).
     pub tallies: Vec<Tally>,
+    /// Each client pod's own split, by pod, host and port.
+    pub pods: Vec<PodSplitVerdict>,
 }
 
 /// Window totals of one line of traffic.
@@ -49,16 +54,20 @@ pub struct Tally {
 }
 
 #[derive(Debug)]
-struct Declaration {
-    split: DeclaredSplit,
-    generation: String,
+pub(super) struct Declaration {
+    pub split: DeclaredSplit,
+    pub generation: String,
     /// When the generation began, if the agent saw it change.
-    changed_at: Option<f64>,
+    pub changed_at: Option<f64>,
     /// Start of the comparison: the change plus the grace period, or minus
     /// infinity for the first declaration the agent learns (nothing says the
     /// policy just changed, and traffic cannot predate the agent).
-    compare_from: f64,
+    pub compare_from: f64,
     last_declared: f64,
+    /// First bucket compared: the first whole one after `compare_from`.
+    pub first_bucket: i64,
+    /// The sequential test of the generation, which decides drift.
+    track: SequentialTrack,
 }
 
 #[derive(Debug, Default)]
@@ -72,9 +81,13 @@ struct KeyState {
 #[derive(Debug)]
 pub struct DriftEngine {
     config: DriftConfig,
+    /// The sequential test's settings: one batch per bucket.
+    sequential: SequentialConfig,
     bucket_seconds: f64,
     window_seconds: f64,
     keys: HashMap<SplitKey, KeyState>,
+    /// Each client pod's own split, judged like the key's.
+    pods: PodSplits,
     /// Traffic around the proxies: its own windows, so no split counts it.
     bypass: HashMap<(SplitKey, BypassReason), KeyWindow>,
     /// Traffic of ambient-mode clients: shown, never judged.
@@ -88,11 +101,21 @@ impl DriftEngine {
     /// An engine with `config`, once it is checked.
     pub fn new(config: DriftConfig) -> Result<Self, DriftConfigError> {
         config.validate()?;
+        let sequential = SequentialConfig {
+            batch: config.bucket,
+            tolerance: config.tolerance,
+            ..SequentialConfig::default()
+        };
+        sequential
+            .validate()
+            .map_err(|e| DriftConfigError::Sequential(e.to_string()))?;
         Ok(Self {
             bucket_seconds: config.bucket.as_secs_f64(),
             window_seconds: config.window.as_secs_f64(),
             config,
+            sequential,
             keys: HashMap::new(),
+            pods: PodSplits::default(),
             bypass: HashMap::new(),
             ambient: HashMap::new(),
             first_kept: i64::MIN,
@@ -150,21 +173,34 @@ impl DriftEngine {
                     to = %generation,
                     "drift: declared split changed; starting a new policy generation"
                 );
+                let compare_from = now_seconds + self.config.grace.as_secs_f64();
+                let first_bucket = ceil_index(compare_from, self.bucket_seconds);
                 *current = Declaration {
                     split: declared.clone(),
                     generation,
                     changed_at: Some(now_seconds),
-                    compare_from: now_seconds + self.config.grace.as_secs_f64(),
+                    compare_from,
                     last_declared: now_seconds,
+                    first_bucket,
+                    track: SequentialTrack::new(declared, &self.sequential, first_bucket),
                 };
             }
             None => {
+                // From the first traffic the window holds, or from now: quiet
+                // batches before any traffic would only dilute the p-value.
+                let now_bucket = (now_seconds / self.bucket_seconds).floor() as i64;
+                let first_bucket = state
+                    .window
+                    .first_bucket()
+                    .map_or(now_bucket, |first| first.min(now_bucket));
                 state.declaration = Some(Declaration {
                     split: declared.clone(),
                     generation,
                     changed_at: None,
                     compare_from: f64::NEG_INFINITY,
                     last_declared: now_seconds,
+                    first_bucket,
+                    track: SequentialTrack::new(declared, &self.sequential, first_bucket),
                 });
             }
         }
@@ -206,6 +242,15 @@ impl DriftEngine {
                 .add(index, cell, Counts::of(observation));
             return;
         }
+        if let Some(pod) = &observation.source_pod {
+            self.pods.add(
+                pod,
+                &observation.key,
+                index,
+                cell.clone(),
+                Counts::of(observation),
+            );
+        }
         // Look up before inserting: the key is cloned only the first time.
         let state = match self.keys.get_mut(&observation.key) {
             Some(state) => state,
@@ -220,6 +265,20 @@ impl DriftEngine {
         let Some(first) = self.first_index_in_window(now_seconds) else {
             return;
         };
+        // Whole buckets go to the sequential tests before the window lets
+        // them go.
+        if let Some(end) = self.bucket_index(now_seconds) {
+            for state in self.keys.values_mut() {
+                if let Some(declaration) = &mut state.declaration {
+                    declaration.track.catch_up(&state.window, end);
+                }
+            }
+            let keys = &self.keys;
+            let sequential = &self.sequential;
+            self.pods.catch_up(end, sequential, |key| {
+                keys.get(key).and_then(|state| state.declaration.as_ref())
+            });
+        }
         self.first_kept = self.first_kept.max(first);
         let oldest_declaration = now_seconds - self.window_seconds;
         let first_kept = self.first_kept;
@@ -239,6 +298,7 @@ impl DriftEngine {
             window.expire(first_kept);
             !window.is_empty()
         });
+        self.pods.expire(first_kept);
     }
 
     /// The verdicts over the window ending at `now_seconds`.
@@ -290,13 +350,35 @@ impl DriftEngine {
             if let Some(declaration) = &state.declaration {
                 snapshot.splits.push(self.split_verdict(
                     key,
-                    state,
+                    &state.window,
                     declaration,
+                    &declaration.track,
                     first,
                     now_seconds,
                 ));
             }
         }
+        snapshot.pods = self.pods.verdicts(|pod, key, window, started| {
+            let declaration = self.keys.get(key)?.declaration.as_ref()?;
+            // A pod first seen since the last expire, or whose key's policy
+            // generation changed since, is judged by a fresh test.
+            let fresh;
+            let track = match started {
+                Some((generation, track)) if *generation == declaration.generation => track,
+                _ => {
+                    fresh = SequentialTrack::new(
+                        &declaration.split,
+                        &self.sequential,
+                        declaration.first_bucket,
+                    );
+                    &fresh
+                }
+            };
+            Some(PodSplitVerdict {
+                pod: pod.to_owned(),
+                split: self.split_verdict(key, window, declaration, track, first, now_seconds),
+            })
+        });
 
         for ((key, reason), window) in &self.bypass {
             let totals = window.totals_from(first);
@@ -395,8 +477,9 @@ impl DriftEngine {
     fn split_verdict(
         &self,
         key: &SplitKey,
-        state: &KeyState,
+        window: &KeyWindow,
         declaration: &Declaration,
+        track: &SequentialTrack,
         first_in_window: i64,
         now_seconds: f64,
     ) -> SplitVerdict {
@@ -409,7 +492,7 @@ impl DriftEngine {
             ceil_index(declaration.compare_from, self.bucket_seconds).max(first_in_window)
         };
         let mut counts = SplitCounts::default();
-        for (cell, c) in state.window.totals_from(compare_from_index) {
+        for (cell, c) in window.totals_from(compare_from_index) {
             match cell.target {
                 Target::Subset(subset) => counts.by_subset.entry(subset).or_default().add(c),
                 Target::Unexpected { destination, .. } => {
@@ -417,6 +500,19 @@ impl DriftEngine {
                 }
             }
         }
+        // Whole buckets the track has not read yet (no expire since they
+        // ended) are read by a copy, so a snapshot never depends on when the
+        // last expire ran.
+        let caught_up;
+        let track = match self.bucket_index(now_seconds) {
+            Some(end) if track.next_bucket() < end => {
+                let mut copy = track.clone();
+                copy.catch_up(window, end);
+                caught_up = copy;
+                &caught_up
+            }
+            _ => track,
+        };
         split::verdict(
             key,
             &declaration.split,
@@ -427,6 +523,7 @@ impl DriftEngine {
                 now: now_seconds,
             },
             &self.config,
+            Some(track),
         )
     }
 

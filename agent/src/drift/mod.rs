@@ -56,9 +56,11 @@
 
 mod config;
 mod engine;
-mod sequential;
+mod pods;
+pub mod sequential;
 mod split;
-mod stats;
+pub mod stats;
+mod track;
 mod transport;
 mod window;
 

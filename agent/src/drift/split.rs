@@ -9,6 +9,7 @@ use crate::report::{SplitVerdict, SubsetShare};
 
 use super::DriftConfig;
 use super::stats::{self, Judgement, Untested};
+use super::track::SequentialTrack;
 use super::window::Counts;
 
 /// Traffic of one key in the compared part of the window.
@@ -35,6 +36,7 @@ pub(crate) fn verdict(
     counts: &SplitCounts,
     phase: Phase,
     config: &DriftConfig,
+    track: Option<&SequentialTrack>,
 ) -> SplitVerdict {
     let unit = declared.unit;
     let in_unit = |c: &Counts| match unit {
@@ -187,10 +189,38 @@ pub(crate) fn verdict(
     let judgement = stats::judge(&tested_counts, &tested_weights, config);
     verdict.p_value = judgement.gof.map(|gof| gof.p_value);
 
-    let statistical = statistical_reason(&judgement, &tested, &tested_counts, unit, phase, config);
-    verdict.drift = judgement.drift() || !immediate.is_empty();
+    // The window's test describes; the sequential test, whose false alarms are
+    // bounded per unit of time, decides.
+    let alarm = track.is_some_and(SequentialTrack::alarm);
+    verdict.evidence = track.and_then(SequentialTrack::evidence);
+    let untested_by_window = matches!(
+        judgement.untested,
+        Some(Untested::TooFew { .. } | Untested::SmallExpected { .. })
+    );
+    let mut statistical = if alarm && untested_by_window {
+        // Too few for the window's chi-square, not for the exact sequential test.
+        comparison(&tested, &tested_counts)
+    } else {
+        statistical_reason(&judgement, &tested, &tested_counts, unit, phase, config)
+    };
+    if let Some(evidence) = &verdict.evidence {
+        if alarm {
+            statistical.push_str(&format!(
+                "; drift by the sequential test (its evidence crossed the threshold of {:.1} nats; anytime {})",
+                evidence.ln_threshold,
+                format_p(evidence.p_value)
+            ));
+        } else if judgement.drift() {
+            statistical.push_str(&format!(
+                "; not yet conclusive: the sequential test holds {:.1} of the {:.1} nats of evidence it needs",
+                evidence.ln_statistic.max(0.0),
+                evidence.ln_threshold
+            ));
+        }
+    }
+    verdict.drift = alarm || !immediate.is_empty();
     let mut parts = Vec::new();
-    if judgement.drift() || immediate.is_empty() {
+    if alarm || judgement.drift() || immediate.is_empty() {
         parts.push(statistical);
     }
     parts.extend(immediate);
@@ -202,6 +232,25 @@ pub(crate) fn verdict(
     }
     verdict.reason = parts.join("; ");
     verdict
+}
+
+/// The subsets a split's test covers (positive declared weight), with their
+/// weights as fractions, in route order; `None` when the split is not
+/// compared (chosen by request content, or weights that are not usable).
+pub(crate) fn tested_weights(declared: &DeclaredSplit) -> Option<Vec<(Option<String>, f64)>> {
+    if !declared.determinable {
+        return None;
+    }
+    let weights = declared_weights(declared);
+    let total: f64 = weights.iter().map(|(_, w)| w).sum();
+    let usable = weights.iter().all(|(_, w)| w.is_finite() && *w >= 0.0) && total > 0.0;
+    usable.then(|| {
+        weights
+            .into_iter()
+            .filter(|(_, w)| *w > 0.0)
+            .map(|(name, w)| (name, w / total))
+            .collect()
+    })
 }
 
 /// Declared weights by subset in route order, duplicates summed.
@@ -289,6 +338,26 @@ fn statistical_reason(
         (false, false) => {
             format!("consistent with the declared split: {comparison} ({p}, n = {n})")
         }
+    }
+}
+
+/// The tested subset furthest from its weight, observed against declared.
+fn comparison(tested: &[(&Option<String>, f64)], counts: &[u64]) -> String {
+    let n: u64 = counts.iter().fold(0u64, |a, c| a.saturating_add(*c));
+    let share = |count: u64| count as f64 / n.max(1) as f64;
+    let furthest = tested
+        .iter()
+        .zip(counts)
+        .map(|((name, weight), count)| (*name, *weight, share(*count)))
+        .max_by(|a, b| (a.2 - a.1).abs().total_cmp(&(b.2 - b.1).abs()));
+    match furthest {
+        Some((name, weight, observed)) => format!(
+            "observed {} {} vs declared {} (n = {n})",
+            label(name),
+            percent(observed),
+            percent(weight)
+        ),
+        None => format!("n = {n}"),
     }
 }
 

@@ -98,10 +98,17 @@ fn clear_drift_is_flagged_with_a_readable_reason() {
     assert!(verdict.drift);
     assert_eq!(verdict.samples, 600);
     assert!(verdict.p_value.unwrap() < 1e-12);
-    assert_eq!(
-        verdict.reason,
-        "observed v1 80.0 % vs declared 50.0 % (p < 1e-12, n = 600)"
+    assert!(
+        verdict
+            .reason
+            .starts_with("observed v1 80.0 % vs declared 50.0 % (p < 1e-12, n = 600); drift by the sequential test"),
+        "{}",
+        verdict.reason
     );
+    let evidence = verdict.evidence.as_ref().expect("tested sequentially");
+    assert!(evidence.p_value < 1e-6, "{evidence:?}");
+    // The buckets from the declaration to the snapshot: [0, 10) and [10, 20).
+    assert_eq!(evidence.batches, 2);
     let v1 = &verdict.subsets[0];
     assert_eq!(v1.subset.as_deref(), Some("v1"));
     assert_eq!((v1.count, v1.declared), (480, 0.5));
@@ -213,7 +220,7 @@ fn below_min_samples_nothing_is_tested() {
         &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
         0.0,
     );
-    traffic(&mut engine, 99, 0, 10.0);
+    traffic(&mut engine, 50, 49, 10.0);
     let verdict = only_split(&engine.snapshot(20.0)).clone();
     assert_eq!(verdict.p_value, None);
     assert!(!verdict.drift);
@@ -221,9 +228,48 @@ fn below_min_samples_nothing_is_tested() {
         verdict.reason,
         "too few requests to test: n = 99 of 100 needed"
     );
-    // One more request and the 100/0 split is tested and flagged.
+    // One more request and the window's test runs.
     engine.observe(&requests(to("v1"), 1, 11.0));
-    assert!(only_split(&engine.snapshot(20.0)).drift);
+    assert!(only_split(&engine.snapshot(20.0)).p_value.is_some());
+}
+
+#[test]
+fn a_small_sample_that_leaves_no_doubt_is_drift_at_once() {
+    // Too few for the window's chi-square, but 60 requests of 60 to one half
+    // of a 50/50 split happen with probability 2^-60: the exact sequential
+    // test needs no minimum sample.
+    let mut engine = engine();
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
+    traffic(&mut engine, 60, 0, 10.0);
+    let verdict = only_split(&engine.snapshot(20.0)).clone();
+    assert_eq!(verdict.p_value, None);
+    assert!(verdict.drift, "{verdict:#?}");
+    assert!(
+        verdict.reason.starts_with(
+            "observed v2 0.0 % vs declared 50.0 % (n = 60); drift by the sequential test"
+        ),
+        "{}",
+        verdict.reason
+    );
+    // Forty, even all to one subset, are not enough against the threshold
+    // of a false alarm a year.
+    let mut engine = engine_with_split();
+    traffic(&mut engine, 40, 0, 10.0);
+    assert!(!only_split(&engine.snapshot(20.0)).drift);
+}
+
+fn engine_with_split() -> DriftEngine {
+    let mut engine = engine();
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]),
+        0.0,
+    );
+    engine
 }
 
 #[test]
@@ -469,7 +515,14 @@ fn old_buckets_leave_the_window_and_expire() {
     // At 604 s the window starts at 4 s: the bucket [0, 10) straddles it and is out.
     let verdict = only_split(&engine.snapshot(604.0)).clone();
     assert_eq!(verdict.samples, 100);
-    assert!(!verdict.drift);
+    // The drift of the first bucket left the window, but the sequential
+    // test's alarm holds for half an hour after it was raised.
+    assert!(verdict.drift, "{verdict:#?}");
+    assert!(
+        verdict.reason.contains("sequential test"),
+        "{}",
+        verdict.reason
+    );
     // Before it leaves, it counts.
     assert_eq!(only_split(&engine.snapshot(600.0)).samples, 700);
 
@@ -805,4 +858,78 @@ fn non_finite_times_are_ignored() {
     assert_eq!(engine.key_count(), 0);
     assert_eq!(engine.snapshot(f64::NAN), DriftSnapshot::default());
     engine.expire(f64::NAN);
+}
+
+fn from_pod(pod: &str, subset: &str, requests: u64, at: f64) -> Observation {
+    let mut observation = self::requests(to(subset), requests, at);
+    observation.source_pod = Some(format!("default/{pod}"));
+    observation
+}
+
+#[test]
+fn the_pod_whose_own_split_differs_is_named_and_the_others_are_not() {
+    // One workload, two pods: A follows the declared 50/50, B's proxy is
+    // stale at 90/10. The workload as a whole is at 70/30.
+    let mut engine = engine_with_split();
+    for second in 0..120 {
+        let at = f64::from(second);
+        engine.observe(&from_pod("frontend-a", "v1", 5, at));
+        engine.observe(&from_pod("frontend-a", "v2", 5, at));
+        engine.observe(&from_pod("frontend-b", "v1", 9, at));
+        engine.observe(&from_pod("frontend-b", "v2", 1, at));
+        engine.expire(at);
+    }
+    let snapshot = engine.snapshot(120.0);
+    assert!(only_split(&snapshot).drift, "{snapshot:#?}");
+    let pods: Vec<(&str, bool)> = snapshot
+        .pods
+        .iter()
+        .map(|p| (p.pod.as_str(), p.split.drift))
+        .collect();
+    assert_eq!(
+        pods,
+        vec![("default/frontend-a", false), ("default/frontend-b", true)]
+    );
+    let b = &snapshot.pods[1].split;
+    assert_eq!(b.samples, 1_200);
+    assert!((b.subsets[0].observed - 0.9).abs() < 1e-9, "{b:#?}");
+    assert!(b.evidence.as_ref().is_some_and(|e| e.p_value < 1e-6));
+    let a = &snapshot.pods[0].split;
+    assert!(a.evidence.as_ref().is_some_and(|e| e.p_value > 0.01), "{a:#?}");
+}
+
+#[test]
+fn a_pods_verdict_restarts_with_a_new_policy_generation_and_its_traffic_expires() {
+    let mut engine = engine_with_split();
+    for second in 0..60 {
+        let at = f64::from(second);
+        engine.observe(&from_pod("frontend-b", "v1", 9, at));
+        engine.observe(&from_pod("frontend-b", "v2", 1, at));
+        engine.expire(at);
+    }
+    assert!(engine.snapshot(60.0).pods[0].split.drift);
+    // The route now declares 90/10: what B does is what is declared.
+    engine.declare(
+        &key(),
+        &split(Unit::Request, &[("v1", 0.9), ("v2", 0.1)]),
+        60.0,
+    );
+    for second in 60..200 {
+        let at = f64::from(second);
+        engine.observe(&from_pod("frontend-b", "v1", 9, at));
+        engine.observe(&from_pod("frontend-b", "v2", 1, at));
+        engine.expire(at);
+    }
+    let snapshot = engine.snapshot(200.0);
+    assert!(!snapshot.pods[0].split.drift, "{snapshot:#?}");
+    // No traffic for longer than the window and no verdict held: gone.
+    engine.expire(900.0);
+    assert!(engine.snapshot(900.0).pods.is_empty());
+}
+
+#[test]
+fn traffic_without_a_client_pod_has_no_pod_verdict() {
+    let mut engine = engine_with_split();
+    traffic(&mut engine, 480, 120, 10.0);
+    assert!(engine.snapshot(20.0).pods.is_empty());
 }

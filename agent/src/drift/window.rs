@@ -157,6 +157,22 @@ impl KeyWindow {
         self.buckets.is_empty()
     }
 
+    /// Index of the oldest bucket held.
+    pub fn first_bucket(&self) -> Option<i64> {
+        self.buckets.keys().next().copied()
+    }
+
+    /// The buckets from index `from` up to `end` (exclusive), in order.
+    pub fn buckets_between(
+        &self,
+        from: i64,
+        end: i64,
+    ) -> impl Iterator<Item = (i64, &HashMap<Cell, Counts>)> {
+        self.buckets
+            .range(from..end.max(from))
+            .map(|(index, cells)| (*index, cells))
+    }
+
     /// Sums of every cell over buckets from index `from` on.
     pub fn totals_from(&self, from: i64) -> HashMap<Cell, Counts> {
         let mut totals: HashMap<Cell, Counts> = HashMap::new();

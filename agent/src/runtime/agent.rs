@@ -170,7 +170,7 @@ impl Agent {
                 inventory: mesh.inventory.clone(),
                 excluded_flows: self.excluded.clone(),
             },
-            pods: Vec::new(),
+            pods: snapshot.pods,
             nodes: Vec::new(),
         }
     }
