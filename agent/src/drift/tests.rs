@@ -895,7 +895,10 @@ fn the_pod_whose_own_split_differs_is_named_and_the_others_are_not() {
     assert!((b.subsets[0].observed - 0.9).abs() < 1e-9, "{b:#?}");
     assert!(b.evidence.as_ref().is_some_and(|e| e.p_value < 1e-6));
     let a = &snapshot.pods[0].split;
-    assert!(a.evidence.as_ref().is_some_and(|e| e.p_value > 0.01), "{a:#?}");
+    assert!(
+        a.evidence.as_ref().is_some_and(|e| e.p_value > 0.01),
+        "{a:#?}"
+    );
 }
 
 #[test]

@@ -38,6 +38,27 @@ pub(super) struct SplitLabels {
     pub destination_port: u16,
 }
 
+/// One client pod's split (a drifting pod: healthy pods have no series).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PodSplitLabels {
+    pub source_namespace: String,
+    pub source_workload: String,
+    pub source_pod: String,
+    pub destination_host: String,
+    pub destination_port: u16,
+}
+
+/// One subset of a drifting client pod's split.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PodSubsetLabels {
+    pub source_namespace: String,
+    pub source_workload: String,
+    pub source_pod: String,
+    pub destination_host: String,
+    pub destination_port: u16,
+    pub destination_subset: String,
+}
+
 /// One subset of a split.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct SubsetLabels {

@@ -15,8 +15,8 @@ use prometheus_client::registry::Registry;
 use super::cumulative::CumulativeCounters;
 use super::gauges::{FloatGauge, ReplacedGauges};
 use super::labels::{
-    BypassLabels, EndpointLabels, FindingLabels, KindLabels, PolicyLabels, SplitLabels,
-    SubsetLabels, TrafficLabels, TransportLabels, VersionLabels,
+    BypassLabels, EndpointLabels, FindingLabels, KindLabels, PodSplitLabels, PodSubsetLabels,
+    PolicyLabels, SplitLabels, SubsetLabels, TrafficLabels, TransportLabels, VersionLabels,
 };
 use crate::observation::{Destination, Observation, TransportOutcome, judge_transport};
 use crate::report::{PolicyOutcome, Report};
@@ -46,6 +46,9 @@ pub struct Metrics {
     p_value: ReplacedGauges<SplitLabels>,
     drift_detected: ReplacedGauges<SplitLabels>,
     samples: ReplacedGauges<SplitLabels>,
+    pod_drift_detected: ReplacedGauges<PodSplitLabels>,
+    pod_observed: ReplacedGauges<PodSubsetLabels>,
+    pod_samples: ReplacedGauges<PodSplitLabels>,
     findings: ReplacedGauges<FindingLabels>,
     flows_tracked: FloatGauge,
     inventory: ReplacedGauges<KindLabels>,
@@ -95,6 +98,9 @@ impl Metrics {
             p_value: ReplacedGauges::new(),
             drift_detected: ReplacedGauges::new(),
             samples: ReplacedGauges::new(),
+            pod_drift_detected: ReplacedGauges::new(),
+            pod_observed: ReplacedGauges::new(),
+            pod_samples: ReplacedGauges::new(),
             findings: ReplacedGauges::new(),
             flows_tracked: FloatGauge::default(),
             inventory: ReplacedGauges::new(),
@@ -220,6 +226,25 @@ impl Metrics {
             "Observations (requests or connections) the split verdict is based on: the current \
              window and policy generation",
             self.samples.family(),
+        );
+        r.register(
+            "meshdrift_pod_split_drift_detected",
+            "1 while a client pod's own split drifts from the declared weights (its sequential \
+             test, or a zero-weight subset receiving its traffic): the pod whose proxy to check \
+             and restart. Present only for drifting pods, so healthy pods add no series",
+            self.pod_drift_detected.family(),
+        );
+        r.register(
+            "meshdrift_pod_observed_ratio",
+            "Share of a drifting client pod's split (0 to 1) each subset received in the \
+             agent's window; present only while the pod drifts",
+            self.pod_observed.family(),
+        );
+        r.register(
+            "meshdrift_pod_split_samples",
+            "Observations (requests or connections) of a drifting client pod's split in the \
+             agent's window and policy generation; present only while the pod drifts",
+            self.pod_samples.family(),
         );
         r.register(
             "meshdrift_config_findings",
@@ -415,6 +440,7 @@ impl Metrics {
         self.p_value.replace(p_value);
         self.drift_detected.replace(detected);
         self.samples.replace(samples);
+        self.update_pods(report);
         self.policy_violation
             .replace(report.policies.iter().filter_map(|policy| {
                 let value = match policy.verdict {
@@ -458,6 +484,49 @@ impl Metrics {
         );
         self.lost_events.set(&agent.lost_events);
         self.excluded_flows.set(&agent.excluded_flows);
+    }
+
+    /// Series for the client pods whose own split drifts, and none for the others.
+    fn update_pods(&self, report: &Report) {
+        let mut detected = Vec::new();
+        let mut observed = Vec::new();
+        for pod in report.pods.iter().filter(|pod| pod.split.drift) {
+            let split = &pod.split;
+            let name = pod
+                .pod
+                .split_once('/')
+                .map_or(pod.pod.as_str(), |(_, name)| name);
+            let labels = PodSplitLabels {
+                source_namespace: split.source.namespace.clone(),
+                source_workload: split.source.name.clone(),
+                source_pod: name.to_owned(),
+                destination_host: split.host.clone(),
+                destination_port: split.port,
+            };
+            for share in &split.subsets {
+                let subset = PodSubsetLabels {
+                    source_namespace: labels.source_namespace.clone(),
+                    source_workload: labels.source_workload.clone(),
+                    source_pod: labels.source_pod.clone(),
+                    destination_host: labels.destination_host.clone(),
+                    destination_port: labels.destination_port,
+                    destination_subset: share.subset.clone().unwrap_or_default(),
+                };
+                observed.push((subset, share.observed));
+            }
+            detected.push((labels, 1.0, split.samples as f64));
+        }
+        self.pod_observed.replace(observed);
+        self.pod_samples.replace(
+            detected
+                .iter()
+                .map(|(labels, _, samples)| (labels.clone(), *samples)),
+        );
+        self.pod_drift_detected.replace(
+            detected
+                .into_iter()
+                .map(|(labels, value, _)| (labels, value)),
+        );
     }
 
     /// The inventory is current as of `at`.

@@ -137,3 +137,41 @@ fn help_texts_are_plain_single_lines() {
         assert!(help.ends_with('.') && !help.ends_with(".."), "{line}");
     }
 }
+
+#[test]
+fn only_drifting_pods_have_pod_series_and_they_go_when_the_pod_recovers() {
+    let metrics = Metrics::new();
+    let mut report = drift_report();
+    let loadgen = report.splits[0].clone();
+    let mut healthy = loadgen.clone();
+    healthy.drift = false;
+    report.pods = vec![
+        meshdrift::report::PodSplitVerdict {
+            pod: "default/loadgen-a".into(),
+            split: healthy,
+        },
+        meshdrift::report::PodSplitVerdict {
+            pod: "default/loadgen-b".into(),
+            split: loadgen,
+        },
+    ];
+    metrics.update(&report);
+    let om = metrics.encode();
+    let pod = r#"source_namespace="default",source_workload="loadgen",source_pod="loadgen-b",destination_host="frontend.default.svc.cluster.local",destination_port="80""#;
+    for expected in [
+        format!("meshdrift_pod_split_drift_detected{{{pod}}} 1.0"),
+        format!("meshdrift_pod_split_samples{{{pod}}} 4000.0"),
+        format!("meshdrift_pod_observed_ratio{{{pod},destination_subset=\"v2\"}} 0.2"),
+    ] {
+        assert!(om.contains(&expected), "missing {expected:?} in\n{om}");
+    }
+    assert!(!om.contains("loadgen-a"), "a healthy pod has series:\n{om}");
+
+    report.pods[1].split.drift = false;
+    metrics.update(&report);
+    let om = metrics.encode();
+    assert!(
+        !om.contains("source_pod="),
+        "a recovered pod's series linger:\n{om}"
+    );
+}
