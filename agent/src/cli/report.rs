@@ -11,7 +11,7 @@ use super::duration::parse_duration;
 use super::output;
 use super::terminal::{TerminalText, escape};
 use crate::report::format;
-use crate::report::{PolicyOutcome, Report, SplitVerdict};
+use crate::report::{PodSplitVerdict, PolicyOutcome, Report, SplitVerdict};
 use crate::wire::Transport;
 
 /// The largest report body read from an agent.
@@ -202,6 +202,7 @@ pub fn render_table(report: &Report) -> String {
         report.generated_at
     ));
     splits(&mut out, &report.splits);
+    pods(&mut out, &report.pods);
     transport(&mut out, report);
     unexpected(&mut out, report);
     bypass(&mut out, report);
@@ -227,35 +228,84 @@ fn splits(out: &mut TerminalText, splits: &[SplitVerdict]) {
     let mut ordered: Vec<&SplitVerdict> = splits.iter().collect();
     ordered.sort_by_key(|s| !s.drift);
     for split in ordered {
-        let verdict = if split.drift {
-            "DRIFT"
-        } else if split.p_value.is_some() {
-            "ok"
-        } else {
-            "not tested"
-        };
         table.row([
             split.source.to_string(),
             format!("{}:{}", split.host, split.port),
             format::split_unit(split.unit, split.estimated),
             split.samples.to_string(),
             format::p_value(split.p_value),
-            format!("{verdict}: {}", split.reason),
+            format!("{}: {}", verdict_word(split), split.reason),
         ]);
-        for share in &split.subsets {
-            table.detail(format!(
-                "  subset {:<12} declared {:>6}  observed {:>6}  ({:>5} – {:>5})  {:>9}  n={}",
-                share.subset.as_deref().unwrap_or("(host)"),
-                format::percent(share.declared),
-                format::percent(share.observed),
-                format::percent(share.ci_low),
-                format::percent(share.ci_high),
-                format::points(share.observed - share.declared),
-                share.count,
-            ));
+        subset_details(&mut table, split);
+    }
+    table.render(out);
+}
+
+fn verdict_word(split: &SplitVerdict) -> &'static str {
+    if split.drift {
+        "DRIFT"
+    } else if split.p_value.is_some() || split.evidence.is_some() {
+        "ok"
+    } else {
+        "not tested"
+    }
+}
+
+fn subset_details<const N: usize>(table: &mut Table<N>, split: &SplitVerdict) {
+    for share in &split.subsets {
+        table.detail(format!(
+            "  subset {:<12} declared {:>6}  observed {:>6}  ({:>5} – {:>5})  {:>9}  n={}",
+            share.subset.as_deref().unwrap_or("(host)"),
+            format::percent(share.declared),
+            format::percent(share.observed),
+            format::percent(share.ci_low),
+            format::percent(share.ci_high),
+            format::points(share.observed - share.declared),
+            share.count,
+        ));
+    }
+}
+
+/// Pods listed at most; the drifting ones first.
+const MAX_POD_ROWS: usize = 50;
+
+/// Each client pod's own split: a drifting pod among healthy ones is the
+/// proxy to check and restart.
+fn pods(out: &mut TerminalText, pods: &[PodSplitVerdict]) {
+    let drifting = pods.iter().filter(|p| p.split.drift).count();
+    out.blank();
+    out.line(format_args!(
+        "CLIENT PODS ({} judged, {drifting} drifting)",
+        pods.len()
+    ));
+    if pods.is_empty() {
+        out.line(format_args!(
+            "  no client pod's split observed in this window yet"
+        ));
+        return;
+    }
+    let mut table = Table::new(["POD", "HOST:PORT", "SAMPLES", "VERDICT"]);
+    let mut ordered: Vec<&PodSplitVerdict> = pods.iter().collect();
+    ordered.sort_by_key(|p| !p.split.drift);
+    for pod in ordered.iter().take(MAX_POD_ROWS) {
+        let split = &pod.split;
+        table.row([
+            pod.pod.clone(),
+            format!("{}:{}", split.host, split.port),
+            split.samples.to_string(),
+            format!("{}: {}", verdict_word(split), split.reason),
+        ]);
+        if split.drift {
+            subset_details(&mut table, split);
         }
     }
     table.render(out);
+    if pods.len() > MAX_POD_ROWS {
+        out.line(format_args!(
+            "  … and {} more (all in --output json)",
+            pods.len() - MAX_POD_ROWS
+        ));
+    }
 }
 
 fn transport(out: &mut TerminalText, report: &Report) {
@@ -601,6 +651,50 @@ mod tests {
             pods: Vec::new(),
             nodes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn client_pods_list_the_drifting_pod_first_with_its_shares() {
+        let mut report = report();
+        let stale = report.splits[0].clone();
+        let mut healthy = stale.clone();
+        healthy.drift = false;
+        healthy.reason = "consistent with the declared split".into();
+        report.pods = vec![
+            PodSplitVerdict {
+                pod: "default/loadgen-a".into(),
+                split: healthy,
+            },
+            PodSplitVerdict {
+                pod: "default/loadgen-b".into(),
+                split: stale,
+            },
+        ];
+        let text = render_table(&report);
+        assert!(
+            text.contains("CLIENT PODS (2 judged, 1 drifting)"),
+            "{text}"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        let b = lines
+            .iter()
+            .position(|l| l.contains("default/loadgen-b"))
+            .expect("the drifting pod's row");
+        let a = lines
+            .iter()
+            .position(|l| l.contains("default/loadgen-a"))
+            .expect("the healthy pod's row");
+        assert!(b < a, "drifting first:\n{text}");
+        assert!(lines[b].contains("DRIFT"), "{text}");
+        assert!(lines[b + 1].contains("subset v1"), "{text}");
+        assert!(lines[a].contains("ok: consistent"), "{text}");
+        assert!(
+            !lines[a + 1].contains("subset"),
+            "healthy pods stay one line:\n{text}"
+        );
+        assert!(
+            render_table(&super::tests::report()).contains("CLIENT PODS (0 judged, 0 drifting)")
+        );
     }
 
     #[test]

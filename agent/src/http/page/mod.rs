@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 mod bars;
 mod escape;
+mod pods;
 mod policies;
 
 pub use escape::Esc;
@@ -36,6 +37,7 @@ pub fn render(report: &Report) -> String {
     header(&mut out, report);
     out.push_str("<main>");
     splits(&mut out, &report.splits);
+    pods::section(&mut out, &report.pods);
     transport(&mut out, &report.transport);
     unexpected(&mut out, &report.unexpected);
     bypass(&mut out, &report.bypass);
@@ -147,10 +149,10 @@ fn tile(out: &mut String, n: usize, of: usize, what: &str, bad: bool) {
 }
 
 /// The badge class and word for a split verdict.
-fn split_status(split: &SplitVerdict) -> (&'static str, &'static str) {
+pub(super) fn split_status(split: &SplitVerdict) -> (&'static str, &'static str) {
     if split.drift {
         ("drift", "DRIFT")
-    } else if split.p_value.is_some() {
+    } else if split.p_value.is_some() || split.evidence.is_some() {
         ("ok", "OK")
     } else {
         ("untested", "NOT TESTED")
@@ -199,6 +201,18 @@ fn split_card(out: &mut String, split: &SplitVerdict) {
         split.samples,
         Esc(&format::p_value(split.p_value)),
     );
+    if let Some(evidence) = &split.evidence {
+        let _ = write!(
+            out,
+            "<div class=\"stats\">sequential test: evidence <b>{:.1}</b> of <b>{:.1}</b> nats \
+             over {} batches of {} s · anytime p-value <b>{}</b></div>",
+            evidence.ln_statistic.max(0.0),
+            evidence.ln_threshold,
+            evidence.batches,
+            evidence.batch_seconds,
+            Esc(&format::p_value(Some(evidence.p_value))),
+        );
+    }
     out.push_str(
         "<table><thead><tr><th>subset</th><th>declared vs observed</th><th class=\"num\">declared</th>\
          <th class=\"num\">observed</th><th class=\"num\">95% interval</th><th class=\"num\">Δ</th>\

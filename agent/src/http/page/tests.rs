@@ -254,3 +254,33 @@ fn traffic_policies_list_violations_first_and_escape_their_words() {
     r.policies.clear();
     assert!(render(&r).contains("No client proxy connection to a DestinationRule"));
 }
+
+#[test]
+fn client_pods_name_the_drifting_pod_first() {
+    let mut r = report();
+    let stale = r.splits[0].clone();
+    let mut healthy = stale.clone();
+    healthy.drift = false;
+    r.pods = vec![
+        crate::report::PodSplitVerdict {
+            pod: "default/loadgen-a".into(),
+            split: healthy,
+        },
+        crate::report::PodSplitVerdict {
+            pod: "default/loadgen-b".into(),
+            split: stale,
+        },
+    ];
+    let html = render(&r);
+    assert!(
+        html.contains("Client pods <span class=\"count\">(2 judged, 1 drifting)"),
+        "{html}"
+    );
+    let b = html.find("default/loadgen-b").expect("the drifting pod");
+    let a = html.find("default/loadgen-a").expect("the healthy pod");
+    assert!(b < a, "{html}");
+    assert!(
+        html[..b].ends_with("<tr class=\"row-violation\"><td>"),
+        "{html}"
+    );
+}
