@@ -4,7 +4,7 @@
 //! little as a whole, and the stale pod drifts a lot on its own. The pod's
 //! verdict is what names the proxy to restart.
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 
 use crate::observation::SplitKey;
 
@@ -42,6 +42,12 @@ impl PodSplits {
             return;
         }
         if self.len >= MAX_POD_SPLITS {
+            if self.untracked == 0 {
+                tracing::warn!(
+                    limit = MAX_POD_SPLITS,
+                    "drift: too many client pod splits to judge each; new ones count for their workload only"
+                );
+            }
             self.untracked += 1;
             return;
         }
@@ -52,7 +58,7 @@ impl PodSplits {
         split.window.add(index, cell, counts);
         self.splits
             .entry(key.clone())
-            .or_insert_with(HashMap::new)
+            .or_default()
             .insert(pod.to_owned(), split);
         self.len += 1;
     }
@@ -104,20 +110,8 @@ impl PodSplits {
                 Some(((pod.as_str(), key), judged))
             })
             .collect();
-        judged.sort_by(|(a, _), (b, _)| a.cmp(b));
+        judged.sort_by_key(|(id, _)| *id);
         judged.into_iter().map(|(_, v)| v).collect()
-    }
-
-    /// Pod splits not judged because the table was full.
-    #[cfg(test)]
-    pub fn untracked(&self) -> u64 {
-        self.untracked
-    }
-
-    /// Pod splits held now.
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.len
     }
 }
 
