@@ -196,6 +196,12 @@ fn stale_80_20_proxy_and_plaintext_client_are_flagged_and_alerts_fire() {
         "{:?}",
         drift_alert.labels
     );
+    // One cluster verdict for the workload, not one per agent.
+    assert!(
+        drift_alert.labels.get("instance").is_none() && drift_alert.labels.get("node").is_none(),
+        "{:?}",
+        drift_alert.labels
+    );
     assert!(
         prometheus
             .wait_for_firing(VIOLATION_ALERT, Duration::from_secs(30))

@@ -128,7 +128,11 @@ fn prometheus_scrapes_openmetrics_and_the_rules_react() {
     let server = Server::start(drift_report());
     server.state.set_ready(true);
     let metrics = &server.state.metrics;
-    metrics.record(&observation("loadgen", Some("v1"), Transport::IstioMtls));
+    // 50 requests, all to v1 of a split declared 50/50: enough for the cluster
+    // verdict to cross its threshold (50 · KL(1 ‖ 0.55) ≈ 29.9 ≥ 17.34).
+    for _ in 0..5 {
+        metrics.record(&observation("loadgen", Some("v1"), Transport::IstioMtls));
+    }
     metrics.record(&observation("curl", Some("v2"), Transport::Http));
     // The agent answers the scrape with OpenMetrics, as Prometheus asks for it.
     let (_, content_type, _) = get(
@@ -159,7 +163,7 @@ fn prometheus_scrapes_openmetrics_and_the_rules_react() {
         )
     });
     assert_eq!(requests[0]["metric"]["transport"], "istio_mtls");
-    assert_eq!(requests[0]["value"][1], "10");
+    assert_eq!(requests[0]["value"][1], "50");
     let drift = eventually("the drift gauge", || {
         query(
             &prometheus,
@@ -171,9 +175,12 @@ fn prometheus_scrapes_openmetrics_and_the_rules_react() {
         query(&prometheus, "meshdrift_build_info")
     });
 
-    // The shipped rules, evaluated by Prometheus on what the agent exports.
+    // The shipped rules, evaluated by Prometheus on what the agent exports. The
+    // split alert has no `for:`: it fires as soon as the summed counts cross
+    // the threshold, once per workload, host and port, without the agent's
+    // instance.
     eventually(
-        "MeshdriftMtlsViolation to fire and MeshdriftSplitDrift to be pending",
+        "MeshdriftMtlsViolation and MeshdriftSplitDrift to fire",
         || {
             let alerts = api(&prometheus, "/api/v1/alerts").ok_or("no answer")?;
             let list = alerts["data"]["alerts"]
@@ -189,11 +196,18 @@ fn prometheus_scrapes_openmetrics_and_the_rules_react() {
                 .iter()
                 .find(|a| a["labels"]["alertname"] == "MeshdriftMtlsViolation")
                 .map(|a| (a["labels"]["source_workload"].clone(), a["state"].clone()));
+            let drift: Vec<&Value> = list
+                .iter()
+                .filter(|a| a["labels"]["alertname"] == "MeshdriftSplitDrift")
+                .collect();
             match (violation, state("MeshdriftSplitDrift")) {
-                (Some((workload, firing)), Some(pending))
-                    if firing == "firing" && pending == "pending" =>
+                (Some((workload, violation)), Some(split))
+                    if violation == "firing" && split == "firing" =>
                 {
                     assert_eq!(workload, "curl");
+                    assert_eq!(drift.len(), 1, "{drift:?}");
+                    assert_eq!(drift[0]["labels"]["source_workload"], "loadgen");
+                    assert!(drift[0]["labels"].get("instance").is_none(), "{drift:?}");
                     Ok(())
                 }
                 _ => Err(alerts.to_string()),
