@@ -194,7 +194,10 @@ mod tests {
 
     #[test]
     fn a_series_born_inside_the_range_counts_its_first_value_in_full() {
-        assert_eq!(increments(&[None, None, Some(12.0), Some(15.0)]), vec![0, 12, 3]);
+        assert_eq!(
+            increments(&[None, None, Some(12.0), Some(15.0)]),
+            vec![0, 12, 3]
+        );
     }
 
     #[test]
@@ -243,17 +246,28 @@ mod tests {
         };
         let make = |node: &str, subset: &str, transport: &str, points: &[(f64, f64)]| {
             let owned = labels(node, subset, transport);
-            let refs: Vec<(&str, &str)> =
-                owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let refs: Vec<(&str, &str)> = owned
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             series(&refs, points)
         };
         let all = vec![
-            make("n1", "v1", "http", &[(0.0, 100.0), (30.0, 110.0), (60.0, 130.0)]),
+            make(
+                "n1",
+                "v1",
+                "http",
+                &[(0.0, 100.0), (30.0, 110.0), (60.0, 130.0)],
+            ),
             make("n1", "v1", "istio_mtls", &[(30.0, 5.0), (60.0, 6.0)]),
             make("n2", "v1", "http", &[(0.0, 0.0), (30.0, 1.0), (60.0, 2.0)]),
-            make("n2", "v2", "http", &[(0.0, 50.0), (30.0, 90.0), (60.0, 130.0)]),
-            make("n2", "v2", "http", &[(0.0, 1.0)])
-                .tap_port("not-a-port"),
+            make(
+                "n2",
+                "v2",
+                "http",
+                &[(0.0, 50.0), (30.0, 90.0), (60.0, 130.0)],
+            ),
+            make("n2", "v2", "http", &[(0.0, 1.0)]).tap_port("not-a-port"),
         ];
         let tallies = tally(&all, &grid);
         assert_eq!(tallies.len(), 1);
@@ -279,7 +293,10 @@ mod tests {
 
     #[test]
     fn node_falls_back_to_the_instance() {
-        assert_eq!(node_of(&series(&[("instance", "10.0.0.1:9477")], &[])), "10.0.0.1:9477");
+        assert_eq!(
+            node_of(&series(&[("instance", "10.0.0.1:9477")], &[])),
+            "10.0.0.1:9477"
+        );
         assert_eq!(
             node_of(&series(&[("instance", "x"), ("node", "node-1")], &[])),
             "node-1"

@@ -134,7 +134,10 @@ pub fn verdict(
 
     // The generation in force at the baseline carries into the range.
     let mut weights: Option<Weights> = declared.points.first().cloned().flatten();
-    let mut generation = weights.as_ref().map(|w| Generation::new(w, &config, 0)).transpose()?;
+    let mut generation = weights
+        .as_ref()
+        .map(|w| Generation::new(w, &config, 0))
+        .transpose()?;
     let mut changed = false;
     for batch in 0..grid.batches {
         if let Some(now) = declared.points.get(batch + 1).cloned().flatten()
@@ -164,16 +167,30 @@ pub fn verdict(
         .map(|s| (s.as_str(), total_of(s)))
         .collect();
     let samples: u64 = observed.values().sum();
-    let share = |count: u64| if samples == 0 { 0.0 } else { count as f64 / samples as f64 };
+    let share = |count: u64| {
+        if samples == 0 {
+            0.0
+        } else {
+            count as f64 / samples as f64
+        }
+    };
     let positive: f64 = weights.values().filter(|w| **w > 0.0).sum();
-    let declared_share = |w: f64| if positive > 0.0 { w.max(0.0) / positive } else { 0.0 };
+    let declared_share = |w: f64| {
+        if positive > 0.0 {
+            w.max(0.0) / positive
+        } else {
+            0.0
+        }
+    };
 
     let mut subsets = Vec::new();
     let mut immediate = Vec::new();
     let names = weights.keys().map(String::as_str).chain(
         observed
             .iter()
-            .filter(|(name, count)| !weights.contains_key(**name) && **count > 0 && !name.is_empty())
+            .filter(|(name, count)| {
+                !weights.contains_key(**name) && **count > 0 && !name.is_empty()
+            })
             .map(|(name, _)| *name),
     );
     for name in names {
@@ -229,7 +246,10 @@ pub fn verdict(
         evidence: None,
     };
     let mut parts = Vec::new();
-    match generation.as_ref().and_then(|g| g.detector.as_ref().map(|d| (g, d))) {
+    match generation
+        .as_ref()
+        .and_then(|g| g.detector.as_ref().map(|d| (g, d)))
+    {
         Some((generation, detector)) => {
             verdict.drift |= detector.alarm();
             verdict.p_value = Some(detector.p_value());
@@ -242,13 +262,7 @@ pub fn verdict(
             });
             if detector.alarm() || immediate.is_empty() {
                 parts.push(statistical_reason(
-                    detector,
-                    generation,
-                    &observed,
-                    samples,
-                    unit,
-                    grid,
-                    judging,
+                    detector, generation, &observed, samples, unit, grid, judging,
                 ));
             }
         }
@@ -280,7 +294,11 @@ struct Generation {
 }
 
 impl Generation {
-    fn new(weights: &Weights, config: &SequentialConfig, first_batch: usize) -> Result<Self, SequentialError> {
+    fn new(
+        weights: &Weights,
+        config: &SequentialConfig,
+        first_batch: usize,
+    ) -> Result<Self, SequentialError> {
         let (tested, tested_weights): (Vec<String>, Vec<f64>) = weights
             .iter()
             .filter(|(_, w)| **w > 0.0)
@@ -302,8 +320,7 @@ impl Generation {
 
 fn same(a: &Weights, b: &Weights) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .zip(b)
             .all(|((na, wa), (nb, wb))| na == nb && (wa - wb).abs() < 1e-9)
 }
@@ -334,7 +351,11 @@ fn statistical_reason(
             let share = observed.get(name.as_str()).copied().unwrap_or(0) as f64 / n as f64;
             (name, share, w / total_weight)
         })
-        .max_by(|a, b| (a.1 - a.2).abs().total_cmp(&(b.1 - b.2).abs()));
+        // On a tie, the subset that receives too much.
+        .max_by(|a, b| {
+            let (da, db) = (a.1 - a.2, b.1 - b.2);
+            da.abs().total_cmp(&db.abs()).then(da.total_cmp(&db))
+        });
     let Some((name, share, weight)) = largest else {
         return format!("no {} in the range", unit_word(unit));
     };
@@ -374,7 +395,11 @@ fn p_in_words(p: f64) -> String {
 }
 
 fn label(subset: &str) -> &str {
-    if subset.is_empty() { "(whole host)" } else { subset }
+    if subset.is_empty() {
+        "(whole host)"
+    } else {
+        subset
+    }
 }
 
 fn unit_word(unit: Unit) -> &'static str {

@@ -158,12 +158,13 @@ pub fn cluster_report(client: &Client, options: &Options) -> Result<Report, Fede
             Unit::Request => requests.get(key),
             Unit::Connection => connections.get(key),
         };
-        let verdict = judge::verdict(key, weights, unit, tally, &grid, &judging).map_err(
-            |source| FederationError::Detector {
-                split: format!("{} → {}:{}", key.source, key.host, key.port),
-                source,
-            },
-        )?;
+        let verdict =
+            judge::verdict(key, weights, unit, tally, &grid, &judging).map_err(|source| {
+                FederationError::Detector {
+                    split: format!("{} → {}:{}", key.source, key.host, key.port),
+                    source,
+                }
+            })?;
         if let Some(tally) = tally {
             nodes.extend(node_rows(key, tally));
         }

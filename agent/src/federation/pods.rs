@@ -25,7 +25,11 @@ fn pod_key(series: &Series) -> Option<PodKey> {
 }
 
 fn last_value(series: &Series) -> Option<f64> {
-    series.points.last().map(|(_, v)| *v).filter(|v| v.is_finite())
+    series
+        .points
+        .last()
+        .map(|(_, v)| *v)
+        .filter(|v| v.is_finite())
 }
 
 /// Drifting pods from the three gauges; `declared` and `unit` give each
@@ -89,10 +93,10 @@ pub fn verdicts(
             .collect();
         let worst = subsets
             .iter()
+            // On a tie, the subset that receives too much.
             .max_by(|a, b| {
-                (a.observed - a.declared)
-                    .abs()
-                    .total_cmp(&(b.observed - b.declared).abs())
+                let (da, db) = (a.observed - a.declared, b.observed - b.declared);
+                da.abs().total_cmp(&db.abs()).then(da.total_cmp(&db))
             })
             .map(|s| {
                 format!(
@@ -184,7 +188,11 @@ mod tests {
         assert_eq!(pod.split.subsets[0].count, 900);
         assert_eq!(pod.split.subsets[0].declared, 0.5);
         assert!(pod.split.reason.contains("node-2"), "{}", pod.split.reason);
-        assert!(pod.split.reason.contains("v1 90.0 %"), "{}", pod.split.reason);
+        assert!(
+            pod.split.reason.contains("v1 90.0 %"),
+            "{}",
+            pod.split.reason
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 mod bars;
 mod escape;
+mod nodes;
 mod policies;
 
 pub use escape::Esc;
@@ -36,6 +37,8 @@ pub fn render(report: &Report) -> String {
     header(&mut out, report);
     out.push_str("<main>");
     splits(&mut out, &report.splits);
+    pods(&mut out, &report.pods);
+    nodes::section(&mut out, &report.nodes);
     transport(&mut out, &report.transport);
     unexpected(&mut out, &report.unexpected);
     bypass(&mut out, &report.bypass);
@@ -225,6 +228,32 @@ fn split_card(out: &mut String, split: &SplitVerdict) {
         );
     }
     out.push_str("</tbody></table></section>");
+}
+
+/// Client pods whose own split drifts, one card each; a pod not listed is
+/// not drifting (agents judge every client pod, and list only those).
+fn pods(out: &mut String, pods: &[crate::report::PodSplitVerdict]) {
+    let _ = write!(
+        out,
+        "<h2>Client pods drifting <span class=\"count\">({})</span></h2>",
+        pods.len()
+    );
+    if pods.is_empty() {
+        out.push_str("<p class=\"empty\">No client pod's own split drifts.</p>");
+        return;
+    }
+    for pod in pods {
+        let _ = write!(
+            out,
+            "<section class=\"card drift pod\"><h3><span class=\"badge drift\">DRIFT</span> pod {}</h3>",
+            Esc(&pod.pod)
+        );
+        split_card(out, &pod.split);
+        out.push_str("</section>");
+    }
+    out.push_str(
+        "<p class=\"empty\">Client pods not listed are not drifting: agents list only the pods whose own split drifts.</p>",
+    );
 }
 
 fn transport(out: &mut String, verdicts: &[TransportVerdict]) {
