@@ -351,10 +351,12 @@ fn statistical_reason(
             let share = observed.get(name.as_str()).copied().unwrap_or(0) as f64 / n as f64;
             (name, share, w / total_weight)
         })
-        // On a tie, the subset that receives too much.
+        // On a tie (to rounding), the subset that receives too much.
         .max_by(|a, b| {
             let (da, db) = (a.1 - a.2, b.1 - b.2);
-            da.abs().total_cmp(&db.abs()).then(da.total_cmp(&db))
+            tie_free(da)
+                .total_cmp(&tie_free(db))
+                .then(da.total_cmp(&db))
         });
     let Some((name, share, weight)) = largest else {
         return format!("no {} in the range", unit_word(unit));
@@ -382,6 +384,11 @@ fn statistical_reason(
             judging.tolerance * 100.0
         )
     }
+}
+
+/// A share difference's size, rounded so that floating-point noise makes no tie.
+pub(super) fn tie_free(delta: f64) -> f64 {
+    (delta.abs() * 1e9).round()
 }
 
 fn p_in_words(p: f64) -> String {
@@ -415,4 +422,244 @@ fn amount(unit: Unit, count: u64) -> String {
         Unit::Connection => "connection",
     };
     format!("{count} {word}{}", plural(count))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::observation::Workload;
+
+    fn key() -> SplitKey {
+        SplitKey {
+            source: Workload {
+                namespace: "shop".into(),
+                name: "web".into(),
+            },
+            host: "api.shop.svc.cluster.local".into(),
+            port: 80,
+        }
+    }
+
+    fn grid(batches: usize) -> Grid {
+        Grid {
+            start: 0.0,
+            step: Duration::from_secs(30),
+            batches,
+        }
+    }
+
+    fn weights(pairs: &[(&str, f64)]) -> Weights {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    fn declared_all(batches: usize, w: &Weights) -> Declared {
+        Declared {
+            points: vec![Some(w.clone()); batches + 1],
+            unit: None,
+        }
+    }
+
+    /// `per_batch` counts per subset in every batch.
+    fn tally(batches: usize, per_batch: &[(&str, u64)]) -> Tally {
+        Tally {
+            by_subset: per_batch
+                .iter()
+                .map(|(s, n)| ((*s).to_owned(), vec![*n; batches]))
+                .collect(),
+            by_node: BTreeMap::new(),
+            present: true,
+        }
+    }
+
+    fn judging() -> Judging {
+        Judging {
+            tolerance: 0.05,
+            z: 3.29,
+        }
+    }
+
+    #[test]
+    fn a_split_far_off_its_weights_drifts_with_sequential_evidence() {
+        let g = grid(60);
+        let declared = declared_all(60, &weights(&[("v1", 0.5), ("v2", 0.5)]));
+        let counts = tally(60, &[("v1", 210), ("v2", 90)]);
+        let v = verdict(
+            &key(),
+            &declared,
+            Unit::Request,
+            Some(&counts),
+            &g,
+            &judging(),
+        )
+        .unwrap();
+        assert!(v.drift, "{}", v.reason);
+        assert_eq!(v.samples, 18_000);
+        assert_eq!(v.subsets.len(), 2);
+        assert!((v.subsets[0].observed - 0.7).abs() < 1e-9);
+        assert_eq!(v.subsets[0].declared, 0.5);
+        assert!(v.subsets[0].ci_low < 0.7 && v.subsets[0].ci_high > 0.7);
+        let evidence = v.evidence.as_ref().unwrap();
+        assert_eq!(evidence.batch_seconds, 30);
+        assert!(v.p_value.unwrap() < 1e-6);
+        assert!(
+            v.reason.contains("v1 70.0 % vs declared 50.0 %"),
+            "{}",
+            v.reason
+        );
+    }
+
+    #[test]
+    fn a_split_on_its_weights_does_not_drift() {
+        let g = grid(60);
+        let declared = declared_all(60, &weights(&[("v1", 0.5), ("v2", 0.5)]));
+        let counts = tally(60, &[("v1", 151), ("v2", 149)]);
+        let v = verdict(
+            &key(),
+            &declared,
+            Unit::Request,
+            Some(&counts),
+            &g,
+            &judging(),
+        )
+        .unwrap();
+        assert!(!v.drift, "{}", v.reason);
+        assert!(v.reason.starts_with("consistent"), "{}", v.reason);
+        assert_eq!(v.evidence.as_ref().unwrap().batches, 60);
+    }
+
+    #[test]
+    fn a_weight_change_restarts_the_detector_at_the_change() {
+        let g = grid(60);
+        let before = weights(&[("v1", 0.9), ("v2", 0.1)]);
+        let after = weights(&[("v1", 0.5), ("v2", 0.5)]);
+        let mut declared = declared_all(60, &before);
+        for point in 31..=60 {
+            declared.points[point] = Some(after.clone());
+        }
+        // 90/10 before the change, 50/50 after: each generation follows its weights.
+        let mut counts = tally(60, &[("v1", 0), ("v2", 0)]);
+        for batch in 0..60 {
+            let (a, b) = if batch < 30 { (270, 30) } else { (150, 150) };
+            counts.by_subset.get_mut("v1").unwrap()[batch] = a;
+            counts.by_subset.get_mut("v2").unwrap()[batch] = b;
+        }
+        let v = verdict(
+            &key(),
+            &declared,
+            Unit::Request,
+            Some(&counts),
+            &g,
+            &judging(),
+        )
+        .unwrap();
+        assert!(!v.drift, "{}", v.reason);
+        assert_eq!(v.evidence.as_ref().unwrap().batches, 30);
+        assert_eq!(v.samples, 30 * 300);
+        assert!(
+            v.reason.contains("changed within the range"),
+            "{}",
+            v.reason
+        );
+    }
+
+    #[test]
+    fn traffic_to_a_zero_weight_or_undeclared_subset_drifts_at_once() {
+        let g = grid(2);
+        let declared = declared_all(2, &weights(&[("v1", 1.0), ("v2", 0.0)]));
+        let counts = tally(2, &[("v1", 100), ("v2", 1), ("v3", 2), ("", 3)]);
+        let v = verdict(
+            &key(),
+            &declared,
+            Unit::Connection,
+            Some(&counts),
+            &g,
+            &judging(),
+        )
+        .unwrap();
+        assert!(v.drift);
+        assert!(
+            v.reason
+                .contains("subset v2 has declared weight 0 but received 2 connections"),
+            "{}",
+            v.reason
+        );
+        assert!(
+            v.reason.contains("subset v3 is not in the declared split"),
+            "{}",
+            v.reason
+        );
+        assert!(
+            v.reason
+                .contains("6 connections went to unexpected destinations"),
+            "{}",
+            v.reason
+        );
+        assert!(v.evidence.is_none(), "one positive weight: no test");
+        let names: Vec<_> = v.subsets.iter().map(|s| s.subset.clone()).collect();
+        assert_eq!(
+            names,
+            [Some("v1".into()), Some("v2".into()), Some("v3".into())]
+        );
+    }
+
+    #[test]
+    fn the_unit_is_requests_when_the_key_has_any() {
+        let declared = Declared::default();
+        let requests = tally(1, &[("v1", 1)]);
+        let connections = tally(1, &[("v1", 1)]);
+        let idle = tally(1, &[("v1", 0)]);
+        assert_eq!(
+            unit_of(&declared, Some(&requests), Some(&connections)),
+            Unit::Request
+        );
+        assert_eq!(
+            unit_of(&declared, Some(&idle), Some(&connections)),
+            Unit::Connection
+        );
+        assert_eq!(unit_of(&declared, None, None), Unit::Request);
+        let labelled = Declared {
+            unit: Some(Unit::Connection),
+            ..Declared::default()
+        };
+        assert_eq!(unit_of(&labelled, Some(&requests), None), Unit::Connection);
+    }
+
+    #[test]
+    fn declared_weights_are_the_largest_over_agents_per_point() {
+        let g = grid(1);
+        let labels = |node: &str, subset: &str| -> BTreeMap<String, String> {
+            [
+                ("source_namespace", "shop"),
+                ("source_workload", "web"),
+                ("destination_host", "api.shop.svc.cluster.local"),
+                ("destination_port", "80"),
+                ("destination_subset", subset),
+                ("node", node),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+        };
+        let series = vec![
+            Series {
+                labels: labels("n1", "v1"),
+                points: vec![(0.0, 0.5), (30.0, 0.5)],
+            },
+            Series {
+                labels: labels("n2", "v1"),
+                points: vec![(30.0, 0.6)],
+            },
+            Series {
+                labels: labels("n2", "v2"),
+                points: vec![(30.0, 0.4)],
+            },
+        ];
+        let d = declared(&series, &g);
+        let d = &d[&key()];
+        assert_eq!(d.points[0], Some(weights(&[("v1", 0.5)])));
+        assert_eq!(d.last(), Some(&weights(&[("v1", 0.6), ("v2", 0.4)])));
+        assert_eq!(agents(&series), 2);
+    }
 }

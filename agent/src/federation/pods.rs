@@ -10,7 +10,7 @@ use crate::report::format::share_in_words;
 use crate::report::{PodSplitVerdict, SplitVerdict, SubsetShare};
 
 use super::counts::{SplitKey, node_of};
-use super::judge::Weights;
+use super::judge::{Weights, tie_free};
 use super::prometheus::Series;
 
 /// A pod's split: its key and the pod's name.
@@ -93,10 +93,12 @@ pub fn verdicts(
             .collect();
         let worst = subsets
             .iter()
-            // On a tie, the subset that receives too much.
+            // On a tie (to rounding), the subset that receives too much.
             .max_by(|a, b| {
                 let (da, db) = (a.observed - a.declared, b.observed - b.declared);
-                da.abs().total_cmp(&db.abs()).then(da.total_cmp(&db))
+                tie_free(da)
+                    .total_cmp(&tie_free(db))
+                    .then(da.total_cmp(&db))
             })
             .map(|s| {
                 format!(
