@@ -81,11 +81,12 @@ pub struct ReportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: ReportOutput,
-    /// A file holding the bearer token sent to an agent started with --auth kubernetes
-    /// [default: the pod's service-account token, when run inside a pod].
+    /// A file holding the bearer token sent to an agent started with --auth kubernetes,
+    /// or to the --prometheus URL [default: the pod's service-account token, when run inside a pod].
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// PEM certificate(s) to trust for an https:// agent [default: the public web roots].
+    /// PEM certificate(s) to trust for an https:// agent or --prometheus URL
+    /// [default: the public web roots].
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 }

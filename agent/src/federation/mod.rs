@@ -127,7 +127,7 @@ pub fn cluster_report(client: &Client, options: &Options) -> Result<Report, Fede
         return Err(FederationError::NoSeries {
             url: client.base().to_owned(),
             selector: query::selector(query::DECLARED, &options.job),
-            range: format::duration(options.range.as_secs()),
+            range: seconds(options.range),
             job: options.job.clone(),
         });
     }
@@ -265,12 +265,30 @@ fn rfc3339(unix: f64) -> String {
         .unwrap_or_else(|| format!("{unix}"))
 }
 
-/// A timeout as the command line takes it (`30s`, `1.5s`).
+/// A duration as the command line takes it (`1h`, `30m`, `90s`, `1.5s`).
 fn seconds(duration: Duration) -> String {
-    let secs = duration.as_secs_f64();
-    if duration.subsec_nanos() == 0 {
-        format::duration(duration.as_secs())
+    let whole = duration.as_secs();
+    if duration.subsec_nanos() != 0 {
+        format!("{}s", duration.as_secs_f64())
+    } else if whole > 0 && whole % 3600 == 0 {
+        format!("{}h", whole / 3600)
+    } else if whole > 0 && whole % 60 == 0 {
+        format!("{}m", whole / 60)
     } else {
-        format!("{secs}s")
+        format!("{whole}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_their_flags() {
+        assert_eq!(seconds(Duration::from_secs(3600)), "1h");
+        assert_eq!(seconds(Duration::from_secs(1800)), "30m");
+        assert_eq!(seconds(Duration::from_secs(90)), "90s");
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.5s");
+        assert!(rfc3339(60.0).starts_with("1970-01-01T00:01:00"));
     }
 }
