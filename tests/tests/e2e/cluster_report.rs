@@ -303,7 +303,10 @@ fn cluster_report_finds_the_drifting_split_its_node_and_its_pod() {
     let node_row = |node: &str, subset: &str| {
         table
             .lines()
-            .find(|l| l.contains(node) && l.split_whitespace().any(|cell| cell == subset))
+            .find(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                cells.first() == Some(&node) && cells.contains(&subset)
+            })
             .unwrap_or_else(|| panic!("no {node} {subset} row:\n{table}"))
             .to_owned()
     };

@@ -245,7 +245,7 @@ fn pods(out: &mut String, pods: &[crate::report::PodSplitVerdict]) {
     for pod in pods {
         let _ = write!(
             out,
-            "<section class=\"card drift pod\"><h3><span class=\"badge drift\">DRIFT</span> pod {}</h3>",
+            "<section class=\"pod\"><h3><span class=\"badge drift\">DRIFT</span> pod {}</h3>",
             Esc(&pod.pod)
         );
         split_card(out, &pod.split);
