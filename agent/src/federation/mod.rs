@@ -270,9 +270,9 @@ fn seconds(duration: Duration) -> String {
     let whole = duration.as_secs();
     if duration.subsec_nanos() != 0 {
         format!("{}s", duration.as_secs_f64())
-    } else if whole > 0 && whole % 3600 == 0 {
+    } else if whole > 0 && whole.is_multiple_of(3600) {
         format!("{}h", whole / 3600)
-    } else if whole > 0 && whole % 60 == 0 {
+    } else if whole > 0 && whole.is_multiple_of(60) {
         format!("{}m", whole / 60)
     } else {
         format!("{whole}s")
