@@ -77,6 +77,35 @@ mod tests {
         assert!(parse_time("yesterday").unwrap_err().contains("RFC 3339"));
     }
 
+    fn parse(args: &[&str]) -> Result<crate::cli::Cli, clap::Error> {
+        use clap::Parser as _;
+        crate::cli::Cli::try_parse_from(["meshdrift", "report"].iter().chain(args))
+    }
+
+    #[test]
+    fn prometheus_excludes_the_agent_url_and_owns_its_options() {
+        let cli = parse(&[
+            "--prometheus",
+            "prom:9090",
+            "--range",
+            "30m",
+            "--at",
+            "2026-01-01T00:00:00Z",
+        ])
+        .unwrap();
+        let crate::cli::Command::Report(args) = cli.command else {
+            panic!("not report");
+        };
+        assert_eq!(args.prometheus.unwrap().to_string(), "http://prom:9090");
+        assert_eq!(args.range, Duration::from_secs(1800));
+        assert_eq!(args.step, Duration::from_secs(30));
+        assert_eq!(args.job, "meshdrift");
+        assert!(args.at.is_some());
+        assert!(parse(&["--prometheus", "prom:9090", "--url", "agent:9477"]).is_err());
+        assert!(parse(&["--at", "2026-01-01T00:00:00Z"]).is_err());
+        assert!(parse(&["--prometheus", "prom:9090", "--tolerance", "2"]).is_err());
+    }
+
     #[test]
     fn the_tolerance_is_a_share() {
         assert_eq!(parse_tolerance("0.1"), Ok(0.1));

@@ -403,6 +403,19 @@ fn cluster_report_errors_say_what_is_wrong_and_where() {
         "{stderr}"
     );
 
+    // A query Prometheus refuses: more points per series than it serves.
+    let stderr = failure(&report(&[
+        "--prometheus",
+        &prometheus.url(),
+        "--range",
+        "100h",
+        "--step",
+        "1s",
+    ]));
+    assert!(stderr.contains("refused query"), "{stderr}");
+    assert!(stderr.contains("bad_data"), "{stderr}");
+    assert!(stderr.contains("/api/v1/query_range"), "{stderr}");
+
     // A listener that accepts and never answers.
     let silent = TcpListener::bind("127.0.0.1:0").expect("listen");
     let url = format!("http://{}", silent.local_addr().expect("address"));
