@@ -33,6 +33,7 @@ pub mod attribution;
 pub mod cli;
 pub mod drift;
 pub mod export;
+pub mod federation;
 pub mod findings;
 pub mod http;
 pub mod inventory;

@@ -6,8 +6,10 @@ use clap::{Parser, Subcommand, error::ErrorKind};
 
 mod agent_url;
 pub mod check;
+mod cluster_report;
 mod duration;
 pub mod explain;
+mod nodes_table;
 pub mod observe;
 pub mod output;
 pub mod report;
@@ -53,7 +55,8 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Report static findings on a set of Istio manifests.
     Check(check::CheckArgs),
-    /// Fetch a running agent's report and render it for a terminal.
+    /// Fetch a running agent's report, or the whole cluster's verdict from
+    /// Prometheus (--prometheus), and render it.
     Report(report::ReportArgs),
 }
 

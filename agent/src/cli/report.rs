@@ -1,4 +1,5 @@
-//! `meshdrift report`: fetch a running agent's report and render it for a terminal.
+//! `meshdrift report`: fetch a running agent's report, or the cluster's from
+//! Prometheus (`cluster_report`), and render it for a terminal or a browser.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 
 use super::agent_url::AgentUrl;
+use super::cluster_report;
 use super::duration::parse_duration;
+use super::nodes_table;
 use super::output;
 use super::terminal::{TerminalText, escape};
 use crate::report::format;
@@ -23,27 +26,73 @@ pub enum ReportOutput {
     Table,
     /// The agent's JSON report, pretty-printed.
     Json,
+    /// The report page as one self-contained HTML document.
+    Html,
 }
 
+const EXAMPLES: &str = "Examples:
+  # One agent (port-forwarded from the DaemonSet)
+  meshdrift report --url http://127.0.0.1:9477
+
+  # The whole cluster over the last hour, from the Prometheus that scrapes the agents
+  meshdrift report --prometheus http://prometheus.monitoring:9090
+
+  # Thanos or Mimir (any Prometheus-compatible query API), behind a token and a private CA
+  meshdrift report --prometheus https://thanos.example:10902 --token-file token --ca-file ca.pem
+
+  # A past half hour, as an HTML page
+  meshdrift report --prometheus http://127.0.0.1:9090 --at 2026-01-31T12:00:00Z --range 30m \\
+      --output html > cluster.html
+
+With --prometheus, the splits are judged as an agent judges them (its sequential test, \
+tolerance 0.05) on the counts of every agent summed, one batch per --step; the report \
+adds each node's share of every split and the client pods the agents find drifting.";
+
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = EXAMPLES)]
 pub struct ReportArgs {
     /// Base URL of the agent (its --listen address): http[s]://HOST:PORT[/PREFIX], or HOST:PORT.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477", value_parser = AgentUrl::parse)]
     pub url: AgentUrl,
-    /// How long to wait for the agent's whole answer.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    pub timeout: Duration,
+    /// Report on the whole cluster instead, from the Prometheus-compatible API at URL
+    /// (Prometheus, Thanos Query, Mimir) that scrapes the agents: http[s]://HOST:PORT[/PREFIX].
+    #[arg(long, value_name = "URL", conflicts_with = "url", value_parser = AgentUrl::parse)]
+    pub prometheus: Option<AgentUrl>,
+    /// How long to wait for the agent's whole answer, or for each Prometheus query
+    /// [default: 15s for an agent, 30s per query for --prometheus].
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// With --prometheus: the period judged, ending at --at.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub range: Duration,
+    /// With --prometheus: the query resolution, and one batch of the sequential test.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub step: Duration,
+    /// With --prometheus: the scrape job of the agents.
+    #[arg(long, default_value = "meshdrift")]
+    pub job: String,
+    /// With --prometheus: the end of the range, an RFC 3339 time [default: now].
+    #[arg(long, value_name = "TIME", value_parser = cluster_report::parse_time, requires = "prometheus")]
+    pub at: Option<f64>,
+    /// With --prometheus: the share difference that counts as drift (0.05: 5 points)
+    /// [default: the agent's, 0.05].
+    #[arg(long, value_name = "SHARE", value_parser = cluster_report::parse_tolerance, requires = "prometheus")]
+    pub tolerance: Option<f64>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: ReportOutput,
-    /// A file holding the bearer token sent to an agent started with --auth kubernetes
-    /// [default: the pod's service-account token, when run inside a pod].
+    /// A file holding the bearer token sent to an agent started with --auth kubernetes,
+    /// or to the --prometheus URL [default: the pod's service-account token, when run inside a pod].
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// PEM certificate(s) to trust for an https:// agent [default: the public web roots].
+    /// PEM certificate(s) to trust for an https:// agent or --prometheus URL
+    /// [default: the public web roots].
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 }
+
+/// How long `report` waits for an agent's whole answer by default.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where a pod finds its service account's token.
 const IN_CLUSTER_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
@@ -59,7 +108,7 @@ pub struct AgentAccess {
 }
 
 impl AgentAccess {
-    fn from_args(args: &ReportArgs) -> anyhow::Result<Self> {
+    pub(super) fn from_args(args: &ReportArgs) -> anyhow::Result<Self> {
         let token = match &args.token_file {
             Some(path) => Some(read_token(path)?),
             None if Path::new(IN_CLUSTER_TOKEN).is_file() => {
@@ -76,7 +125,7 @@ impl AgentAccess {
         };
         Ok(AgentAccess {
             url: args.url.clone(),
-            timeout: args.timeout,
+            timeout: args.timeout.unwrap_or(AGENT_TIMEOUT),
             token,
             ca_pem,
         })
@@ -94,11 +143,14 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let access = AgentAccess::from_args(&args)?;
-    let report = fetch(&access)?;
+    let report = match &args.prometheus {
+        Some(prometheus) => cluster_report::fetch(&args, prometheus)?,
+        None => fetch(&AgentAccess::from_args(&args)?)?,
+    };
     let text = match args.output {
         ReportOutput::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
         ReportOutput::Table => render_table(&report),
+        ReportOutput::Html => crate::http::page::render(&report),
     };
     output::print(&text)?;
     Ok(ExitCode::SUCCESS)
@@ -109,13 +161,13 @@ pub fn decode(body: &str) -> Result<Report, serde_json::Error> {
     serde_json::from_str(body)
 }
 
-fn fetch(access: &AgentAccess) -> anyhow::Result<Report> {
-    let timeout = access.timeout;
-    let url = access.url.endpoint("/report");
+/// An HTTP client that gives up after `timeout` and trusts `ca_pem`'s
+/// certificates if given, else the public web roots.
+pub(super) fn http_agent(timeout: Duration, ca_pem: Option<&[u8]>) -> anyhow::Result<ureq::Agent> {
     let mut config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false);
-    if let Some(pem) = &access.ca_pem {
+    if let Some(pem) = ca_pem {
         let roots = ureq::tls::parse_pem(pem)
             .filter_map(|item| match item {
                 Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
@@ -133,7 +185,13 @@ fn fetch(access: &AgentAccess) -> anyhow::Result<Report> {
                 .build(),
         );
     }
-    let agent: ureq::Agent = config.build().into();
+    Ok(config.build().into())
+}
+
+fn fetch(access: &AgentAccess) -> anyhow::Result<Report> {
+    let timeout = access.timeout;
+    let url = access.url.endpoint("/report");
+    let agent = http_agent(timeout, access.ca_pem.as_deref())?;
     let mut request = agent.get(&url);
     if let Some(token) = &access.token {
         request = request.header("Authorization", format!("Bearer {token}"));
@@ -202,7 +260,8 @@ pub fn render_table(report: &Report) -> String {
         report.generated_at
     ));
     splits(&mut out, &report.splits);
-    pods(&mut out, &report.pods);
+    pods(&mut out, &report.pods, !report.nodes.is_empty());
+    nodes_table::render(&mut out, report);
     transport(&mut out, report);
     unexpected(&mut out, report);
     bypass(&mut out, report);
@@ -271,7 +330,10 @@ const MAX_POD_ROWS: usize = 50;
 
 /// Each client pod's own split: a drifting pod among healthy ones is the
 /// proxy to check and restart.
-fn pods(out: &mut TerminalText, pods: &[PodSplitVerdict]) {
+///
+/// A report joining several agents (`cluster`) lists only the pods the agents
+/// export, the drifting ones.
+fn pods(out: &mut TerminalText, pods: &[PodSplitVerdict], cluster: bool) {
     let drifting = pods.iter().filter(|p| p.split.drift).count();
     out.blank();
     out.line(format_args!(
@@ -279,9 +341,13 @@ fn pods(out: &mut TerminalText, pods: &[PodSplitVerdict]) {
         pods.len()
     ));
     if pods.is_empty() {
-        out.line(format_args!(
-            "  no client pod's split observed in this window yet"
-        ));
+        if cluster {
+            out.line(format_args!("  no client pod's own split drifts"));
+        } else {
+            out.line(format_args!(
+                "  no client pod's split observed in this window yet"
+            ));
+        }
         return;
     }
     let mut table = Table::new(["POD", "HOST:PORT", "SAMPLES", "VERDICT"]);
@@ -304,6 +370,11 @@ fn pods(out: &mut TerminalText, pods: &[PodSplitVerdict]) {
         out.line(format_args!(
             "  … and {} more (all in --output json)",
             pods.len() - MAX_POD_ROWS
+        ));
+    }
+    if cluster {
+        out.line(format_args!(
+            "  client pods not listed are not drifting: agents export only the pods whose own split drifts"
         ));
     }
 }
@@ -529,13 +600,13 @@ fn health(out: &mut TerminalText, report: &Report) {
 
 /// Left-aligned columns sized to their widest cell, with optional free-form
 /// detail lines under a row (the subsets of a split).
-struct Table<const N: usize> {
+pub(super) struct Table<const N: usize> {
     header: [String; N],
     rows: Vec<([String; N], Vec<String>)>,
 }
 
 impl<const N: usize> Table<N> {
-    fn new(header: [&str; N]) -> Self {
+    pub(super) fn new(header: [&str; N]) -> Self {
         Table {
             header: header.map(str::to_owned),
             rows: Vec::new(),
@@ -543,7 +614,7 @@ impl<const N: usize> Table<N> {
     }
 
     /// Cells are escaped here, so widths count what the terminal shows.
-    fn row(&mut self, cells: [String; N]) {
+    pub(super) fn row(&mut self, cells: [String; N]) {
         self.rows
             .push((cells.map(|cell| escape(&cell).into_owned()), Vec::new()));
     }
@@ -554,7 +625,7 @@ impl<const N: usize> Table<N> {
         }
     }
 
-    fn render(&self, out: &mut TerminalText) {
+    pub(super) fn render(&self, out: &mut TerminalText) {
         let mut widths = self.header.clone().map(|h| h.chars().count());
         for (cells, _) in &self.rows {
             for (width, cell) in widths.iter_mut().zip(cells) {

@@ -13,6 +13,7 @@ mod bypass;
 mod capabilities;
 mod chart;
 mod cluster;
+mod cluster_report;
 mod counting;
 mod drift;
 mod failed_connect;

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 mod bars;
 mod escape;
+mod nodes;
 mod pods;
 mod policies;
 
@@ -38,6 +39,7 @@ pub fn render(report: &Report) -> String {
     out.push_str("<main>");
     splits(&mut out, &report.splits);
     pods::section(&mut out, &report.pods);
+    nodes::section(&mut out, &report.nodes);
     transport(&mut out, &report.transport);
     unexpected(&mut out, &report.unexpected);
     bypass(&mut out, &report.bypass);
