@@ -127,6 +127,11 @@ impl DriftEngine {
         &self.config
     }
 
+    /// The sequential test's settings, derived from the engine's.
+    pub fn sequential_config(&self) -> &SequentialConfig {
+        &self.sequential
+    }
+
     /// Keys (source workload, host, port) held now.
     pub fn key_count(&self) -> usize {
         self.keys.len()
