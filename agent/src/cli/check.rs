@@ -57,8 +57,6 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         objects: loaded,
         skipped: &outcome.skipped,
         findings: &findings,
-        pods: Vec::new(),
-        nodes: Vec::new(),
     };
     let text = match args.output {
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
