@@ -28,6 +28,9 @@ pub struct Prometheus {
 /// How Prometheus finds the agents through a cluster's API server.
 #[derive(Debug, Clone)]
 pub struct KubernetesDiscovery {
+    /// The Prometheus program: upstream's, built with Kubernetes discovery
+    /// ([`crate::cluster::Upstream::prometheus`]); Debian's leaves it out.
+    pub prometheus: PathBuf,
     /// `https://<address>:6443`
     pub api_server: String,
     /// The cluster's CA certificate, which signed the API server's.
@@ -139,7 +142,7 @@ impl Prometheus {
         let job = format!(
             "  - job_name: meshdrift\n{authorization}    static_configs:\n      - targets: ['{target}']\n"
         );
-        Self::launch(dir, &job, rule_files)
+        Self::launch(dir, Path::new("prometheus"), &job, rule_files, true)
     }
 
     /// Starts Prometheus in `dir` finding the agents as a cluster's
@@ -153,10 +156,33 @@ impl Prometheus {
         discovery: &KubernetesDiscovery,
         rule_files: &[PathBuf],
     ) -> Result<Self> {
-        Self::launch(dir, &discovery.scrape_config(), rule_files)
+        if !discovery.prometheus.is_file() {
+            return Err(LabError::invalid(
+                "Prometheus with Kubernetes discovery",
+                format!(
+                    "{} is missing: `cargo xtask setup` builds it from tools/prometheus",
+                    discovery.prometheus.display()
+                ),
+            ));
+        }
+        // Debian's promtool knows no kubernetes_sd_configs either: the
+        // program itself refuses a bad file, and its log says why.
+        Self::launch(
+            dir,
+            &discovery.prometheus,
+            &discovery.scrape_config(),
+            rule_files,
+            false,
+        )
     }
 
-    fn launch(dir: &Path, scrape_config: &str, rule_files: &[PathBuf]) -> Result<Self> {
+    fn launch(
+        dir: &Path,
+        program: &Path,
+        scrape_config: &str,
+        rule_files: &[PathBuf],
+        check: bool,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| LabError::io("creating", dir, e))?;
         let listen = free_loopback_port()?;
         let rules = rule_files
@@ -170,27 +196,13 @@ impl Prometheus {
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config)
             .map_err(|e| LabError::io("writing", &config_path, e))?;
-        let check = Command::new("promtool")
-            .arg("check")
-            .arg("config")
-            .arg(&config_path)
-            .output()
-            .map_err(|source| LabError::Spawn {
-                command: "promtool check config".to_owned(),
-                source,
-            })?;
-        if !check.status.success() {
-            return Err(LabError::Config {
-                program: "prometheus",
-                path: config_path,
-                stderr: String::from_utf8_lossy(&check.stdout).into_owned()
-                    + &String::from_utf8_lossy(&check.stderr),
-            });
+        if check {
+            check_config(&config_path)?;
         }
         let log = dir.join("prometheus.log");
         let log_file =
             std::fs::File::create(&log).map_err(|e| LabError::io("creating", &log, e))?;
-        let child = Command::new("prometheus")
+        let child = Command::new(program)
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -206,7 +218,7 @@ impl Prometheus {
                 command: "prometheus".to_owned(),
                 source,
             })?;
-        let prometheus = Self {
+        let mut prometheus = Self {
             child,
             listen,
             dir: dir.to_path_buf(),
@@ -219,11 +231,15 @@ impl Prometheus {
         format!("http://{}", self.listen)
     }
 
-    fn wait_ready(&self) -> Result<()> {
+    fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             if ureq::get(&format!("{}/-/ready", self.url())).call().is_ok() {
                 return Ok(());
+            }
+            // Exited (a configuration it refuses): its log says why, now.
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -336,6 +352,28 @@ impl Prometheus {
             (None, _) => Err(unanswered(format!("{url}: no result in {body}"))),
         }
     }
+}
+
+/// `promtool check config` of the file.
+fn check_config(config_path: &Path) -> Result<()> {
+    let check = Command::new("promtool")
+        .arg("check")
+        .arg("config")
+        .arg(config_path)
+        .output()
+        .map_err(|source| LabError::Spawn {
+            command: "promtool check config".to_owned(),
+            source,
+        })?;
+    if !check.status.success() {
+        return Err(LabError::Config {
+            program: "prometheus",
+            path: config_path.to_path_buf(),
+            stderr: String::from_utf8_lossy(&check.stdout).into_owned()
+                + &String::from_utf8_lossy(&check.stderr),
+        });
+    }
+    Ok(())
 }
 
 /// `text` as one URL query component.

@@ -108,6 +108,13 @@ impl Upstream {
         self.dir.join("bin").join(program)
     }
 
+    /// Prometheus built with Kubernetes service discovery (Debian's
+    /// package leaves it out); only tests that discover agents through the
+    /// API server need it, so [`Upstream::locate`] does not require it.
+    pub fn prometheus(&self) -> PathBuf {
+        self.bin("prometheus")
+    }
+
     pub fn istio_crds(&self) -> PathBuf {
         self.dir.join("istio-crds.yaml")
     }

@@ -323,7 +323,12 @@ fn plaintext_clients_are_counted_once_by_the_agent_on_the_servers_node() {
     assert!(
         judged >= legacy as u64,
         "node-1's agent left {judged} of legacy's {legacy} connections to the server's node (judged_at_server): {:?}",
-        sum_by(&client_side, "meshdrift_excluded_flows_total", &[], "reason")
+        sum_by(
+            &client_side,
+            "meshdrift_excluded_flows_total",
+            &[],
+            "reason"
+        )
     );
 
     // (c) a hostNetwork pod on node-1: the node's own address.
@@ -392,6 +397,7 @@ fn prometheus_finds_both_agents_through_the_api_server_and_sums_them_once() {
     let prometheus = Prometheus::start_discovering(
         &frontend.lab.dir().join("prometheus"),
         &KubernetesDiscovery {
+            prometheus: cluster.upstream.prometheus(),
             api_server: cluster.server.clone(),
             ca_file: cluster.pki.ca.cert.clone(),
             token_file,
