@@ -83,6 +83,7 @@ pub mod nginx;
 pub mod prometheus;
 pub mod scenario;
 pub mod sidecar;
+pub mod stale_sidecar;
 pub mod traffic_policy;
 
 pub use agent::{AgentOutput, AgentProcess, meshdrift_bin};

@@ -17,6 +17,7 @@ use meshdrift_lab::{
     meshdrift_bin,
     prometheus::{KubernetesDiscovery, Prometheus},
     scenario::{Frontend, FrontendConfig, Inventory},
+    stale_sidecar::{CLIENT_REPLICA_SET, StaleClient},
 };
 
 /// How long counts may take to reach both agents' metrics.
@@ -486,4 +487,77 @@ mod parsing {
             BTreeMap::from([("x,\"y\"".to_owned(), 7)])
         );
     }
+}
+
+/// The stale-proxy scenario on two nodes: the `client` workload's pod on
+/// node-1 follows the declared 50/50, its pod on node-2 is stale at 90/10.
+/// One workload (a ReplicaSet adopted both), each pod's requests counted by
+/// its own node's agent, exactly as its sidecar sent them.
+#[test]
+fn a_workload_with_a_stale_sidecar_on_another_node_is_counted_per_node() {
+    let _slot = privileged();
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/frontend");
+    let frontend = Frontend::start(FrontendConfig {
+        inventory: Inventory::KUBERNETES,
+        declared_weights: Some((50, 50)),
+        server_node: 2,
+        ..FrontendConfig::new(example, meshdrift_bin(), (50, 50))
+    })
+    .expect("the frontend scenario on two nodes");
+    let stale = StaleClient::start(&frontend, "client-b", 16, 2, (90, 10))
+        .expect("a stale sidecar on node-2");
+    let owners = frontend
+        .cluster
+        .as_ref()
+        .expect("a cluster")
+        .kubectl
+        .run(&[
+            "get",
+            "pods",
+            "client",
+            "client-b",
+            "-o",
+            "jsonpath={.items[*].metadata.ownerReferences[0].name}",
+        ])
+        .expect("the pods' owners");
+    assert_eq!(
+        owners.split_whitespace().collect::<Vec<_>>(),
+        vec![CLIENT_REPLICA_SET, CLIENT_REPLICA_SET]
+    );
+    frontend.send(300, |_, _| {}).expect("pod A's requests");
+    stale.send(&frontend, 300).expect("pod B's requests");
+    let sent = |proxy: &meshdrift_lab::Haproxy| -> BTreeMap<String, u64> {
+        let stats = proxy.stats().expect("HAProxy's stats");
+        SUBSETS
+            .into_iter()
+            .map(|s| {
+                (
+                    s.to_owned(),
+                    stats.server(s).map_or(0, |server| server.stot),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    };
+    let want_a = sent(frontend.proxy().expect("pod A's sidecar"));
+    let want_b = sent(stale.proxy());
+    let want = added(&want_a, &want_b);
+    let client = |text: &str| {
+        sum_by(
+            text,
+            "meshdrift_requests_total",
+            &[("source_workload", "client")],
+            "destination_subset",
+        )
+    };
+    let (node1, node2) = settle(&frontend, &want, client);
+    assert_eq!(
+        (node1, node2),
+        (want_a.clone(), want_b.clone()),
+        "workload client's requests per node against pod A's HAProxy {want_a:?} and pod B's {want_b:?}"
+    );
+    assert!(
+        want_b.get("v1").copied().unwrap_or(0) > want_a.get("v1").copied().unwrap_or(0),
+        "pod B's sidecar is not the stale one: A {want_a:?}, B {want_b:?}"
+    );
 }
