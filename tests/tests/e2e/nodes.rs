@@ -561,3 +561,39 @@ fn a_workload_with_a_stale_sidecar_on_another_node_is_counted_per_node() {
         "pod B's sidecar is not the stale one: A {want_a:?}, B {want_b:?}"
     );
 }
+
+/// A lab of one node keeps its pods directly under its group; a lab that
+/// adds a node before its first pod gives each node a subtree, and one that
+/// already has pods refuses the node rather than leave them in the wrong one.
+#[test]
+fn each_node_of_a_lab_has_its_own_cgroup_subtree() {
+    let _slot = privileged();
+    let single = meshdrift_lab::Lab::new("one-node").expect("a lab");
+    let pod = single.add_pod("solo").expect("a pod");
+    assert!(!single.has_per_node_cgroups());
+    assert_eq!(pod.cgroup_path().parent(), Some(single.cgroup_path()));
+    let refused = single.add_node(2);
+    assert!(
+        refused.is_err(),
+        "a node added after the first pod: {refused:?}"
+    );
+
+    let lab = meshdrift_lab::Lab::new("two-nodes").expect("a lab");
+    lab.add_node(2).expect("node 2");
+    assert!(lab.has_per_node_cgroups());
+    let one = lab.add_pod_on("one", 20, 1).expect("a pod on node 1");
+    let two = lab.add_pod_on("two", 21, 2).expect("a pod on node 2");
+    let kubelet = lab
+        .nth_node_processes(2, "kubelet")
+        .expect("node 2's processes");
+    for (pod, node) in [(&one, 1), (&two, 2), (&kubelet, 2)] {
+        let subtree = lab.node_cgroup_path(node);
+        assert_eq!(subtree, lab.cgroup_path().join(format!("node-{node}")));
+        assert_eq!(
+            pod.cgroup_path().parent(),
+            Some(subtree.as_path()),
+            "{} on node {node}",
+            pod.name()
+        );
+    }
+}
