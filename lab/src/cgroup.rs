@@ -50,7 +50,7 @@ fn pids_recursive(path: &Path, out: &mut Vec<i32>) {
     }
 }
 
-fn child_groups(path: &Path) -> Vec<PathBuf> {
+pub(crate) fn child_groups(path: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(path)
         .map(|entries| {
             entries

@@ -4,7 +4,7 @@
 //! everything it created.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
 
 use crate::certs::{CertAuthority, Identity};
@@ -172,9 +172,24 @@ impl Lab {
         &self.shared.dir
     }
 
-    /// The lab's parent cgroup; every pod's cgroup is a child of it.
+    /// The lab's parent cgroup; every pod's cgroup is below it (a child of
+    /// it in a single-node lab, of its node's subtree in a lab with more).
     pub fn cgroup_path(&self) -> &Path {
         &self.shared.cgroup
+    }
+
+    /// The cgroup whose children are node `node`'s pods and processes: the
+    /// lab's own group while the lab has one node, `<lab cgroup>/node-<k>`
+    /// once [`Lab::add_node`] gave it more. An agent attached there sees
+    /// only that node's sockets, as on a real node.
+    pub fn node_cgroup_path(&self, node: u8) -> PathBuf {
+        self.shared.node_cgroup(node)
+    }
+
+    /// Whether each node's pods live in a cgroup subtree of their own
+    /// (the lab has more than one node).
+    pub fn has_per_node_cgroups(&self) -> bool {
+        self.shared.has_per_node_cgroups()
     }
 
     /// `10.213.<id>.0/24`
@@ -206,6 +221,12 @@ impl Lab {
     /// with its own address `10.213.<id>.<248 + node>`. Its programs run
     /// through [`Lab::nth_node_processes`], its pods come from
     /// [`Lab::add_pod_on`].
+    ///
+    /// A lab with more than one node gives each node a cgroup subtree
+    /// (`<lab cgroup>/node-<k>/<pod>`, node 1's included), as each node of a
+    /// cluster has its own hierarchy; so nodes must be added before the
+    /// lab's first pod or node process, and adding one later is refused. A
+    /// lab that never adds a node keeps its pods directly under its group.
     pub fn add_node(&self, node: u8) -> Result<()> {
         if !(2..=netns::MAX_NODES).contains(&node) {
             return Err(LabError::invalid(
@@ -219,6 +240,7 @@ impl Lab {
         let id = self.shared.id;
         let name = netns::node_pod_name(node);
         let ns = netns::nth_node_netns_name(id, node);
+        self.shared.use_per_node_cgroups(node)?;
         self.shared.claim_pod(
             &name,
             PodRecord {
@@ -236,7 +258,7 @@ impl Lab {
     }
 
     /// Whether node `node` exists (node 1 always does).
-    fn has_node(&self, node: u8) -> Result<bool> {
+    pub fn has_node(&self, node: u8) -> Result<bool> {
         if node == 1 {
             return Ok(true);
         }
@@ -274,7 +296,7 @@ impl Lab {
                 netns: netns_name.clone(),
             },
         )?;
-        let cgroup_path = self.shared.cgroup.join(name);
+        let cgroup_path = self.shared.node_cgroup(node).join(name);
         let ipv4 = netns::ipv4_of(id, host);
         let ipv6 = netns::ipv6_of(id, host);
         let build = || -> Result<u64> {
@@ -336,7 +358,7 @@ impl Lab {
                 netns: node.clone(),
             },
         )?;
-        let cgroup_path = self.shared.cgroup.join(name);
+        let cgroup_path = self.shared.node_cgroup(1).join(name);
         let cgroup_id =
             match cgroup::create(&cgroup_path).and_then(|_| cgroup::cgroup_id(&cgroup_path)) {
                 Ok(cgroup_id) => cgroup_id,
@@ -364,7 +386,7 @@ impl Lab {
     }
 
     /// Processes on the node itself, outside any pod: its network namespace
-    /// and a cgroup `node-<name>` of their own under the lab's (node agents
+    /// and a cgroup `node-<name>` of their own under the node's (node agents
     /// such as kube-proxy). Teardown stops them with the lab.
     pub fn node_processes(&self, name: &str) -> Result<Pod> {
         self.nth_node_processes(1, name)
@@ -382,7 +404,7 @@ impl Lab {
         }
         let id = self.shared.id;
         let group = format!("{}-{name}", netns::node_pod_name(node));
-        let cgroup_path = self.shared.cgroup.join(&group);
+        let cgroup_path = self.shared.node_cgroup(node).join(&group);
         cgroup::create(&cgroup_path)?;
         let cgroup_id = cgroup::cgroup_id(&cgroup_path)?;
         let host = netns::node_host(node);

@@ -8,7 +8,10 @@
 //! `10.213.<id>.0/24` (pods from .10, the node at .1, cluster IPs from .200)
 //! and `fd00:213:<id>::/64` ([`Lab::add_node`] adds nodes 2 to 5, each a
 //! namespace of its own linked to the first, at `10.213.<id>.<248+k>`), the cgroup
-//! `<cgroup2 root>/meshdrift-lab-<id>` and a work directory; several labs can
+//! `<cgroup2 root>/meshdrift-lab-<id>` (its pods' groups directly below it,
+//! or, once the lab has more than one node, below a subtree per node,
+//! `…/node-<k>/<pod>`, so an agent attached to one sees that node's sockets
+//! only; nodes are added before the first pod) and a work directory; several labs can
 //! exist at once, in one process or many. Dropping the lab kills its processes
 //! and removes all of it; [`cleanup_stale`] removes what crashed runs left.
 //!
@@ -80,6 +83,7 @@ pub mod nginx;
 pub mod prometheus;
 pub mod scenario;
 pub mod sidecar;
+pub mod stale_sidecar;
 pub mod traffic_policy;
 
 pub use agent::{AgentOutput, AgentProcess, meshdrift_bin};

@@ -25,6 +25,79 @@ pub struct Prometheus {
     dir: PathBuf,
 }
 
+/// How Prometheus finds the agents through a cluster's API server.
+#[derive(Debug, Clone)]
+pub struct KubernetesDiscovery {
+    /// The Prometheus program: upstream's, built with Kubernetes discovery
+    /// ([`crate::cluster::Upstream::prometheus`]); Debian's leaves it out.
+    pub prometheus: PathBuf,
+    /// `https://<address>:6443`
+    pub api_server: String,
+    /// The cluster's CA certificate, which signed the API server's.
+    pub ca_file: PathBuf,
+    /// A service account's token allowed to list and watch the agent's
+    /// namespace's pods (re-read by Prometheus as it changes).
+    pub token_file: PathBuf,
+    /// The agent's namespace (`meshdrift`).
+    pub namespace: String,
+    /// The agent pods' label that names them, as `name=value`
+    /// (`app.kubernetes.io/name=meshdrift`).
+    pub selector: String,
+    /// Whether scrapes send the token too (agents run with
+    /// `--auth kubernetes`, the token granted their paths).
+    pub scrape_with_token: bool,
+}
+
+impl KubernetesDiscovery {
+    /// The `meshdrift` job: role `pod` in the namespace, the agent's pods'
+    /// `metrics` port only, `node` from the pod's node.
+    fn scrape_config(&self) -> String {
+        let token = self.token_file.display();
+        let (label, value) = self
+            .selector
+            .split_once('=')
+            .unwrap_or((self.selector.as_str(), ""));
+        let meta_label = format!("__meta_kubernetes_pod_label_{}", sanitize_label(label));
+        let scrape_authorization = if self.scrape_with_token {
+            format!("    authorization:\n      credentials_file: {token}\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "  - job_name: meshdrift\n{scrape_authorization}\
+             \x20   kubernetes_sd_configs:\n\
+             \x20     - role: pod\n\
+             \x20       api_server: {api}\n\
+             \x20       namespaces:\n          names: [{namespace}]\n\
+             \x20       authorization:\n          credentials_file: {token}\n\
+             \x20       tls_config:\n          ca_file: {ca}\n\
+             \x20   relabel_configs:\n\
+             \x20     - source_labels: [{meta_label}, __meta_kubernetes_pod_container_port_name]\n\
+             \x20       regex: '{value};metrics'\n\
+             \x20       action: keep\n\
+             \x20     - source_labels: [__meta_kubernetes_pod_phase]\n\
+             \x20       regex: Running\n\
+             \x20       action: keep\n\
+             \x20     - source_labels: [__meta_kubernetes_pod_node_name]\n\
+             \x20       target_label: node\n\
+             \x20     - source_labels: [__meta_kubernetes_pod_name]\n\
+             \x20       target_label: pod\n",
+            api = self.api_server,
+            namespace = self.namespace,
+            ca = self.ca_file.display(),
+        )
+    }
+}
+
+/// A Kubernetes label name as Prometheus's discovery spells it in
+/// `__meta_kubernetes_pod_label_<name>`: every character outside
+/// `[a-zA-Z0-9_]` an underscore.
+fn sanitize_label(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
 /// One alert as Prometheus's `/api/v1/alerts` reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
@@ -60,46 +133,76 @@ impl Prometheus {
         rule_files: &[PathBuf],
         token_file: Option<&Path>,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| LabError::io("creating", dir, e))?;
-        let listen = free_loopback_port()?;
-        let rules = rule_files
-            .iter()
-            .map(|path| format!("  - {}\n", path.display()))
-            .collect::<String>();
         let authorization = token_file.map_or_else(String::new, |path| {
             format!(
                 "    authorization:\n      credentials_file: {}\n",
                 path.display()
             )
         });
+        let job = format!(
+            "  - job_name: meshdrift\n{authorization}    static_configs:\n      - targets: ['{target}']\n"
+        );
+        Self::launch(dir, Path::new("prometheus"), &job, rule_files, true)
+    }
+
+    /// Starts Prometheus in `dir` finding the agents as a cluster's
+    /// Prometheus does: the API server's pods (`kubernetes_sd_configs`, role
+    /// `pod`) in the agent's namespace, kept when they are the agent's and
+    /// only on its `metrics` port, each target labelled with its pod's
+    /// `node` (as the ServiceMonitor's relabelling does); job `meshdrift`,
+    /// scraped and evaluated every second.
+    pub fn start_discovering(
+        dir: &Path,
+        discovery: &KubernetesDiscovery,
+        rule_files: &[PathBuf],
+    ) -> Result<Self> {
+        if !discovery.prometheus.is_file() {
+            return Err(LabError::invalid(
+                "Prometheus with Kubernetes discovery",
+                format!(
+                    "{} is missing: `cargo xtask setup` builds it from tools/prometheus",
+                    discovery.prometheus.display()
+                ),
+            ));
+        }
+        // Debian's promtool knows no kubernetes_sd_configs either: the
+        // program itself refuses a bad file, and its log says why.
+        Self::launch(
+            dir,
+            &discovery.prometheus,
+            &discovery.scrape_config(),
+            rule_files,
+            false,
+        )
+    }
+
+    fn launch(
+        dir: &Path,
+        program: &Path,
+        scrape_config: &str,
+        rule_files: &[PathBuf],
+        check: bool,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| LabError::io("creating", dir, e))?;
+        let listen = free_loopback_port()?;
+        let rules = rule_files
+            .iter()
+            .map(|path| format!("  - {}\n", path.display()))
+            .collect::<String>();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{rules}\
-             scrape_configs:\n  - job_name: meshdrift\n{authorization}    static_configs:\n      - targets: ['{target}']\n"
+             scrape_configs:\n{scrape_config}"
         );
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config)
             .map_err(|e| LabError::io("writing", &config_path, e))?;
-        let check = Command::new("promtool")
-            .arg("check")
-            .arg("config")
-            .arg(&config_path)
-            .output()
-            .map_err(|source| LabError::Spawn {
-                command: "promtool check config".to_owned(),
-                source,
-            })?;
-        if !check.status.success() {
-            return Err(LabError::Config {
-                program: "prometheus",
-                path: config_path,
-                stderr: String::from_utf8_lossy(&check.stdout).into_owned()
-                    + &String::from_utf8_lossy(&check.stderr),
-            });
+        if check {
+            check_config(&config_path)?;
         }
         let log = dir.join("prometheus.log");
         let log_file =
             std::fs::File::create(&log).map_err(|e| LabError::io("creating", &log, e))?;
-        let child = Command::new("prometheus")
+        let child = Command::new(program)
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -115,7 +218,7 @@ impl Prometheus {
                 command: "prometheus".to_owned(),
                 source,
             })?;
-        let prometheus = Self {
+        let mut prometheus = Self {
             child,
             listen,
             dir: dir.to_path_buf(),
@@ -128,11 +231,15 @@ impl Prometheus {
         format!("http://{}", self.listen)
     }
 
-    fn wait_ready(&self) -> Result<()> {
+    fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             if ureq::get(&format!("{}/-/ready", self.url())).call().is_ok() {
                 return Ok(());
+            }
+            // Exited (a configuration it refuses): its log says why, now.
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -146,6 +253,16 @@ impl Prometheus {
 
     fn api(&self, path: &str) -> Result<Value> {
         get_json(&format!("{}{path}", self.url()), "Prometheus API response")
+    }
+
+    /// The active targets (`/api/v1/targets`): each with its `labels`,
+    /// `health` (`up`, `down`, `unknown`) and `lastError`.
+    pub fn active_targets(&self) -> Result<Vec<Value>> {
+        let value = self.api("/api/v1/targets?state=active")?;
+        Ok(value["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Alerts that are pending or firing now.
@@ -235,6 +352,28 @@ impl Prometheus {
             (None, _) => Err(unanswered(format!("{url}: no result in {body}"))),
         }
     }
+}
+
+/// `promtool check config` of the file.
+fn check_config(config_path: &Path) -> Result<()> {
+    let check = Command::new("promtool")
+        .arg("check")
+        .arg("config")
+        .arg(config_path)
+        .output()
+        .map_err(|source| LabError::Spawn {
+            command: "promtool check config".to_owned(),
+            source,
+        })?;
+    if !check.status.success() {
+        return Err(LabError::Config {
+            program: "prometheus",
+            path: config_path.to_path_buf(),
+            stderr: String::from_utf8_lossy(&check.stdout).into_owned()
+                + &String::from_utf8_lossy(&check.stderr),
+        });
+    }
+    Ok(())
 }
 
 /// `text` as one URL query component.

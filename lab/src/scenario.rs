@@ -86,6 +86,11 @@ pub struct FrontendConfig {
     /// `monitoring/prometheus` granted its paths, whose token the scenario
     /// (and a Prometheus, [`Frontend::agent_token_file`]) sends.
     pub auth: bool,
+    /// The lab node `frontend-v1` and `frontend-v2` run on; the other pods
+    /// run on node 1. Above 1 (with [`Inventory::Kubernetes`] only), the
+    /// cluster has that many nodes, each node's pods in a cgroup subtree of
+    /// their own, and the agent's pod runs on every node.
+    pub server_node: u8,
 }
 
 /// The agent's inventory source in a scenario.
@@ -128,6 +133,7 @@ impl FrontendConfig {
             proxy_requests_per_connection: None,
             inventory: Inventory::default(),
             auth: false,
+            server_node: 1,
         }
     }
 }
@@ -168,8 +174,10 @@ pub struct Frontend {
     config: FrontendConfig,
     proxy: Option<Haproxy>,
     agent: Option<AgentProcess>,
-    /// The agent's pod, with [`Inventory::Kubernetes`].
+    /// The agent's pod, with [`Inventory::Kubernetes`] (node-1's).
     agent_pod: Option<AgentPod>,
+    /// The agent's pods on the other nodes, in node order.
+    other_agent_pods: Vec<AgentPod>,
     /// With [`FrontendConfig::auth`]: the token that reads the agent, and
     /// the file holding it.
     agent_token: Option<String>,
@@ -188,9 +196,20 @@ const BYPASSED_PORT: u16 = PLAIN_PORT;
 impl Frontend {
     pub fn start(config: FrontendConfig) -> Result<Self> {
         let lab = Lab::new("frontend")?;
+        let server_node = config.server_node;
+        if server_node > 1 && config.inventory == Inventory::Manifests {
+            return Err(LabError::invalid(
+                "scenario",
+                "frontends on another node need a cluster (Inventory::Kubernetes)",
+            ));
+        }
+        // Nodes before pods: each node's pods then get a cgroup subtree.
+        for node in 2..=server_node {
+            lab.add_node(node)?;
+        }
         let client = lab.add_pod_at("client", 10)?;
-        let v1 = lab.add_pod_at("frontend-v1", 11)?;
-        let v2 = lab.add_pod_at("frontend-v2", 12)?;
+        let v1 = lab.add_pod_on("frontend-v1", 11, server_node)?;
+        let v2 = lab.add_pod_on("frontend-v2", 12, server_node)?;
         let legacy = lab.add_pod_at("legacy", 13)?;
         let bypass = if config.bypass {
             Some(lab.add_pod_at("batch", 14)?)
@@ -273,7 +292,7 @@ impl Frontend {
                     &lab,
                     ClusterConfig {
                         istio_crds,
-                        ..ClusterConfig::new(crate::cluster::Upstream::locate()?)
+                        ..ClusterConfig::new(crate::cluster::Upstream::locate()?).nodes(server_node)
                     },
                 )?;
                 cluster.apply(&lab, &Manifests::read(&manifests)?)?;
@@ -302,6 +321,7 @@ impl Frontend {
             proxy: None,
             agent: None,
             agent_pod: None,
+            other_agent_pods: Vec::new(),
             agent_token: None,
             agent_token_file: None,
             servers,
@@ -328,19 +348,24 @@ impl Frontend {
         self.stop_agent()?;
         if let Some(cluster) = &self.cluster {
             let args = lab_agent_args(&self.config.agent_args);
-            let pod = if self.config.auth {
-                let pod =
-                    cluster.install_agent_with_auth(&self.lab, &self.config.meshdrift, &args)?;
+            let mut pods = if self.config.auth {
+                let pods =
+                    cluster.install_agents_with_auth(&self.lab, &self.config.meshdrift, &args)?;
                 let token =
                     cluster.service_account_token("monitoring", "prometheus", &AGENT_PATHS)?;
                 let file = self.lab.dir().join("prometheus.token");
                 std::fs::write(&file, &token).map_err(|e| LabError::io("writing", &file, e))?;
                 self.agent_token = Some(token);
                 self.agent_token_file = Some(file);
-                pod
+                pods
             } else {
-                cluster.install_agent(&self.lab, &self.config.meshdrift, &args)?
+                cluster.install_agents(&self.lab, &self.config.meshdrift, &args)?
             };
+            if pods.is_empty() {
+                return Err(LabError::invalid("scenario", "the cluster has no node"));
+            }
+            self.other_agent_pods = pods.split_off(1);
+            let pod = pods.remove(0);
             self.agent_url = pod.url.clone();
             self.agent_listen = SocketAddr::new(pod.pod.ipv4().into(), pod_port(&pod.url));
             self.agent_pod = Some(pod);
@@ -545,8 +570,25 @@ impl Frontend {
             .unwrap_or_default()
     }
 
-    /// Stops the agent (SIGINT; SIGTERM for its pod) and returns what it printed.
+    /// The agent's pods, node-1's first, with [`Inventory::Kubernetes`].
+    pub fn agent_pods(&self) -> Vec<&AgentPod> {
+        self.agent_pod
+            .iter()
+            .chain(self.other_agent_pods.iter())
+            .collect()
+    }
+
+    /// The token that reads the agents, with [`FrontendConfig::auth`].
+    pub fn agent_token(&self) -> Option<&str> {
+        self.agent_token.as_deref()
+    }
+
+    /// Stops the agent (SIGINT; SIGTERM for its pod) and returns what it
+    /// printed (node-1's; the other nodes' agents stop too).
     pub fn stop_agent(&mut self) -> Result<Option<AgentOutput>> {
+        for pod in std::mem::take(&mut self.other_agent_pods) {
+            pod.stop(Duration::from_secs(30))?;
+        }
         if let Some(pod) = self.agent_pod.take() {
             return pod.stop(Duration::from_secs(30)).map(Some);
         }

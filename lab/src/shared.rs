@@ -37,6 +37,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The name of node `node`'s cgroup subtree under the lab's group: its
+/// Node name, `node-<k>`.
+pub(crate) fn node_cgroup_name(node: u8) -> String {
+    format!("node-{node}")
+}
+
 /// The parts of a pod that teardown removes.
 #[derive(Debug, Clone)]
 pub(crate) struct PodRecord {
@@ -63,6 +69,9 @@ pub(crate) struct LabState {
     clients: BTreeMap<String, Identity>,
     servers: BTreeMap<String, Identity>,
     uplink: bool,
+    /// Whether each node's pods and processes live in a subtree of their
+    /// own (`<lab cgroup>/node-<k>/…`); see [`LabShared::node_cgroup`].
+    per_node_cgroups: bool,
 }
 
 impl LabShared {
@@ -81,6 +90,46 @@ impl LabShared {
             state: Mutex::new(LabState::default()),
             seq: AtomicU64::new(0),
         }
+    }
+
+    /// The cgroup that node `node`'s pods and processes are children of:
+    /// the lab's own group in a single-node lab, `<lab cgroup>/node-<k>`
+    /// once the lab has more nodes, so an agent attached there sees only
+    /// that node's sockets.
+    pub(crate) fn node_cgroup(&self, node: u8) -> PathBuf {
+        if lock(&self.state).per_node_cgroups {
+            self.cgroup.join(node_cgroup_name(node))
+        } else {
+            self.cgroup.clone()
+        }
+    }
+
+    pub(crate) fn has_per_node_cgroups(&self) -> bool {
+        lock(&self.state).per_node_cgroups
+    }
+
+    /// Switches the lab to a subtree per node (node 1's and node `node`'s
+    /// are made now). Only a lab without a pod or node process may switch: a group
+    /// cannot move processes between subtrees behind their owners' backs.
+    pub(crate) fn use_per_node_cgroups(&self, node: u8) -> Result<()> {
+        let mut state = self.lock_live()?;
+        if !state.per_node_cgroups {
+            let occupied = cgroup::child_groups(&self.cgroup);
+            if !occupied.is_empty() {
+                return Err(LabError::invalid(
+                    "lab nodes",
+                    format!(
+                        "lab {} already has groups {occupied:?}: add its nodes before its first pod, so each node's pods get a cgroup subtree of their own",
+                        self.id
+                    ),
+                ));
+            }
+            state.per_node_cgroups = true;
+        }
+        for node in [1, node] {
+            cgroup::create(&self.cgroup.join(node_cgroup_name(node)))?;
+        }
+        Ok(())
     }
 
     fn lock_live(&self) -> Result<MutexGuard<'_, LabState>> {

@@ -43,6 +43,8 @@ pub struct UpstreamBin {
     pub kube_proxy: PathBuf,
     pub kubectl: PathBuf,
     pub helm: PathBuf,
+    /// Prometheus with Kubernetes service discovery.
+    pub prometheus: PathBuf,
     /// Istio's CustomResourceDefinitions, one multi-document YAML file.
     pub istio_crds: PathBuf,
     /// The Kubernetes release the binaries were built from, e.g. `v1.36.3`.
@@ -62,6 +64,7 @@ impl UpstreamBin {
             kube_proxy: bin.join("kube-proxy"),
             kubectl: bin.join("kubectl"),
             helm: bin.join("helm"),
+            prometheus: bin.join("prometheus"),
             istio_crds: out.join("istio-crds.yaml"),
             kubernetes_version,
             helm_version,
@@ -69,7 +72,7 @@ impl UpstreamBin {
     }
 
     /// Every output file, binaries first.
-    pub fn files(&self) -> [&Path; 8] {
+    pub fn files(&self) -> [&Path; 9] {
         [
             &self.etcd,
             &self.kube_apiserver,
@@ -78,6 +81,7 @@ impl UpstreamBin {
             &self.kube_proxy,
             &self.kubectl,
             &self.helm,
+            &self.prometheus,
             &self.istio_crds,
         ]
     }
@@ -91,6 +95,8 @@ struct Program {
     package: &'static str,
     /// Which release it reports as its version.
     version: Version,
+    /// Go build tags, if any.
+    tags: Option<&'static str>,
 }
 
 /// The `-X` flags a program takes so that it reports its release.
@@ -105,55 +111,73 @@ enum Version {
 }
 
 /// In build order: kube-apiserver first, as it compiles most of what the
-/// others share; etcd and Helm last, each from its own module (`tools/etcd`,
-/// `tools/helm`).
+/// others share; etcd, Helm and Prometheus last, each from its own module (`tools/etcd`,
+/// `tools/helm`, `tools/prometheus`).
 const PROGRAMS: &[Program] = &[
     Program {
         name: "kube-apiserver",
         module_dir: ".",
         package: "k8s.io/kubernetes/cmd/kube-apiserver",
         version: Version::Kubernetes,
+        tags: None,
     },
     Program {
         name: "kube-controller-manager",
         module_dir: ".",
         package: "k8s.io/kubernetes/cmd/kube-controller-manager",
         version: Version::Kubernetes,
+        tags: None,
     },
     Program {
         name: "kube-scheduler",
         module_dir: ".",
         package: "k8s.io/kubernetes/cmd/kube-scheduler",
         version: Version::Kubernetes,
+        tags: None,
     },
     Program {
         name: "kube-proxy",
         module_dir: ".",
         package: "k8s.io/kubernetes/cmd/kube-proxy",
         version: Version::Kubernetes,
+        tags: None,
     },
     Program {
         name: "kubectl",
         module_dir: ".",
         package: "k8s.io/kubernetes/cmd/kubectl",
         version: Version::Kubernetes,
+        tags: None,
     },
     Program {
         name: "etcd",
         module_dir: "etcd",
         package: ".",
         version: Version::Builtin,
+        tags: None,
     },
     Program {
         name: "helm",
         module_dir: "helm",
         package: "helm.sh/helm/v4/cmd/helm",
         version: Version::Helm,
+        tags: None,
+    },
+    // Debian's package leaves Kubernetes service discovery out; the lab's
+    // Prometheus finds one agent per node through the API server with it.
+    // Only that mechanism (and the file and HTTP ones Prometheus always has)
+    // is built in.
+    Program {
+        name: "prometheus",
+        module_dir: "prometheus",
+        package: "github.com/prometheus/prometheus/cmd/prometheus",
+        version: Version::Builtin,
+        tags: Some("remove_all_sd,enable_kubernetes_sd"),
     },
 ];
 
 /// The Go modules `go mod download` fetches, relative to `tools/`.
-const MODULE_DIRS: &[&str] = &[".", "etcd", "helm"];
+const MODULE_DIRS: &[&str] = &[".", "etcd", "helm", "prometheus"];
 
 /// The files whose contents decide what gets built (relative to `tools/`).
 const PINNED_FILES: &[&str] = &[
@@ -166,17 +190,20 @@ const PINNED_FILES: &[&str] = &[
     "helm/go.mod",
     "helm/go.sum",
     "helm/tools.go",
+    "prometheus/go.mod",
+    "prometheus/go.sum",
+    "prometheus/tools.go",
 ];
 
 /// Bump when the way the programs are built changes (flags, outputs).
-const RECIPE: &str = "upstream-recipe-2 CGO_ENABLED=0 -trimpath -s -w +helm";
+const RECIPE: &str = "upstream-recipe-3 CGO_ENABLED=0 -trimpath -s -w +helm +prometheus";
 
 const STAMP: &str = "upstream.stamp";
 
 /// Where Istio's CRDs sit inside the `istio.io/api` module.
 const ISTIO_CRDS_IN_MODULE: &str = "kubernetes/customresourcedefinitions.gen.yaml";
 
-/// Builds the seven programs into `out/bin/` and copies Istio's CRDs to
+/// Builds the eight programs into `out/bin/` and copies Istio's CRDs to
 /// `out/istio-crds.yaml`, unless `out` already holds a build of the same
 /// pins (then it returns at once).
 pub fn build(out: &Path) -> anyhow::Result<UpstreamBin> {
@@ -192,7 +219,7 @@ pub fn build(out: &Path) -> anyhow::Result<UpstreamBin> {
         && built.files().iter().all(|file| file.is_file())
     {
         eprintln!(
-            "[setup] upstream Kubernetes {kubernetes_version}, etcd, Helm {helm_version} and Istio CRDs: up to date in {}",
+            "[setup] upstream Kubernetes {kubernetes_version}, etcd, Helm {helm_version}, Prometheus and Istio CRDs: up to date in {}",
             out.display()
         );
         return Ok(built);
@@ -208,7 +235,7 @@ pub fn build(out: &Path) -> anyhow::Result<UpstreamBin> {
     fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
 
     eprintln!(
-        "[setup] building upstream Kubernetes {kubernetes_version}, etcd and Helm {helm_version} with {go_version} \
+        "[setup] building upstream Kubernetes {kubernetes_version}, etcd, Helm {helm_version} and Prometheus with {go_version} \
          into {} (a cold build takes a long while)",
         out.display()
     );
@@ -247,10 +274,11 @@ pub fn build(out: &Path) -> anyhow::Result<UpstreamBin> {
             Version::Builtin => "-s -w",
         };
         let mut command = go(&tools.join(program.module_dir));
-        command
-            .args(["build", "-trimpath", "-ldflags", flags, "-o"])
-            .arg(&output)
-            .arg(program.package);
+        command.args(["build", "-trimpath", "-ldflags", flags]);
+        if let Some(tags) = program.tags {
+            command.arg(format!("-tags={tags}"));
+        }
+        command.arg("-o").arg(&output).arg(program.package);
         go_quietly(&mut command, &format!("building {}", program.name))?;
         let size = fs::metadata(&output)
             .with_context(|| format!("go build left no {}", output.display()))?

@@ -28,6 +28,58 @@ impl Cluster {
         self.run_scheduled_pod(lab, AGENT_NAMESPACE, AGENT_SELECTOR, AGENT_HOST, binary)
     }
 
+    /// [`Cluster::install_agent_with_auth`] with the agent's pod run on
+    /// every node, in node order.
+    pub fn install_agents_with_auth(
+        &self,
+        lab: &Lab,
+        binary: &Path,
+        extra_args: &[String],
+    ) -> Result<Vec<AgentPod>> {
+        self.helm_install(extra_args, &["auth.mode=kubernetes"])?;
+        self.run_agent_pods(lab, binary)
+    }
+
+    /// Lets service account `namespace/name` find the agents as Prometheus's
+    /// Kubernetes discovery does: a Role in the agent's namespace to get,
+    /// list and watch its pods, endpoints and services, bound to the account
+    /// (what a Prometheus's RBAC grants it, and nothing beyond that namespace).
+    pub fn grant_agent_discovery(&self, namespace: &str, name: &str) -> Result<()> {
+        let role = format!("{name}-discovers-meshdrift");
+        self.kubectl.with_document(
+            &["apply"],
+            &json!({
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "Role",
+                        "metadata": {"name": role, "namespace": AGENT_NAMESPACE},
+                        "rules": [{
+                            "apiGroups": [""],
+                            "resources": ["pods", "endpoints", "services"],
+                            "verbs": ["get", "list", "watch"],
+                        }],
+                    },
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "RoleBinding",
+                        "metadata": {"name": role, "namespace": AGENT_NAMESPACE},
+                        "roleRef": {
+                            "apiGroup": "rbac.authorization.k8s.io",
+                            "kind": "Role",
+                            "name": role,
+                        },
+                        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+                    },
+                ],
+            }),
+            &[],
+        )?;
+        Ok(())
+    }
+
     /// A service account `namespace/name` (the namespace created if
     /// missing) and a one-hour token for it; with `paths`, a ClusterRole
     /// `<name>-reads-meshdrift` granting `get` on them as non-resource URLs,

@@ -33,6 +33,13 @@ pub const AGENT_SELECTOR: &str = "app.kubernetes.io/name=meshdrift";
 /// Host number of the agent's pod on the node (`10.213.<id>.3`).
 pub const AGENT_HOST: u8 = 3;
 
+/// Host number of the agent's pod on lab node `node`: [`AGENT_HOST`] on
+/// node 1, the next ones on the others (`.4` on node 2, …), below the
+/// numbers scenarios give their own pods.
+pub fn agent_host(node: u8) -> u8 {
+    AGENT_HOST.saturating_add(node.saturating_sub(1))
+}
+
 /// The agent's arguments for a lab scenario: `args`, after a one-second
 /// `--update-interval` unless `args` set one, so tests wait seconds, not tens.
 pub fn lab_agent_args(args: &[String]) -> Vec<String> {
@@ -68,6 +75,7 @@ impl Cluster {
 
     /// Installs the agent with `installer` (`extra_args` added to its
     /// container's), then runs the agent's pod with `binary` for its image.
+    /// Only node-1's: see [`Cluster::install_agents_with`] for every node's.
     pub fn install_agent_with(
         &self,
         installer: Installer,
@@ -75,6 +83,55 @@ impl Cluster {
         binary: &Path,
         extra_args: &[String],
     ) -> Result<AgentPod> {
+        self.apply_agent(installer, extra_args)?;
+        self.run_scheduled_pod(lab, AGENT_NAMESPACE, AGENT_SELECTOR, AGENT_HOST, binary)
+    }
+
+    /// Applies `deploy/kubernetes` with `extra_args` added to the agent's
+    /// container, then runs the pod the DaemonSet puts on every node, each
+    /// attached to its own node's cgroup hierarchy; in node order.
+    pub fn install_agents(
+        &self,
+        lab: &Lab,
+        binary: &Path,
+        extra_args: &[String],
+    ) -> Result<Vec<AgentPod>> {
+        self.install_agents_with(Installer::Kustomize, lab, binary, extra_args)
+    }
+
+    /// [`Cluster::install_agent_with`], then the agent's pod on every node,
+    /// in node order.
+    pub fn install_agents_with(
+        &self,
+        installer: Installer,
+        lab: &Lab,
+        binary: &Path,
+        extra_args: &[String],
+    ) -> Result<Vec<AgentPod>> {
+        self.apply_agent(installer, extra_args)?;
+        self.run_agent_pods(lab, binary)
+    }
+
+    /// Runs the agent's pod the DaemonSet put on each node, as that node's
+    /// kubelet, in node order.
+    pub fn run_agent_pods(&self, lab: &Lab, binary: &Path) -> Result<Vec<AgentPod>> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                self.run_scheduled_pod_on(
+                    lab,
+                    AGENT_NAMESPACE,
+                    AGENT_SELECTOR,
+                    node.number,
+                    agent_host(node.number),
+                    binary,
+                )
+            })
+            .collect()
+    }
+
+    /// The agent's objects, as `installer` writes them.
+    fn apply_agent(&self, installer: Installer, extra_args: &[String]) -> Result<()> {
         match installer {
             Installer::Kustomize => {
                 let overlay = self.agent_overlay(extra_args)?;
@@ -85,7 +142,7 @@ impl Cluster {
                 self.helm_install(extra_args, &[])?;
             }
         }
-        self.run_scheduled_pod(lab, AGENT_NAMESPACE, AGENT_SELECTOR, AGENT_HOST, binary)
+        Ok(())
     }
 
     /// `helm ARGS…` against the cluster, as its admin; Helm's cache,

@@ -221,7 +221,7 @@ impl Cluster {
                     .join(",")
             })
             .unwrap_or_default();
-        let object = self.wait_for_scheduled_pod(namespace, &selector)?;
+        let object = self.wait_for_scheduled_pod(namespace, &selector, &self.node_name)?;
         let name = object["metadata"]["name"].as_str().unwrap_or_default();
         self.report_pod_status(namespace, name, &[self.node.ipv4().into()], &object, true)
     }
@@ -362,7 +362,7 @@ impl Cluster {
             .map(drop)
     }
 
-    /// Waits for the pod the scheduler puts on this node for the workload
+    /// Waits for the pod the scheduler puts on node-1 for the workload
     /// selected by `selector` in `namespace` (a DaemonSet's), runs it as a
     /// lab pod at `host` with `binary` for its image, and waits until its
     /// readiness probe passes. The pod reaches the API server as pods do:
@@ -376,7 +376,25 @@ impl Cluster {
         host: u8,
         binary: &Path,
     ) -> Result<AgentPod> {
-        let object = self.wait_for_scheduled_pod(namespace, selector)?;
+        self.run_scheduled_pod_on(lab, namespace, selector, 1, host, binary)
+    }
+
+    /// [`Cluster::run_scheduled_pod`] as the kubelet of lab node `node`:
+    /// the pod the scheduler bound to that node, run as a lab pod on it,
+    /// its `spec.nodeName` and `status.hostIP` fieldRefs that node's, and a
+    /// hostPath `/sys/fs/cgroup` that node's cgroup hierarchy
+    /// ([`Lab::node_cgroup_path`] once the lab has more than one node).
+    pub fn run_scheduled_pod_on(
+        &self,
+        lab: &Lab,
+        namespace: &str,
+        selector: &str,
+        node: u8,
+        host: u8,
+        binary: &Path,
+    ) -> Result<AgentPod> {
+        let node_name = super::node_name(node);
+        let object = self.wait_for_scheduled_pod(namespace, selector, &node_name)?;
         let name = object["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -385,7 +403,7 @@ impl Cluster {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let pod = lab.add_pod_at(&name, host)?;
+        let pod = lab.add_pod_on(&name, host, node)?;
         let ips: Vec<IpAddr> = vec![pod.ipv4().into(), pod.ipv6().into()];
         self.report_pod_status(namespace, &name, &ips, &object, false)?;
         let container = object["spec"]["containers"]
@@ -395,13 +413,21 @@ impl Cluster {
                 LabError::invalid("scheduled pod", format!("{name} has no container"))
             })?;
         let secrets = self.service_account_files(lab, namespace, &name, &uid, &object)?;
-        let script = self.container_script(&object, &container, &secrets, binary)?;
-        let env = self.container_env(&object, &container, &pod);
+        // The node's own hierarchy: in a lab of several nodes, its subtree,
+        // so the node's agent sees that node's sockets and no other's.
+        let cgroup_root = if lab.has_per_node_cgroups() {
+            lab.node_cgroup_path(node)
+        } else {
+            meshdrift_host::cgroup2_root()?
+        };
+        let script = self.container_script(&object, &container, &secrets, binary, &cgroup_root)?;
+        let env = self.container_env(&object, &container, &pod, lab.nth_node_ip(node));
         let port = probe_port(&container).unwrap_or(9477);
         let url = format!("http://{}:{port}", pod.ipv4());
         let mut agent = AgentPod {
             namespace: namespace.to_owned(),
             name,
+            node_name,
             pod,
             process: None,
             url,
@@ -415,14 +441,16 @@ impl Cluster {
     }
 
     /// The pod of the workload `selector` selects in `namespace` once the
-    /// scheduler bound it to this node.
-    fn wait_for_scheduled_pod(&self, namespace: &str, selector: &str) -> Result<Value> {
+    /// scheduler bound it to node `node_name`.
+    fn wait_for_scheduled_pod(
+        &self,
+        namespace: &str,
+        selector: &str,
+        node_name: &str,
+    ) -> Result<Value> {
         let mut found = None;
         self.wait_for(
-            &format!(
-                "a pod of {selector} in {namespace} scheduled to {}",
-                self.node_name
-            ),
+            &format!("a pod of {selector} in {namespace} scheduled to {node_name}"),
             POD_TIMEOUT,
             || {
                 let pods = self
@@ -433,7 +461,7 @@ impl Cluster {
                     .into_iter()
                     .flatten()
                     .find(|pod| {
-                        pod["spec"]["nodeName"] == self.node_name.as_str()
+                        pod["spec"]["nodeName"] == node_name
                             && pod["metadata"]["deletionTimestamp"].is_null()
                     })
                     .cloned();
@@ -483,7 +511,13 @@ impl Cluster {
 
     /// The container's environment: its own variables (fieldRefs resolved as
     /// the kubelet does) and the `kubernetes` Service's address.
-    fn container_env(&self, object: &Value, container: &Value, pod: &Pod) -> Vec<(String, String)> {
+    fn container_env(
+        &self,
+        object: &Value,
+        container: &Value,
+        pod: &Pod,
+        host_ip: std::net::Ipv4Addr,
+    ) -> Vec<(String, String)> {
         let ip = self.kubernetes_service_ip.to_string();
         let mut env = vec![
             ("KUBERNETES_SERVICE_HOST".to_owned(), ip.clone()),
@@ -499,13 +533,16 @@ impl Cluster {
                 Some(value.to_owned())
             } else {
                 match variable["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-                    Some("spec.nodeName") => Some(self.node_name.clone()),
+                    Some("spec.nodeName") => object["spec"]["nodeName"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| Some(self.node_name.clone())),
                     Some("metadata.name") => object["metadata"]["name"].as_str().map(str::to_owned),
                     Some("metadata.namespace") => {
                         object["metadata"]["namespace"].as_str().map(str::to_owned)
                     }
                     Some("status.podIP") => Some(pod.ipv4().to_string()),
-                    Some("status.hostIP") => Some(self.node.ipv4().to_string()),
+                    Some("status.hostIP") => Some(host_ip.to_string()),
                     Some("spec.serviceAccountName") => object["spec"]["serviceAccountName"]
                         .as_str()
                         .map(str::to_owned),
@@ -529,6 +566,7 @@ impl Cluster {
         container: &Value,
         secrets: &Path,
         binary: &Path,
+        cgroup_root: &Path,
     ) -> Result<String> {
         let mut script = String::from("set -e\n");
         // /var/run is /run: a tmpfs there holds the credentials without
@@ -562,7 +600,7 @@ impl Cluster {
             else {
                 continue;
             };
-            let source = host_source(host_path)?;
+            let source = host_source(host_path, cgroup_root);
             // A container's root has its mount points; this machine's root
             // gets the (empty) directory once.
             std::fs::create_dir_all(path)
@@ -687,13 +725,14 @@ pub fn bounded_to(capabilities: &[String], no_new_privs: bool) -> Vec<String> {
 }
 
 /// Where a hostPath volume's path is on this machine: `/sys/fs/cgroup` is
-/// the cgroup v2 root on a node with the unified layout; here it is found
-/// from the mount table (a hybrid layout mounts it elsewhere).
-fn host_source(host_path: &str) -> Result<PathBuf> {
+/// the node's cgroup v2 hierarchy, `cgroup_root` (this machine's root, found
+/// from the mount table as a hybrid layout mounts it elsewhere, or the
+/// node's subtree in a lab of several nodes).
+fn host_source(host_path: &str, cgroup_root: &Path) -> PathBuf {
     if host_path.trim_end_matches('/') == "/sys/fs/cgroup" {
-        return Ok(meshdrift_host::cgroup2_root()?);
+        return cgroup_root.to_path_buf();
     }
-    Ok(PathBuf::from(host_path))
+    PathBuf::from(host_path)
 }
 
 /// Single-quoted for `sh`.
@@ -720,6 +759,8 @@ fn probe_port(container: &Value) -> Option<u16> {
 pub struct AgentPod {
     pub namespace: String,
     pub name: String,
+    /// The Node it was scheduled to (`node-<k>`).
+    pub node_name: String,
     pub pod: Pod,
     process: Option<Process>,
     /// `http://<pod IP>:<port>`: its HTTP server, reached over the uplink.
@@ -774,6 +815,35 @@ impl AgentPod {
         let status = response.status().as_u16();
         let body = response.body_mut().read_to_string().unwrap_or_default();
         Ok((status, body))
+    }
+
+    /// `GET /metrics` (the Prometheus text exposition), with `token` as a
+    /// bearer token when the agent checks one.
+    pub fn metrics(&self, token: Option<&str>) -> Result<String> {
+        let url = format!("{}/metrics", self.url);
+        let mut request = ureq::get(&url)
+            .config()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build();
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        request
+            .call()
+            .and_then(|mut response| response.body_mut().read_to_string())
+            .map_err(|e| LabError::Parse {
+                what: "the agent's /metrics",
+                detail: format!("{url}: {e}"),
+            })
+    }
+
+    /// `GET /report`, with `token` as a bearer token when the agent checks one.
+    pub fn report(&self, token: Option<&str>) -> Result<Value> {
+        crate::prometheus::get_json_with_token(
+            &format!("{}/report", self.url),
+            "the agent's report",
+            token,
+        )
     }
 
     /// Polls `/readyz` as the kubelet's readiness probe does, until it

@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 pub use access::AGENT_PATHS;
 pub use crds::IstioCrdVersions;
 pub use install::{
-    AGENT_HOST, AGENT_NAMESPACE, AGENT_SELECTOR, HELM_RELEASE, Installer, chart_dir,
+    AGENT_HOST, AGENT_NAMESPACE, AGENT_SELECTOR, HELM_RELEASE, Installer, agent_host, chart_dir,
     lab_agent_args, manifests_dir,
 };
 pub use kubectl::Kubectl;
@@ -108,6 +108,13 @@ impl Upstream {
         self.dir.join("bin").join(program)
     }
 
+    /// Prometheus built with Kubernetes service discovery (Debian's
+    /// package leaves it out); only tests that discover agents through the
+    /// API server need it, so [`Upstream::locate`] does not require it.
+    pub fn prometheus(&self) -> PathBuf {
+        self.bin("prometheus")
+    }
+
     pub fn istio_crds(&self) -> PathBuf {
         self.dir.join("istio-crds.yaml")
     }
@@ -120,7 +127,10 @@ pub struct ClusterConfig {
     pub istio_crds: IstioCrdVersions,
     /// Nodes registered, each with its own namespace and kube-proxy
     /// (1 to [`crate::netns::MAX_NODES`]); nodes after the first are added
-    /// to the lab ([`Lab::add_node`]).
+    /// to the lab ([`Lab::add_node`]) before anything else, so each node's
+    /// pods and processes get a cgroup subtree of their own (an agent per
+    /// node sees only its node's sockets). With more than one, the lab must
+    /// have no pod yet, or have added those nodes itself before its pods.
     pub nodes: u8,
 }
 
@@ -183,6 +193,24 @@ impl Cluster {
     pub fn start(lab: &Lab, config: ClusterConfig) -> Result<Cluster> {
         let started = Instant::now();
         let id = lab.id();
+        if !(1..=crate::netns::MAX_NODES).contains(&config.nodes) {
+            return Err(LabError::invalid(
+                "nodes",
+                format!(
+                    "{} (a lab cluster has 1 to {})",
+                    config.nodes,
+                    crate::netns::MAX_NODES
+                ),
+            ));
+        }
+        // Nodes first: a lab with more than one gives each node a cgroup
+        // subtree, which it can only do before its first pod (the control
+        // plane's). Nodes the caller added already are kept.
+        for number in 2..=config.nodes {
+            if !lab.has_node(number)? {
+                lab.add_node(number)?;
+            }
+        }
         lab.connect_uplink()?;
         let dir = lab.dir().join("cluster");
         std::fs::create_dir_all(&dir).map_err(|e| LabError::io("creating", &dir, e))?;
@@ -197,16 +225,6 @@ impl Cluster {
         let server = format!("https://{apiserver}");
         let admin = pki.kubeconfig("admin", &server, &pki.admin)?;
         let kubectl = Kubectl::new(&config.upstream.bin("kubectl"), &admin, &dir);
-        if !(1..=crate::netns::MAX_NODES).contains(&config.nodes) {
-            return Err(LabError::invalid(
-                "nodes",
-                format!(
-                    "{} (a lab cluster has 1 to {})",
-                    config.nodes,
-                    crate::netns::MAX_NODES
-                ),
-            ));
-        }
         let node = lab.node_processes("kubelet")?;
         let mut nodes = vec![ClusterNode {
             number: 1,
@@ -214,7 +232,6 @@ impl Cluster {
             processes: node.clone(),
         }];
         for number in 2..=config.nodes {
-            lab.add_node(number)?;
             nodes.push(ClusterNode {
                 number,
                 name: node_name(number),

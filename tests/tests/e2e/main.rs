@@ -21,6 +21,7 @@ mod grafana;
 mod http2;
 mod kernel_selftest;
 mod lab;
+mod nodes;
 mod observe;
 mod prometheus_scrape;
 mod report_page;
