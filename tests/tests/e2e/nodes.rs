@@ -386,29 +386,7 @@ fn plaintext_clients_are_counted_once_by_the_agent_on_the_servers_node() {
 fn prometheus_finds_both_agents_through_the_api_server_and_sums_them_once() {
     let _slot = privileged();
     let frontend = two_nodes(false);
-    let cluster = frontend.cluster.as_ref().expect("a cluster");
-    let token = cluster
-        .service_account_token("monitoring", "prometheus", &[])
-        .expect("Prometheus's service account");
-    cluster
-        .grant_agent_discovery("monitoring", "prometheus")
-        .expect("Prometheus's discovery RBAC");
-    let token_file = frontend.lab.dir().join("prometheus-discovery.token");
-    std::fs::write(&token_file, token).expect("the token file");
-    let prometheus = Prometheus::start_discovering(
-        &frontend.lab.dir().join("prometheus"),
-        &KubernetesDiscovery {
-            prometheus: cluster.upstream.prometheus(),
-            api_server: cluster.server.clone(),
-            ca_file: cluster.pki.ca.cert.clone(),
-            token_file,
-            namespace: AGENT_NAMESPACE.to_owned(),
-            selector: AGENT_SELECTOR.to_owned(),
-            scrape_with_token: false,
-        },
-        &[],
-    )
-    .expect("Prometheus");
+    let prometheus = discovering_prometheus(&frontend, &[]);
 
     let deadline = Instant::now() + SETTLE;
     let targets = loop {
@@ -470,6 +448,34 @@ fn prometheus_finds_both_agents_through_the_api_server_and_sums_them_once() {
     );
 }
 
+/// A Prometheus that finds the agents through the API server, with its own
+/// service account's token, evaluating `rules`.
+fn discovering_prometheus(frontend: &Frontend, rules: &[PathBuf]) -> Prometheus {
+    let cluster = frontend.cluster.as_ref().expect("a cluster");
+    let token = cluster
+        .service_account_token("monitoring", "prometheus", &[])
+        .expect("Prometheus's service account");
+    cluster
+        .grant_agent_discovery("monitoring", "prometheus")
+        .expect("Prometheus's discovery RBAC");
+    let token_file = frontend.lab.dir().join("prometheus-discovery.token");
+    std::fs::write(&token_file, token).expect("the token file");
+    Prometheus::start_discovering(
+        &frontend.lab.dir().join("prometheus"),
+        &KubernetesDiscovery {
+            prometheus: cluster.upstream.prometheus(),
+            api_server: cluster.server.clone(),
+            ca_file: cluster.pki.ca.cert.clone(),
+            token_file,
+            namespace: AGENT_NAMESPACE.to_owned(),
+            selector: AGENT_SELECTOR.to_owned(),
+            scrape_with_token: false,
+        },
+        rules,
+    )
+    .expect("Prometheus")
+}
+
 mod parsing {
     use super::*;
 
@@ -489,12 +495,16 @@ mod parsing {
     }
 }
 
-/// The stale-proxy scenario on two nodes: the `client` workload's pod on
-/// node-1 follows the declared 50/50, its pod on node-2 is stale at 90/10.
-/// One workload (a ReplicaSet adopted both), each pod's requests counted by
-/// its own node's agent, exactly as its sidecar sent them.
+/// The stale-proxy scenario on two nodes: the `client` workload's pod A on
+/// node-1 follows the declared 50/50, its pod B on node-2 is stale at 90/10,
+/// so the workload is at 70/30. One workload (a ReplicaSet adopted both),
+/// each pod's requests counted by its own node's agent, exactly as its
+/// sidecar sent them; one `MeshdriftSplitDrift` for the workload from both
+/// agents' counters (not one per node); pod B named — by its agent's
+/// per-pod verdict, its metrics, `MeshdriftStaleProxy` and `meshdrift report
+/// --prometheus` — and pod A not.
 #[test]
-fn a_workload_with_a_stale_sidecar_on_another_node_is_counted_per_node() {
+fn a_stale_proxy_on_one_node_is_named_and_its_workload_alerts_once() {
     let _slot = privileged();
     let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/frontend");
     let frontend = Frontend::start(FrontendConfig {
@@ -524,6 +534,8 @@ fn a_workload_with_a_stale_sidecar_on_another_node_is_counted_per_node() {
         owners.split_whitespace().collect::<Vec<_>>(),
         vec![CLIENT_REPLICA_SET, CLIENT_REPLICA_SET]
     );
+    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/rules.yaml");
+    let prometheus = discovering_prometheus(&frontend, &[rules]);
     frontend.send(300, |_, _| {}).expect("pod A's requests");
     stale.send(&frontend, 300).expect("pod B's requests");
     let sent = |proxy: &meshdrift_lab::Haproxy| -> BTreeMap<String, u64> {
@@ -560,6 +572,118 @@ fn a_workload_with_a_stale_sidecar_on_another_node_is_counted_per_node() {
         want_b.get("v1").copied().unwrap_or(0) > want_a.get("v1").copied().unwrap_or(0),
         "pod B's sidecar is not the stale one: A {want_a:?}, B {want_b:?}"
     );
+
+    // Each agent judges the client pods on its node: B drifts, A does not.
+    let agents = frontend.agent_pods();
+    let pod_verdicts = |agent: &AgentPod| -> Vec<(String, bool)> {
+        agent.report(None).expect("the agent's report")["pods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|pod| {
+                (
+                    pod["pod"].as_str().unwrap_or_default().to_owned(),
+                    pod["drift"] == true,
+                )
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + SETTLE;
+    let (on_node1, on_node2) = loop {
+        let verdicts = (pod_verdicts(agents[0]), pod_verdicts(agents[1]));
+        if verdicts.1.iter().any(|(_, drift)| *drift) || Instant::now() >= deadline {
+            break verdicts;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(on_node1, vec![("default/client".to_owned(), false)]);
+    assert_eq!(on_node2, vec![("default/client-b".to_owned(), true)]);
+    // Series for the drifting pod only.
+    let node2 = metrics(agents[1]);
+    let pod_series = samples(&node2, "meshdrift_pod_split_drift_detected");
+    assert_eq!(pod_series.len(), 1, "{node2}");
+    assert_eq!(pod_series[0].0["source_pod"], "client-b");
+    assert_eq!(pod_series[0].0["source_workload"], "client");
+    assert_eq!(pod_series[0].1, 1.0);
+    assert!(
+        !metrics(agents[0]).contains("source_pod="),
+        "node-1 exports a healthy pod's series"
+    );
+
+    // One split alert for the workload, from both agents' counters summed,
+    // and one stale-proxy alert, for pod B.
+    let firing = |name: &str| -> Vec<serde_json::Value> {
+        prometheus
+            .alerts()
+            .expect("the alerts")
+            .into_iter()
+            .filter(|a| a.name == name && a.state == "firing")
+            .map(|a| a.labels)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while (firing("MeshdriftSplitDrift").is_empty() || firing("MeshdriftStaleProxy").is_empty())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let split_alerts = firing("MeshdriftSplitDrift");
+    assert_eq!(split_alerts.len(), 1, "{split_alerts:#?}");
+    assert_eq!(split_alerts[0]["source_workload"], "client");
+    assert!(
+        split_alerts[0].get("instance").is_none() && split_alerts[0].get("node").is_none(),
+        "a node's alert, not the workload's: {split_alerts:#?}"
+    );
+    let stale_alerts = firing("MeshdriftStaleProxy");
+    assert_eq!(stale_alerts.len(), 1, "{stale_alerts:#?}");
+    assert_eq!(stale_alerts[0]["source_pod"], "client-b");
+
+    // The cluster's report from Prometheus: the workload drifts, each node's
+    // share is its pod's, and pod B is the one named.
+    let output = std::process::Command::new(meshdrift_bin())
+        .args([
+            "report",
+            "--prometheus",
+            &prometheus.url(),
+            "--range",
+            "10m",
+        ])
+        .args(["--output", "json"])
+        .output()
+        .expect("meshdrift report --prometheus");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("the report as JSON");
+    let split = report["splits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["source"]["name"] == "client")
+        .unwrap_or_else(|| panic!("no split of client: {report:#}"));
+    assert_eq!(split["drift"], true, "{split:#}");
+    assert_eq!(split["samples"], 600, "{split:#}");
+    let pods: Vec<&str> = report["pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["pod"].as_str())
+        .collect();
+    assert_eq!(pods, vec!["default/client-b"], "{report:#}");
+    let share = |node: &str, subset: &str| -> f64 {
+        report["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|row| row["node"] == node && row["subset"] == subset)
+            .and_then(|row| row["observed"].as_f64())
+            .unwrap_or_else(|| panic!("no {node} {subset} row: {report:#}"))
+    };
+    assert!((share("node-1", "v1") - 0.5).abs() < 1e-9, "{report:#}");
+    assert!((share("node-2", "v1") - 0.9).abs() < 1e-9, "{report:#}");
 }
 
 /// A lab of one node keeps its pods directly under its group; a lab that
