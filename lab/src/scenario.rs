@@ -22,10 +22,11 @@ use crate::{
     AgentOutput, AgentProcess, ClusterService, Curl, Haproxy, InboundProxy, Interception, Lab,
     Nginx, Pod, ProxyMode, SlowResponses, Upstream, UpstreamTls,
     cluster::{
-        AGENT_PATHS, AgentPod, Cluster, ClusterConfig, IstioCrdVersions, Manifests, lab_agent_args,
+        AGENT_NAMESPACE, AGENT_PATHS, AGENT_SELECTOR, AgentPod, Cluster, ClusterConfig,
+        IstioCrdVersions, Manifests, lab_agent_args,
     },
     error::{LabError, Result},
-    prometheus::{free_loopback_port, get_json_with_token},
+    prometheus::{KubernetesDiscovery, Prometheus, free_loopback_port, get_json_with_token},
     sidecar::{OUTBOUND_PORT, PROXY_UID},
 };
 
@@ -568,6 +569,42 @@ impl Frontend {
             .as_ref()
             .map(AgentPod::stderr)
             .unwrap_or_default()
+    }
+
+    /// A Prometheus that finds every node's agent through the API server (its
+    /// service account `monitoring/prometheus` may list and watch the agent's
+    /// pods), as a cluster's does, scraping with that account's token when
+    /// the agents require one, and evaluating `rules`.
+    pub fn discovering_prometheus(&self, rules: &[PathBuf]) -> Result<Prometheus> {
+        let cluster = self.cluster.as_ref().ok_or_else(|| {
+            LabError::invalid(
+                "Prometheus with Kubernetes discovery",
+                "the scenario runs no cluster to discover the agents in",
+            )
+        })?;
+        let token_file = match &self.agent_token_file {
+            Some(file) => file.clone(),
+            None => {
+                let token = cluster.service_account_token("monitoring", "prometheus", &[])?;
+                let file = self.lab.dir().join("prometheus-discovery.token");
+                std::fs::write(&file, token).map_err(|e| LabError::io("writing", &file, e))?;
+                file
+            }
+        };
+        cluster.grant_agent_discovery("monitoring", "prometheus")?;
+        Prometheus::start_discovering(
+            &self.lab.dir().join("prometheus"),
+            &KubernetesDiscovery {
+                prometheus: cluster.upstream.prometheus(),
+                api_server: cluster.server.clone(),
+                ca_file: cluster.pki.ca.cert.clone(),
+                token_file,
+                namespace: AGENT_NAMESPACE.to_owned(),
+                selector: AGENT_SELECTOR.to_owned(),
+                scrape_with_token: self.agent_token_file.is_some(),
+            },
+            rules,
+        )
     }
 
     /// The agent's pods, node-1's first, with [`Inventory::Kubernetes`].

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use meshdrift_e2e::privileged;
 use meshdrift_lab::{
-    cluster::{AGENT_NAMESPACE, AGENT_SELECTOR, AgentPod},
+    cluster::AgentPod,
     meshdrift_bin,
-    prometheus::{KubernetesDiscovery, Prometheus},
+    prometheus::Prometheus,
     scenario::{Frontend, FrontendConfig, Inventory},
     stale_sidecar::{CLIENT_REPLICA_SET, StaleClient},
 };
@@ -448,32 +448,11 @@ fn prometheus_finds_both_agents_through_the_api_server_and_sums_them_once() {
     );
 }
 
-/// A Prometheus that finds the agents through the API server, with its own
-/// service account's token, evaluating `rules`.
+/// A Prometheus that finds the agents through the API server, evaluating `rules`.
 fn discovering_prometheus(frontend: &Frontend, rules: &[PathBuf]) -> Prometheus {
-    let cluster = frontend.cluster.as_ref().expect("a cluster");
-    let token = cluster
-        .service_account_token("monitoring", "prometheus", &[])
-        .expect("Prometheus's service account");
-    cluster
-        .grant_agent_discovery("monitoring", "prometheus")
-        .expect("Prometheus's discovery RBAC");
-    let token_file = frontend.lab.dir().join("prometheus-discovery.token");
-    std::fs::write(&token_file, token).expect("the token file");
-    Prometheus::start_discovering(
-        &frontend.lab.dir().join("prometheus"),
-        &KubernetesDiscovery {
-            prometheus: cluster.upstream.prometheus(),
-            api_server: cluster.server.clone(),
-            ca_file: cluster.pki.ca.cert.clone(),
-            token_file,
-            namespace: AGENT_NAMESPACE.to_owned(),
-            selector: AGENT_SELECTOR.to_owned(),
-            scrape_with_token: false,
-        },
-        rules,
-    )
-    .expect("Prometheus")
+    frontend
+        .discovering_prometheus(rules)
+        .expect("Prometheus discovering the agents")
 }
 
 mod parsing {
