@@ -434,6 +434,12 @@ impl Frontend {
         self.proxy.as_ref()
     }
 
+    /// How many requests the client's sidecar sends on one connection before
+    /// it closes it, if it is told ([`FrontendConfig::proxy_requests_per_connection`]).
+    pub fn proxy_requests_per_connection(&self) -> Option<u32> {
+        self.config.proxy_requests_per_connection
+    }
+
     /// The v1 and v2 servers (their access logs are the requests they served).
     pub fn servers(&self) -> &[Nginx] {
         &self.servers

@@ -59,11 +59,15 @@ impl StaleClient {
                 "client",
             ))
         };
-        let proxy = Haproxy::builder(PROXY_PORT, ProxyMode::Http)
+        let mut proxy = Haproxy::builder(PROXY_PORT, ProxyMode::Http)
             .uid(PROXY_UID)
             .server(upstream("v1", &frontend.v1, weights.0))
-            .server(upstream("v2", &frontend.v2, weights.1))
-            .start(&pod)?;
+            .server(upstream("v2", &frontend.v2, weights.1));
+        // Its connection reuse is the workload's: stale are only its weights.
+        if let Some(limit) = frontend.proxy_requests_per_connection() {
+            proxy = proxy.requests_per_connection(limit);
+        }
+        let proxy = proxy.start(&pod)?;
         cluster.run_pod(&client_pod(name), Some(&pod))?;
         adopt_clients(cluster, &["client", name])?;
         Ok(StaleClient { pod, proxy })

@@ -368,9 +368,10 @@ fn statistical_reason(
         share_in_words(weight)
     );
     let evidence = format!(
-        "anytime {}, n = {samples}, {} batches of {}",
+        "anytime {}, n = {samples}, {} batch{} of {}",
         p_in_words(detector.p_value()),
         detector.batches(),
+        if detector.batches() == 1 { "" } else { "es" },
         duration(grid.step.as_secs())
     );
     if detector.alarm() {
