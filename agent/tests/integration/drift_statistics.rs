@@ -1,7 +1,9 @@
 //! Simulation of the drift statistics through the engine: seeded random traffic
-//! (Xoshiro256++, fixed seeds) for the false-alarm rate under correct weights, the power
-//! against a 10-point drift at the sample size the README quotes, and a canary step
-//! from 90/10 to 50/50 mid-run.
+//! (Xoshiro256++, fixed seeds) for the window's test — its false-alarm rate under
+//! correct weights, its calibration, its power against a 10-point drift at the
+//! sample size the README quotes — and for the engine's decision (the sequential
+//! test): no drift decided on those healthy windows, and a canary step from 90/10
+//! to 50/50 mid-run.
 
 use std::collections::HashMap;
 
@@ -84,8 +86,17 @@ impl Sampler {
     }
 }
 
+/// How many windows each verdict flags: the window's own test (significant
+/// at alpha and beyond the tolerance), and the engine's decision (its
+/// sequential test).
+#[derive(Debug, Default)]
+struct Flagged {
+    window_test: usize,
+    decision: usize,
+}
+
 /// Runs `windows` independent windows of `n` requests routed with `actual` against
-/// a split declared `declared`, and returns how many the engine flags.
+/// a split declared `declared`, and returns how many the window's test flags.
 fn flagged_windows(
     windows: usize,
     config: &DriftConfig,
@@ -94,9 +105,21 @@ fn flagged_windows(
     n: u64,
     seed: u64,
 ) -> usize {
+    flagged_both(windows, config, declared_weights, actual, n, seed).window_test
+}
+
+/// [`flagged_windows`], with the engine's decisions counted too.
+fn flagged_both(
+    windows: usize,
+    config: &DriftConfig,
+    declared_weights: &[f64],
+    actual: &[f64],
+    n: u64,
+    seed: u64,
+) -> Flagged {
     let mut sampler = Sampler::new(seed);
     let declaration = declared(declared_weights);
-    let mut flagged = 0;
+    let mut flagged = Flagged::default();
     for _ in 0..windows {
         let mut engine = DriftEngine::new(config.clone()).unwrap();
         engine.declare(&key(), &declaration, 0.0);
@@ -114,8 +137,15 @@ fn flagged_windows(
         let snapshot = engine.snapshot(600.0);
         let verdict = &snapshot.splits[0];
         assert_eq!(verdict.samples, n);
+        let beyond_tolerance = verdict
+            .subsets
+            .iter()
+            .any(|s| (s.observed - s.declared).abs() > config.tolerance);
+        if verdict.p_value.is_some_and(|p| p < config.alpha) && beyond_tolerance {
+            flagged.window_test += 1;
+        }
         if verdict.drift {
-            flagged += 1;
+            flagged.decision += 1;
         }
     }
     flagged
@@ -139,14 +169,23 @@ fn false_alarm_rate_under_correct_weights_stays_within_alpha() {
         (&[0.25, 0.25, 0.25, 0.25], 1_000, 5),
     ];
     for (weights, n, seed) in cases {
-        let flagged = flagged_windows(WINDOWS, &config, weights, weights, n, seed);
+        let Flagged {
+            window_test: flagged,
+            decision,
+        } = flagged_both(WINDOWS, &config, weights, weights, n, seed);
         let limit = slack(config.alpha);
         eprintln!(
-            "correct weights {weights:?}, n = {n}: {flagged} false alarms in {WINDOWS} windows"
+            "correct weights {weights:?}, n = {n}: {flagged} false alarms of the window's test and {decision} decisions of drift in {WINDOWS} windows"
         );
         assert!(
             flagged <= limit,
             "{weights:?} n={n}: {flagged} false alarms in {WINDOWS} windows (limit {limit})"
+        );
+        // The decision's bound is a year between false alarms of a split: a
+        // thousand windows of ten buckets are 28 hours of them.
+        assert_eq!(
+            decision, 0,
+            "{weights:?} n={n}: the sequential test decided drift in {decision} windows"
         );
     }
 }
@@ -203,8 +242,12 @@ fn ten_point_drift_is_caught_with_95_percent_power_at_the_stated_sample_size() {
 fn a_drift_smaller_than_the_tolerance_is_not_an_alarm_however_busy() {
     // 52/48 against 50/50 is significant at this volume but not worth paging for.
     let config = DriftConfig::default();
-    let flagged = flagged_windows(200, &config, &[0.5, 0.5], &[0.52, 0.48], 10_000, 31);
-    assert_eq!(flagged, 0);
+    let flagged = flagged_both(200, &config, &[0.5, 0.5], &[0.52, 0.48], 10_000, 31);
+    assert_eq!(
+        (flagged.window_test, flagged.decision),
+        (0, 0),
+        "{flagged:?}"
+    );
 }
 
 /// Traffic for `seconds` at `rate` requests per second from `start`, routed with
