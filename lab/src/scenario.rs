@@ -22,11 +22,10 @@ use crate::{
     AgentOutput, AgentProcess, ClusterService, Curl, Haproxy, InboundProxy, Interception, Lab,
     Nginx, Pod, ProxyMode, SlowResponses, Upstream, UpstreamTls,
     cluster::{
-        AGENT_NAMESPACE, AGENT_PATHS, AGENT_SELECTOR, AgentPod, Cluster, ClusterConfig,
-        IstioCrdVersions, Manifests, lab_agent_args,
+        AGENT_PATHS, AgentPod, Cluster, ClusterConfig, IstioCrdVersions, Manifests, lab_agent_args,
     },
     error::{LabError, Result},
-    prometheus::{KubernetesDiscovery, Prometheus, free_loopback_port, get_json_with_token},
+    prometheus::{Prometheus, free_loopback_port, get_json_with_token},
     sidecar::{OUTBOUND_PORT, PROXY_UID},
 };
 
@@ -588,27 +587,9 @@ impl Frontend {
                 "the scenario runs no cluster to discover the agents in",
             )
         })?;
-        let token_file = match &self.agent_token_file {
-            Some(file) => file.clone(),
-            None => {
-                let token = cluster.service_account_token("monitoring", "prometheus", &[])?;
-                let file = self.lab.dir().join("prometheus-discovery.token");
-                std::fs::write(&file, token).map_err(|e| LabError::io("writing", &file, e))?;
-                file
-            }
-        };
-        cluster.grant_agent_discovery("monitoring", "prometheus")?;
-        Prometheus::start_discovering(
+        cluster.discovering_prometheus(
             &self.lab.dir().join("prometheus"),
-            &KubernetesDiscovery {
-                prometheus: cluster.upstream.prometheus(),
-                api_server: cluster.server.clone(),
-                ca_file: cluster.pki.ca.cert.clone(),
-                token_file,
-                namespace: AGENT_NAMESPACE.to_owned(),
-                selector: AGENT_SELECTOR.to_owned(),
-                scrape_with_token: self.agent_token_file.is_some(),
-            },
+            self.agent_token_file.as_deref(),
             rules,
         )
     }

@@ -1,5 +1,8 @@
 //! `cargo xtask cluster up|down --dir DIR`: a real Kubernetes control plane
-//! in a lab, left running in the background for trying meshdrift by hand.
+//! in a lab, left running in the background for trying meshdrift by hand;
+//! with `--agent`, meshdrift installed on it (an agent pod on every node,
+//! each attached to its node's cgroup subtree) and a Prometheus finding the
+//! agents through the API server, evaluating the shipped rules.
 //!
 //! `up` starts a supervisor process (`cluster serve`, detached) that owns the
 //! lab and the cluster, waits until it reports the cluster ready, prints
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use meshdrift_lab::Lab;
-use meshdrift_lab::cluster::{Cluster, ClusterConfig, Upstream};
+use meshdrift_lab::cluster::{Cluster, ClusterConfig, Upstream, lab_agent_args};
 
 use crate::upstream;
 
@@ -40,6 +43,12 @@ pub enum ClusterCommand {
         /// placed on another (`Lab::add_pod_on`).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
         nodes: u8,
+        /// Also install meshdrift from deploy/kubernetes (the DaemonSet's
+        /// pod on every node, the lab running this workspace's build of it)
+        /// and start a Prometheus that discovers the agents through the API
+        /// server (kubernetes_sd_configs) with deploy/prometheus/rules.yaml.
+        #[arg(long)]
+        agent: bool,
     },
     /// Stop what `cluster up --dir DIR` started and remove its lab.
     Down {
@@ -53,18 +62,25 @@ pub enum ClusterCommand {
         dir: PathBuf,
         #[arg(long, default_value_t = 1)]
         nodes: u8,
+        /// The meshdrift binary to install, when agents are wanted.
+        #[arg(long)]
+        meshdrift: Option<PathBuf>,
     },
 }
 
 pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
-        ClusterCommand::Up { dir, nodes } => up(&dir, nodes),
+        ClusterCommand::Up { dir, nodes, agent } => up(&dir, nodes, agent),
         ClusterCommand::Down { dir } => down(&dir),
-        ClusterCommand::Serve { dir, nodes } => serve(&dir, nodes),
+        ClusterCommand::Serve {
+            dir,
+            nodes,
+            meshdrift,
+        } => serve(&dir, nodes, meshdrift.as_deref()),
     }
 }
 
-fn up(dir: &Path, nodes: u8) -> anyhow::Result<()> {
+fn up(dir: &Path, nodes: u8, agent: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir
         .canonicalize()
@@ -76,6 +92,11 @@ fn up(dir: &Path, nodes: u8) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    let meshdrift = if agent {
+        Some(crate::cmd::build_meshdrift()?)
+    } else {
+        None
+    };
     let _ = std::fs::remove_file(dir.join(READY));
     let log = dir.join(LOG);
     let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -85,10 +106,11 @@ fn up(dir: &Path, nodes: u8) -> anyhow::Result<()> {
     command
         .args(["cluster", "serve", "--dir"])
         .arg(&dir)
-        .arg(format!("--nodes={nodes}"))
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
+        .arg(format!("--nodes={nodes}"));
+    if let Some(binary) = &meshdrift {
+        command.arg("--meshdrift").arg(binary);
+    }
+    command.stdin(Stdio::null()).stdout(out).stderr(err);
     // Its own session: the terminal's Ctrl-C and hang-up do not reach it.
     // SAFETY: setsid(2) is async-signal-safe and touches nothing else.
     unsafe {
@@ -134,7 +156,7 @@ fn up(dir: &Path, nodes: u8) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(dir: &Path, nodes: u8) -> anyhow::Result<()> {
+fn serve(dir: &Path, nodes: u8, meshdrift: Option<&Path>) -> anyhow::Result<()> {
     meshdrift_lab::install_signal_cleanup().context("installing the signal hook")?;
     let upstream = Upstream::locate()?;
     let lab = Lab::new("cluster").context("creating the lab (needs root)")?;
@@ -153,13 +175,41 @@ fn serve(dir: &Path, nodes: u8) -> anyhow::Result<()> {
     }
     let kubeconfig = dir.join("kubeconfig");
     std::fs::copy(cluster.kubectl.kubeconfig(), &kubeconfig)?;
+    let (agents, prometheus) = match meshdrift {
+        Some(binary) => {
+            let agents = cluster
+                .install_agents(&lab, binary, &lab_agent_args(&[]))
+                .context("installing meshdrift")?;
+            let rules = crate::cmd::workspace_root().join("deploy/prometheus/rules.yaml");
+            let prometheus = cluster
+                .discovering_prometheus(&lab.dir().join("prometheus"), None, &[rules])
+                .context("starting Prometheus")?;
+            (agents, Some(prometheus))
+        }
+        None => (Vec::new(), None),
+    };
+    let mut agent_info = String::new();
+    for agent in &agents {
+        agent_info.push_str(&format!(
+            "  agent        {} on {}: {}/ (report page), {}/metrics\n",
+            agent.name, agent.node_name, agent.url, agent.url
+        ));
+    }
+    if let Some(prometheus) = &prometheus {
+        agent_info.push_str(&format!(
+            "  Prometheus   {} (finds the agents through the API server; shipped rules)\n             \x20 cluster view meshdrift report --prometheus {}\n",
+            prometheus.url(),
+            prometheus.url()
+        ));
+    }
     let info = format!(
         "  API server   {server} (etcd, kube-apiserver, kube-controller-manager and kube-scheduler in lab pod {cp}, {cp_ip})\n\
          \x20 nodes        {nodes} (kube-proxy in iptables mode on each, the lab as their kubelet)\n\
          \x20 Istio CRDs   installed\n\
          \x20 kubeconfig   {kubeconfig} (cluster admin)\n\
          \x20 programs     {bin}/ (kubectl, kube-apiserver, …, etcd)\n\
-         \x20 lab          {lab_dir} (logs in logs/)\n\n\
+         \x20 lab          {lab_dir} (logs in logs/)\n\
+         {agent_info}\n\
          try:  {bin}/kubectl --kubeconfig {kubeconfig} get nodes,namespaces,crds\n\
          stop: cargo xtask cluster down --dir {dir}\n",
         server = cluster.server,
@@ -180,6 +230,8 @@ fn serve(dir: &Path, nodes: u8) -> anyhow::Result<()> {
     let signal = meshdrift_lab::wait_for_signal()?;
     eprintln!("[cluster] signal {signal}: stopping");
     let _ = std::fs::remove_file(dir.join(READY));
+    drop(prometheus);
+    drop(agents);
     drop(cluster);
     lab.teardown().context("removing the lab")?;
     let _ = std::fs::remove_file(dir.join(SUPERVISOR_PID));

@@ -1,16 +1,18 @@
-//! The agent behind the cluster's authentication (`--auth kubernetes`), as
-//! users install it: the chart with `auth.mode=kubernetes`, and a service
-//! account granted `get` on the agent's paths (as a Prometheus's would be),
-//! with a token for it.
+//! Who reads the agents, as users set it up: the agent behind the cluster's
+//! authentication (`--auth kubernetes`: the chart with
+//! `auth.mode=kubernetes`, and a service account granted `get` on the
+//! agent's paths, as a Prometheus's would be, with a token for it), and a
+//! Prometheus that finds every node's agent through the API server.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use super::install::{AGENT_HOST, AGENT_NAMESPACE, AGENT_SELECTOR};
 use super::{AgentPod, Cluster};
 use crate::Lab;
-use crate::error::Result;
+use crate::error::{LabError, Result};
+use crate::prometheus::{KubernetesDiscovery, Prometheus};
 
 /// The agent's paths a reader of its report and metrics is granted.
 pub const AGENT_PATHS: [&str; 3] = ["/metrics", "/report", "/"];
@@ -78,6 +80,43 @@ impl Cluster {
             &[],
         )?;
         Ok(())
+    }
+
+    /// A Prometheus in `dir` that finds every node's agent through the API
+    /// server, as a cluster's does: service account `monitoring/prometheus`
+    /// may list and watch the agent's pods; `scrape_token` is its token file
+    /// when the agents require one for `/metrics` (else a token of its own
+    /// is written to `dir`), and `rules` are evaluated.
+    pub fn discovering_prometheus(
+        &self,
+        dir: &Path,
+        scrape_token: Option<&Path>,
+        rules: &[PathBuf],
+    ) -> Result<Prometheus> {
+        let token_file = match scrape_token {
+            Some(file) => file.to_path_buf(),
+            None => {
+                let token = self.service_account_token("monitoring", "prometheus", &[])?;
+                std::fs::create_dir_all(dir).map_err(|e| LabError::io("creating", dir, e))?;
+                let file = dir.join("discovery.token");
+                std::fs::write(&file, token).map_err(|e| LabError::io("writing", &file, e))?;
+                file
+            }
+        };
+        self.grant_agent_discovery("monitoring", "prometheus")?;
+        Prometheus::start_discovering(
+            dir,
+            &KubernetesDiscovery {
+                prometheus: self.upstream.prometheus(),
+                api_server: self.server.clone(),
+                ca_file: self.pki.ca.cert.clone(),
+                token_file,
+                namespace: AGENT_NAMESPACE.to_owned(),
+                selector: AGENT_SELECTOR.to_owned(),
+                scrape_with_token: scrape_token.is_some(),
+            },
+            rules,
+        )
     }
 
     /// A service account `namespace/name` (the namespace created if
