@@ -197,7 +197,8 @@ fn serve(dir: &Path, nodes: u8, meshdrift: Option<&Path>) -> anyhow::Result<()> 
     }
     if let Some(prometheus) = &prometheus {
         agent_info.push_str(&format!(
-            "  Prometheus   {} (finds the agents through the API server; shipped rules)\n             \x20 cluster view meshdrift report --prometheus {}\n",
+            "  Prometheus   {} (finds the agents through the API server; shipped rules)\n  \
+             cluster view meshdrift report --prometheus {}\n",
             prometheus.url(),
             prometheus.url()
         ));

@@ -76,6 +76,17 @@ pub enum FederationError {
         range: String,
         job: String,
     },
+    #[error(
+        "no split to judge: the {agents} meshdrift agent(s) Prometheus at {url} scrapes (job \
+         {job:?}) declared no weighted split in the last {range}: no client with a sidecar sent \
+         traffic to a host whose VirtualService splits it between subsets (or widen --range)"
+    )]
+    NoSplits {
+        url: String,
+        agents: usize,
+        range: String,
+        job: String,
+    },
     #[error("judging the split of {split}: {source}")]
     Detector {
         split: String,
@@ -124,6 +135,19 @@ pub fn cluster_report(client: &Client, options: &Options) -> Result<Report, Fede
     };
     let declared_series = range(query::DECLARED)?;
     if declared_series.is_empty() {
+        // Agents scraped but no split yet is not a scraping problem.
+        let agents = client.query(
+            &query::selector(query::BUILD_INFO, &options.job),
+            grid.end(),
+        )?;
+        if !agents.is_empty() {
+            return Err(FederationError::NoSplits {
+                url: client.base().to_owned(),
+                agents: agents.len(),
+                range: seconds(options.range),
+                job: options.job.clone(),
+            });
+        }
         return Err(FederationError::NoSeries {
             url: client.base().to_owned(),
             selector: query::selector(query::DECLARED, &options.job),

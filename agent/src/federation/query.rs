@@ -4,6 +4,8 @@
 
 /// The declared weights, one series per agent and subset.
 pub const DECLARED: &str = "meshdrift_declared_weight_ratio";
+/// Every agent exports it from its start: the agents Prometheus scrapes.
+pub const BUILD_INFO: &str = "meshdrift_build_info";
 /// Requests per source workload, host, port, subset and transport (a counter).
 pub const REQUESTS: &str = "meshdrift_requests_total";
 /// Connections, labelled as [`REQUESTS`] (a counter).

@@ -410,6 +410,33 @@ fn cluster_report_errors_say_what_is_wrong_and_where() {
         "{stderr}"
     );
 
+    // Agents scraped, but no weighted split among what they saw: not a
+    // scraping problem, and the message says so.
+    let end = history_end();
+    let mut text = String::from("# TYPE meshdrift_build_info gauge\n");
+    for node in ["node-1", "node-2"] {
+        for minute in 0..30u64 {
+            text.push_str(&format!(
+                "meshdrift_build_info{{job=\"meshdrift\",node=\"{node}\",version=\"0.1.0\"}} 1 {}\n",
+                end - 1800 + minute * 60
+            ));
+        }
+    }
+    text.push_str("# EOF\n");
+    let idle = scratch("idle");
+    let idle_prometheus = prometheus_with(&idle.0, Some(&text));
+    let at = rfc3339(end);
+    let stderr = failure(&report(&[
+        "--prometheus",
+        &idle_prometheus.url(),
+        "--at",
+        &at,
+        "--range",
+        "30m",
+    ]));
+    assert!(stderr.contains("no split to judge"), "{stderr}");
+    assert!(stderr.contains("the 2 meshdrift agent(s)"), "{stderr}");
+
     // A query Prometheus refuses: more points per series than it serves.
     let stderr = failure(&report(&[
         "--prometheus",
