@@ -177,7 +177,19 @@ fn rules_only_use_metrics_the_agent_exports() {
     let mut around = observation("legacy", Some("v2"), meshdrift::wire::Transport::Http);
     around.bypass = Some(meshdrift::observation::BypassReason::NoSidecar);
     metrics.record(&around);
-    metrics.update(&drift_report());
+    // A client pod drifting on its own, so its families have samples.
+    let mut report = drift_report();
+    let drifting = report
+        .splits
+        .iter()
+        .find(|split| split.drift)
+        .cloned()
+        .expect("the fixture has a drifting split");
+    report.pods = vec![meshdrift::report::PodSplitVerdict {
+        pod: "default/loadgen-b".into(),
+        split: drifting,
+    }];
+    metrics.update(&report);
     let exposition = metrics.encode_prometheus_text();
     let exported: BTreeSet<&str> = exposition
         .lines()
