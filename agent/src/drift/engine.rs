@@ -304,6 +304,8 @@ impl DriftEngine {
             !window.is_empty()
         });
         self.pods.expire(first_kept);
+        let keys = &self.keys;
+        self.pods.retain_keys(|key| keys.contains_key(key));
     }
 
     /// The verdicts over the window ending at `now_seconds`.

@@ -81,6 +81,13 @@ impl PodSplits {
         }
     }
 
+    /// Drops the pods of keys `keep` refuses (keys the engine let go: no
+    /// declaration left to judge them by, so a held verdict would never age).
+    pub fn retain_keys(&mut self, keep: impl Fn(&SplitKey) -> bool) {
+        self.splits.retain(|key, _| keep(key));
+        self.len = self.splits.values().map(HashMap::len).sum();
+    }
+
     /// Drops buckets before `first_kept`, and pods with neither traffic in
     /// the window nor a drift verdict still held.
     pub fn expire(&mut self, first_kept: i64) {

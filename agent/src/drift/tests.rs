@@ -931,6 +931,33 @@ fn a_pods_verdict_restarts_with_a_new_policy_generation_and_its_traffic_expires(
 }
 
 #[test]
+fn a_drifting_pods_verdict_is_held_while_its_key_lives_and_goes_with_it() {
+    let declared = split(Unit::Request, &[("v1", 0.5), ("v2", 0.5)]);
+    let mut engine = engine_with_split();
+    for second in 0..800 {
+        let at = f64::from(second);
+        // Pod A keeps the key alive; pod B drifts for its first minute only.
+        engine.declare(&key(), &declared, at);
+        engine.observe(&from_pod("frontend-a", "v1", 1, at));
+        engine.observe(&from_pod("frontend-a", "v2", 1, at));
+        if second < 60 {
+            engine.observe(&from_pod("frontend-b", "v1", 9, at));
+            engine.observe(&from_pod("frontend-b", "v2", 1, at));
+        }
+        engine.expire(at);
+    }
+    // B's traffic has left the window, but its alarm is held (30 minutes).
+    let pods = engine.snapshot(800.0).pods;
+    assert_eq!(pods.len(), 2, "{pods:#?}");
+    assert!(pods[1].pod.ends_with("frontend-b") && pods[1].split.drift);
+    // Once the key goes (no traffic, no declaration within the window),
+    // nothing is left to judge B by, and nothing of it is kept.
+    engine.expire(1_500.0);
+    assert_eq!(engine.key_count(), 0);
+    assert!(engine.snapshot(1_500.0).pods.is_empty());
+}
+
+#[test]
 fn traffic_without_a_client_pod_has_no_pod_verdict() {
     let mut engine = engine_with_split();
     traffic(&mut engine, 480, 120, 10.0);
