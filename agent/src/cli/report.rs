@@ -303,7 +303,7 @@ fn splits(out: &mut TerminalText, splits: &[SplitVerdict]) {
 fn verdict_word(split: &SplitVerdict) -> &'static str {
     if split.drift {
         "DRIFT"
-    } else if split.p_value.is_some() || split.evidence.is_some() {
+    } else if split.tested() {
         "ok"
     } else {
         "not tested"

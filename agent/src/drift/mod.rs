@@ -79,10 +79,12 @@ pub use engine::{DriftEngine, DriftSnapshot, Tally};
 pub use sequential::{
     BatchOutcome, SequentialConfig, SequentialDetector, SequentialError, ln_e_value,
 };
+pub use split::undeclared_traffic;
 pub use stats::{
     MIN_EXPECTED_COUNT, SAMPLES_FOR_10_POINT_DRIFT, chi_square_gof, detection_power,
     required_samples, wilson_interval, z_for_alpha,
 };
+pub use track::evidence_of;
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::observation::{DeclaredSplit, ESTIMATED_SHARE_ERROR, SplitKey, Unit};
-use crate::report::format::{plural, share_in_words as percent};
+use crate::report::format::{p_in_words, plural, share_in_words as percent, unit as unit_noun};
 use crate::report::{SplitVerdict, SubsetShare};
 
 use super::DriftConfig;
@@ -115,15 +115,10 @@ pub(crate) fn verdict(
             ci_high,
         });
         if declared_weight <= 0.0 && (count > 0 || subset_counts.connections > 0) {
-            let what = if weight_of(&weights, name).is_some() {
-                "has declared weight 0"
-            } else {
-                "is not in the declared split"
-            };
-            immediate.push(format!(
-                "subset {} {what} but received {}",
+            immediate.push(undeclared_traffic(
                 label(name),
-                amount(unit, &subset_counts)
+                weight_of(&weights, name).is_some(),
+                &amount(unit, &subset_counts),
             ));
         }
     }
@@ -208,7 +203,7 @@ pub(crate) fn verdict(
             statistical.push_str(&format!(
                 "; drift by the sequential test (its evidence crossed the threshold of {:.1} nats; anytime {})",
                 evidence.ln_threshold,
-                format_p(evidence.p_value)
+                p_in_words(evidence.p_value)
             ));
         } else if judgement.drift() {
             statistical.push_str(&format!(
@@ -232,6 +227,17 @@ pub(crate) fn verdict(
     }
     verdict.reason = parts.join("; ");
     verdict
+}
+
+/// Why traffic to a subset is drift without statistics: it is declared at
+/// weight 0 (`declared`) or not at all, yet `received` went there.
+pub fn undeclared_traffic(subset: &str, declared: bool, received: &str) -> String {
+    let what = if declared {
+        "has declared weight 0"
+    } else {
+        "is not in the declared split"
+    };
+    format!("subset {subset} {what} but received {received}")
 }
 
 /// The subsets a split's test covers (positive declared weight), with their
@@ -296,23 +302,23 @@ fn statistical_reason(
             };
             return format!(
                 "too few {} to test: n = {n} of {min} needed{since}",
-                unit_word(unit)
+                unit_noun(unit)
             );
         }
         Some(Untested::SmallExpected { expected }) => {
             return format!(
                 "too few {} to test: the smallest subset expects {expected:.1} of n = {n}, at least {} needed",
-                unit_word(unit),
+                unit_noun(unit),
                 stats::MIN_EXPECTED_COUNT
             );
         }
         None => {}
     }
     let Some((index, diff)) = judgement.largest else {
-        return format!("no {} in the window", unit_word(unit));
+        return format!("no {} in the window", unit_noun(unit));
     };
     let Some((name, weight)) = tested.get(index) else {
-        return format!("no {} in the window", unit_word(unit));
+        return format!("no {} in the window", unit_noun(unit));
     };
     let observed = tested_counts.get(index).copied().unwrap_or(0) as f64 / n.max(1) as f64;
     let comparison = format!(
@@ -323,7 +329,7 @@ fn statistical_reason(
     );
     let p = judgement
         .gof
-        .map_or_else(|| "p = ?".to_owned(), |gof| format_p(gof.p_value));
+        .map_or_else(|| "p = ?".to_owned(), |gof| p_in_words(gof.p_value));
     match (judgement.significant, judgement.beyond_tolerance) {
         (true, true) => format!("{comparison} ({p}, n = {n})"),
         (true, false) => format!(
@@ -365,13 +371,6 @@ fn label(subset: &Option<String>) -> &str {
     subset.as_deref().unwrap_or("(whole host)")
 }
 
-fn unit_word(unit: Unit) -> &'static str {
-    match unit {
-        Unit::Request => "requests",
-        Unit::Connection => "connections",
-    }
-}
-
 fn amount(unit: Unit, counts: &Counts) -> String {
     match unit {
         Unit::Request => format!(
@@ -386,16 +385,5 @@ fn amount(unit: Unit, counts: &Counts) -> String {
             counts.connections,
             plural(counts.connections)
         ),
-    }
-}
-
-/// A p-value as a person reads it.
-pub(crate) fn format_p(p: f64) -> String {
-    if p < 1e-12 {
-        "p < 1e-12".to_owned()
-    } else if p < 0.001 {
-        format!("p = {p:.1e}")
-    } else {
-        format!("p = {p:.3}")
     }
 }

@@ -15,6 +15,17 @@ use super::sequential::{SequentialConfig, SequentialDetector};
 use super::split;
 use super::window::{KeyWindow, Target};
 
+/// What a report shows of where `detector` stands.
+pub fn evidence_of(detector: &SequentialDetector) -> SequentialEvidence {
+    SequentialEvidence {
+        ln_statistic: detector.ln_statistic(),
+        ln_threshold: detector.threshold().ln(),
+        p_value: detector.p_value(),
+        batches: detector.batches(),
+        batch_seconds: detector.config().batch.as_secs(),
+    }
+}
+
 /// Batches fed at most in one catch-up.
 const MAX_CATCH_UP_BATCHES: i64 = 4096;
 
@@ -119,13 +130,9 @@ impl SequentialTrack {
 
     /// Where the test stands; `None` while untested or before its first batch.
     pub fn evidence(&self) -> Option<SequentialEvidence> {
-        let detector = self.detector.as_ref().filter(|d| d.batches() > 0)?;
-        Some(SequentialEvidence {
-            ln_statistic: detector.ln_statistic(),
-            ln_threshold: detector.threshold().ln(),
-            p_value: detector.p_value(),
-            batches: detector.batches(),
-            batch_seconds: detector.config().batch.as_secs(),
-        })
+        self.detector
+            .as_ref()
+            .filter(|d| d.batches() > 0)
+            .map(evidence_of)
     }
 }

@@ -5,10 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::drift::{SequentialConfig, SequentialDetector, SequentialError, wilson_interval};
+use crate::drift::{
+    SequentialConfig, SequentialDetector, SequentialError, evidence_of, undeclared_traffic,
+    wilson_interval,
+};
 use crate::observation::Unit;
-use crate::report::format::{duration, plural, share_in_words};
-use crate::report::{SequentialEvidence, SplitVerdict, SubsetShare};
+use crate::report::format::{duration, p_in_words, plural, share_in_words, unit as unit_noun};
+use crate::report::{SplitVerdict, SubsetShare};
 
 use super::counts::{Grid, SplitKey, Tally, node_of};
 use super::prometheus::Series;
@@ -206,15 +209,10 @@ pub fn verdict(
             ci_high,
         });
         if weight.unwrap_or(0.0) <= 0.0 && count > 0 {
-            let what = if weight.is_some() {
-                "has declared weight 0"
-            } else {
-                "is not in the declared split"
-            };
-            immediate.push(format!(
-                "subset {} {what} but received {}",
+            immediate.push(undeclared_traffic(
                 label(name),
-                amount(unit, count)
+                weight.is_some(),
+                &amount(unit, count),
             ));
         }
     }
@@ -253,13 +251,7 @@ pub fn verdict(
         Some((generation, detector)) => {
             verdict.drift |= detector.alarm();
             verdict.p_value = Some(detector.p_value());
-            verdict.evidence = Some(SequentialEvidence {
-                ln_statistic: detector.ln_statistic(),
-                ln_threshold: detector.threshold().ln(),
-                p_value: detector.p_value(),
-                batches: detector.batches(),
-                batch_seconds: grid.step.as_secs(),
-            });
+            verdict.evidence = Some(evidence_of(detector));
             if detector.alarm() || immediate.is_empty() {
                 parts.push(statistical_reason(
                     detector, generation, &observed, samples, unit, grid, judging,
@@ -340,7 +332,7 @@ fn statistical_reason(
         .map(|s| observed.get(s.as_str()).copied().unwrap_or(0))
         .sum();
     if n == 0 {
-        return format!("no {} in the range", unit_word(unit));
+        return format!("no {} in the range", unit_noun(unit));
     }
     let total_weight: f64 = generation.tested_weights.iter().sum();
     let largest = generation
@@ -359,7 +351,7 @@ fn statistical_reason(
                 .then(da.total_cmp(&db))
         });
     let Some((name, share, weight)) = largest else {
-        return format!("no {} in the range", unit_word(unit));
+        return format!("no {} in the range", unit_noun(unit));
     };
     let comparison = format!(
         "observed {} {} vs declared {}",
@@ -392,28 +384,11 @@ pub(super) fn tie_free(delta: f64) -> f64 {
     (delta.abs() * 1e9).round()
 }
 
-fn p_in_words(p: f64) -> String {
-    if p < 1e-12 {
-        "p < 1e-12".to_owned()
-    } else if p < 0.001 {
-        format!("p = {p:.1e}")
-    } else {
-        format!("p = {p:.3}")
-    }
-}
-
 fn label(subset: &str) -> &str {
     if subset.is_empty() {
         "(whole host)"
     } else {
         subset
-    }
-}
-
-fn unit_word(unit: Unit) -> &'static str {
-    match unit {
-        Unit::Request => "requests",
-        Unit::Connection => "connections",
     }
 }
 

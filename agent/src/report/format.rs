@@ -34,6 +34,18 @@ pub fn p_value(p: Option<f64>) -> String {
     }
 }
 
+/// A p-value as a verdict's sentence writes it (`p = 0.042`, `p = 3.1e-5`,
+/// `p < 1e-12`).
+pub fn p_in_words(p: f64) -> String {
+    if p < 1e-12 {
+        "p < 1e-12".to_owned()
+    } else if p < 0.001 {
+        format!("p = {p:.1e}")
+    } else {
+        format!("p = {p:.3}")
+    }
+}
+
 /// Seconds as the largest two units (`10m`, `1h 05m`, `45s`).
 pub fn duration(seconds: u64) -> String {
     let (d, h, m, s) = (
@@ -61,7 +73,6 @@ pub fn split_unit(unit: Unit, estimated: bool) -> String {
     }
 }
 
-/// The plural noun for a route's unit (`requests`, `connections`).
 /// A bypass reason in words.
 pub fn bypass_reason(reason: BypassReason) -> &'static str {
     match reason {
@@ -71,6 +82,7 @@ pub fn bypass_reason(reason: BypassReason) -> &'static str {
     }
 }
 
+/// The plural noun for a route's unit (`requests`, `connections`).
 pub fn unit(unit: Unit) -> &'static str {
     match unit {
         Unit::Request => "requests",

@@ -109,6 +109,14 @@ pub struct NodeShare {
     pub observed: f64,
 }
 
+impl SplitVerdict {
+    /// Whether a test judged the split (the window's or the sequential one);
+    /// untested splits are shown as such, not as passing.
+    pub fn tested(&self) -> bool {
+        self.p_value.is_some() || self.evidence.is_some()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubsetShare {
     /// Subset name, `None` for the whole host.

@@ -154,7 +154,7 @@ fn tile(out: &mut String, n: usize, of: usize, what: &str, bad: bool) {
 pub(super) fn split_status(split: &SplitVerdict) -> (&'static str, &'static str) {
     if split.drift {
         ("drift", "DRIFT")
-    } else if split.p_value.is_some() || split.evidence.is_some() {
+    } else if split.tested() {
         ("ok", "OK")
     } else {
         ("untested", "NOT TESTED")
